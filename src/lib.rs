@@ -1,0 +1,12 @@
+//! hotclone: hot-clone running legacy Linux servers into virtual machines.
+//!
+//! The library never prints and never exits. Everything a user sees is
+//! rendered by the binary (`src/main.rs` and `src/cli/`). Failures are
+//! `thiserror` enums per module that say what went wrong and what to do.
+//!
+//! Layers (data flows left to right):
+//! `ssh` (sessions to old servers) -> `probe` (an [`probe::Inventory`] of the
+//! running source, read once and acted on afterwards).
+
+pub mod probe;
+pub mod ssh;

@@ -1,0 +1,1 @@
+//! Remote inspection of a source into an Inventory (being written).

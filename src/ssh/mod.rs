@@ -1,0 +1,1 @@
+//! SSH sessions to source and target hosts (being written).
