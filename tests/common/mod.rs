@@ -1,0 +1,103 @@
+//! Shared helpers for integration tests that run against the lab
+//! (`cargo xtask lab up`). A lab test never skips: when the lab is not up it
+//! panics with the command that brings it up.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde::Deserialize;
+
+/// `target/lab/lab.json`, written by `cargo xtask lab up`.
+#[derive(Debug, Deserialize)]
+pub struct Lab {
+    pub dir: PathBuf,
+    pub client_ns: String,
+    pub client_ip: String,
+    pub password_file: PathBuf,
+    pub ssh_config: PathBuf,
+    pub known_hosts: PathBuf,
+    pub id_ed25519: PathBuf,
+    pub id_rsa: PathBuf,
+    pub sources: Vec<LabSource>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LabSource {
+    pub name: String,
+    pub ns: String,
+    pub ip: String,
+    pub prefix: u8,
+    pub mac: String,
+    pub hostname: String,
+    pub suite: Option<String>,
+    pub debian_version: Option<String>,
+    pub kernel_installed: Option<String>,
+    pub root_fstype: String,
+    pub sshd: String,
+}
+
+pub fn lab_dir() -> PathBuf {
+    match std::env::var_os("HOTCLONE_LAB_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lab"),
+    }
+}
+
+/// The running lab. Panics (never skips) when it is not up.
+pub fn lab() -> Lab {
+    let path = lab_dir().join("lab.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the lab is not up ({}: {e}). Lab tests need it: run `cargo xtask lab up` \
+             (or `cargo xtask test`, which brings it up), as root.",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not a lab description: {e}", path.display()))
+}
+
+impl Lab {
+    pub fn source(&self, name: &str) -> &LabSource {
+        self.sources
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("the lab has no source named {name:?}; lab.json lists {:?}",
+                self.sources.iter().map(|s| &s.name).collect::<Vec<_>>()))
+    }
+
+    /// A `Command` that runs `program` inside the lab's client namespace.
+    pub fn client_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.client_ns]).arg(program);
+        cmd
+    }
+
+    /// The `hotclone` binary under test, run in the client namespace with the
+    /// lab's ssh_config and known_hosts.
+    pub fn hotclone(&self) -> Command {
+        let mut cmd = self.client_command(env!("CARGO_BIN_EXE_hotclone"));
+        cmd.env("HOME", self.dir.join("home"));
+        cmd
+    }
+}
+
+/// Run a command, returning its output; prints everything a reader needs when
+/// an assertion about it fails later.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
+    eprintln!(
+        "$ {cmd:?}\n-- exit: {}\n-- stdout:\n{}\n-- stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Run a command that must succeed; returns its stdout as text.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(out.status.success(), "command failed: {cmd:?} (see its output above)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
