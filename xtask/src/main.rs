@@ -1,1 +1,62 @@
-fn main() {}
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use xtask::lab;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "hotclone developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The test lab (network namespaces + real source roots).
+    Lab {
+        #[command(subcommand)]
+        action: LabCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Build cached images if needed and start the lab (idempotent).
+    Up,
+    /// Stop the lab and delete its namespaces and disks (keeps keys).
+    Down,
+    /// Show each host; exit 1 if the lab is partially up.
+    Status,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Lab { action } => run_lab(action),
+    }
+}
+
+fn run_lab(action: LabCmd) -> Result<()> {
+    let opts = lab::LabOptions::from_env();
+    match action {
+        LabCmd::Up => {
+            let info = lab::up(&opts)?;
+            for s in &info.sources {
+                println!("{:<11} {:<15} {} pid {}", s.name, s.ip, s.sshd, s.pid);
+            }
+            println!("ssh: ip netns exec {} ssh -F {} debian12", info.client_ns, info.ssh_config.display());
+            Ok(())
+        }
+        LabCmd::Down => {
+            let t = std::time::Instant::now();
+            lab::down_with(&opts)?;
+            eprintln!("lab down in {:.1}s", t.elapsed().as_secs_f64());
+            Ok(())
+        }
+        LabCmd::Status => {
+            if !lab::status(&opts)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Cached source root filesystems. Each recipe becomes one sparse ext4 image
+//! `<cache>/<name>-<hash12>.img`, where the hash covers everything that
+//! shapes the tree. Builds go to temporary names and are renamed when done.
+use crate::sh;
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Bump when the build logic (not captured by the script text) changes.
+const RECIPE_VERSION: u32 = 1;
+
+/// The fixed lab root password (also written to `<labdir>/password`).
+pub const LAB_PASSWORD: &str = "hotclone-lab-pw";
+
+const DEBIAN_SH: &str = include_str!("scripts/debian.sh");
+const BUSYBOX_SH: &str = include_str!("scripts/busybox.sh");
+const DEBIAN_INCLUDE: &str = "openssh-server,ifupdown,iproute2,linux-image-amd64,grub-pc,\
+initramfs-tools,systemd-sysv,udev,procps,kmod";
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub name: &'static str,
+    /// Debian suite for debootstrap, or None for the busybox root.
+    pub suite: Option<&'static str>,
+    pub hostname: &'static str,
+    /// Address with prefix, as written into /etc/network/interfaces.
+    pub addr: &'static str,
+}
+
+pub const DEBIAN12: Recipe =
+    Recipe { name: "debian12", suite: Some("bookworm"), hostname: "src-debian12", addr: "198.51.100.11/24" };
+pub const DEBIAN11: Recipe =
+    Recipe { name: "debian11", suite: Some("bullseye"), hostname: "src-debian11", addr: "198.51.100.12/24" };
+pub const BUSYBOX: Recipe =
+    Recipe { name: "busybox", suite: None, hostname: "src-busybox", addr: "198.51.100.14/24" };
+
+/// All recipes, in build order.
+pub const ALL: [&Recipe; 3] = [&DEBIAN12, &DEBIAN11, &BUSYBOX];
+
+/// Look up a recipe by name.
+pub fn by_name(name: &str) -> Result<&'static Recipe> {
+    ALL.iter().copied().find(|r| r.name == name).with_context(|| format!("no recipe named {name}"))
+}
+
+impl Recipe {
+    fn script(&self) -> &'static str {
+        if self.suite.is_some() { DEBIAN_SH } else { BUSYBOX_SH }
+    }
+
+    /// The text the cache key is computed from.
+    pub fn recipe_text(&self) -> String {
+        format!(
+            "version={RECIPE_VERSION}\nname={}\nsuite={}\ninclude={}\nhostname={}\naddr={}\npassword={LAB_PASSWORD}\n---\n{}",
+            self.name,
+            self.suite.unwrap_or("-"),
+            if self.suite.is_some() { DEBIAN_INCLUDE } else { "busybox-static,dropbear-bin(host)" },
+            self.hostname,
+            self.addr,
+            self.script()
+        )
+    }
+
+    /// First 12 hex digits of sha256(recipe text).
+    pub fn hash12(&self) -> String {
+        let digest = Sha256::digest(self.recipe_text().as_bytes());
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn image_path(&self, cache: &Path) -> PathBuf {
+        cache.join(format!("{}-{}.img", self.name, self.hash12()))
+    }
+
+    /// Return the cached image, building it first if it is missing.
+    pub fn ensure(&self, cache: &Path) -> Result<PathBuf> {
+        let img = self.image_path(cache);
+        if img.exists() {
+            return Ok(img);
+        }
+        std::fs::create_dir_all(cache)
+            .with_context(|| format!("cannot create cache dir {}", cache.display()))?;
+        let what = match self.suite {
+            Some(s) => format!("debootstrap {s}, ~1 min"),
+            None => "busybox + dropbear, seconds".to_string(),
+        };
+        eprint!("building {} rootfs ({what})... ", self.name);
+        let t = Instant::now();
+        self.build(cache, &img).with_context(|| format!("building the {} rootfs failed", self.name))?;
+        eprintln!("done in {}s ({})", t.elapsed().as_secs(), img.display());
+        Ok(img)
+    }
+
+    fn build(&self, cache: &Path, img: &Path) -> Result<()> {
+        let stem = format!("{}-{}", self.name, self.hash12());
+        let work = cache.join(format!("{stem}.tmp"));
+        let tmp_img = cache.join(format!("{stem}.img.tmp"));
+        let log = cache.join(format!("{stem}.log"));
+        remove_tree(&work)?;
+        let _ = std::fs::remove_file(&tmp_img);
+        let _ = std::fs::remove_file(&log);
+        std::fs::create_dir_all(&work)?;
+        let tree = work.join("root");
+        self.run_script(&tree, &log)?;
+        make_ext4(&tree, &tmp_img, self.name, &log)?;
+        std::fs::rename(&tmp_img, img)
+            .with_context(|| format!("renaming {} to {}", tmp_img.display(), img.display()))?;
+        remove_tree(&work)
+    }
+
+    /// Run the build script in a private mount namespace, so mounts made by
+    /// debootstrap cannot outlive a killed build.
+    fn run_script(&self, tree: &Path, log: &Path) -> Result<()> {
+        sh::cmd("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", self.script(), "build"])
+            .env("DIR", tree)
+            .env("SUITE", self.suite.unwrap_or(""))
+            .env("MIRROR", host_mirror())
+            .env("INCLUDE", DEBIAN_INCLUDE)
+            .env("HC_HOSTNAME", self.hostname)
+            .env("HC_ADDR", self.addr)
+            .env("HC_PASSWORD", LAB_PASSWORD)
+            .run_logged(log)
+    }
+}
+
+/// The Debian mirror the host itself uses (falls back to deb.debian.org).
+pub fn host_mirror() -> String {
+    let mut texts = vec![std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default()];
+    if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for e in rd.flatten() {
+            texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    for text in texts {
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let url = match words.as_slice() {
+                ["URIs:", u, ..] => *u,
+                ["deb", rest @ ..] => rest.iter().find(|w| w.starts_with("http")).copied().unwrap_or(""),
+                _ => "",
+            };
+            if url.trim_end_matches('/').ends_with("/debian") {
+                return url.to_string();
+            }
+        }
+    }
+    "http://deb.debian.org/debian".to_string()
+}
+
+/// `mkfs.ext4 -d TREE` into a sparse image sized tree + 30 % (min 256 MiB).
+fn make_ext4(tree: &Path, img: &Path, label: &str, log: &Path) -> Result<()> {
+    let du = sh::cmd("du").args(["-sk", "--one-file-system"]).arg(tree).output()?;
+    let kib: u64 = du
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("cannot parse du output {du:?}"))?;
+    let mib = ((kib * 13 / 10) / 1024 + 64).max(256);
+    std::fs::File::create(img)
+        .and_then(|f| f.set_len(mib * 1024 * 1024))
+        .with_context(|| format!("creating sparse image {}", img.display()))?;
+    sh::cmd("mkfs.ext4")
+        .args(["-q", "-F", "-L", label, "-d"])
+        .arg(tree)
+        .arg(img)
+        .run_logged(log)
+}
+
+/// rm -rf that never crosses into other filesystems.
+pub fn remove_tree(p: &Path) -> Result<()> {
+    if p.exists() {
+        sh::cmd("rm").args(["-rf", "--one-file-system"]).arg(p).run()?;
+    }
+    if p.exists() {
+        bail!("could not remove {} (something mounted inside it?)", p.display());
+    }
+    Ok(())
+}
