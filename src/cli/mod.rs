@@ -1,0 +1,33 @@
+//! The command line: argument parsing (clap), resolving it into library
+//! options, and rendering results. Business logic lives in the library.
+
+pub mod password;
+pub mod probe;
+pub mod render;
+pub mod ssh_args;
+
+use clap::{Parser, Subcommand};
+
+/// Hot-clone running legacy Linux servers into virtual machines.
+///
+/// hotclone works agentlessly: it connects to the source with SSH and runs
+/// only the source's own sh, tar and find. Nothing is installed there and
+/// nothing on it is changed.
+#[derive(Debug, Parser)]
+#[command(name = "hotclone", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "Start with `hotclone probe root@server` to see what hotclone sees.")]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). HOTCLONE_LOG=filter overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors in the log.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Probe(probe::ProbeArgs),
+}

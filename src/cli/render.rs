@@ -1,0 +1,234 @@
+//! Human-readable rendering. Pure: data in, text out, so it is testable.
+
+use std::fmt::Write;
+
+use hotclone::probe::{Inventory, MountKind, TarFlavour};
+
+/// 1536 -> "1.5 KiB".
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// An enum's serde name ("grub-legacy", "network-manager").
+fn name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| "?".into())
+}
+
+fn opt(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("-")
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn table(out: &mut String, rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let mut line = String::from("  ");
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+}
+
+pub fn inventory(inv: &Inventory) -> String {
+    let mut o = String::new();
+    let os = &inv.os;
+    let _ = writeln!(o, "{} ({})", inv.hostname, inv.source);
+    let version = os.version.as_deref().map(|v| format!(", version {v}")).unwrap_or_default();
+    let family = name(&os.family);
+    let k = &inv.kernel;
+    let installed = if k.installed.is_empty() { "none".to_string() } else { k.installed.join(", ") };
+    let init_state = if inv.init.active { "running" } else { "installed" };
+    let boot_config = inv.bootloader.config.as_deref().map(|c| format!(", config {c}")).unwrap_or_else(|| ", no config file".into());
+    let boot_version = inv.bootloader.version.as_deref().map(|v| format!(" ({v})")).unwrap_or_default();
+    let firmware = if inv.bootloader.uefi { "UEFI" } else { "BIOS" };
+    table(
+        &mut o,
+        &[
+            vec!["OS".into(), format!("{}{version} [{family} family]", os.pretty_name)],
+            vec!["Kernel".into(), format!("running {} {}; installed: {installed}", k.running, k.arch)],
+            vec!["Init".into(), format!("{} ({init_state}; {})", name(&inv.init.kind), inv.init.evidence)],
+            vec!["Boot".into(), format!("{}{boot_config}{boot_version}, {firmware}", name(&inv.bootloader.kind))],
+            vec!["Hardware".into(), format!("{} CPU, {} RAM", inv.hardware.cpus, bytes(inv.hardware.memory_bytes))],
+        ],
+    );
+
+    o.push_str("\nFilesystems\n");
+    let mut rows = vec![["DEVICE", "MOUNT", "TYPE", "SIZE", "USED", "INODES USED", "UUID"].map(String::from).to_vec()];
+    let mut hidden = 0;
+    for m in &inv.storage.mounts {
+        if !matches!(m.kind, MountKind::Disk) {
+            hidden += 1;
+            continue;
+        }
+        rows.push(vec![
+            m.device.clone(),
+            m.mount_point.clone(),
+            m.fs_type.clone(),
+            m.bytes_total.map(bytes).unwrap_or_else(|| "-".into()),
+            m.bytes_used.map(bytes).unwrap_or_else(|| "-".into()),
+            match (m.inodes_used, m.inodes_total) {
+                (Some(u), Some(t)) => format!("{u}/{t}"),
+                _ => "-".into(),
+            },
+            opt(&m.uuid).to_string(),
+        ]);
+    }
+    table(&mut o, &rows);
+    if hidden > 0 {
+        let _ = writeln!(o, "  ({hidden} pseudo, network or bind mounts not shown; --json lists them)");
+    }
+
+    let disks: Vec<_> = inv.storage.block_devices.iter().filter(|d| d.kind != "loop" || d.mount_point.is_some()).collect();
+    if !disks.is_empty() {
+        o.push_str("\nBlock devices\n");
+        let mut rows = vec![["NAME", "KIND", "SIZE", "TABLE", "FS", "PARENT"].map(String::from).to_vec()];
+        for d in disks {
+            rows.push(vec![
+                d.name.clone(),
+                d.kind.clone(),
+                bytes(d.size_bytes),
+                opt(&d.partition_table).into(),
+                opt(&d.fs_type).into(),
+                opt(&d.parent).into(),
+            ]);
+        }
+        table(&mut o, &rows);
+    }
+    for lv in &inv.storage.logical_volumes {
+        let _ = writeln!(o, "  LVM {} ({})", lv.path, bytes(lv.size_bytes));
+    }
+    for md in &inv.storage.md_arrays {
+        let _ = writeln!(o, "  MD {} {} [{}]{}", md.name, md.level, md.members.join(" "), if md.active { "" } else { " inactive" });
+    }
+
+    o.push_str("\nNetwork\n");
+    let mut rows = Vec::new();
+    for i in &inv.network.interfaces {
+        rows.push(vec![
+            i.name.clone(),
+            opt(&i.mac).into(),
+            if i.up { "up".into() } else { "down".into() },
+            if i.addresses.is_empty() { "-".into() } else { i.addresses.join(" ") },
+        ]);
+    }
+    table(&mut o, &rows);
+    for r in &inv.network.routes {
+        let via = r.gateway.as_deref().map(|g| format!(" via {g}")).unwrap_or_default();
+        let dev = r.device.as_deref().map(|d| format!(" dev {d}")).unwrap_or_default();
+        let _ = writeln!(o, "  route {}{via}{dev}", r.destination);
+    }
+    let dns = &inv.network.dns;
+    if !dns.nameservers.is_empty() {
+        let _ = writeln!(o, "  dns {}{}", dns.nameservers.join(" "), if dns.search.is_empty() { String::new() } else { format!(" (search {})", dns.search.join(" ")) });
+    }
+    let styles: Vec<String> = inv.network.config_styles.iter().map(name).collect();
+    let _ = writeln!(
+        o,
+        "  config {}: {}",
+        if styles.is_empty() { "none found".into() } else { styles.join(", ") },
+        inv.network.config_files.join(" ")
+    );
+
+    let svc = &inv.services;
+    let _ = writeln!(
+        o,
+        "\nServices ({})\n  {}",
+        if svc.source == "systemd" { "systemd units" } else { "init scripts with a running daemon" },
+        if svc.running.is_empty() { "none recognised".into() } else { svc.running.join(" ") }
+    );
+    let _ = writeln!(o, "  processes: {}", svc.processes.join(" "));
+
+    let c = &inv.capabilities;
+    let tar = match c.tar.flavour {
+        TarFlavour::Missing => "missing".to_string(),
+        flavour => {
+            let features: Vec<&str> =
+                [("xattrs", c.tar.xattrs), ("acls", c.tar.acls), ("selinux", c.tar.selinux)].iter().filter(|f| f.1).map(|f| f.0).collect();
+            format!(
+                "{} {}{}",
+                name(&flavour),
+                opt(&c.tar.version),
+                if features.is_empty() { " (no xattrs/acls/selinux)".into() } else { format!(" ({})", features.join(", ")) }
+            )
+        }
+    };
+    o.push_str("\nSource tools\n");
+    table(
+        &mut o,
+        &[
+            vec!["tar".into(), tar],
+            vec!["find -printf".into(), yes_no(c.find_printf).into()],
+            vec!["stat -c".into(), yes_no(c.stat_format).into()],
+            vec!["busybox".into(), opt(&c.busybox).into()],
+            vec!["compressors".into(), c.compressors.join(" ")],
+            vec!["hashers".into(), c.hashers.join(" ")],
+            vec!["rsync".into(), yes_no(c.rsync).into()],
+        ],
+    );
+    if !inv.warnings.is_empty() {
+        o.push_str("\nWarnings\n");
+        for w in &inv.warnings {
+            let _ = writeln!(o, "  - {w}");
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_are_binary_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(9611492 * 1024), "9.2 GiB");
+    }
+
+    #[test]
+    fn debian5_summary_names_the_facts_a_sysadmin_looks_for() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/probe/debian5/inventory.json")).unwrap();
+        let inv: Inventory = serde_json::from_str(&text).unwrap();
+        let out = inventory(&inv);
+        for needle in [
+            "web01 (root@web01)",
+            "Debian GNU/Linux 5.0.10, version 5.0.10 [debian family]",
+            "running 2.6.26-2-686 i686",
+            "grub-legacy, config /boot/grub/menu.lst",
+            "/dev/hda1",
+            "/srv/my data",
+            "00:16:3e:2a:7c:01",
+            "route default via 198.51.100.1 dev eth0",
+            "apache2 cron mysql ssh",
+            "gnu 1.20 (no xattrs/acls/selinux)",
+        ] {
+            assert!(out.contains(needle), "summary lacks {needle:?}:\n{out}");
+        }
+    }
+}
