@@ -166,16 +166,9 @@ async fn pump(
     let (mut out_open, mut err_open) = (true, true);
     while let Some(msg) = read.wait().await {
         match msg {
-            ChannelMsg::Data { data } => {
-                if out_open && out.write_all(&data).await.is_err() {
-                    out_open = false; // reader dropped: discard from now on
-                }
-            }
-            ChannelMsg::ExtendedData { data, ext: 1 } => {
-                if err_open && err.write_all(&data).await.is_err() {
-                    err_open = false;
-                }
-            }
+            // A dropped reader: discard its data from now on.
+            ChannelMsg::Data { data } if out_open => out_open = out.write_all(&data).await.is_ok(),
+            ChannelMsg::ExtendedData { data, ext: 1 } if err_open => err_open = err.write_all(&data).await.is_ok(),
             ChannelMsg::ExitStatus { exit_status } => status = Some(ExitStatus::Code(exit_status)),
             ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, .. } => {
                 let name = format!("{signal_name:?}");

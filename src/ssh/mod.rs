@@ -22,7 +22,7 @@ mod error;
 mod exec;
 mod known_hosts;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -559,11 +559,17 @@ impl Session {
     }
 }
 
+/// Compile-time checks: sessions and children move between tasks, and
+/// `connect` can be spawned.
 #[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>(_: &T) {}
+fn _assert_send_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Session>();
+    send_sync::<ConnectionInfo>();
+    send_sync::<SshError>();
+    fn child_send<T: Send>() {}
+    child_send::<RemoteChild>();
     let opts = ConnectOptions::default();
-    let f = Session::connect("h", &opts);
-    is_send(&f);
-    let _ = Path::new("");
+    send(&Session::connect("h", &opts));
 }
