@@ -112,6 +112,18 @@ pub struct Storage {
     pub logical_volumes: Vec<LogicalVolume>,
     pub md_arrays: Vec<MdArray>,
     pub fstab: Vec<FstabEntry>,
+    /// Active swap areas from /proc/swaps. Swap files are excluded from the
+    /// copy; swap partitions are recreated.
+    pub swaps: Vec<Swap>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Swap {
+    pub path: String,
+    /// "partition" or "file".
+    pub kind: String,
+    pub size_bytes: u64,
+    pub used_bytes: u64,
 }
 
 /// What kind of thing a mount is; decides what the clone copies.

@@ -185,6 +185,7 @@ fn storage(s: &Sections, warnings: &mut Vec<String>) -> Storage {
         logical_volumes: s.cmd_ok("lvs").map(block::parse_lvs).unwrap_or_default(),
         md_arrays: s.file("/proc/mdstat").map(block::parse_mdstat).unwrap_or_default(),
         fstab: s.file("/etc/fstab").map(mounts::parse_fstab).unwrap_or_default(),
+        swaps: s.file("/proc/swaps").map(mounts::parse_swaps).unwrap_or_default(),
     }
 }
 

@@ -35,6 +35,7 @@ pub const FILES: &[&str] = &[
     "/proc/mounts",
     "/proc/partitions",
     "/proc/mdstat",
+    "/proc/swaps",
     "/proc/meminfo",
     "/proc/cpuinfo",
     "/etc/default/grub",

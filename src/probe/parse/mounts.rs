@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{quoted_pairs, unescape_octal};
-use crate::probe::inventory::{FstabEntry, Mount, MountKind};
+use crate::probe::inventory::{FstabEntry, Mount, MountKind, Swap};
 
 const PSEUDO: &[&str] = &[
     "proc", "sysfs", "tmpfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs",
@@ -120,6 +120,25 @@ pub fn parse_fstab(text: &str) -> Vec<FstabEntry> {
         .collect()
 }
 
+/// /proc/swaps: `Filename Type Size Used Priority`, sizes in KiB.
+pub fn parse_swaps(text: &str) -> Vec<Swap> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 {
+                return None;
+            }
+            Some(Swap {
+                path: unescape_octal(f[0]),
+                kind: f[1].to_string(),
+                size_bytes: f[2].parse::<u64>().ok()?.saturating_mul(1024),
+                used_bytes: f[3].parse::<u64>().ok()?.saturating_mul(1024),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +199,14 @@ mod tests {
         assert_eq!(fstab[3].mount_point, "/srv/my data");
         assert_eq!(fstab[6].options, "defaults");
         assert_eq!(fstab[6].pass, 0);
+    }
+
+    #[test]
+    fn swaps_partition_and_file() {
+        let swaps = parse_swaps("Filename\t\t\t\tType\t\tSize\tUsed\tPriority\n/dev/hda2                               partition\t1951888\t0\t-1\n/swapfile                               file\t\t1048572\t12\t-2\n");
+        assert_eq!(swaps.len(), 2);
+        assert_eq!((swaps[0].path.as_str(), swaps[0].kind.as_str(), swaps[0].size_bytes), ("/dev/hda2", "partition", 1951888 * 1024));
+        assert_eq!((swaps[1].kind.as_str(), swaps[1].used_bytes), ("file", 12 * 1024));
     }
 
     #[test]
