@@ -573,3 +573,66 @@ fn _assert_send_sync() {
     let opts = ConnectOptions::default();
     send(&Session::connect("h", &opts));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts_with_config(text: &str, name: &str) -> (ConnectOptions, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("hotclone-ssh-resolve-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("config");
+        std::fs::write(&path, text).expect("write config");
+        let opts = ConnectOptions {
+            ssh_config: Some(path),
+            identity_files: vec![PathBuf::from("/cli/key")],
+            ..Default::default()
+        };
+        (opts, dir)
+    }
+
+    #[test]
+    fn precedence_command_line_then_config_then_defaults() {
+        let text = "Host old\n HostName 198.51.100.13\n User admin\n Port 2222\n IdentityFile /cfg/key\n UserKnownHostsFile /cfg/kh\n";
+        let (opts, dir) = opts_with_config(text, "prec");
+        let r = resolve("old", &opts).expect("resolve");
+        assert_eq!((r.host.as_str(), r.port, r.user.as_str()), ("198.51.100.13", 2222, "admin"));
+        assert_eq!(r.alias, "old");
+        assert_eq!(r.explicit_keys, vec![PathBuf::from("/cli/key"), PathBuf::from("/cfg/key")]);
+        assert_eq!(r.known_hosts, PathBuf::from("/cfg/kh"));
+
+        let r = resolve("root@old:22", &opts).expect("resolve");
+        assert_eq!((r.host.as_str(), r.port, r.user.as_str()), ("198.51.100.13", 22, "root"));
+
+        let explicit = ConnectOptions { known_hosts: Some(PathBuf::from("/cli/kh")), ..opts.clone() };
+        assert_eq!(resolve("old", &explicit).expect("resolve").known_hosts, PathBuf::from("/cli/kh"));
+
+        let r = resolve("other", &opts).expect("resolve");
+        assert_eq!((r.host.as_str(), r.port), ("other", 22));
+        let expected_user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "root".into());
+        assert_eq!(r.user, expected_user);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn missing_explicit_config_and_bad_destination_are_errors() {
+        let opts = ConnectOptions { ssh_config: Some(PathBuf::from("/nonexistent/ssh_config")), ..Default::default() };
+        let err = resolve("h", &opts).err().expect("missing config");
+        assert!(err.to_string().contains("/nonexistent/ssh_config"), "{err}");
+        let err = resolve("h:notaport", &ConnectOptions::default()).err().expect("bad port");
+        assert!(matches!(err, SshError::InvalidDestination { .. }), "{err}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_password_provider() {
+        struct P;
+        impl PasswordProvider for P {
+            fn password(&self, _: &str, _: &str) -> Option<String> {
+                Some("hunter2".into())
+            }
+        }
+        let opts = ConnectOptions { password: Some(Arc::new(P)), ..Default::default() };
+        let s = format!("{opts:?}");
+        assert!(!s.contains("hunter2") && s.contains("<provider>"), "{s}");
+    }
+}
