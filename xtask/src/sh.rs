@@ -37,7 +37,7 @@ impl Cmd {
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
         let a = a.as_ref();
         self.shown.push(' ');
-        self.shown.push_str(&quote(&a.to_string_lossy()));
+        self.shown.push_str(&quote(&abbrev(&a.to_string_lossy())));
         self.inner.arg(a);
         self
     }
@@ -157,6 +157,16 @@ pub fn tail(text: &str, n: usize) -> String {
     let mut s = lines[start..].join("\n");
     s.push('\n');
     s
+}
+
+/// Shorten long arguments (inline scripts) for messages.
+fn abbrev(s: &str) -> String {
+    let first = s.lines().find(|l| !l.trim().is_empty() && !l.starts_with("#!")).unwrap_or("");
+    if s.len() <= 120 && !s.contains('\n') {
+        s.to_string()
+    } else {
+        format!("{}... [{} bytes]", first.chars().take(60).collect::<String>(), s.len())
+    }
 }
 
 /// Quote a word for display (and for use in `sh -c`).

@@ -243,13 +243,10 @@ fn ensure_client_keys(dir: &Path) -> Result<String> {
 fn write_known_hosts(info: &LabInfo) -> Result<()> {
     let mut out = String::new();
     for s in &info.sources {
-        let scan = sh::netns(CLIENT.ns, "ssh-keyscan")
-            .args(["-T", "5", "-t", "rsa,ecdsa,ed25519", &s.ip])
-            .output()
-            .with_context(|| format!("ssh-keyscan of {}", s.name))?;
-        let lines: Vec<&str> = scan.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+        let spec = SOURCES.iter().find(|x| x.name == s.name).context("unknown source")?;
+        let lines = if spec.legacy { scan_legacy(info, s)? } else { keyscan(s)? };
         if lines.is_empty() {
-            bail!("ssh-keyscan got no host keys from {} ({})", s.name, s.ip);
+            bail!("got no host keys from {} ({})", s.name, s.ip);
         }
         for l in lines {
             out += &format!("{l}\n");
@@ -257,6 +254,36 @@ fn write_known_hosts(info: &LabInfo) -> Result<()> {
     }
     fs::write(&info.known_hosts, out)?;
     Ok(())
+}
+
+fn keyscan(s: &SourceInfo) -> Result<Vec<String>> {
+    let scan = sh::netns(CLIENT.ns, "ssh-keyscan")
+        .args(["-T", "5", "-t", "rsa,ecdsa,ed25519", &s.ip])
+        .output()
+        .with_context(|| format!("ssh-keyscan of {}", s.name))?;
+    Ok(scan.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(String::from).collect())
+}
+
+/// ssh-keyscan cannot offer SHA-1 key exchange (and has no -o), so learn
+/// the legacy host key by connecting once with `accept-new`.
+fn scan_legacy(info: &LabInfo, s: &SourceInfo) -> Result<Vec<String>> {
+    let tmp = info.dir.join("known_hosts.legacy.tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut c = sh::netns(CLIENT.ns, "ssh").args(["-F", "/dev/null"]);
+    for (k, v) in source::LEGACY_CLIENT_OPTS {
+        c = c.arg("-o").arg(format!("{k}={v}"));
+    }
+    c.arg("-o")
+        .arg(format!("UserKnownHostsFile={}", tmp.display()))
+        .args(["-o", "StrictHostKeyChecking=accept-new", "-o", "HashKnownHosts=no", "-o", "BatchMode=yes"])
+        .args(["-o", "IdentitiesOnly=yes", "-i"])
+        .arg(&info.id_rsa)
+        .args([&format!("root@{}", s.ip), "true"])
+        .run()
+        .with_context(|| format!("first connection to legacy source {}", s.name))?;
+    let text = fs::read_to_string(&tmp).with_context(|| format!("reading {}", tmp.display()))?;
+    let _ = fs::remove_file(&tmp);
+    Ok(text.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect())
 }
 
 fn write_ssh_config(info: &LabInfo) -> Result<()> {

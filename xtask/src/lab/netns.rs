@@ -67,7 +67,8 @@ pub fn tcp_answers(from_ns: &str, ip: &str, port: u16) -> bool {
         .succeeds()
 }
 
-/// One ping from `from_ns` to `ip`.
+/// One ARP ping from `from_ns` (out of its eth0) to `ip`: proves the
+/// bridge forwards (the host has arping but not necessarily ping).
 pub fn ping(from_ns: &str, ip: &str) -> bool {
-    sh::netns(from_ns, "ping").args(["-c1", "-W1", "-q", ip]).succeeds()
+    sh::netns(from_ns, "arping").args(["-q", "-c1", "-w2", "-I", "eth0", ip]).succeeds()
 }

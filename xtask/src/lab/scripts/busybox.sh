@@ -20,7 +20,8 @@ P
 cat > etc/group <<G
 root:x:0:
 G
-echo 'root:*:19000:0:99999:7:::' > etc/shadow
+HASH=$(chroot . /bin/busybox mkpasswd -m sha512 "$HC_PASSWORD")
+echo "root:$HASH:19000:0:99999:7:::" > etc/shadow
 chmod 640 etc/shadow
 echo /bin/sh > etc/shells
 echo "$HC_HOSTNAME" > etc/hostname
@@ -37,7 +38,6 @@ iface eth0 inet static
 	address $HC_ADDR
 I
 echo '/dev/hda1	/	ext3	defaults	0	1' > etc/fstab
-echo "root:$HC_PASSWORD" | chroot . /bin/busybox chpasswd -c sha512
 dropbearkey -t rsa -f etc/dropbear/dropbear_rsa_host_key >/dev/null
 dropbearkey -t ed25519 -f etc/dropbear/dropbear_ed25519_host_key >/dev/null
 chroot . /usr/sbin/dropbear -V 2>&1 | grep -qi dropbear
