@@ -463,3 +463,29 @@ fn connection_refused_and_unreachable_fail_fast() {
     assert!(msg.contains("198.51.100.99:22"), "{msg}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+#[test]
+fn lab_ssh_config_aliases_resolve() {
+    let lab = common::lab();
+    for source in ["debian12", "legacy-ssh"] {
+        isolate_home();
+        let opts = ConnectOptions {
+            ssh_config: Some(lab.ssh_config.clone()),
+            use_agent: false,
+            ..ConnectOptions::default()
+        };
+        let name = source.to_string();
+        let (info, out) = in_ns(&lab.client_ns, move || async move {
+            let s = connect(&name, &opts).await;
+            let out = s.run("uname -n", b"").await.expect("run");
+            (s.info().clone(), out)
+        });
+        eprintln!("{source}: {info:?}");
+        let src = lab.source(source);
+        assert_eq!(info.host, src.ip);
+        assert_eq!(info.alias.as_deref(), Some(source));
+        assert_eq!(info.user, "root");
+        assert_eq!(info.known_hosts, lab.known_hosts);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), src.hostname);
+    }
+}
