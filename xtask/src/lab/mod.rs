@@ -165,7 +165,7 @@ fn start_lab(opts: &LabOptions, images: &[(&str, PathBuf)]) -> Result<LabInfo> {
             .find(|(n, _)| *n == spec.recipe.name)
             .map(|(_, p)| p.clone())
             .context("recipe image missing")?;
-        infos.push(start_source(dir, spec, &cached, &keys)?);
+        infos.push(start_source(opts, spec, &cached, &keys)?);
     }
     for spec in &SOURCES {
         source::wait_port(spec, &dir.join("logs").join(format!("{}.log", spec.name)), 30)?;
@@ -192,10 +192,17 @@ fn start_lab(opts: &LabOptions, images: &[(&str, PathBuf)]) -> Result<LabInfo> {
     Ok(info)
 }
 
-fn start_source(dir: &Path, spec: &SourceSpec, cached: &Path, keys: &str) -> Result<SourceInfo> {
+fn start_source(opts: &LabOptions, spec: &SourceSpec, cached: &Path, keys: &str) -> Result<SourceInfo> {
+    let dir = &opts.lab_dir;
     let disk = dir.join("disks").join(format!("{}.img", spec.name));
+    // legacy-ssh reuses the debian12 image; give it its own host keys.
+    let host_keys = if spec.recipe.name != spec.name {
+        Some(source::ensure_own_host_keys(&opts.cache_dir, spec)?)
+    } else {
+        None
+    };
     let facts = spec
-        .prepare_disk(cached, &disk, &dir.join("stage").join(spec.name), keys)
+        .prepare_disk(cached, &disk, &dir.join("stage").join(spec.name), keys, host_keys.as_deref())
         .with_context(|| format!("preparing the disk of {}", spec.name))?;
     netns::create_host(&spec.host)?;
     let log = dir.join("logs").join(format!("{}.log", spec.name));

@@ -117,7 +117,7 @@ impl SourceSpec {
 
     /// Write the per-lab files for this source into `stage` (a tree that is
     /// copied over the image root with `cp -a`).
-    fn stage_overlay(&self, stage: &Path, authorized_keys: &str) -> Result<()> {
+    fn stage_overlay(&self, stage: &Path, authorized_keys: &str, host_keys: Option<&Path>) -> Result<()> {
         recipe::remove_tree(stage)?;
         mkdir_mode(stage, 0o755)?;
         mkdir_mode(&stage.join("etc"), 0o755)?;
@@ -137,14 +137,31 @@ impl SourceSpec {
             mkdir_mode(&stage.join("etc/ssh"), 0o755)?;
             write_mode(&stage.join("etc/ssh/sshd_config"), LEGACY_SSHD_CONFIG, 0o644)?;
         }
+        if let Some(dir) = host_keys {
+            mkdir_mode(&stage.join("etc/ssh"), 0o755)?;
+            sh::cmd("sh")
+                .args(["-c", "cp -p \"$1\"/ssh_host_* \"$2\"/etc/ssh/", "cp"])
+                .arg(dir)
+                .arg(stage)
+                .run()?;
+        }
         Ok(())
     }
 
     /// Copy the cached image to `disk` and apply the per-lab overlay.
-    pub fn prepare_disk(&self, cached: &Path, disk: &Path, stage: &Path, keys: &str) -> Result<ImageFacts> {
+    /// `host_keys`: a directory of `ssh_host_*` files that replace the
+    /// image's own (so sources sharing a cached image get their own identity).
+    pub fn prepare_disk(
+        &self,
+        cached: &Path,
+        disk: &Path,
+        stage: &Path,
+        keys: &str,
+        host_keys: Option<&Path>,
+    ) -> Result<ImageFacts> {
         let _ = fs::remove_file(disk);
         sh::cmd("cp").arg("--sparse=always").arg(cached).arg(disk).run()?;
-        self.stage_overlay(stage, keys)?;
+        self.stage_overlay(stage, keys, host_keys)?;
         let out = sh::cmd("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c", OVERLAY_SH, "overlay"])
             .arg(disk)
@@ -174,10 +191,35 @@ impl SourceSpec {
             .arg(mnt)
             .into_command();
         let logf = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        cmd.stdin(Stdio::null()).stdout(logf.try_clone()?).stderr(logf).process_group(0);
+        cmd.env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C")
+            .stdin(Stdio::null()).stdout(logf.try_clone()?).stderr(logf).process_group(0);
         let child = cmd.spawn().with_context(|| format!("cannot start `{shown}`"))?;
         Ok(child.id())
     }
+}
+
+/// Host keys of their own for sources that reuse another source's image,
+/// made once and kept in the cache (`<cache>/<name>-hostkeys/`), so the
+/// source's identity survives `lab down`/`up`.
+pub fn ensure_own_host_keys(cache: &Path, spec: &SourceSpec) -> Result<PathBuf> {
+    let dir = cache.join(format!("{}-hostkeys", spec.name));
+    if dir.join("ssh_host_rsa_key.pub").exists() {
+        return Ok(dir);
+    }
+    let tmp = cache.join(format!("{}-hostkeys.tmp", spec.name));
+    recipe::remove_tree(&tmp)?;
+    fs::create_dir_all(&tmp)?;
+    let comment = format!("root@{}", spec.hostname);
+    for (t, bits) in [("rsa", "3072"), ("ecdsa", "256"), ("ed25519", "256")] {
+        sh::cmd("ssh-keygen")
+            .args(["-q", "-N", "", "-t", t, "-b", bits, "-C", &comment, "-f"])
+            .arg(tmp.join(format!("ssh_host_{t}_key")))
+            .run()?;
+    }
+    fs::rename(&tmp, &dir).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
+    Ok(dir)
 }
 
 /// Apply the staged overlay to an image; print facts. $1=image $2=stage.
