@@ -130,6 +130,7 @@ pub fn check_prerequisites() -> Result<()> {
 /// Bring the lab up (idempotent). Returns what tests need to know.
 pub fn up(opts: &LabOptions) -> Result<LabInfo> {
     check_prerequisites()?;
+    let _lock = lock(opts)?;
     if fully_up(opts) {
         eprintln!("lab already up ({})", opts.lab_json().display());
         return LabInfo::load(opts);
@@ -140,7 +141,7 @@ pub fn up(opts: &LabOptions) -> Result<LabInfo> {
     }
     if opts.lab_json().exists() || all_namespaces().iter().any(|ns| netns::exists(ns)) {
         eprintln!("a stale lab is present; tearing it down first");
-        down_with(opts)?;
+        down_locked(opts)?;
     }
     let t = Instant::now();
     let info = start_lab(opts, &images).context(
@@ -336,6 +337,27 @@ pub fn down() -> Result<()> {
 }
 
 pub fn down_with(opts: &LabOptions) -> Result<()> {
+    let _lock = lock(opts)?;
+    down_locked(opts)
+}
+
+/// Serialise `up`/`down` (e.g. parallel test runs): an exclusive lock on
+/// `<labdir>/lock`, released when the returned file is dropped.
+fn lock(opts: &LabOptions) -> Result<fs::File> {
+    fs::create_dir_all(&opts.lab_dir)
+        .with_context(|| format!("creating lab dir {}", opts.lab_dir.display()))?;
+    let p = opts.lab_dir.join("lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .with_context(|| format!("opening {}", p.display()))?;
+    f.lock().with_context(|| format!("locking {}", p.display()))?;
+    Ok(f)
+}
+
+fn down_locked(opts: &LabOptions) -> Result<()> {
     let dir = &opts.lab_dir;
     for spec in &SOURCES {
         if let Some(pid) = source::read_pid(dir, spec.name) {
