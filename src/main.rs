@@ -38,6 +38,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<()> = runtime.block_on(async {
         match cli.command {
             Command::Probe(args) => cli::probe::run(args).await,
+            Command::Plan(args) => cli::plan::run(args).await,
         }
     });
     match result {

@@ -40,6 +40,8 @@ fn assert_common(inv: &Inventory, src: &LabSource) {
 
 fn assert_debian(inv: &Inventory, src: &LabSource) {
     assert_common(inv, src);
+    let root = inv.storage.mounts.iter().rev().find(|m| m.mount_point == "/").unwrap();
+    assert_eq!(root.uuid.as_deref(), Some(common::image_uuid(&src.image).as_str()), "root UUID (from blkid on the source)");
     assert_eq!(inv.os.family, DistroFamily::Debian);
     assert_eq!(inv.os.id, "debian");
     assert_eq!(inv.os.version.as_deref(), src.debian_version.as_deref());
@@ -98,6 +100,9 @@ fn probe_busybox_source_falls_back_to_busybox_tools() {
     assert!(inv.warnings.iter().any(|w| w.contains("busybox tar")), "{:?}", inv.warnings);
     let fstab_root = inv.storage.fstab.iter().find(|e| e.mount_point == "/").expect("fstab has /");
     assert_eq!(fstab_root.spec, "/dev/hda1");
+    // busybox-static has no blkid applet: the UUID is unknown, not invented.
+    let root = inv.storage.mounts.iter().rev().find(|m| m.mount_point == "/").unwrap();
+    assert_eq!(root.uuid, None);
 }
 
 #[test]

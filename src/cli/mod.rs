@@ -2,6 +2,7 @@
 //! options, and rendering results. Business logic lives in the library.
 
 pub mod password;
+pub mod plan;
 pub mod probe;
 pub mod render;
 pub mod ssh_args;
@@ -30,4 +31,5 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Probe(probe::ProbeArgs),
+    Plan(plan::PlanArgs),
 }

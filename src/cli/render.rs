@@ -2,23 +2,10 @@
 
 use std::fmt::Write;
 
+use hotclone::plan::{self, Plan, PartitionRole, TargetSpec};
 use hotclone::probe::{Inventory, MountKind, TarFlavour};
 
-/// 1536 -> "1.5 KiB".
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+use hotclone::units::format_bytes as bytes;
 
 /// An enum's serde name ("grub-legacy", "network-manager").
 fn name<T: serde::Serialize>(value: &T) -> String {
@@ -200,15 +187,75 @@ pub fn inventory(inv: &Inventory) -> String {
     o
 }
 
+pub fn plan(p: &Plan) -> String {
+    let mut o = String::new();
+    let s = &p.source;
+    let _ = writeln!(o, "Plan for {} ({}): {}, kernel {}, {}", s.hostname, s.name, s.distro, s.kernel, name(&s.bootloader));
+    let TargetSpec::Image { path, format, .. } = &p.target;
+    let _ = writeln!(
+        o,
+        "Target: image {} ({}), {}, {} partition table\n",
+        path.display(),
+        name(format),
+        bytes(p.disk.size_bytes),
+        name(&p.disk.partition_table)
+    );
+    let mut rows = vec![["#", "ROLE", "SIZE", "MOUNT", "FS", "MKFS OPTIONS", "COPY OF (DATA)"].map(String::from).to_vec()];
+    for part in &p.disk.partitions {
+        let fs = part.fs.as_ref();
+        let mut mkfs = fs.map(plan::fs_rules::mkfs_args).unwrap_or_default();
+        if let Some(n) = part.inodes {
+            mkfs.extend(["-N".to_string(), n.to_string()]);
+        }
+        rows.push(vec![
+            part.number.to_string(),
+            name(&part.role),
+            if part.role == PartitionRole::Extended { "-".into() } else { bytes(part.size_bytes) },
+            part.mount_point.clone().unwrap_or_else(|| "-".into()),
+            fs.map(|f| f.fs_type.name().to_string()).unwrap_or_else(|| if part.role == PartitionRole::Swap { "swap".into() } else { "-".into() }),
+            if mkfs.is_empty() { "-".into() } else { mkfs.join(" ") },
+            match (&part.source_device, part.source_used_bytes) {
+                (Some(d), Some(u)) => format!("{d} ({})", bytes(u)),
+                (Some(d), None) => d.clone(),
+                _ => "-".into(),
+            },
+        ]);
+    }
+    table(&mut o, &rows);
+    o.push_str("\nNot copied\n");
+    let rows: Vec<Vec<String>> = p
+        .excludes
+        .iter()
+        .map(|e| vec![if e.contents_only { format!("{}/*", e.path.trim_end_matches('/')) } else { e.path.clone() }, e.reason.clone()])
+        .collect();
+    table(&mut o, &rows);
+    if !p.network.is_empty() {
+        o.push_str("\nNetwork\n");
+        for n in &p.network {
+            let _ = writeln!(o, "  {} ({}) {} -> VM NIC {}", n.source_interface, opt(&n.source_mac), n.addresses.join(" "), n.target_nic);
+        }
+    }
+    if !p.notes.is_empty() {
+        o.push_str("\nNotes\n");
+        for n in &p.notes {
+            let _ = writeln!(o, "  - {n}");
+        }
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn byte_sizes_are_binary_units() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(9611492 * 1024), "9.2 GiB");
+    fn plan_summary_shows_layout_mkfs_options_and_excludes() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/plan/debian5.plan.toml")).unwrap();
+        let p = Plan::from_toml(&text).unwrap();
+        let out = plan(&p);
+        for needle in ["mbr partition table", "ext3", "-I 128", "/dev/hda1 (2.9 GiB)", "/proc/*", "/home/*", "eth0 (00:16:3e:2a:7c:01)", "swap"] {
+            assert!(out.contains(needle), "plan summary lacks {needle:?}:\n{out}");
+        }
     }
 
     #[test]

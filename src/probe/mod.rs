@@ -100,7 +100,8 @@ fn assemble(source_name: &str, s: &Sections) -> Inventory {
         ));
     }
 
-    let procs = s.cmd_ok("procs").map(system::parse_proc_stats).unwrap_or_default();
+    // Processes may exit between the glob and the read; what was read is good.
+    let procs = s.cmd_any("procs").map(system::parse_proc_stats).unwrap_or_default();
     let pid1 = procs.iter().find(|p| p.pid == 1).map(|p| p.name.as_str());
     let init = system::detect_init(s.cmd_ok("init-link"), &present, pid1);
     let bootloader = system::detect_bootloader(&present, s.cmd_ok("grub-version"));

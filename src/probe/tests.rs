@@ -99,3 +99,15 @@ fn script_runs_to_the_end_under_busybox_ash() {
     assert_eq!(s.cmds["tools"].status, Some(0), "the script did not reach its last section");
     assert!(s.cmd_ok("uname-r").is_some());
 }
+
+/// Found in the lab: a process exiting while `cat /proc/[0-9]*/stat` ran
+/// made cat fail, and the whole process list (and with it every service)
+/// came back empty.
+#[test]
+fn regression_vanished_process_does_not_empty_the_process_list() {
+    let out = b"@@hotclone@@ cmd procs\n1 (sshd) S 0 1 1 0\n77 (cron) S 1 77 77 0\n@@hotclone@@ status 1\n\
+@@hotclone@@ cmd initd\ncron\nssh\n@@hotclone@@ status 0\n";
+    let inv = from_output("x", out);
+    assert_eq!(inv.services.processes, vec!["cron", "sshd"]);
+    assert_eq!(inv.services.running, vec!["cron", "ssh"]);
+}

@@ -35,6 +35,8 @@ pub struct LabSource {
     pub kernel_installed: Option<String>,
     pub root_fstype: String,
     pub sshd: String,
+    /// The source's disk image (its root filesystem) on the host.
+    pub image: PathBuf,
 }
 
 pub fn lab_dir() -> PathBuf {
@@ -100,4 +102,10 @@ pub fn run_ok(cmd: &mut Command) -> String {
     let out = run(cmd);
     assert!(out.status.success(), "command failed: {cmd:?} (see its output above)");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The filesystem UUID of an image, read on the host with blkid: a value
+/// independent of anything hotclone computes.
+pub fn image_uuid(image: &Path) -> String {
+    run_ok(Command::new("blkid").args(["-o", "value", "-s", "UUID"]).arg(image)).trim().to_string()
 }

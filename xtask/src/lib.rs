@@ -1,5 +1,8 @@
-//! Developer tasks for hotclone: the test lab (`lab`), shell helpers (`sh`)
-//! and Debian package helpers (`apt`).
+//! Developer tasks for hotclone: the test lab (`lab`), the whole test
+//! suite (`suite`), the demo (`demo`), shell helpers (`sh`) and Debian
+//! package helpers (`apt`).
 pub mod apt;
+pub mod demo;
 pub mod lab;
 pub mod sh;
+pub mod suite;

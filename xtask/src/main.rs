@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xtask::lab;
+use xtask::{demo, lab, suite};
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "hotclone developer tasks")]
@@ -16,6 +16,18 @@ enum Cmd {
         #[command(subcommand)]
         action: LabCmd,
     },
+    /// The whole test suite, lab tests included: installs missing Debian
+    /// packages, brings the lab up, runs `cargo test --workspace`, takes the
+    /// lab down. Extra arguments go to cargo test (e.g. `-- probe`).
+    Test {
+        /// Leave the lab up afterwards.
+        #[arg(long)]
+        keep_lab: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Bring the lab up and show hotclone at work on it.
+    Demo,
 }
 
 #[derive(Subcommand)]
@@ -32,6 +44,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Lab { action } => run_lab(action),
+        Cmd::Test { keep_lab, cargo_args } => suite::run(keep_lab, &cargo_args),
+        Cmd::Demo => demo::run(),
     }
 }
 

@@ -234,12 +234,14 @@ umount "$M"
 rmdir "$M"
 "#;
 
-/// Boot a source root: loop-mount the image, give it proc/sys/a small /dev,
+/// Boot a source root: loop-mount the image, give it proc/sys/a small /dev
+/// (with its root disk's node),
 /// pivot into it. $1=hostname $2=image $3=mountpoint. The daemon line follows.
 const START_SH: &str = r#"set -eu
 hostname "$1"
 mount --make-rprivate /
 mount -o loop "$2" "$3"
+ROOTDEV=$(findmnt -n -o SOURCE "$3")
 cd "$3"
 mount -t proc proc proc
 mount -t sysfs sysfs sys
@@ -247,6 +249,8 @@ mount -t tmpfs -o mode=755,size=1m,nosuid devtmp dev
 for n in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
   set -- $n; mknod -m 666 "dev/$1" c "$2" "$3"
 done
+# The source's own disk has its node, as on a real server (blkid reads it).
+set -- $(stat -c '%t %T' "$ROOTDEV"); mknod -m 660 "dev/${ROOTDEV#/dev/}" b $((0x$1)) $((0x$2))
 ln -s /proc/self/fd dev/fd
 ln -s /proc/self/fd/0 dev/stdin; ln -s /proc/self/fd/1 dev/stdout; ln -s /proc/self/fd/2 dev/stderr
 mkdir dev/pts dev/shm

@@ -1,0 +1,90 @@
+//! Where the clone goes, as the user writes it on the command line:
+//! `image:PATH[,size=SIZE][,format=raw|qcow2]`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::parse_size;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    Raw,
+    Qcow2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TargetSpec {
+    /// A local disk image file.
+    Image {
+        path: PathBuf,
+        format: ImageFormat,
+        /// `None`: sized from the plan.
+        size_bytes: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetSpecError {
+    #[error("target {spec:?}: expected image:PATH[,size=SIZE][,format=raw|qcow2], e.g. image:/var/lib/vm/web01.qcow2,size=40G")]
+    Shape { spec: String },
+    #[error("target {spec:?}: live targets (ssh://) are not available yet; use image:PATH")]
+    LiveNotYet { spec: String },
+    #[error("target {spec:?}: {message}")]
+    Option { spec: String, message: String },
+}
+
+impl std::str::FromStr for TargetSpec {
+    type Err = TargetSpecError;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        if spec.starts_with("ssh://") {
+            return Err(TargetSpecError::LiveNotYet { spec: spec.into() });
+        }
+        let rest = spec.strip_prefix("image:").ok_or_else(|| TargetSpecError::Shape { spec: spec.into() })?;
+        let mut parts = rest.split(',');
+        let path = parts.next().filter(|p| !p.is_empty()).ok_or_else(|| TargetSpecError::Shape { spec: spec.into() })?;
+        let mut size_bytes = None;
+        let mut format = None;
+        for opt in parts {
+            let err = |message: String| TargetSpecError::Option { spec: spec.into(), message };
+            match opt.split_once('=') {
+                Some(("size", v)) => size_bytes = Some(parse_size(v).map_err(err)?),
+                Some(("format", "raw")) => format = Some(ImageFormat::Raw),
+                Some(("format", "qcow2")) => format = Some(ImageFormat::Qcow2),
+                Some(("format", other)) => return Err(err(format!("format {other:?}: use raw or qcow2"))),
+                _ => return Err(err(format!("unknown option {opt:?} (size=SIZE, format=raw|qcow2)"))),
+            }
+        }
+        let format = format.unwrap_or(if path.ends_with(".qcow2") { ImageFormat::Qcow2 } else { ImageFormat::Raw });
+        Ok(TargetSpec::Image { path: PathBuf::from(path), format, size_bytes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_targets_with_options_and_defaults() {
+        let t: TargetSpec = "image:/vm/web01.qcow2,size=40G".parse().unwrap();
+        assert_eq!(t, TargetSpec::Image { path: "/vm/web01.qcow2".into(), format: ImageFormat::Qcow2, size_bytes: Some(40 << 30) });
+        let t: TargetSpec = "image:disk.img,format=qcow2".parse().unwrap();
+        assert!(matches!(t, TargetSpec::Image { format: ImageFormat::Qcow2, size_bytes: None, .. }));
+        let t: TargetSpec = "image:disk.img".parse().unwrap();
+        assert!(matches!(t, TargetSpec::Image { format: ImageFormat::Raw, .. }));
+    }
+
+    #[test]
+    fn bad_targets_say_what_is_expected() {
+        assert!(matches!("disk.img".parse::<TargetSpec>(), Err(TargetSpecError::Shape { .. })));
+        assert!(matches!("image:".parse::<TargetSpec>(), Err(TargetSpecError::Shape { .. })));
+        assert!(matches!("ssh://root@198.51.100.50".parse::<TargetSpec>(), Err(TargetSpecError::LiveNotYet { .. })));
+        let e = "image:d.img,format=vmdk".parse::<TargetSpec>().unwrap_err().to_string();
+        assert!(e.contains("raw or qcow2"), "{e}");
+        let e = "image:d.img,size=huge".parse::<TargetSpec>().unwrap_err().to_string();
+        assert!(e.contains("unknown unit"), "{e}");
+    }
+}
