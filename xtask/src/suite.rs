@@ -4,7 +4,8 @@
 //! `--keep-lab`). A lab that cannot be built fails the run: lab tests never
 //! skip.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -29,13 +30,25 @@ pub fn run(keep_lab: bool, cargo_args: &[String]) -> Result<()> {
     let started = std::time::Instant::now();
     lab::up(&opts).context("bringing the lab up (lab tests need it; they never skip)")?;
     eprintln!("xtask test: lab up in {:.0}s", started.elapsed().as_secs_f64());
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(lab::workspace_root())
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(cargo_args)
         .env("HOTCLONE_LAB_DIR", &opts.lab_dir)
-        .status()
+        .stdout(Stdio::piped())
+        .spawn()
         .context("running cargo test")?;
+    let mut totals = Totals::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test's output")?;
+            println!("{line}");
+            totals.add(&line);
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    // One closing line for the whole workspace, after cargo's per-binary ones.
+    println!("xtask test: {} passed, {} failed, {} ignored", totals.passed, totals.failed, totals.ignored);
     if !keep_lab {
         if let Err(e) = lab::down_with(&opts) {
             eprintln!("xtask test: taking the lab down failed: {e:#}");
@@ -45,4 +58,46 @@ pub fn run(keep_lab: bool, cargo_args: &[String]) -> Result<()> {
         bail!("the test suite failed ({status})");
     }
     Ok(())
+}
+
+/// Test counts summed over cargo's `test result:` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+}
+
+impl Totals {
+    /// Add one line of cargo test output (other lines are ignored):
+    /// `test result: ok. 85 passed; 0 failed; 1 ignored; 0 measured; ...`.
+    pub fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else { return };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else { continue };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match kind {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn totals_sum_cargo_result_lines_and_ignore_the_rest() {
+        let mut t = Totals::default();
+        t.add("test result: ok. 85 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.14s");
+        t.add("test result: FAILED. 8 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 3.87s");
+        t.add("test probe_debian12 ... ok");
+        t.add("running 9 tests");
+        assert_eq!(t, Totals { passed: 93, failed: 1, ignored: 1 });
+    }
 }

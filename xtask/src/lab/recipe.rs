@@ -177,3 +177,24 @@ pub fn remove_tree(p: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_keys_are_stable_and_distinct_per_recipe() {
+        assert_eq!(DEBIAN12.hash12(), DEBIAN12.hash12());
+        assert_eq!(DEBIAN12.hash12().len(), 12);
+        let keys: Vec<String> = ALL.iter().map(|r| r.hash12()).collect();
+        assert!(keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k)), "{keys:?}");
+    }
+
+    #[test]
+    fn any_change_to_a_recipe_changes_its_key() {
+        let changed = Recipe { addr: "198.51.100.99/24", ..DEBIAN12 };
+        assert_ne!(changed.hash12(), DEBIAN12.hash12());
+        let path = DEBIAN12.image_path(Path::new("/cache"));
+        assert_eq!(path, PathBuf::from(format!("/cache/debian12-{}.img", DEBIAN12.hash12())));
+    }
+}
