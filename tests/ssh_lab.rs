@@ -238,9 +238,10 @@ fn legacy_server_triggers_fallback_modern_does_not() {
         if want_legacy {
             assert!(info.kex.ends_with("-sha1"), "{info:?}");
             assert_eq!(info.host_key_algorithm, "ssh-rsa", "{info:?}");
-            assert!(["hmac-sha1", "hmac-md5"].contains(&info.mac.as_str()) || info.cipher.contains("gcm"), "{info:?}");
+            assert_eq!((info.cipher.as_str(), info.mac.as_str()), ("aes128-ctr", "hmac-sha1"), "{info:?}");
         } else {
             assert!(!info.kex.ends_with("-sha1"), "{info:?}");
+            assert_eq!(info.host_key_algorithm, "ssh-ed25519", "{info:?}");
         }
     }
 }
@@ -488,4 +489,47 @@ fn lab_ssh_config_aliases_resolve() {
         assert_eq!(info.known_hosts, lab.known_hosts);
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), src.hostname);
     }
+}
+
+#[test]
+fn silent_and_non_ssh_servers_fail_with_the_phase() {
+    use tokio::io::AsyncWriteExt;
+    let lab = common::lab();
+    let mut opts = key_opts(&lab);
+    opts.connect_timeout = Duration::from_secs(2);
+    let client_ip = lab.client_ip.clone();
+    let (silent, garbage) = in_ns(&lab.client_ns, move || async move {
+        // Listeners on the client's own lab address, inside its namespace.
+        let quiet = tokio::net::TcpListener::bind((client_ip.as_str(), 0)).await.expect("bind");
+        let noisy = tokio::net::TcpListener::bind((client_ip.as_str(), 0)).await.expect("bind");
+        let (qp, np) = (quiet.local_addr().expect("addr").port(), noisy.local_addr().expect("addr").port());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = quiet.accept().await {
+                held.push(s); // accept, never answer
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = noisy.accept().await {
+                let _ = s.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n").await;
+                let _ = s.shutdown().await;
+            }
+        });
+        let t = Instant::now();
+        let a = Session::connect(&format!("root@{client_ip}:{qp}"), &opts).await.err();
+        let ta = t.elapsed();
+        let b = Session::connect(&format!("root@{client_ip}:{np}"), &opts).await.err();
+        ((a, ta), b)
+    });
+    let (err, took) = silent;
+    let err = err.expect("a silent server must time out");
+    let msg = err.to_string();
+    eprintln!("{msg} ({took:?})");
+    assert!(matches!(err, SshError::Timeout { .. }), "{msg}");
+    assert!(msg.contains("SSH handshake"), "{msg}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    let err = garbage.expect("a non-SSH server must fail");
+    let msg = err.to_string();
+    eprintln!("{msg}");
+    assert!(matches!(err, SshError::Handshake { .. }), "{msg}");
 }

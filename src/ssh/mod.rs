@@ -227,12 +227,14 @@ impl client::Handler for Client {
         names: &russh::Names,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        let n = (
-            names.kex.as_ref().to_string(),
-            names.key.to_string(),
-            names.cipher.as_ref().to_string(),
-            names.client_mac.as_ref().to_string(),
-        );
+        let cipher = names.cipher.as_ref().to_string();
+        // russh reports a negotiated MAC even for AEAD ciphers, which ignore it.
+        let mac = if cipher.contains("poly1305") || cipher.contains("gcm") {
+            "implicit (AEAD cipher)".to_string()
+        } else {
+            names.client_mac.as_ref().to_string()
+        };
+        let n = (names.kex.as_ref().to_string(), names.key.to_string(), cipher, mac);
         self.set(|s| {
             if s.names.is_none() {
                 s.names = Some(n)
