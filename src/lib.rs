@@ -10,5 +10,6 @@
 
 pub mod plan;
 pub mod probe;
+pub mod progress;
 pub mod ssh;
 pub mod units;
