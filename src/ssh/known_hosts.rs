@@ -3,6 +3,12 @@
 //! hashed `|1|salt|hash` entries). A recorded key of another *type* for the
 //! same host is not a change: the server picked one algorithm, and the
 //! host simply is not known under that type yet.
+//!
+//! Limits (russh 0.65): fields must be separated by single spaces; `@revoked`
+//! and `@cert-authority` lines are ignored (never match); a line for *this*
+//! host whose key russh cannot parse makes the check fail with an error
+//! naming the file. russh numbers lines without counting `#` comments, so
+//! [`check`] converts its number into the real line number.
 
 use std::path::Path;
 

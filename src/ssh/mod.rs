@@ -10,6 +10,18 @@
 //!   flow-controlled stdin/stdout/stderr ([`RemoteChild`]);
 //!   [`Session::run`] collects everything.
 //!
+//! Notes on russh 0.65 (measured against the lab):
+//! * The first handshake with a legacy-only server fails with
+//!   `NoCommonAlgo { kind: Kex, .. }`; that (or a host key / cipher / MAC
+//!   mismatch) is the only trigger for the legacy retry, so modern servers
+//!   never pay for it. The retry opens a new TCP connection within the same
+//!   connect timeout.
+//! * `best_supported_rsa_hash()` waits up to 1 s for `server-sig-algs` when
+//!   the server sends no EXT_INFO (real OpenSSH 5): RSA key auth to such a
+//!   server costs that second once per connection.
+//! * A connect timeout during the handshake drops our future, but russh's
+//!   session task (already spawned) lives until the server closes the socket.
+//!
 //! The library never prompts and never prints; it logs with `tracing`
 //! (`info` for the legacy fallback and newly learned host keys, `debug` for
 //! detail). Secrets never appear in logs or errors.
