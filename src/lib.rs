@@ -12,4 +12,6 @@ pub mod plan;
 pub mod probe;
 pub mod progress;
 pub mod ssh;
+pub mod stream;
+pub mod target;
 pub mod units;

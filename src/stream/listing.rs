@@ -1,0 +1,239 @@
+//! The source's file listing: one `find` over each filesystem to copy,
+//! taken before any data moves, so the client knows the totals (progress,
+//! ETA) and can tell later whether a file changed while it was read.
+//!
+//! GNU find prints NUL-separated records (any file name survives). Without
+//! `-printf` (busybox), `find -exec stat -c` prints one line per file; a
+//! name containing a newline cannot be told apart there, and such a line is
+//! reported as unparseable instead of guessed at.
+
+use crate::probe::Capabilities;
+
+/// What a file is, from find's `%y` or the type bits of `stat %f`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    CharDev,
+    BlockDev,
+    Fifo,
+    Socket,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedFile {
+    /// Absolute path on the source, raw bytes.
+    pub path: Vec<u8>,
+    pub kind: FileKind,
+    /// Permission bits including setuid, setgid and sticky.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub ctime: i64,
+    pub inode: u64,
+    pub nlink: u64,
+    /// The filesystem's device number, to keep hardlink sets per filesystem.
+    pub dev: u64,
+}
+
+/// The GNU find format: fixed fields, then the path, NUL-terminated.
+const GNU_FORMAT: &str = r"%y %m %U %G %s %T@ %C@ %i %n %D\0%p\0";
+/// The busybox/coreutils stat format: raw mode in hex, then the name last.
+const STAT_FORMAT: &str = "%f %u %g %s %Y %Z %i %h %d %n";
+
+/// Quote a word for the remote POSIX shell.
+pub fn sh_quote(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// The remote command that lists `roots` (absolute paths of the mount
+/// points to copy), staying on each one's filesystem.
+pub fn command(caps: &Capabilities, roots: &[&str]) -> String {
+    let roots: Vec<String> = roots.iter().map(|r| sh_quote(r.as_bytes())).collect();
+    if caps.find_printf {
+        format!("LC_ALL=C find {} -xdev -printf '{GNU_FORMAT}'", roots.join(" "))
+    } else {
+        format!("LC_ALL=C find {} -xdev -exec stat -c '{STAT_FORMAT}' {{}} +", roots.join(" "))
+    }
+}
+
+/// A line or record that could not be read, kept for the warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unparsed(pub String);
+
+/// "1700000000.1234567890" -> (1700000000, 123456789).
+fn parse_time(text: &str) -> Option<(i64, u32)> {
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let digits: String = frac.chars().take(9).collect();
+    let nsec = if digits.is_empty() { 0 } else { format!("{digits:0<9}").parse().ok()? };
+    Some((secs, nsec))
+}
+
+fn kind_from_letter(c: &str) -> Option<FileKind> {
+    Some(match c {
+        "f" => FileKind::File,
+        "d" => FileKind::Dir,
+        "l" => FileKind::Symlink,
+        "c" => FileKind::CharDev,
+        "b" => FileKind::BlockDev,
+        "p" => FileKind::Fifo,
+        "s" => FileKind::Socket,
+        _ => return None,
+    })
+}
+
+fn kind_from_mode(raw: u32) -> Option<FileKind> {
+    Some(match raw & 0o170000 {
+        0o100000 => FileKind::File,
+        0o040000 => FileKind::Dir,
+        0o120000 => FileKind::Symlink,
+        0o020000 => FileKind::CharDev,
+        0o060000 => FileKind::BlockDev,
+        0o010000 => FileKind::Fifo,
+        0o140000 => FileKind::Socket,
+        _ => return None,
+    })
+}
+
+/// Parse `find -printf GNU_FORMAT` output.
+pub fn parse_gnu(output: &[u8]) -> (Vec<ListedFile>, Vec<Unparsed>) {
+    let mut files = Vec::new();
+    let mut bad = Vec::new();
+    let mut fields = output.split(|b| *b == 0);
+    while let Some(head) = fields.next() {
+        if head.is_empty() {
+            continue;
+        }
+        let Some(path) = fields.next() else {
+            bad.push(Unparsed(String::from_utf8_lossy(head).into_owned()));
+            break;
+        };
+        match parse_gnu_head(head, path) {
+            Some(f) => files.push(f),
+            None => bad.push(Unparsed(format!("{} {}", String::from_utf8_lossy(head), String::from_utf8_lossy(path)))),
+        }
+    }
+    (files, bad)
+}
+
+fn parse_gnu_head(head: &[u8], path: &[u8]) -> Option<ListedFile> {
+    let head = std::str::from_utf8(head).ok()?;
+    let f: Vec<&str> = head.split(' ').collect();
+    if f.len() != 10 {
+        return None;
+    }
+    let (mtime, mtime_nsec) = parse_time(f[5])?;
+    Some(ListedFile {
+        path: path.to_vec(),
+        kind: kind_from_letter(f[0])?,
+        mode: u32::from_str_radix(f[1], 8).ok()?,
+        uid: f[2].parse().ok()?,
+        gid: f[3].parse().ok()?,
+        size: f[4].parse().ok()?,
+        mtime,
+        mtime_nsec,
+        ctime: parse_time(f[6])?.0,
+        inode: f[7].parse().ok()?,
+        nlink: f[8].parse().ok()?,
+        dev: f[9].parse().ok()?,
+    })
+}
+
+/// Parse `stat -c STAT_FORMAT` lines (busybox or coreutils without GNU find).
+pub fn parse_stat(output: &[u8]) -> (Vec<ListedFile>, Vec<Unparsed>) {
+    let mut files = Vec::new();
+    let mut bad = Vec::new();
+    for line in output.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match parse_stat_line(line) {
+            Some(f) => files.push(f),
+            None => bad.push(Unparsed(String::from_utf8_lossy(line).into_owned())),
+        }
+    }
+    (files, bad)
+}
+
+fn parse_stat_line(line: &[u8]) -> Option<ListedFile> {
+    // Nine fields, then the name, which may itself contain spaces.
+    let mut parts = line.splitn(10, |b| *b == b' ');
+    let mut next = || parts.next().and_then(|p| std::str::from_utf8(p).ok());
+    let raw = u32::from_str_radix(next()?, 16).ok()?;
+    let uid = next()?.parse().ok()?;
+    let gid = next()?.parse().ok()?;
+    let size = next()?.parse().ok()?;
+    let mtime = next()?.parse().ok()?;
+    let ctime = next()?.parse().ok()?;
+    let inode = next()?.parse().ok()?;
+    let nlink = next()?.parse().ok()?;
+    let dev = next()?.parse().ok()?;
+    let path = parts.next()?;
+    if !path.starts_with(b"/") {
+        return None;
+    }
+    Some(ListedFile {
+        path: path.to_vec(),
+        kind: kind_from_mode(raw)?,
+        mode: raw & 0o7777,
+        uid,
+        gid,
+        size,
+        mtime,
+        mtime_nsec: 0,
+        ctime,
+        inode,
+        nlink,
+        dev,
+    })
+}
+
+/// Parse whichever format `command` asked for.
+pub fn parse(caps: &Capabilities, output: &[u8]) -> (Vec<ListedFile>, Vec<Unparsed>) {
+    if caps.find_printf {
+        parse_gnu(output)
+    } else {
+        parse_stat(output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gnu_records_with_odd_names() {
+        let out = b"d 755 0 0 4096 1700000000.5000000000 1700000001.0000000000 2 18 2049\0/\0\
+f 4755 1234 2345 12 1700000000.0000000000 1700000000.0000000000 77 1 2049\0/usr/bin/a b\nc\0\
+l 777 0 0 7 1700000000.1 1700000000.1 78 1 2049\0/x\xff\0";
+        let (files, bad) = parse_gnu(out);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(files.len(), 3);
+        assert_eq!((files[0].kind, files[0].mode, files[0].mtime, files[0].mtime_nsec), (FileKind::Dir, 0o755, 1700000000, 500000000));
+        assert_eq!(files[1].path, b"/usr/bin/a b\nc");
+        assert_eq!((files[1].mode, files[1].uid, files[1].gid, files[1].inode), (0o4755, 1234, 2345, 77));
+        assert_eq!((files[2].kind, files[2].path.as_slice(), files[2].mtime_nsec), (FileKind::Symlink, b"/x\xff".as_slice(), 100000000));
+    }
+
+    #[test]
+    fn busybox_stat_lines_keep_spaces_in_names_and_report_junk() {
+        let out = b"41ed 0 0 1024 1795322734 1795322734 2 17 1795 /\n\
+a1ff 0 0 12 1795322404 1795322404 74 1 1795 /bin/sh\n\
+81a4 1000 1000 5 1 2 99 2 1795 /home/u/my file.txt\n\
+garbage line\n";
+        let (files, bad) = parse_stat(out);
+        assert_eq!(files.len(), 3);
+        assert_eq!((files[0].kind, files[0].mode), (FileKind::Dir, 0o755));
+        assert_eq!(files[1].kind, FileKind::Symlink);
+        assert_eq!((files[2].path.as_slice(), files[2].nlink, files[2].mode), (b"/home/u/my file.txt".as_slice(), 2, 0o644));
+        assert_eq!(bad, vec![Unparsed("garbage line".into())]);
+    }
+
+    #[test]
+    fn quoting_survives_single_quotes() {
+        assert_eq!(sh_quote(b"/srv/it's"), r"'/srv/it'\''s'");
+    }
+}

@@ -1,0 +1,315 @@
+//! The image target: a local raw or qcow2 disk image, made ready for the
+//! agent. Steps: create the raw file (never over an existing one),
+//! partition it as planned, attach it to a loop device (`losetup` +
+//! `partx -a`, since the host kernel parses no partition tables itself),
+//! mkfs each partition with the planned features and a UUID chosen here,
+//! and mount the tree under a staging directory.
+//!
+//! Everything attached or mounted is owned by a guard ([`PreparedImage`])
+//! that unmounts, detaches and removes its partition devices when dropped,
+//! on success and on failure alike. [`PreparedImage::finish`] does the same
+//! in order and with checks: sync, unmount, fsck, detach, then (for qcow2)
+//! `qemu-img convert`. A failure says which command failed and its output.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::plan::{FsType, ImageFormat, Partition, PartitionRole, Plan, TargetSpec};
+use crate::target::partition::{self, random_bytes};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path} already exists; hotclone never overwrites a disk image. Remove it or choose another path")]
+    Exists { path: PathBuf },
+    #[error("creating {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("partitioning {path}: {source}")]
+    Partition { path: PathBuf, source: partition::PartitionError },
+    #[error("`{command}` failed: {output}")]
+    Command { command: String, output: String },
+    #[error("`{command}` could not start: {source}. Is it installed ({package})?")]
+    Missing { command: String, package: &'static str, source: std::io::Error },
+    #[error("partition device {0} did not appear after partx -a")]
+    NoPartitionDevice(PathBuf),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Run a host command; its output goes into the error when it fails.
+pub fn run(program: &str, args: &[&str], package: &'static str) -> Result<String, ImageError> {
+    let shown = format!("{program} {}", args.join(" "));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| ImageError::Missing { command: shown.clone(), package, source })?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        return Err(ImageError::Command { command: shown, output: format!("{} ({})", text.trim(), out.status) });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A random (version 4) UUID in its usual text form.
+pub fn new_uuid() -> Result<String, ImageError> {
+    let mut b = random_bytes::<16>()?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+}
+
+/// A filesystem made on the target, for conversion (fstab, bootloader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFilesystem {
+    pub number: u32,
+    /// None for swap.
+    pub mount_point: Option<String>,
+    pub fs_type: FsType,
+    pub uuid: String,
+    pub device: PathBuf,
+    /// What it replaces on the source (device path as the source named it).
+    pub source_device: Option<String>,
+}
+
+/// A loop device with its partitions; detached on drop.
+#[derive(Debug)]
+pub struct LoopDisk {
+    pub device: PathBuf,
+}
+
+impl LoopDisk {
+    pub fn attach(image: &Path) -> Result<LoopDisk, ImageError> {
+        let path = image.to_string_lossy();
+        let dev = run("losetup", &["-f", "--show", &path], "mount")?;
+        let disk = LoopDisk { device: PathBuf::from(dev.trim()) };
+        run("partx", &["-a", &disk.device.to_string_lossy()], "util-linux")?;
+        Ok(disk)
+    }
+
+    pub fn partition(&self, number: u32) -> Result<PathBuf, ImageError> {
+        let dev = PathBuf::from(format!("{}p{number}", self.device.display()));
+        // devtmpfs creates the node asynchronously; give it a moment.
+        for _ in 0..50 {
+            if dev.exists() {
+                return Ok(dev);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Err(ImageError::NoPartitionDevice(dev))
+    }
+
+    fn detach(&mut self) -> Result<(), ImageError> {
+        if self.device.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let dev = self.device.to_string_lossy().into_owned();
+        let _ = run("partx", &["-d", &dev], "util-linux");
+        run("losetup", &["-d", &dev], "mount")?;
+        self.device = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = self.detach();
+    }
+}
+
+/// Mount points made by us, unmounted in reverse order on drop.
+#[derive(Debug, Default)]
+pub struct Mounts {
+    pub points: Vec<PathBuf>,
+}
+
+impl Mounts {
+    fn unmount_all(&mut self) -> Result<(), ImageError> {
+        while let Some(point) = self.points.pop() {
+            if let Err(e) = run("umount", &[&point.to_string_lossy()], "mount") {
+                self.points.push(point);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        if self.unmount_all().is_err() {
+            // Last resort so a failed run leaves no mount behind.
+            while let Some(point) = self.points.pop() {
+                let _ = run("umount", &["-l", &point.to_string_lossy()], "mount");
+            }
+        }
+    }
+}
+
+/// The image, partitioned, formatted and mounted at `root`.
+#[derive(Debug)]
+pub struct PreparedImage {
+    pub raw: PathBuf,
+    pub root: PathBuf,
+    pub filesystems: Vec<NewFilesystem>,
+    // Field order matters for Drop: unmount before detaching.
+    mounts: Mounts,
+    disk: LoopDisk,
+}
+
+fn mkfs(fs: FsType, part: &Partition, device: &Path, uuid: &str) -> Result<(), ImageError> {
+    let dev = device.to_string_lossy().into_owned();
+    let mut args: Vec<String> = Vec::new();
+    let program = match fs {
+        FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => {
+            args.extend(["-q", "-F", "-t", fs.name(), "-U", uuid].map(String::from));
+            if let Some(label) = &part.label {
+                args.extend(["-L".into(), label.chars().take(16).collect()]);
+            }
+            if let Some(n) = part.inodes {
+                args.extend(["-N".into(), n.to_string()]);
+            }
+            "mke2fs"
+        }
+        FsType::Xfs => {
+            args.extend(["-q".into(), "-f".into(), "-m".into(), format!("uuid={uuid}")]);
+            if let Some(label) = &part.label {
+                args.extend(["-L".into(), label.chars().take(12).collect()]);
+            }
+            "mkfs.xfs"
+        }
+        FsType::Btrfs => {
+            args.extend(["-q", "-f", "-U", uuid].map(String::from));
+            "mkfs.btrfs"
+        }
+        FsType::Vfat => {
+            args.extend(["-i".into(), uuid.replace('-', "")[..8].to_string()]);
+            "mkfs.vfat"
+        }
+        FsType::Swap => {
+            args.extend(["-U", uuid].map(String::from));
+            "mkswap"
+        }
+    };
+    if let Some(choice) = &part.fs {
+        args.extend(crate::plan::fs_rules::mkfs_args(choice));
+    }
+    args.push(dev);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let package = match fs {
+        FsType::Xfs => "xfsprogs",
+        FsType::Btrfs => "btrfs-progs",
+        FsType::Vfat => "dosfstools",
+        _ => "e2fsprogs",
+    };
+    run(program, &refs, package).map(|_| ())
+}
+
+/// Create, partition, format and mount the plan's image under `staging`.
+/// The raw image is written at `raw` (for a qcow2 target, a temporary file
+/// that [`PreparedImage::finish`] converts).
+pub fn prepare(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage, ImageError> {
+    let TargetSpec::Image { path, .. } = &plan.target;
+    for existing in [path.as_path(), raw] {
+        if existing.exists() {
+            return Err(ImageError::Exists { path: existing.to_path_buf() });
+        }
+    }
+    // From here on the raw file is ours: a failure removes it again (the
+    // guards inside have unmounted and detached by then).
+    let prepared = prepare_new(plan, raw, staging);
+    if prepared.is_err() {
+        let _ = std::fs::remove_file(raw);
+    }
+    prepared
+}
+
+fn prepare_new(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage, ImageError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(raw)
+        .map_err(|source| ImageError::Create { path: raw.to_path_buf(), source })?;
+    file.set_len(plan.disk.size_bytes).map_err(|source| ImageError::Create { path: raw.to_path_buf(), source })?;
+    let bootable = plan
+        .disk
+        .partitions
+        .iter()
+        .find(|p| p.mount_point.as_deref() == Some("/boot"))
+        .or_else(|| plan.disk.partitions.iter().find(|p| p.mount_point.as_deref() == Some("/")))
+        .map(|p| p.number);
+    partition::write(&mut file, &plan.disk, bootable).map_err(|source| ImageError::Partition { path: raw.to_path_buf(), source })?;
+    file.sync_all()?;
+    drop(file);
+
+    let disk = LoopDisk::attach(raw)?;
+    let mut filesystems = Vec::new();
+    for part in &plan.disk.partitions {
+        let fs_type = match (part.role, &part.fs) {
+            (PartitionRole::Swap, _) => FsType::Swap,
+            (PartitionRole::Filesystem, Some(choice)) => choice.fs_type,
+            _ => continue,
+        };
+        let device = disk.partition(part.number)?;
+        let uuid = new_uuid()?;
+        mkfs(fs_type, part, &device, &uuid)?;
+        filesystems.push(NewFilesystem {
+            number: part.number,
+            mount_point: part.mount_point.clone(),
+            fs_type,
+            uuid,
+            device,
+            source_device: part.source_device.clone(),
+        });
+    }
+
+    std::fs::create_dir_all(staging)?;
+    let mut mounts = Mounts::default();
+    let mut order: Vec<&NewFilesystem> = filesystems.iter().filter(|f| f.mount_point.is_some()).collect();
+    order.sort_by_key(|f| f.mount_point.as_deref().map(|m| m.matches('/').count() + usize::from(m != "/")));
+    for fs in order {
+        let mp = fs.mount_point.as_deref().unwrap_or("/");
+        let point = staging.join(mp.trim_start_matches('/'));
+        std::fs::create_dir_all(&point)?;
+        run("mount", &[&fs.device.to_string_lossy(), &point.to_string_lossy()], "mount")?;
+        mounts.points.push(point);
+    }
+    Ok(PreparedImage { raw: raw.to_path_buf(), root: staging.to_path_buf(), filesystems, mounts, disk })
+}
+
+impl PreparedImage {
+    /// The loop device of the whole disk (for grub-install).
+    pub fn disk_device(&self) -> &Path {
+        &self.disk.device
+    }
+
+    /// Flush, unmount, check every filesystem, detach, and produce the
+    /// final image (qcow2 via `qemu-img convert`, then the raw file goes).
+    pub fn finish(mut self, plan: &Plan) -> Result<PathBuf, ImageError> {
+        run("sync", &[], "coreutils")?;
+        self.mounts.unmount_all()?;
+        for fs in &self.filesystems {
+            if matches!(fs.fs_type, FsType::Ext2 | FsType::Ext3 | FsType::Ext4) {
+                // -f: check even if clean; -y: fix. Exit 1 means "fixed".
+                let dev = fs.device.to_string_lossy().into_owned();
+                if let Err(e) = run("e2fsck", &["-f", "-y", &dev], "e2fsprogs") {
+                    if !matches!(&e, ImageError::Command { output, .. } if output.contains("exit status: 1)")) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        self.disk.detach()?;
+        let TargetSpec::Image { path, format, .. } = &plan.target;
+        match format {
+            ImageFormat::Raw if &self.raw != path => std::fs::rename(&self.raw, path)?,
+            ImageFormat::Raw => {}
+            ImageFormat::Qcow2 => {
+                run("qemu-img", &["convert", "-O", "qcow2", &self.raw.to_string_lossy(), &path.to_string_lossy()], "qemu-utils")?;
+                std::fs::remove_file(&self.raw)?;
+            }
+        }
+        Ok(path.clone())
+    }
+}
