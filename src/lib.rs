@@ -9,6 +9,7 @@
 //! running source, read once and acted on afterwards).
 
 pub mod journal;
+pub mod migration;
 pub mod plan;
 pub mod probe;
 pub mod progress;

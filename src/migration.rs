@@ -1,0 +1,120 @@
+//! A migration's state on the client: one directory per migration under
+//! `$HOTCLONE_HOME` (default `~/.local/state/hotclone`), named by the user
+//! (`--name`, default the source's hostname). It holds the inventory and
+//! plan the migration acts on, the journal, and the staging mount point.
+//! Later commands (`sync`, `status`, `verify`, `cutover`) find everything
+//! here by name.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("{0:?} is not a usable migration name: use letters, digits, '.', '_' and '-' (at most 64), not starting with '.'")]
+    BadName(String),
+    #[error("a migration named {name:?} already exists in {dir}; continue it with `hotclone sync {name}`, or choose another --name")]
+    Exists { name: String, dir: PathBuf },
+    #[error("no migration named {name:?} in {home} (HOTCLONE_HOME); `hotclone clone` creates one")]
+    NotFound { name: String, home: PathBuf },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Where migrations live: `$HOTCLONE_HOME`, else `~/.local/state/hotclone`.
+pub fn home() -> PathBuf {
+    if let Some(h) = std::env::var_os("HOTCLONE_HOME") {
+        return PathBuf::from(h);
+    }
+    let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    base.join(".local/state/hotclone")
+}
+
+pub fn validate_name(name: &str) -> Result<(), MigrationError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(MigrationError::BadName(name.to_string()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl Migration {
+    /// Create a new migration directory; an existing one is never reused.
+    pub fn create(home: &Path, name: &str) -> Result<Migration, MigrationError> {
+        validate_name(name)?;
+        let dir = home.join(name);
+        std::fs::create_dir_all(home).map_err(|source| MigrationError::Io { path: home.to_path_buf(), source })?;
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(MigrationError::Exists { name: name.to_string(), dir })
+            }
+            Err(source) => return Err(MigrationError::Io { path: dir, source }),
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|source| MigrationError::Io { path: dir.clone(), source })?;
+        Ok(Migration { name: name.to_string(), dir })
+    }
+
+    pub fn open(home: &Path, name: &str) -> Result<Migration, MigrationError> {
+        validate_name(name)?;
+        let dir = home.join(name);
+        if !dir.is_dir() {
+            return Err(MigrationError::NotFound { name: name.to_string(), home: home.to_path_buf() });
+        }
+        Ok(Migration { name: name.to_string(), dir })
+    }
+
+    pub fn inventory_path(&self) -> PathBuf {
+        self.dir.join("inventory.json")
+    }
+    pub fn plan_path(&self) -> PathBuf {
+        self.dir.join("plan.toml")
+    }
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.join("journal.sqlite")
+    }
+    /// Where the target's filesystems are mounted while they are written.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.dir.join("staging")
+    }
+
+    pub fn write(&self, path: &Path, text: &str) -> Result<(), MigrationError> {
+        std::fs::write(path, text).map_err(|source| MigrationError::Io { path: path.to_path_buf(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("web01.example-2_b").is_ok());
+        for bad in ["", "../x", "a/b", ".hidden", "sp ace", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn create_refuses_an_existing_migration_and_open_finds_it() {
+        let home = std::env::temp_dir().join(format!("hotclone-mig-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&home);
+        let m = Migration::create(&home, "web01").unwrap();
+        assert!(m.dir.is_dir());
+        let again = Migration::create(&home, "web01").unwrap_err().to_string();
+        assert!(again.contains("hotclone sync web01"), "{again}");
+        assert_eq!(Migration::open(&home, "web01").unwrap().dir, m.dir);
+        assert!(matches!(Migration::open(&home, "other"), Err(MigrationError::NotFound { .. })));
+        std::fs::remove_dir_all(&home).unwrap();
+    }
+}
