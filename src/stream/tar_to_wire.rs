@@ -1,0 +1,500 @@
+//! Client side: a tar stream made by the source's own tar (GNU tar in gnu
+//! or posix format, busybox tar) in, wire frames out.
+//!
+//! The tar crate parses headers, GNU long names and links, PAX records and
+//! old GNU sparse files. We add what it leaves out because we never unpack
+//! with it: PAX sparse files (formats 0.0, 0.1 and 1.0, which GNU tar writes
+//! with `--format=posix`, i.e. whenever `--xattrs` is given), xattrs and
+//! ACLs from `SCHILY.*` records, nanosecond mtimes, and device numbers.
+
+use std::io::{self, BufReader, Read};
+use std::path::PathBuf;
+
+use tar::EntryType;
+
+use super::wire::{EntryKind, EntryMeta, WireWriter};
+use super::StreamError;
+use crate::progress::{FileWarning, Progress};
+
+/// What one [`pump`] sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PumpStats {
+    /// Entries sent (all kinds, files included).
+    pub entries: u64,
+    /// Regular files sent.
+    pub files: u64,
+    /// Content bytes of those files (logical size, holes included).
+    pub bytes: u64,
+    /// Tar entries not sent (reported as warnings).
+    pub skipped: u64,
+}
+
+/// Reads a whole tar stream and sends every entry through `out`. Flushes
+/// `out` at the end (it does not finish it: the caller may pump several
+/// batches into one stream). Per-entry problems go to `progress`; an
+/// unreadable tar stream or a broken output is an error.
+pub fn pump(
+    tar: impl Read,
+    out: &mut WireWriter<impl io::Write>,
+    progress: &mut dyn Progress,
+) -> Result<PumpStats, StreamError> {
+    let mut archive = tar::Archive::new(BufReader::with_capacity(256 << 10, tar));
+    let mut stats = PumpStats::default();
+    for entry in archive.entries().map_err(StreamError::Tar)? {
+        let mut entry = entry.map_err(StreamError::Tar)?;
+        let ty = entry.header().entry_type();
+        if matches!(ty, EntryType::XGlobalHeader) {
+            continue;
+        }
+        let pax = Pax::read(&mut entry).map_err(StreamError::Tar)?;
+        let raw_path = pax.get(b"GNU.sparse.name").map(|p| p.to_vec()).unwrap_or_else(|| entry.path_bytes().into_owned());
+        let path = normalize(&raw_path);
+        let shown = String::from_utf8_lossy(&path).into_owned();
+        let header = entry.header();
+        let kind = match ty {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => EntryKind::File,
+            EntryType::Directory => EntryKind::Dir,
+            EntryType::Symlink => EntryKind::Symlink { target: entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default() },
+            EntryType::Link => EntryKind::Hardlink { target: normalize(&entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default()) },
+            EntryType::Char | EntryType::Block => {
+                let major = header.device_major().ok().flatten();
+                let minor = header.device_minor().ok().flatten();
+                let (Some(major), Some(minor)) = (major, minor) else {
+                    skip(progress, &mut stats, &path, "the tar header has no readable device numbers");
+                    continue;
+                };
+                if ty == EntryType::Char {
+                    EntryKind::CharDev { major, minor }
+                } else {
+                    EntryKind::BlockDev { major, minor }
+                }
+            }
+            EntryType::Fifo => EntryKind::Fifo,
+            other => {
+                skip(progress, &mut stats, &path, &format!("tar entry type {:?} is not copied", other.as_byte() as char));
+                if let Err(source) = io::copy(&mut entry, &mut io::sink()) {
+                    return Err(StreamError::Entry { path: shown, source });
+                }
+                continue;
+            }
+        };
+        let field = |r: io::Result<u64>, what: &str| -> Result<u64, StreamError> {
+            r.map_err(|e| StreamError::Entry { path: shown.clone(), source: io::Error::new(e.kind(), format!("its {what} field: {e}")) })
+        };
+        let mode = (field(header.mode().map(u64::from), "mode")? & 0o7777) as u32;
+        let uid = field(header.uid(), "uid")?;
+        let gid = field(header.gid(), "gid")?;
+        let (mtime, mtime_nsec) = match pax.get(b"mtime").and_then(parse_pax_time) {
+            Some(t) => t,
+            None => (field(header.mtime(), "mtime")? as i64, 0),
+        };
+        let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
+            (Ok(u), Ok(g)) => (u, g),
+            _ => {
+                progress.warning(&FileWarning::Degraded {
+                    path: to_pathbuf(&path),
+                    reason: format!("owner {uid}:{gid} does not fit in 32 bits; written as 0:0"),
+                });
+                (0, 0)
+            }
+        };
+        let xattrs = xattrs_from_pax(&pax, &path, progress);
+        let mut meta = EntryMeta { path, kind, mode, uid, gid, mtime, mtime_nsec, size: 0, xattrs };
+        stats.entries += 1;
+        if meta.kind != EntryKind::File {
+            out.entry(&meta)?;
+            // Hardlink entries may carry data in some tars; it is the target's.
+            io::copy(&mut entry, &mut io::sink()).map_err(|source| StreamError::Entry { path: shown, source })?;
+            continue;
+        }
+        match SparseMap::from_pax(&pax, &shown)? {
+            Some(SparseMap { real_size, segments: Some(segments) }) => {
+                meta.size = real_size;
+                let mut reader = SparseReader::new(&mut entry, segments, real_size, &shown)?;
+                send_file(out, &meta, &mut reader, &shown)?;
+            }
+            Some(SparseMap { real_size, segments: None }) => {
+                // Format 1.0: the map is at the start of the data.
+                meta.size = real_size;
+                let segments = read_map_1_0(&mut entry, &shown)?;
+                let mut reader = SparseReader::new(&mut entry, segments, real_size, &shown)?;
+                send_file(out, &meta, &mut reader, &shown)?;
+            }
+            None => {
+                meta.size = entry.size();
+                send_file(out, &meta, &mut entry, &shown)?;
+            }
+        }
+        stats.files += 1;
+        stats.bytes += meta.size;
+    }
+    out.flush()?;
+    Ok(stats)
+}
+
+fn send_file(out: &mut WireWriter<impl io::Write>, meta: &EntryMeta, data: &mut dyn Read, shown: &str) -> Result<(), StreamError> {
+    match out.file(meta, data) {
+        Ok(_) => Ok(()),
+        // A read error inside the tar data is the tar stream's fault.
+        Err(super::wire::WireError::Truncated(_)) => Err(StreamError::Entry {
+            path: shown.to_string(),
+            source: io::Error::new(io::ErrorKind::UnexpectedEof, "the tar stream ended inside this file's data"),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn skip(progress: &mut dyn Progress, stats: &mut PumpStats, path: &[u8], reason: &str) {
+    stats.skipped += 1;
+    progress.warning(&FileWarning::Skipped { path: to_pathbuf(path), reason: reason.to_string() });
+}
+
+fn to_pathbuf(path: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(path))
+}
+
+/// Tar names to our relative form: no leading "/" or "./", no trailing "/",
+/// no empty components; the root itself is ".".
+pub fn normalize(raw: &[u8]) -> Vec<u8> {
+    let parts: Vec<&[u8]> = raw.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
+    if parts.is_empty() {
+        return b".".to_vec();
+    }
+    parts.join(&b'/')
+}
+
+/// The PAX records of one entry, in order (keys repeat in sparse 0.0).
+struct Pax(Vec<(Vec<u8>, Vec<u8>)>);
+
+impl Pax {
+    fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Pax> {
+        let mut records = Vec::new();
+        if let Some(exts) = entry.pax_extensions()? {
+            for ext in exts {
+                let ext = ext?;
+                records.push((ext.key_bytes().to_vec(), ext.value_bytes().to_vec()));
+            }
+        }
+        Ok(Pax(records))
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+    }
+
+    fn get_u64(&self, key: &[u8]) -> Option<u64> {
+        std::str::from_utf8(self.get(key)?).ok()?.trim().parse().ok()
+    }
+}
+
+/// "1795323108.553540421" or "-12.5" to (seconds, nanoseconds) with the
+/// nanoseconds counted forward from the (floored) second, as stat does.
+fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
+    let s = std::str::from_utf8(v).ok()?.trim();
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = secs.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut digits: String = frac.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let nsec: u32 = digits.parse().ok()?;
+    if !neg {
+        Some((secs, nsec))
+    } else if nsec == 0 {
+        Some((-secs, 0))
+    } else {
+        Some((-secs - 1, 1_000_000_000 - nsec))
+    }
+}
+
+fn xattrs_from_pax(pax: &Pax, path: &[u8], progress: &mut dyn Progress) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (k, v) in &pax.0 {
+        if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
+            xattrs.retain(|(n, _)| n != name);
+            xattrs.push((name.to_vec(), v.clone()));
+        }
+    }
+    // GNU tar --acls without --xattrs-include='*' records ACLs only as text.
+    for (key, xname) in [
+        (&b"SCHILY.acl.access"[..], &b"system.posix_acl_access"[..]),
+        (&b"SCHILY.acl.default"[..], &b"system.posix_acl_default"[..]),
+    ] {
+        let Some(text) = pax.get(key) else { continue };
+        if text.is_empty() || xattrs.iter().any(|(n, _)| n == xname) {
+            continue;
+        }
+        match acl_text_to_xattr(text) {
+            Ok(Some(bin)) => xattrs.push((xname.to_vec(), bin)),
+            Ok(None) => {}
+            Err(why) => progress.warning(&FileWarning::Degraded {
+                path: to_pathbuf(path),
+                reason: format!(
+                    "its ACL ({}) is not copied: {why}; run tar with --xattrs --xattrs-include='*' to get ACLs with numeric ids",
+                    String::from_utf8_lossy(xname)
+                ),
+            }),
+        }
+    }
+    xattrs
+}
+
+/// Text ACL ("user::rw-\nuser:1000:r--\ngroup::r--\nmask::r--\nother::r--")
+/// to the kernel's `system.posix_acl_*` xattr value (version 2, sorted
+/// entries). Named (non-numeric) qualifiers cannot be mapped: an error.
+/// `None` for an ACL that only repeats the mode bits.
+pub fn acl_text_to_xattr(text: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let text = std::str::from_utf8(text).map_err(|_| "not UTF-8".to_string())?;
+    let mut entries: Vec<(u16, u32, u16)> = Vec::new();
+    for item in text.split(['\n', ',']) {
+        let item = item.split('#').next().unwrap_or("").trim();
+        if item.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = item.split(':').collect();
+        let [tag, qual, perms] = fields[..] else {
+            return Err(format!("entry {item:?} is not tag:qualifier:perms"));
+        };
+        let id = if qual.is_empty() {
+            None
+        } else {
+            Some(qual.parse::<u32>().map_err(|_| format!("entry {item:?} names {qual:?} instead of a numeric id"))?)
+        };
+        let tag = match (tag, id) {
+            ("user" | "u", None) => 0x01,
+            ("user" | "u", Some(_)) => 0x02,
+            ("group" | "g", None) => 0x04,
+            ("group" | "g", Some(_)) => 0x08,
+            ("mask" | "m", _) => 0x10,
+            ("other" | "o", _) => 0x20,
+            _ => return Err(format!("entry {item:?} has an unknown tag")),
+        };
+        let mut p = 0u16;
+        for c in perms.chars() {
+            p |= match c {
+                'r' => 4,
+                'w' => 2,
+                'x' => 1,
+                '-' => 0,
+                _ => return Err(format!("entry {item:?} has unknown permissions")),
+            };
+        }
+        entries.push((tag, if tag == 0x02 || tag == 0x08 { id.unwrap_or(u32::MAX) } else { u32::MAX }, p));
+    }
+    if entries.iter().all(|(t, _, _)| matches!(t, 0x01 | 0x04 | 0x20)) {
+        return Ok(None);
+    }
+    entries.sort_by_key(|&(t, id, _)| (t, id));
+    let mut out = 2u32.to_le_bytes().to_vec();
+    for (tag, id, perm) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    Ok(Some(out))
+}
+
+/// A PAX sparse file: its real size and, for formats 0.0 and 0.1, its map
+/// (format 1.0 keeps the map at the start of the data).
+struct SparseMap {
+    real_size: u64,
+    segments: Option<Vec<(u64, u64)>>,
+}
+
+impl SparseMap {
+    fn from_pax(pax: &Pax, shown: &str) -> Result<Option<SparseMap>, StreamError> {
+        let bad = |why: &str| StreamError::SparseMap { path: shown.to_string(), why: why.to_string() };
+        if pax.get(b"GNU.sparse.major").is_some() {
+            // Format 1.0 (major 1, minor 0).
+            if pax.get(b"GNU.sparse.major") != Some(b"1") || pax.get(b"GNU.sparse.minor") != Some(b"0") {
+                return Err(bad("unknown GNU sparse format version"));
+            }
+            let real_size = pax.get_u64(b"GNU.sparse.realsize").ok_or_else(|| bad("no GNU.sparse.realsize"))?;
+            return Ok(Some(SparseMap { real_size, segments: None }));
+        }
+        if let Some(map) = pax.get(b"GNU.sparse.map") {
+            // Format 0.1: "offset,size,offset,size".
+            let real_size = pax.get_u64(b"GNU.sparse.size").ok_or_else(|| bad("no GNU.sparse.size"))?;
+            let nums: Option<Vec<u64>> = std::str::from_utf8(map)
+                .ok()
+                .map(|m| m.split(',').filter(|s| !s.is_empty()).map(|n| n.trim().parse().ok()).collect::<Option<Vec<u64>>>())
+                .flatten();
+            let nums = nums.filter(|n| n.len() % 2 == 0).ok_or_else(|| bad("GNU.sparse.map is not a list of offset,size pairs"))?;
+            let segments = nums.chunks(2).map(|c| (c[0], c[1])).collect();
+            return Ok(Some(SparseMap { real_size, segments: Some(segments) }));
+        }
+        if pax.get(b"GNU.sparse.offset").is_some() {
+            // Format 0.0: repeated GNU.sparse.offset / GNU.sparse.numbytes.
+            let real_size = pax.get_u64(b"GNU.sparse.size").ok_or_else(|| bad("no GNU.sparse.size"))?;
+            let mut segments = Vec::new();
+            let mut offset = None;
+            for (k, v) in &pax.0 {
+                let n = || std::str::from_utf8(v).ok().and_then(|s| s.trim().parse::<u64>().ok());
+                match k.as_slice() {
+                    b"GNU.sparse.offset" => offset = Some(n().ok_or_else(|| bad("GNU.sparse.offset is not a number"))?),
+                    b"GNU.sparse.numbytes" => {
+                        let off = offset.take().ok_or_else(|| bad("GNU.sparse.numbytes without an offset"))?;
+                        segments.push((off, n().ok_or_else(|| bad("GNU.sparse.numbytes is not a number"))?));
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(Some(SparseMap { real_size, segments: Some(segments) }));
+        }
+        Ok(None)
+    }
+}
+
+/// The 1.0 map: decimal numbers, one per line (count, then offset/size
+/// pairs), padded with zeros to a 512-byte block.
+fn read_map_1_0(data: &mut dyn Read, shown: &str) -> Result<Vec<(u64, u64)>, StreamError> {
+    let bad = |why: String| StreamError::SparseMap { path: shown.to_string(), why };
+    let mut consumed: u64 = 0;
+    let mut line = |consumed: &mut u64| -> Result<u64, StreamError> {
+        let mut s = Vec::new();
+        loop {
+            let mut b = [0u8; 1];
+            data.read_exact(&mut b).map_err(|e| bad(format!("cannot read the map: {e}")))?;
+            *consumed += 1;
+            if b[0] == b'\n' {
+                break;
+            }
+            if s.len() > 20 {
+                return Err(bad("a map number is too long".into()));
+            }
+            s.push(b[0]);
+        }
+        std::str::from_utf8(&s).ok().and_then(|s| s.parse().ok()).ok_or_else(|| bad("a map line is not a number".into()))
+    };
+    let count = line(&mut consumed)?;
+    if count > 1 << 24 {
+        return Err(bad(format!("{count} map entries is implausible")));
+    }
+    let mut segments = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let off = line(&mut consumed)?;
+        let len = line(&mut consumed)?;
+        segments.push((off, len));
+    }
+    let pad = (512 - consumed % 512) % 512;
+    io::copy(&mut data.take(pad), &mut io::sink()).map_err(|e| bad(format!("cannot read the map padding: {e}")))?;
+    Ok(segments)
+}
+
+/// The logical content of a sparse file: data segments from `inner`,
+/// zeros between them and up to `real_size`.
+struct SparseReader<'a> {
+    inner: &'a mut dyn Read,
+    segments: std::vec::IntoIter<(u64, u64)>,
+    current: Option<(u64, u64)>,
+    pos: u64,
+    real_size: u64,
+}
+
+impl<'a> SparseReader<'a> {
+    fn new(inner: &'a mut dyn Read, segments: Vec<(u64, u64)>, real_size: u64, shown: &str) -> Result<Self, StreamError> {
+        let mut end = 0u64;
+        for &(off, len) in &segments {
+            let seg_end = off.checked_add(len);
+            if off < end || seg_end.map_or(true, |e| e > real_size) {
+                return Err(StreamError::SparseMap {
+                    path: shown.to_string(),
+                    why: format!("segment {off}+{len} overlaps or runs past the size {real_size}"),
+                });
+            }
+            end = seg_end.unwrap_or(end);
+        }
+        let mut segments = segments.into_iter();
+        let current = segments.next();
+        Ok(SparseReader { inner, segments, current, pos: 0, real_size })
+    }
+}
+
+impl Read for SparseReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.pos >= self.real_size || buf.is_empty() {
+                return Ok(0);
+            }
+            match self.current {
+                Some((off, len)) if self.pos >= off + len => {
+                    self.current = self.segments.next();
+                }
+                Some((off, len)) if self.pos >= off => {
+                    let want = (off + len - self.pos).min(buf.len() as u64) as usize;
+                    let n = self.inner.read(&mut buf[..want])?;
+                    if n == 0 {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "sparse data ended early"));
+                    }
+                    self.pos += n as u64;
+                    return Ok(n);
+                }
+                next => {
+                    let hole_end = next.map_or(self.real_size, |(off, _)| off);
+                    let n = (hole_end - self.pos).min(buf.len() as u64) as usize;
+                    buf[..n].fill(0);
+                    self.pos += n as u64;
+                    return Ok(n);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_strips_dot_slash_and_trailing_slash() {
+        assert_eq!(normalize(b"./etc/"), b"etc".to_vec());
+        assert_eq!(normalize(b"."), b".".to_vec());
+        assert_eq!(normalize(b"./"), b".".to_vec());
+        assert_eq!(normalize(b"/a//b/./c"), b"a/b/c".to_vec());
+        assert_eq!(normalize(b"../x"), b"../x".to_vec());
+    }
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(parse_pax_time(b"1795323108.553540421"), Some((1795323108, 553540421)));
+        assert_eq!(parse_pax_time(b"12"), Some((12, 0)));
+        assert_eq!(parse_pax_time(b"12.5"), Some((12, 500_000_000)));
+        assert_eq!(parse_pax_time(b"-1.25"), Some((-2, 750_000_000)));
+        assert_eq!(parse_pax_time(b"x"), None);
+    }
+
+    #[test]
+    fn acl_text_converts_numeric_and_refuses_names() {
+        let bin = acl_text_to_xattr(b"user::rw-\ngroup::r--\nother::r--\nuser:1000:r-x\nmask::r-x\n").unwrap().unwrap();
+        let mut want = 2u32.to_le_bytes().to_vec();
+        for (t, p, id) in [(1u16, 6u16, u32::MAX), (2, 5, 1000), (4, 4, u32::MAX), (0x10, 5, u32::MAX), (0x20, 4, u32::MAX)] {
+            want.extend_from_slice(&t.to_le_bytes());
+            want.extend_from_slice(&p.to_le_bytes());
+            want.extend_from_slice(&id.to_le_bytes());
+        }
+        assert_eq!(bin, want);
+        assert_eq!(acl_text_to_xattr(b"user::rw-,group::r--,other::---").unwrap(), None);
+        let err = acl_text_to_xattr(b"user::rw-\nuser:alice:r--\n").unwrap_err();
+        assert!(err.contains("\"alice\""), "{err}");
+    }
+
+    #[test]
+    fn sparse_reader_fills_holes() {
+        let mut data: &[u8] = b"abcXY";
+        let mut r = SparseReader::new(&mut data, vec![(2, 3), (8, 2)], 12, "f").unwrap();
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"\0\0abc\0\0\0XY\0\0".to_vec());
+        let mut data: &[u8] = b"";
+        assert!(SparseReader::new(&mut data, vec![(2, 3), (4, 2)], 12, "f").is_err());
+        assert!(SparseReader::new(&mut data, vec![(10, 3)], 12, "f").is_err());
+    }
+}

@@ -1,0 +1,552 @@
+//! The wire format between the client and `hotclone agent`, version 1.
+//!
+//! The whole stream is one zstd stream. Inside it are frames:
+//! `[u8 tag][u32 LE length][payload]`, in this order:
+//!
+//! ```text
+//! Hello ( Entry | Entry Data* Hole* ... FileEnd )* Done
+//! ```
+//!
+//! A regular file is an `Entry` followed by its content as `Data` frames
+//! (at most 1 MiB each) and `Hole` frames (a run of zero bytes, so sparse
+//! and zero-filled regions cost nothing on the wire), then `FileEnd` with the
+//! BLAKE3 of the whole logical content, zeros included. Every other kind is
+//! a lone `Entry`. `Done` carries the sender's totals.
+//!
+//! The agent answers on its stdout with one [`Ack`] line per entry.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use bincode::Options;
+use serde::{Deserialize, Serialize};
+
+pub use blake3::Hash as Digest;
+
+/// "HOTCLONE", the first bytes of the Hello payload.
+pub const MAGIC: &[u8; 8] = b"HOTCLONE";
+/// The version this build speaks. Bump it on any incompatible change.
+pub const VERSION: u32 = 1;
+/// Largest Data payload.
+pub const MAX_DATA: usize = 1 << 20;
+/// Largest Entry payload (path plus xattrs; Linux caps one xattr at 64 KiB).
+pub const MAX_META: usize = 16 << 20;
+/// Granularity of hole detection: all-zero blocks of this size (aligned to
+/// the file offset) become holes.
+pub const HOLE_BLOCK: usize = 4096;
+/// Flush the zstd stream at the end of a file once this much was written
+/// since the last flush, so the agent never waits long for a buffered tail.
+const FLUSH_EVERY: u64 = 128 << 10;
+
+const TAG_HELLO: u8 = 1;
+const TAG_ENTRY: u8 = 2;
+const TAG_DATA: u8 = 3;
+const TAG_FILE_END: u8 = 4;
+const TAG_DONE: u8 = 5;
+const TAG_HOLE: u8 = 6;
+
+/// What a file system entry is, with what its kind needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink { target: Vec<u8> },
+    /// Another name for `target`, a path relative to the root that was sent
+    /// earlier in the same stream (or already exists on the target).
+    Hardlink { target: Vec<u8> },
+    CharDev { major: u32, minor: u32 },
+    BlockDev { major: u32, minor: u32 },
+    Fifo,
+}
+
+/// One entry's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryMeta {
+    /// Relative to the root, no leading '/', raw bytes (non-UTF-8 allowed).
+    /// The root itself is ".".
+    pub path: Vec<u8>,
+    pub kind: EntryKind,
+    /// Permission bits including suid, sgid and sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Content length for files; 0 for everything else.
+    pub size: u64,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl EntryMeta {
+    /// The path for messages (lossy for non-UTF-8 bytes).
+    pub fn display_path(&self) -> String {
+        String::from_utf8_lossy(&self.path).into_owned()
+    }
+}
+
+/// One frame of the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Hello { version: u32 },
+    Entry(EntryMeta),
+    Data(Vec<u8>),
+    /// `len` zero bytes of the current file.
+    Hole(u64),
+    FileEnd { blake3: [u8; 32] },
+    Done { files: u64, bytes: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("the stream broke: {0}")]
+    Io(#[from] io::Error),
+    #[error("this is not a hotclone stream (it starts with {found:?}, not \"HOTCLONE\"); is the other side really `hotclone agent`?")]
+    BadMagic { found: String },
+    #[error("the sender speaks wire version {theirs}, this hotclone speaks version {ours}; run the same hotclone release on both sides")]
+    Version { theirs: u32, ours: u32 },
+    #[error("corrupt stream: {0}")]
+    Corrupt(String),
+    #[error("the stream ended {0}; the sender stopped or the connection dropped, run the pass again")]
+    Truncated(&'static str),
+}
+
+fn meta_options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .reject_trailing_bytes()
+        .with_limit(MAX_META as u64)
+}
+
+fn max_len(tag: u8) -> Option<usize> {
+    match tag {
+        TAG_HELLO => Some(12),
+        TAG_ENTRY => Some(MAX_META),
+        TAG_DATA => Some(MAX_DATA),
+        TAG_FILE_END => Some(32),
+        TAG_DONE => Some(16),
+        TAG_HOLE => Some(8),
+        _ => None,
+    }
+}
+
+impl Frame {
+    fn tag(&self) -> u8 {
+        match self {
+            Frame::Hello { .. } => TAG_HELLO,
+            Frame::Entry(_) => TAG_ENTRY,
+            Frame::Data(_) => TAG_DATA,
+            Frame::Hole(_) => TAG_HOLE,
+            Frame::FileEnd { .. } => TAG_FILE_END,
+            Frame::Done { .. } => TAG_DONE,
+        }
+    }
+
+    /// Encodes the frame as `[tag][u32 LE len][payload]`.
+    pub fn encode(&self, out: &mut impl Write) -> Result<(), WireError> {
+        let payload: std::borrow::Cow<'_, [u8]> = match self {
+            Frame::Hello { version } => {
+                let mut p = MAGIC.to_vec();
+                p.extend_from_slice(&version.to_le_bytes());
+                p.into()
+            }
+            Frame::Entry(meta) => meta_options()
+                .serialize(meta)
+                .map_err(|e| WireError::Corrupt(format!("cannot encode the entry {}: {e}", meta.display_path())))?
+                .into(),
+            Frame::Data(bytes) => bytes.as_slice().into(),
+            Frame::Hole(len) => len.to_le_bytes().to_vec().into(),
+            Frame::FileEnd { blake3 } => blake3.as_slice().into(),
+            Frame::Done { files, bytes } => {
+                let mut p = files.to_le_bytes().to_vec();
+                p.extend_from_slice(&bytes.to_le_bytes());
+                p.into()
+            }
+        };
+        let limit = max_len(self.tag()).unwrap_or(0);
+        if payload.len() > limit {
+            return Err(WireError::Corrupt(format!(
+                "a frame of {} bytes is over the limit of {limit} for its kind",
+                payload.len()
+            )));
+        }
+        out.write_all(&[self.tag()])?;
+        out.write_all(&(payload.len() as u32).to_le_bytes())?;
+        out.write_all(&payload)?;
+        Ok(())
+    }
+
+    /// Decodes one frame. `Ok(None)` at a clean end (no byte of a next frame).
+    pub fn decode(input: &mut impl Read) -> Result<Option<Frame>, WireError> {
+        let mut head = [0u8; 5];
+        let mut got = 0;
+        while got < head.len() {
+            match input.read(&mut head[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => return Err(WireError::Truncated("inside a frame header")),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let tag = head[0];
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let limit = max_len(tag).ok_or_else(|| WireError::Corrupt(format!("unknown frame tag {tag}")))?;
+        if len > limit {
+            return Err(WireError::Corrupt(format!(
+                "frame tag {tag} claims {len} bytes, more than the limit of {limit}"
+            )));
+        }
+        let mut payload = vec![0u8; len];
+        input.read_exact(&mut payload).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => WireError::Truncated("inside a frame"),
+            _ => WireError::Io(e),
+        })?;
+        let exact = |n: usize| {
+            if len == n {
+                Ok(())
+            } else {
+                Err(WireError::Corrupt(format!("frame tag {tag} has {len} bytes, expected {n}")))
+            }
+        };
+        let frame = match tag {
+            TAG_HELLO => {
+                if len < 8 || &payload[..8] != MAGIC {
+                    return Err(WireError::BadMagic { found: String::from_utf8_lossy(&payload[..len.min(8)]).into_owned() });
+                }
+                exact(12)?;
+                let version = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes"));
+                Frame::Hello { version }
+            }
+            TAG_ENTRY => Frame::Entry(
+                meta_options()
+                    .deserialize(&payload)
+                    .map_err(|e| WireError::Corrupt(format!("an entry does not decode: {e}")))?,
+            ),
+            TAG_DATA => Frame::Data(payload),
+            TAG_HOLE => {
+                exact(8)?;
+                Frame::Hole(u64::from_le_bytes(payload[..8].try_into().expect("8 bytes")))
+            }
+            TAG_FILE_END => {
+                exact(32)?;
+                Frame::FileEnd { blake3: payload[..32].try_into().expect("32 bytes") }
+            }
+            TAG_DONE => {
+                exact(16)?;
+                Frame::Done {
+                    files: u64::from_le_bytes(payload[..8].try_into().expect("8 bytes")),
+                    bytes: u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes")),
+                }
+            }
+            _ => unreachable!("max_len rejected unknown tags"),
+        };
+        Ok(Some(frame))
+    }
+}
+
+/// Writes a stream: Hello on creation, then entries and files, Done on
+/// [`WireWriter::finish`].
+pub struct WireWriter<W: Write> {
+    enc: zstd::stream::write::Encoder<'static, W>,
+    files: u64,
+    bytes: u64,
+    since_flush: u64,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> WireWriter<W> {
+    /// Starts a stream at zstd level 3.
+    pub fn new(out: W) -> Result<Self, WireError> {
+        Self::with_level(out, 3)
+    }
+
+    pub fn with_level(out: W, level: i32) -> Result<Self, WireError> {
+        let enc = zstd::stream::write::Encoder::new(out, level)?;
+        let mut w = WireWriter { enc, files: 0, bytes: 0, since_flush: 0, buf: Vec::new() };
+        w.frame(&Frame::Hello { version: VERSION })?;
+        Ok(w)
+    }
+
+    /// Writes one raw frame. The typed methods below are what senders use;
+    /// this is the lower level (tests use it to send deliberately bad streams).
+    pub fn frame(&mut self, frame: &Frame) -> Result<(), WireError> {
+        frame.encode(&mut self.enc)?;
+        self.since_flush += 5 + match frame {
+            Frame::Data(d) => d.len() as u64,
+            _ => 16,
+        };
+        Ok(())
+    }
+
+    /// Sends an entry that has no content (anything but a regular file).
+    pub fn entry(&mut self, meta: &EntryMeta) -> Result<(), WireError> {
+        self.frame(&Frame::Entry(meta.clone()))?;
+        self.maybe_flush()
+    }
+
+    /// Sends a regular file: its entry, exactly `meta.size` bytes read from
+    /// `data` (as Data and Hole frames), and FileEnd with their BLAKE3, which
+    /// is returned. Fewer bytes than `meta.size` is an error (the stream is
+    /// then unusable: the agent waits for the rest).
+    pub fn file(&mut self, meta: &EntryMeta, data: &mut dyn Read) -> Result<Digest, WireError> {
+        self.frame(&Frame::Entry(meta.clone()))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut remaining = meta.size;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(MAX_DATA, 0);
+        let result = (|| {
+            let mut hole: u64 = 0;
+            while remaining > 0 {
+                let want = remaining.min(MAX_DATA as u64) as usize;
+                let n = read_full(data, &mut buf[..want])?;
+                if n < want {
+                    return Err(WireError::Truncated("in the middle of a file's data: the reader gave fewer bytes than the entry's size"));
+                }
+                let chunk = &buf[..n];
+                hasher.update(chunk);
+                // Split into HOLE_BLOCK blocks; chunks start at multiples of
+                // MAX_DATA, so blocks are aligned to the file offset.
+                let mut run_start = 0;
+                let mut pos = 0;
+                while pos < n {
+                    let end = (pos + HOLE_BLOCK).min(n);
+                    if is_zero(&chunk[pos..end]) {
+                        if run_start < pos {
+                            self.flush_hole(&mut hole)?;
+                            self.frame(&Frame::Data(chunk[run_start..pos].to_vec()))?;
+                        }
+                        hole += (end - pos) as u64;
+                        run_start = end;
+                    }
+                    pos = end;
+                }
+                if run_start < n {
+                    self.flush_hole(&mut hole)?;
+                    self.frame(&Frame::Data(chunk[run_start..n].to_vec()))?;
+                }
+                remaining -= n as u64;
+            }
+            self.flush_hole(&mut hole)?;
+            Ok(())
+        })();
+        self.buf = buf;
+        result?;
+        let digest = hasher.finalize();
+        self.frame(&Frame::FileEnd { blake3: *digest.as_bytes() })?;
+        self.files += 1;
+        self.bytes += meta.size;
+        self.maybe_flush()?;
+        Ok(digest)
+    }
+
+    fn flush_hole(&mut self, hole: &mut u64) -> Result<(), WireError> {
+        if *hole > 0 {
+            self.frame(&Frame::Hole(*hole))?;
+            *hole = 0;
+        }
+        Ok(())
+    }
+
+    fn maybe_flush(&mut self) -> Result<(), WireError> {
+        if self.since_flush >= FLUSH_EVERY {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Pushes everything written so far through zstd to the output, so the
+    /// agent can act on it. Call it at batch boundaries.
+    pub fn flush(&mut self) -> Result<(), WireError> {
+        self.enc.flush()?;
+        self.since_flush = 0;
+        Ok(())
+    }
+
+    /// Files and content bytes sent so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.files, self.bytes)
+    }
+
+    /// Writes Done, ends the zstd stream and returns the output.
+    pub fn finish(mut self) -> Result<W, WireError> {
+        let (files, bytes) = (self.files, self.bytes);
+        self.frame(&Frame::Done { files, bytes })?;
+        let mut out = self.enc.finish()?;
+        out.flush()?;
+        Ok(out)
+    }
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// True when every byte is zero.
+pub fn is_zero(bytes: &[u8]) -> bool {
+    let (prefix, words, suffix) = unsafe { bytes.align_to::<u64>() };
+    prefix.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && suffix.iter().all(|&b| b == 0)
+}
+
+/// Reads a stream: checks Hello on creation, then yields frames.
+pub struct WireReader<R: Read> {
+    dec: zstd::stream::read::Decoder<'static, io::BufReader<R>>,
+    done: bool,
+}
+
+impl<R: Read> WireReader<R> {
+    /// Reads and checks Hello (magic and version).
+    pub fn new(input: R) -> Result<Self, WireError> {
+        let dec = zstd::stream::read::Decoder::new(input)?;
+        let mut r = WireReader { dec, done: false };
+        match r.next_raw()? {
+            Some(Frame::Hello { version }) if version == VERSION => Ok(r),
+            Some(Frame::Hello { version }) => Err(WireError::Version { theirs: version, ours: VERSION }),
+            Some(other) => Err(WireError::Corrupt(format!("the stream starts with {}, not Hello", other.name()))),
+            None => Err(WireError::Truncated("before Hello")),
+        }
+    }
+
+    fn next_raw(&mut self) -> Result<Option<Frame>, WireError> {
+        Frame::decode(&mut self.dec).map_err(|e| match e {
+            // zstd reports a cut-off compressed stream as an I/O error.
+            WireError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => WireError::Truncated("inside a compressed block"),
+            other => other,
+        })
+    }
+
+    /// The next frame; `Ok(None)` after Done. The stream ending before Done
+    /// is an error.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.next_raw()? {
+            None => Err(WireError::Truncated("before Done")),
+            Some(Frame::Hello { .. }) => Err(WireError::Corrupt("a second Hello in the middle of the stream".into())),
+            Some(f @ Frame::Done { .. }) => {
+                self.done = true;
+                Ok(Some(f))
+            }
+            Some(f) => Ok(Some(f)),
+        }
+    }
+}
+
+impl Frame {
+    /// The frame's kind, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "Hello",
+            Frame::Entry(_) => "Entry",
+            Frame::Data(_) => "Data",
+            Frame::Hole(_) => "Hole",
+            Frame::FileEnd { .. } => "FileEnd",
+            Frame::Done { .. } => "Done",
+        }
+    }
+}
+
+/// One line the agent writes back per entry, and the last line.
+///
+/// ```text
+/// ok <hex path> <blake3 hex | ->   written durably (files with their digest)
+/// warn <hex path> <reason>         written, but something was not kept (an xattr)
+/// bad <hex path> <reason>          not written
+/// done files=N bytes=N
+/// ```
+///
+/// Paths are hex-encoded raw bytes, so any name survives; reasons are one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    Ok { path: Vec<u8>, digest: Option<[u8; 32]> },
+    Warn { path: Vec<u8>, reason: String },
+    Bad { path: Vec<u8>, reason: String },
+    Done { files: u64, bytes: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the agent sent an unreadable acknowledgement {line:?}: {why}")]
+pub struct AckParseError {
+    pub line: String,
+    pub why: &'static str,
+}
+
+impl fmt::Display for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ack::Ok { path, digest } => {
+                write!(f, "ok {} ", hex(path))?;
+                match digest {
+                    Some(d) => f.write_str(&hex(d)),
+                    None => f.write_str("-"),
+                }
+            }
+            Ack::Warn { path, reason } => write!(f, "warn {} {}", hex(path), one_line(reason)),
+            Ack::Bad { path, reason } => write!(f, "bad {} {}", hex(path), one_line(reason)),
+            Ack::Done { files, bytes } => write!(f, "done files={files} bytes={bytes}"),
+        }
+    }
+}
+
+impl Ack {
+    /// Parses one line (without or with its trailing newline).
+    pub fn parse(line: &str) -> Result<Ack, AckParseError> {
+        let err = |why| AckParseError { line: line.to_string(), why };
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let (word, rest) = line.split_once(' ').ok_or_else(|| err("no space"))?;
+        if word == "done" {
+            let (f, b) = rest.split_once(' ').ok_or_else(|| err("done needs files= and bytes="))?;
+            let files = f.strip_prefix("files=").and_then(|v| v.parse().ok()).ok_or_else(|| err("bad files="))?;
+            let bytes = b.strip_prefix("bytes=").and_then(|v| v.parse().ok()).ok_or_else(|| err("bad bytes="))?;
+            return Ok(Ack::Done { files, bytes });
+        }
+        let (p, tail) = rest.split_once(' ').ok_or_else(|| err("no path"))?;
+        let path = unhex(p).ok_or_else(|| err("the path is not hex"))?;
+        match word {
+            "ok" if tail == "-" => Ok(Ack::Ok { path, digest: None }),
+            "ok" => {
+                let d = unhex(tail).filter(|d| d.len() == 32).ok_or_else(|| err("the digest is not 64 hex digits"))?;
+                Ok(Ack::Ok { path, digest: Some(d.try_into().expect("32 bytes")) })
+            }
+            "warn" => Ok(Ack::Warn { path, reason: tail.to_string() }),
+            "bad" => Ok(Ack::Bad { path, reason: tail.to_string() }),
+            _ => Err(err("unknown kind (expected ok, warn, bad or done)")),
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+/// Lowercase hex of raw bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Inverse of [`hex`]; `None` for odd lengths or non-hex digits.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|d| u8::from_str_radix(d, 16).ok()))
+        .collect()
+}
+
