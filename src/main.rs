@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Probe(args) => cli::probe::run(args).await,
             Command::Plan(args) => cli::plan::run(args).await,
+            Command::Agent(args) => cli::agent::run(args).await,
         }
     });
     match result {

@@ -1,6 +1,7 @@
 //! The command line: argument parsing (clap), resolving it into library
 //! options, and rendering results. Business logic lives in the library.
 
+pub mod agent;
 pub mod password;
 pub mod plan;
 pub mod probe;
@@ -32,4 +33,6 @@ pub struct Cli {
 pub enum Command {
     Probe(probe::ProbeArgs),
     Plan(plan::PlanArgs),
+    #[command(hide = true)]
+    Agent(agent::AgentArgs),
 }
