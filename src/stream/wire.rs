@@ -550,3 +550,159 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(path: &[u8], kind: EntryKind, size: u64) -> EntryMeta {
+        EntryMeta {
+            path: path.to_vec(),
+            kind,
+            mode: 0o4755,
+            uid: 1234,
+            gid: 2345,
+            mtime: -5,
+            mtime_nsec: 999_999_999,
+            size,
+            xattrs: vec![(b"user.a".to_vec(), vec![0, 1, 0xff]), (b"security.selinux".to_vec(), b"x_t\0".to_vec())],
+        }
+    }
+
+    fn encode(f: impl FnOnce(&mut WireWriter<Vec<u8>>)) -> Vec<u8> {
+        let mut w = WireWriter::new(Vec::new()).unwrap();
+        f(&mut w);
+        w.finish().unwrap()
+    }
+
+    fn frames(stream: &[u8]) -> Result<Vec<Frame>, WireError> {
+        let mut r = WireReader::new(stream)?;
+        let mut out = Vec::new();
+        while let Some(f) = r.next_frame()? {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn round_trip_every_kind() {
+        let long: Vec<u8> = (0..300).map(|i| if i % 50 == 49 { b'/' } else { b'a' + (i % 26) as u8 }).collect();
+        let kinds = vec![
+            meta(b"dir\xff\n", EntryKind::Dir, 0),
+            meta(&long, EntryKind::Symlink { target: b"../\xfe/x".to_vec() }, 0),
+            meta(b"h", EntryKind::Hardlink { target: b"dir\xff\n/f".to_vec() }, 0),
+            meta(b"c", EntryKind::CharDev { major: 1, minor: 3 }, 0),
+            meta(b"b", EntryKind::BlockDev { major: 7, minor: 200 }, 0),
+            meta(b"p", EntryKind::Fifo, 0),
+        ];
+        // 1 MiB + 5 bytes with an aligned zero block in the middle and a zero tail.
+        let mut content = vec![7u8; MAX_DATA + 5];
+        content[8192..12288].fill(0);
+        content[MAX_DATA..].fill(0);
+        let file = meta(b"dir\xff\n/f", EntryKind::File, content.len() as u64);
+        let mut digest = None;
+        let stream = encode(|w| {
+            for k in &kinds {
+                w.entry(k).unwrap();
+            }
+            digest = Some(w.file(&file, &mut content.as_slice()).unwrap());
+        });
+        assert_eq!(digest.unwrap(), blake3::hash(&content));
+        let got = frames(&stream).unwrap();
+        let mut want: Vec<Frame> = kinds.into_iter().map(Frame::Entry).collect();
+        want.push(Frame::Entry(file));
+        want.push(Frame::Data(vec![7; 8192]));
+        want.push(Frame::Hole(4096));
+        want.push(Frame::Data(vec![7; MAX_DATA - 12288]));
+        want.push(Frame::Hole(5));
+        want.push(Frame::FileEnd { blake3: *blake3::hash(&content).as_bytes() });
+        want.push(Frame::Done { files: 1, bytes: content.len() as u64 });
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn short_file_data_is_an_error() {
+        let mut w = WireWriter::new(Vec::new()).unwrap();
+        let err = w.file(&meta(b"f", EntryKind::File, 10), &mut &b"12345"[..]).unwrap_err();
+        assert!(matches!(err, WireError::Truncated(_)), "{err}");
+    }
+
+    #[test]
+    fn wrong_version_names_both() {
+        let mut raw = Vec::new();
+        Frame::Hello { version: 7 }.encode(&mut raw).unwrap();
+        let stream = zstd::encode_all(raw.as_slice(), 3).unwrap();
+        let err = WireReader::new(stream.as_slice()).err().unwrap();
+        assert!(matches!(err, WireError::Version { theirs: 7, ours: 1 }));
+        let msg = err.to_string();
+        assert!(msg.contains("version 7") && msg.contains("version 1"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_magic_is_an_error() {
+        let raw = [&[TAG_HELLO, 12, 0, 0, 0][..], b"NOTCLONE", &1u32.to_le_bytes()].concat();
+        let stream = zstd::encode_all(raw.as_slice(), 3).unwrap();
+        assert!(matches!(WireReader::new(stream.as_slice()), Err(WireError::BadMagic { .. })));
+        // Not zstd at all.
+        assert!(WireReader::new(&b"GET / HTTP/1.1\r\n"[..]).is_err());
+    }
+
+    fn raw_stream(frames_after_hello: &[u8]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        Frame::Hello { version: VERSION }.encode(&mut raw).unwrap();
+        raw.extend_from_slice(frames_after_hello);
+        zstd::encode_all(raw.as_slice(), 3).unwrap()
+    }
+
+    #[test]
+    fn corrupt_lengths_and_short_frames_are_errors() {
+        // A Data frame claiming 4 GiB: refused before any allocation.
+        let err = frames(&raw_stream(&[TAG_DATA, 0xff, 0xff, 0xff, 0xff, 1, 2])).unwrap_err();
+        assert!(matches!(err, WireError::Corrupt(ref m) if m.contains("4294967295")), "{err}");
+        // A frame cut short.
+        let err = frames(&raw_stream(&[TAG_DATA, 10, 0, 0, 0, 1, 2, 3])).unwrap_err();
+        assert!(matches!(err, WireError::Truncated(_)), "{err}");
+        // A header cut short.
+        let err = frames(&raw_stream(&[TAG_DATA, 10])).unwrap_err();
+        assert!(matches!(err, WireError::Truncated(_)), "{err}");
+        // An unknown tag.
+        let err = frames(&raw_stream(&[99, 0, 0, 0, 0])).unwrap_err();
+        assert!(matches!(err, WireError::Corrupt(_)), "{err}");
+        // FileEnd with a wrong length.
+        let err = frames(&raw_stream(&[TAG_FILE_END, 3, 0, 0, 0, 1, 2, 3])).unwrap_err();
+        assert!(matches!(err, WireError::Corrupt(_)), "{err}");
+        // Garbage as an entry.
+        let err = frames(&raw_stream(&[TAG_ENTRY, 3, 0, 0, 0, 1, 2, 3])).unwrap_err();
+        assert!(matches!(err, WireError::Corrupt(_)), "{err}");
+        // No Done.
+        let err = frames(&raw_stream(&[])).unwrap_err();
+        assert!(matches!(err, WireError::Truncated("before Done")), "{err}");
+        // The compressed stream itself cut in half.
+        let full = encode(|w| w.entry(&meta(b"d", EntryKind::Dir, 0)).unwrap());
+        assert!(frames(&full[..full.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn ack_round_trip_with_odd_bytes() {
+        let acks = vec![
+            Ack::Ok { path: b"a b\n\xff\x00/c".to_vec(), digest: Some([0xab; 32]) },
+            Ack::Ok { path: b".".to_vec(), digest: None },
+            Ack::Warn { path: b"\xfe".to_vec(), reason: "xattr user.x not kept: EPERM".into() },
+            Ack::Bad { path: b"../escape".to_vec(), reason: "a '..' component is refused".into() },
+            Ack::Done { files: 3, bytes: 9_663_676_416 },
+        ];
+        for a in &acks {
+            let line = format!("{a}\n");
+            assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+            assert_eq!(&Ack::parse(&line).unwrap(), a);
+        }
+        assert_eq!(acks[0].to_string(), format!("ok 6120620aff002f63 {}", "ab".repeat(32)));
+        assert_eq!(acks[4].to_string(), "done files=3 bytes=9663676416");
+        // A reason with a newline stays one line.
+        let a = Ack::Bad { path: b"x".to_vec(), reason: "two\nlines".into() };
+        assert_eq!(a.to_string(), "bad 78 two lines");
+        for bad in ["", "ok", "ok zz -", "ok 61 abcd", "done files=x bytes=1", "maybe 61 x", "ok +1 -"] {
+            assert!(Ack::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
