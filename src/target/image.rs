@@ -135,10 +135,11 @@ impl Mounts {
     }
 }
 
-impl Drop for Mounts {
-    fn drop(&mut self) {
+impl Mounts {
+    /// Unmount everything, lazily where a clean unmount fails, so a failed
+    /// run leaves no mount behind.
+    fn release(&mut self) {
         if self.unmount_all().is_err() {
-            // Last resort so a failed run leaves no mount behind.
             while let Some(point) = self.points.pop() {
                 let _ = run("umount", &["-l", &point.to_string_lossy()], "mount");
             }
@@ -146,15 +147,34 @@ impl Drop for Mounts {
     }
 }
 
-/// The image, partitioned, formatted and mounted at `root`.
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The image, partitioned, formatted and mounted at `root`. Dropped
+/// without [`PreparedImage::finish`], it unmounts, detaches and deletes the
+/// half-made raw file: a failed clone leaves nothing behind.
 #[derive(Debug)]
 pub struct PreparedImage {
     pub raw: PathBuf,
     pub root: PathBuf,
     pub filesystems: Vec<NewFilesystem>,
-    // Field order matters for Drop: unmount before detaching.
     mounts: Mounts,
     disk: LoopDisk,
+    finished: bool,
+}
+
+impl Drop for PreparedImage {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.mounts.release();
+        let _ = self.disk.detach();
+        let _ = std::fs::remove_file(&self.raw);
+    }
 }
 
 fn mkfs(fs: FsType, part: &Partition, device: &Path, uuid: &str) -> Result<(), ImageError> {
@@ -275,7 +295,7 @@ fn prepare_new(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage,
         run("mount", &[&fs.device.to_string_lossy(), &point.to_string_lossy()], "mount")?;
         mounts.points.push(point);
     }
-    Ok(PreparedImage { raw: raw.to_path_buf(), root: staging.to_path_buf(), filesystems, mounts, disk })
+    Ok(PreparedImage { raw: raw.to_path_buf(), root: staging.to_path_buf(), filesystems, mounts, disk, finished: false })
 }
 
 impl PreparedImage {
@@ -310,6 +330,7 @@ impl PreparedImage {
                 std::fs::remove_file(&self.raw)?;
             }
         }
+        self.finished = true;
         Ok(path.clone())
     }
 }
