@@ -8,6 +8,7 @@
 //! `ssh` (sessions to old servers) -> `probe` (an [`probe::Inventory`] of the
 //! running source, read once and acted on afterwards).
 
+pub mod convert;
 pub mod journal;
 pub mod migration;
 pub mod plan;

@@ -1,0 +1,92 @@
+//! `/etc/fstab`: point every copied filesystem at its new UUID.
+//!
+//! - A line whose spec (or, failing that, mount point) is a copied
+//!   filesystem becomes `UUID=<new>` with the new fs type; options, dump
+//!   and pass are kept.
+//! - A swap line for the source's swap becomes the new swap's UUID.
+//! - Network mounts, pseudo filesystems, bind mounts, and lines with
+//!   `noauto`/`nofail` are kept as they are.
+//! - Any other line naming a local device (`/dev/...`, `LABEL=`, `UUID=`,
+//!   `PARTUUID=`, `PARTLABEL=`) is commented out with
+//!   `# hotclone: not copied: `, so the VM does not stop in emergency mode
+//!   waiting for a device it does not have.
+//!
+//! Comments, blank lines and spacing are preserved.
+
+use super::{join_keep_gaps, map_lines, split_keep_gaps, ConvertContext, FileAction, FilePattern, FileRewriter};
+
+pub const NOT_COPIED: &str = "# hotclone: not copied: ";
+
+pub struct Fstab;
+
+impl FileRewriter for Fstab {
+    fn name(&self) -> &'static str {
+        "fstab"
+    }
+    fn files(&self) -> &'static [FilePattern] {
+        &[FilePattern { pattern: "etc/fstab", create: false }]
+    }
+    fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
+        FileAction::from_text(text, rewrite(text, ctx))
+    }
+}
+
+/// The pure rewrite.
+pub fn rewrite(text: &str, ctx: &ConvertContext) -> String {
+    map_lines(text, |line| vec![rewrite_line(line, ctx)])
+}
+
+/// Lines that will be commented out because they name a local device that
+/// was not copied (for the report).
+pub fn not_copied(text: &str, ctx: &ConvertContext) -> Vec<String> {
+    text.lines().filter(|l| rewrite_line(l, ctx).starts_with(NOT_COPIED)).map(|l| l.trim().to_string()).collect()
+}
+
+fn rewrite_line(line: &str, ctx: &ConvertContext) -> String {
+    let trimmed = line.trim_start();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return line.to_string();
+    }
+    let (fields, gaps) = split_keep_gaps(line);
+    if fields.len() < 3 {
+        return line.to_string();
+    }
+    let (spec, mount_point, fs_type) = (&fields[0], &fields[1], &fields[2]);
+    let options = fields.get(3).map(String::as_str).unwrap_or("");
+    let mut new = fields.clone();
+    if fs_type == "swap" || mount_point == "swap" {
+        if let Some(s) = ctx.swap_for(spec) {
+            new[0] = format!("UUID={}", s.uuid);
+            return join_keep_gaps(&fields, &new, &gaps);
+        }
+    } else {
+        let fs = ctx.filesystem_for(spec).or_else(|| {
+            // The spec is one we were not told about, but the mount point is
+            // a copied filesystem: the line is for it.
+            if names_local_device(spec) {
+                ctx.filesystems.iter().find(|f| &f.mount_point == mount_point)
+            } else {
+                None
+            }
+        });
+        if let Some(fs) = fs {
+            new[0] = format!("UUID={}", fs.uuid);
+            if !fs.fs_type.is_empty() {
+                new[2] = fs.fs_type.clone();
+            }
+            return join_keep_gaps(&fields, &new, &gaps);
+        }
+    }
+    let optional = options.split(',').any(|o| o == "noauto" || o == "nofail");
+    if names_local_device(spec) && !optional {
+        return format!("{NOT_COPIED}{}", line.trim_start());
+    }
+    line.to_string()
+}
+
+/// Whether a spec names a block device on this machine (as opposed to a
+/// network share, a pseudo filesystem or a bind-mounted directory).
+pub fn names_local_device(spec: &str) -> bool {
+    let s = spec.trim_matches('"');
+    s.starts_with("/dev/") || ["UUID=", "LABEL=", "PARTUUID=", "PARTLABEL="].iter().any(|p| s.starts_with(p))
+}

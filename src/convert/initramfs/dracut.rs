@@ -1,0 +1,47 @@
+//! dracut (RHEL 6+, SUSE 12+): our own `/etc/dracut.conf.d/hotclone.conf`
+//! with `add_drivers+=" ... "`, then `dracut -f` for the kernel.
+
+use super::Initramfs;
+use crate::convert::bootloader::run_noted;
+use crate::convert::chroot::ChrootExec;
+use crate::convert::{ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter};
+use crate::probe::DistroFamily;
+use crate::progress::Progress;
+
+pub struct Dracut;
+
+pub const CONF: &str = "etc/dracut.conf.d/hotclone.conf";
+
+impl FileRewriter for Dracut {
+    fn name(&self) -> &'static str {
+        "dracut"
+    }
+    fn files(&self) -> &'static [FilePattern] {
+        &[FilePattern { pattern: CONF, create: true }]
+    }
+    fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
+        FileAction::from_text(text, conf(ctx))
+    }
+}
+
+impl Initramfs for Dracut {
+    fn as_rewriter(&self) -> &dyn FileRewriter {
+        self
+    }
+    fn rebuild(&self, exec: &mut dyn ChrootExec, ctx: &ConvertContext, progress: &mut dyn Progress) -> Result<(), ConvertError> {
+        let k = ctx.guest.kernel.as_str();
+        let image = match ctx.guest.family {
+            DistroFamily::Suse => format!("/boot/initrd-{k}"),
+            _ => format!("/boot/initramfs-{k}.img"),
+        };
+        // --no-hostonly: the image must hold the VM's drivers, not only the
+        // host's (the chroot runs on this machine's hardware).
+        run_noted(exec, &["dracut", "-f", "--no-hostonly", &image, k], progress)?;
+        Ok(())
+    }
+}
+
+/// The whole file, regenerated (it is ours).
+pub fn conf(ctx: &ConvertContext) -> String {
+    format!("# Written by hotclone: drivers the VM needs at boot.\nadd_drivers+=\" {} \"\n", ctx.drivers.join(" "))
+}

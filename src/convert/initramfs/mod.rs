@@ -1,0 +1,27 @@
+//! Initramfs tools behind one trait: make sure the VM's drivers are in the
+//! image, and rebuild it for the kernel the clone boots.
+
+pub mod dracut;
+pub mod initramfs_tools;
+pub mod mkinitrd;
+
+use super::chroot::ChrootExec;
+use super::{ConvertContext, ConvertError, FileRewriter};
+use crate::progress::Progress;
+
+pub trait Initramfs: FileRewriter {
+    fn as_rewriter(&self) -> &dyn FileRewriter;
+    /// Rebuild the initramfs for `ctx.guest.kernel` in the chroot.
+    fn rebuild(&self, exec: &mut dyn ChrootExec, ctx: &ConvertContext, progress: &mut dyn Progress) -> Result<(), ConvertError>;
+}
+
+/// Whether a driver is already listed: the first word of a non-comment
+/// line, `-` and `_` alike.
+pub(crate) fn listed(text: &str, driver: &str) -> bool {
+    let want = driver.replace('-', "_");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .any(|w| w.replace('-', "_") == want)
+}

@@ -1,0 +1,620 @@
+//! Make a copied root boot as a VM: fstab, bootloader, initramfs and
+//! network identity, using the guest's own tools in a chroot.
+//!
+//! The flow ([`convert`]) reads like virt-v2v's: choose the modules for the
+//! guest ([`family::select`], the one place that knows distro families),
+//! then `remap_fstab`, `configure_bootloader`, `unconfigure_network`,
+//! `configure_initramfs`, `rebuild_initramfs`, `install_bootloader`,
+//! `update_bootloader`, `verify_boot_config`.
+//!
+//! Every file rewrite is a pure function of the file's text and a
+//! [`ConvertContext`] (`fn(&str, &ConvertContext) -> String`), tested with
+//! golden files under `fixtures/convert/`. The context is built from the
+//! plan and the filesystems the target made ([`ConvertContext::from_plan`]);
+//! conversion never inspects the source again.
+//!
+//! Decisions worth knowing:
+//! - An fstab line that names a local device we did not copy (another disk,
+//!   a CD-ROM without `noauto`, a filesystem left out of the plan) is kept
+//!   but commented out: `# hotclone: not copied: <the line>`. A boot that
+//!   waits for a missing device ends in emergency mode, which is worse than
+//!   a missing mount; the commented line tells the admin what was there.
+//!   Lines with `noauto` or `nofail`, network mounts, pseudo filesystems
+//!   and bind mounts are kept as they were.
+//! - Configs never pin a MAC: the VM's NIC MAC is not known at convert
+//!   time. `net.ifnames=0` keeps the kernel's `eth0` naming so the source's
+//!   configuration still applies.
+//! - Guest commands run through [`chroot::ChrootExec`]; their output goes
+//!   to [`Progress::note`], never to stdout.
+//!
+//! On failure: an unsupported guest (family/bootloader combination) fails
+//! before anything is written, naming the combination. A guest tool that
+//! fails is reported with its command line and output; files rewritten
+//! before that stay rewritten (the target is a copy, rerunning `convert` is
+//! idempotent).
+
+pub mod bootloader;
+pub mod chroot;
+pub mod family;
+pub mod fstab;
+pub mod initramfs;
+pub mod network;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{PartitionRole, Plan};
+use crate::probe::{BootloaderKind, DistroFamily, Inventory, NetConfigStyle};
+use crate::progress::Progress;
+use chroot::ChrootExec;
+
+/// Written into the target once interface renames are applied, so a
+/// rerun does not apply them twice.
+pub const RENAMED_MARKER: &str = "var/lib/hotclone/interfaces-renamed";
+
+/// Kernel command-line options every clone gets: keep `eth0` naming, and a
+/// serial console next to the VGA one.
+pub const DEFAULT_CMDLINE: &[&str] = &["net.ifnames=0", "console=ttyS0,115200", "console=tty0"];
+
+/// Drivers the VM needs in the initramfs (virtio, and the emulated
+/// IDE/SATA controllers as a fallback). Those the guest's kernel lacks are
+/// left out at convert time.
+pub const DEFAULT_DRIVERS: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "virtio_scsi", "ata_piix", "ahci"];
+
+/// What the guest is, as far as conversion cares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Guest {
+    pub family: DistroFamily,
+    /// The distro's version ("5.0.10", "12.7"); picks the era's tools.
+    #[serde(default)]
+    pub version: Option<String>,
+    pub bootloader: BootloaderKind,
+    /// The installed kernel the clone boots (`uname -r` form).
+    pub kernel: String,
+    /// Network config styles present in the copy.
+    #[serde(default)]
+    pub network_styles: Vec<NetConfigStyle>,
+}
+
+impl Guest {
+    /// The major version number, when the version has one.
+    pub fn major_version(&self) -> Option<u32> {
+        let v = self.version.as_deref()?;
+        let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().ok()
+    }
+}
+
+/// One copied filesystem: what the source called it, and what it is now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FsMapping {
+    pub mount_point: String,
+    /// Every way the source referred to it: /dev/sda1, /dev/hda1,
+    /// /dev/cciss/c0d0p1, LABEL=..., UUID=..., /dev/mapper/..., /dev/VG/LV.
+    #[serde(default)]
+    pub old_specs: Vec<String>,
+    /// The new filesystem's UUID.
+    pub uuid: String,
+    /// The new filesystem's type ("ext3" when the plan downgraded ext4).
+    pub fs_type: String,
+    /// Where the new filesystem is on this host now (e.g. /dev/loop3p2), for
+    /// the `/dev/disk/by-uuid` links guest tools look for.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Its partition number on the target disk (grub-legacy's `(hd0,N-1)`).
+    #[serde(default)]
+    pub partition: Option<u32>,
+}
+
+/// The new swap partition, and the specs of the source's swap it replaces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwapMapping {
+    #[serde(default)]
+    pub old_specs: Vec<String>,
+    pub uuid: String,
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+/// A source interface and the name its configuration takes in the VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicRename {
+    pub source: String,
+    #[serde(default)]
+    pub mac: Option<String>,
+    pub target: String,
+}
+
+/// Everything the rewrites need. Plain data (serde), so golden fixtures
+/// carry theirs as `context.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvertContext {
+    pub guest: Guest,
+    pub filesystems: Vec<FsMapping>,
+    #[serde(default)]
+    pub swaps: Vec<SwapMapping>,
+    #[serde(default)]
+    pub nics: Vec<NicRename>,
+    /// Options added to the kernel command line.
+    #[serde(default = "default_cmdline")]
+    pub cmdline_add: Vec<String>,
+    /// Drivers the initramfs must hold.
+    #[serde(default = "default_drivers")]
+    pub drivers: Vec<String>,
+    /// The target disk as seen from this host (grub-install's argument).
+    #[serde(default)]
+    pub disk_device: Option<String>,
+}
+
+fn default_cmdline() -> Vec<String> {
+    DEFAULT_CMDLINE.iter().map(|s| s.to_string()).collect()
+}
+
+fn default_drivers() -> Vec<String> {
+    DEFAULT_DRIVERS.iter().map(|s| s.to_string()).collect()
+}
+
+/// A filesystem the target created: which planned partition, its UUID, and
+/// its device on this host when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFilesystem {
+    pub partition: u32,
+    pub uuid: String,
+    pub device: Option<String>,
+}
+
+impl ConvertContext {
+    /// A context with the default kernel options and drivers.
+    pub fn new(guest: Guest, filesystems: Vec<FsMapping>) -> Self {
+        ConvertContext {
+            guest,
+            filesystems,
+            swaps: vec![],
+            nics: vec![],
+            cmdline_add: default_cmdline(),
+            drivers: default_drivers(),
+            disk_device: None,
+        }
+    }
+
+    /// Build the context from the plan, the inventory it came from, and
+    /// the filesystems the target made. Old specs come from the plan's
+    /// source devices, the source's fstab (by mount point) and the
+    /// source's UUIDs and labels.
+    pub fn from_plan(plan: &Plan, inv: &Inventory, made: &[NewFilesystem], disk_device: Option<String>) -> Result<Self, ConvertError> {
+        let mut filesystems = Vec::new();
+        let mut swaps = Vec::new();
+        for p in &plan.disk.partitions {
+            let Some(new) = made.iter().find(|m| m.partition == p.number) else { continue };
+            match p.role {
+                PartitionRole::Filesystem => {
+                    let mount_point = p.mount_point.clone().unwrap_or_default();
+                    let mut old = Vec::new();
+                    old.extend(p.source_device.clone());
+                    for e in inv.storage.fstab.iter().filter(|e| e.mount_point == mount_point) {
+                        old.push(e.spec.clone());
+                    }
+                    for m in inv.storage.mounts.iter().filter(|m| m.mount_point == mount_point) {
+                        old.push(m.device.clone());
+                        old.extend(m.uuid.as_ref().map(|u| format!("UUID={u}")));
+                        old.extend(m.label.as_ref().map(|l| format!("LABEL={l}")));
+                    }
+                    old.sort();
+                    old.dedup();
+                    let fs_type = p.fs.as_ref().map(|f| f.fs_type.name().to_string()).unwrap_or_default();
+                    filesystems.push(FsMapping { mount_point, old_specs: old, uuid: new.uuid.clone(), fs_type, device: new.device.clone(), partition: Some(p.number) });
+                }
+                PartitionRole::Swap => {
+                    let mut old: Vec<String> = inv.storage.swaps.iter().filter(|s| s.kind == "partition").map(|s| s.path.clone()).collect();
+                    old.extend(inv.storage.fstab.iter().filter(|e| e.fs_type == "swap").map(|e| e.spec.clone()));
+                    old.sort();
+                    old.dedup();
+                    swaps.push(SwapMapping { old_specs: old, uuid: new.uuid.clone(), device: new.device.clone() });
+                }
+                _ => {}
+            }
+        }
+        if !filesystems.iter().any(|f| f.mount_point == "/") {
+            return Err(ConvertError::Context("the target made no root filesystem; nothing to convert".into()));
+        }
+        let nics = plan
+            .network
+            .iter()
+            .map(|n| NicRename { source: n.source_interface.clone(), mac: n.source_mac.clone(), target: format!("eth{}", n.target_nic) })
+            .collect();
+        let guest = Guest {
+            family: plan.source.family,
+            version: inv.os.version.clone(),
+            bootloader: plan.source.bootloader,
+            kernel: plan.source.kernel.clone(),
+            network_styles: inv.network.config_styles.clone(),
+        };
+        Ok(ConvertContext { swaps, nics, disk_device, ..ConvertContext::new(guest, filesystems) })
+    }
+
+    /// The root filesystem's mapping.
+    pub fn root(&self) -> Option<&FsMapping> {
+        self.filesystems.iter().find(|f| f.mount_point == "/")
+    }
+
+    /// The copied filesystem a spec (fstab first field, `root=` value)
+    /// refers to. The new UUID matches too, so rewrites are idempotent.
+    pub fn filesystem_for(&self, spec: &str) -> Option<&FsMapping> {
+        let want = normalize_spec(spec);
+        self.filesystems
+            .iter()
+            .find(|f| f.old_specs.iter().chain(std::iter::once(&format!("UUID={}", f.uuid))).any(|s| normalize_spec(s) == want))
+    }
+
+    /// The new swap a spec refers to.
+    pub fn swap_for(&self, spec: &str) -> Option<&SwapMapping> {
+        let want = normalize_spec(spec);
+        self.swaps
+            .iter()
+            .find(|f| f.old_specs.iter().chain(std::iter::once(&format!("UUID={}", f.uuid))).any(|s| normalize_spec(s) == want))
+    }
+
+    /// The same context with every interface keeping its name: for a
+    /// rerun, when the renames were applied already (renames, unlike the
+    /// other rewrites, are not idempotent: eth0<->eth1 would swap back).
+    pub fn without_renames(&self) -> Self {
+        let mut c = self.clone();
+        for n in &mut c.nics {
+            n.target = n.source.clone();
+        }
+        c
+    }
+
+    /// The VM name for a source interface name.
+    pub fn nic_target(&self, source: &str) -> Option<&str> {
+        self.nics.iter().find(|n| n.source == source).map(|n| n.target.as_str())
+    }
+
+    /// The mapping for a source MAC (any case).
+    pub fn nic_by_mac(&self, mac: &str) -> Option<&NicRename> {
+        self.nics.iter().find(|n| n.mac.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(mac.trim())))
+    }
+
+    /// Keep only the drivers the guest kernel has (as a module or built in).
+    /// When the kernel's module lists cannot be read, keep them all.
+    pub fn with_available_drivers(mut self, root: &Path) -> Self {
+        let dir = root.join("lib/modules").join(&self.guest.kernel);
+        let dep = std::fs::read_to_string(dir.join("modules.dep")).unwrap_or_default();
+        let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+        if dep.is_empty() && builtin.is_empty() {
+            return self;
+        }
+        let known: std::collections::HashSet<String> = dep
+            .lines()
+            .filter_map(|l| l.split(':').next())
+            .chain(builtin.lines())
+            .filter_map(|p| p.rsplit('/').next())
+            .map(|f| f.split(".ko").next().unwrap_or(f).replace('-', "_"))
+            .collect();
+        self.drivers.retain(|d| known.contains(&d.replace('-', "_")));
+        self
+    }
+}
+
+/// One spelling per device: `UUID=` and `/dev/disk/by-uuid/` are the same
+/// (UUIDs compare without case), `LABEL=` and `/dev/disk/by-label/` too,
+/// `/dev/mapper/VG-LV` is `/dev/VG/LV`.
+pub fn normalize_spec(spec: &str) -> String {
+    let s = spec.trim().trim_matches('"');
+    if let Some(u) = s.strip_prefix("UUID=").or_else(|| s.strip_prefix("/dev/disk/by-uuid/")) {
+        return format!("UUID={}", u.to_ascii_lowercase());
+    }
+    if let Some(l) = s.strip_prefix("LABEL=").or_else(|| s.strip_prefix("/dev/disk/by-label/")) {
+        return format!("LABEL={l}");
+    }
+    if let Some(dm) = s.strip_prefix("/dev/mapper/") {
+        // VG and LV names double their dashes; a single dash separates them.
+        let bytes: Vec<char> = dm.chars().collect();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == '-' {
+                if bytes.get(i + 1) == Some(&'-') {
+                    i += 2;
+                    continue;
+                }
+                let vg: String = bytes[..i].iter().collect();
+                let lv: String = bytes[i + 1..].iter().collect();
+                return format!("/dev/{}/{}", vg.replace("--", "-"), lv.replace("--", "-"));
+            }
+            i += 1;
+        }
+    }
+    s.trim_end_matches('/').to_string()
+}
+
+/// What a rewrite does to one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileAction {
+    /// Leave the file as it is.
+    Keep,
+    /// Replace its content.
+    Write(String),
+    /// Write this content under a new name in the same directory, and
+    /// remove the old file.
+    Rename { name: String, content: String },
+    /// Delete the file.
+    Remove,
+}
+
+impl FileAction {
+    /// `Keep` when the new text equals the old, else `Write`.
+    pub fn from_text(old: &str, new: String) -> Self {
+        if new == old {
+            FileAction::Keep
+        } else {
+            FileAction::Write(new)
+        }
+    }
+
+    /// The form golden `.expected` files use: the content; a rename adds a
+    /// first line `### renamed to NAME`; a removal is `### removed`.
+    pub fn render(&self, old: &str) -> String {
+        match self {
+            FileAction::Keep => old.to_string(),
+            FileAction::Write(t) => t.clone(),
+            FileAction::Rename { name, content } => format!("### renamed to {name}\n{content}"),
+            FileAction::Remove => "### removed\n".to_string(),
+        }
+    }
+}
+
+/// A file (relative to the target root) a module rewrites. A pattern may
+/// end in `*` (any file in that directory starting with the prefix).
+#[derive(Debug, Clone, Copy)]
+pub struct FilePattern {
+    pub pattern: &'static str,
+    /// Create the file (from empty text) when it does not exist.
+    pub create: bool,
+}
+
+/// Something that rewrites some of the guest's files. Bootloaders,
+/// initramfs tools and network styles all are.
+pub trait FileRewriter {
+    fn name(&self) -> &'static str;
+    fn files(&self) -> &'static [FilePattern];
+    /// `path` is relative to the root, e.g. `etc/fstab`; `text` is empty
+    /// for a file that does not exist yet.
+    fn rewrite(&self, path: &str, text: &str, ctx: &ConvertContext) -> FileAction;
+
+    /// Whether `path` is one of this module's files.
+    fn handles(&self, path: &str) -> bool {
+        self.files().iter().any(|p| pattern_matches(p.pattern, path))
+    }
+}
+
+pub fn pattern_matches(pattern: &str, path: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix) && !path[prefix.len()..].contains('/'),
+        None => pattern == path,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("{what} is not supported by hotclone's conversion; {hint}")]
+    Unsupported { what: String, hint: String },
+    #[error("{path}: {error}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Chroot(#[from] chroot::ChrootError),
+    #[error("{0}")]
+    Context(String),
+    #[error("the converted guest would not boot: {0}")]
+    Verify(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
+    move |error| ConvertError::Io { path: path.to_path_buf(), error }
+}
+
+/// What [`convert`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConvertReport {
+    /// Files changed, relative to the root, with what happened.
+    pub changed: Vec<String>,
+    /// Remarks for the user (things tolerated, things to check).
+    pub notes: Vec<String>,
+}
+
+/// Convert the copy mounted at `root` (every planned filesystem mounted
+/// under it) so it boots as a VM. `exec` runs the guest's tools in `root`.
+pub fn convert(root: &Path, ctx: &ConvertContext, exec: &mut dyn ChrootExec, progress: &mut dyn Progress) -> Result<ConvertReport, ConvertError> {
+    progress.phase("converting");
+    let modules = family::select(&ctx.guest)?;
+    let ctx = ctx.clone().with_available_drivers(root);
+    let mut report = ConvertReport { notes: modules.notes.clone(), ..Default::default() };
+    for n in &modules.notes {
+        progress.note(n);
+    }
+    if ctx.root().is_none() {
+        return Err(ConvertError::Context("the context maps no root filesystem (\"/\")".into()));
+    }
+
+    // remap_fstab, configure_bootloader, unconfigure_network, configure_initramfs
+    apply(root, &fstab::Fstab, &ctx, &mut report, progress)?;
+    apply(root, modules.bootloader.as_rewriter(), &ctx, &mut report, progress)?;
+    let marker = root.join(RENAMED_MARKER);
+    let net_ctx = if marker.exists() {
+        let msg = "interface renames were applied by an earlier conversion; not applied again".to_string();
+        progress.note(&msg);
+        report.notes.push(msg);
+        ctx.without_renames()
+    } else {
+        ctx.clone()
+    };
+    for net in &modules.network {
+        apply(root, net.as_rewriter(), &net_ctx, &mut report, progress)?;
+    }
+    let renames: Vec<String> = ctx.nics.iter().filter(|n| n.source != n.target).map(|n| format!("{} -> {}\n", n.source, n.target)).collect();
+    if !renames.is_empty() && !marker.exists() {
+        write_file(&marker, &renames.concat())?;
+    }
+    apply(root, modules.initramfs.as_rewriter(), &ctx, &mut report, progress)?;
+
+    // rebuild_initramfs, install_bootloader, update_bootloader, verify
+    modules.initramfs.rebuild(exec, &ctx, progress)?;
+    modules.bootloader.install(exec, &ctx, progress)?;
+    modules.bootloader.update(exec, &ctx, progress)?;
+    modules.bootloader.verify(root, &ctx)?;
+    Ok(report)
+}
+
+/// Run one module's rewrites over the files it names under `root`.
+pub fn apply(root: &Path, module: &dyn FileRewriter, ctx: &ConvertContext, report: &mut ConvertReport, progress: &mut dyn Progress) -> Result<(), ConvertError> {
+    for rel in expand(root, module.files())? {
+        let path = root.join(&rel);
+        let meta = std::fs::symlink_metadata(&path).ok();
+        if meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+            let msg = format!("{rel}: a symlink; not rewritten (ignored)");
+            progress.note(&msg);
+            report.notes.push(msg);
+            continue;
+        }
+        let text = match &meta {
+            Some(_) => std::fs::read_to_string(&path).map_err(io_err(&path))?,
+            None => String::new(),
+        };
+        match module.rewrite(&rel, &text, ctx) {
+            FileAction::Keep => {}
+            FileAction::Write(content) => {
+                write_file(&path, &content)?;
+                report.changed.push(format!("{rel} ({})", module.name()));
+            }
+            FileAction::Rename { name, content } => {
+                let new = path.with_file_name(&name);
+                write_file(&new, &content)?;
+                if new != path {
+                    std::fs::remove_file(&path).map_err(io_err(&path))?;
+                }
+                report.changed.push(format!("{rel} -> {name} ({})", module.name()));
+            }
+            FileAction::Remove => {
+                if meta.is_some() {
+                    std::fs::remove_file(&path).map_err(io_err(&path))?;
+                    report.changed.push(format!("{rel} removed ({})", module.name()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The files under `root` that patterns name (those to create included).
+fn expand(root: &Path, patterns: &[FilePattern]) -> Result<Vec<String>, ConvertError> {
+    let mut out = Vec::new();
+    for p in patterns {
+        match p.pattern.strip_suffix('*') {
+            Some(prefix) => {
+                let (dir, start) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+                let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+                let mut names: Vec<String> = entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.starts_with(start))
+                    .collect();
+                names.sort();
+                out.extend(names.into_iter().map(|n| format!("{dir}/{n}")));
+            }
+            None => {
+                if p.create || std::fs::symlink_metadata(root.join(p.pattern)).is_ok() {
+                    out.push(p.pattern.to_string());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Write through a temporary file and rename, keeping the old file's mode.
+fn write_file(path: &Path, content: &str) -> Result<(), ConvertError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0o644);
+    let tmp = path.with_file_name(format!(".{}.hotclone-tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    std::fs::write(&tmp, content).map_err(io_err(&tmp))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    Ok(())
+}
+
+/// Split a line into its whitespace-separated fields and the gaps around
+/// them: `gaps[0]` leads, `gaps[i+1]` follows `fields[i]`.
+pub(crate) fn split_keep_gaps(line: &str) -> (Vec<String>, Vec<String>) {
+    let mut fields = Vec::new();
+    let mut gaps = vec![String::new()];
+    let mut cur = String::new();
+    for c in line.chars() {
+        if c == ' ' || c == '\t' {
+            if !cur.is_empty() {
+                fields.push(std::mem::take(&mut cur));
+                gaps.push(String::new());
+            }
+            gaps.last_mut().expect("gaps starts non-empty").push(c);
+        } else {
+            cur.push(c);
+        }
+    }
+    if !cur.is_empty() {
+        fields.push(cur);
+        gaps.push(String::new());
+    }
+    (fields, gaps)
+}
+
+/// Put fields back with their gaps. A replaced field that grew or shrank
+/// takes the difference from the space-only gap right after it, so the
+/// next column stays where it was when it can (never below one space).
+/// Gaps further on are kept as they were.
+pub(crate) fn join_keep_gaps(old: &[String], new: &[String], gaps: &[String]) -> String {
+    let mut out = gaps[0].clone();
+    for (i, field) in new.iter().enumerate() {
+        out.push_str(field);
+        let grew = field.chars().count() as isize - old.get(i).map_or(0, |o| o.chars().count() as isize);
+        let gap = gaps.get(i + 1).cloned().unwrap_or_default();
+        if grew != 0 && i + 1 < new.len() && !gap.is_empty() && gap.chars().all(|c| c == ' ') {
+            out.push_str(&" ".repeat((gap.len() as isize - grew).max(1) as usize));
+        } else {
+            out.push_str(&gap);
+        }
+    }
+    out
+}
+
+/// Apply `f` to each line, keeping the file's line endings and a final
+/// newline (or its absence).
+pub(crate) fn map_lines(text: &str, mut f: impl FnMut(&str) -> Vec<String>) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for chunk in text.split_inclusive('\n') {
+        let (line, nl) = match chunk.strip_suffix('\n') {
+            Some(l) => (l, "\n"),
+            None => (chunk, ""),
+        };
+        let replaced = f(line);
+        let n = replaced.len();
+        for (i, r) in replaced.into_iter().enumerate() {
+            out.push_str(&r);
+            if i + 1 < n {
+                out.push('\n');
+            } else {
+                out.push_str(nl);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
