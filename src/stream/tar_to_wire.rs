@@ -1,13 +1,16 @@
 //! Client side: a tar stream made by the source's own tar (GNU tar in gnu
 //! or posix format, busybox tar) in, wire frames out.
 //!
-//! The tar crate parses headers, GNU long names and links, PAX records and
-//! old GNU sparse files. We add what it leaves out because we never unpack
-//! with it: PAX sparse files (formats 0.0, 0.1 and 1.0, which GNU tar writes
-//! with `--format=posix`, i.e. whenever `--xattrs` is given), xattrs and
-//! ACLs from `SCHILY.*` records, nanosecond mtimes, and device numbers.
+//! We walk the members ourselves (see [`TarReader`] for why) and use the
+//! tar crate's `Header` for the ustar fields. Handled: ustar prefixes, GNU
+//! long names and links, PAX records (path, linkpath, size, uid, gid,
+//! mtime with nanoseconds), GNU base-256 numbers (sizes over 8 GiB), old
+//! GNU sparse files ('S'), PAX sparse files (formats 0.0, 0.1 and 1.0,
+//! which GNU tar writes with `--format=posix`, i.e. whenever `--xattrs` is
+//! given), xattrs from `SCHILY.xattr.*` and ACLs from `SCHILY.acl.*`.
 
 use std::io::{self, BufReader, Read};
+
 use std::path::PathBuf;
 
 use tar::EntryType;
@@ -38,29 +41,24 @@ pub fn pump(
     out: &mut WireWriter<impl io::Write>,
     progress: &mut dyn Progress,
 ) -> Result<PumpStats, StreamError> {
-    let mut archive = tar::Archive::new(BufReader::with_capacity(256 << 10, tar));
+    let mut tar = TarReader { inner: BufReader::with_capacity(256 << 10, tar), offset: 0 };
     let mut stats = PumpStats::default();
-    for entry in archive.entries().map_err(StreamError::Tar)? {
-        let mut entry = entry.map_err(StreamError::Tar)?;
-        let ty = entry.header().entry_type();
-        if matches!(ty, EntryType::XGlobalHeader) {
-            continue;
-        }
-        let pax = Pax::read(&mut entry).map_err(StreamError::Tar)?;
-        let raw_path = pax.get(b"GNU.sparse.name").map(|p| p.to_vec()).unwrap_or_else(|| entry.path_bytes().into_owned());
-        let path = normalize(&raw_path);
+    while let Some(raw) = tar.next_entry()? {
+        let ty = raw.header.entry_type();
+        let path = normalize(&raw.path);
         let shown = String::from_utf8_lossy(&path).into_owned();
-        let header = entry.header();
+        let header = &raw.header;
         let kind = match ty {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => EntryKind::File,
             EntryType::Directory => EntryKind::Dir,
-            EntryType::Symlink => EntryKind::Symlink { target: entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default() },
-            EntryType::Link => EntryKind::Hardlink { target: normalize(&entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default()) },
+            EntryType::Symlink => EntryKind::Symlink { target: raw.link.clone() },
+            EntryType::Link => EntryKind::Hardlink { target: normalize(&raw.link) },
             EntryType::Char | EntryType::Block => {
                 let major = header.device_major().ok().flatten();
                 let minor = header.device_minor().ok().flatten();
                 let (Some(major), Some(minor)) = (major, minor) else {
                     skip(progress, &mut stats, &path, "the tar header has no readable device numbers");
+                    tar.skip_data(raw.stored)?;
                     continue;
                 };
                 if ty == EntryType::Char {
@@ -72,21 +70,26 @@ pub fn pump(
             EntryType::Fifo => EntryKind::Fifo,
             other => {
                 skip(progress, &mut stats, &path, &format!("tar entry type {:?} is not copied", other.as_byte() as char));
-                if let Err(source) = io::copy(&mut entry, &mut io::sink()) {
-                    return Err(StreamError::Entry { path: shown, source });
-                }
+                tar.skip_data(raw.stored)?;
                 continue;
             }
         };
-        let field = |r: io::Result<u64>, what: &str| -> Result<u64, StreamError> {
-            r.map_err(|e| StreamError::Entry { path: shown.clone(), source: io::Error::new(e.kind(), format!("its {what} field: {e}")) })
+        let bad_field = |what: &str| StreamError::Entry {
+            path: shown.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, format!("its {what} field is not a number")),
         };
-        let mode = (field(header.mode().map(u64::from), "mode")? & 0o7777) as u32;
-        let uid = field(header.uid(), "uid")?;
-        let gid = field(header.gid(), "gid")?;
-        let (mtime, mtime_nsec) = match pax.get(b"mtime").and_then(parse_pax_time) {
+        let mode = (parse_num(&header.as_bytes()[100..108]).ok_or_else(|| bad_field("mode"))? & 0o7777) as u32;
+        let uid = match raw.pax.get_u64(b"uid") {
+            Some(u) => u,
+            None => parse_num(&header.as_bytes()[108..116]).ok_or_else(|| bad_field("uid"))? as u64,
+        };
+        let gid = match raw.pax.get_u64(b"gid") {
+            Some(g) => g,
+            None => parse_num(&header.as_bytes()[116..124]).ok_or_else(|| bad_field("gid"))? as u64,
+        };
+        let (mtime, mtime_nsec) = match raw.pax.get(b"mtime").and_then(parse_pax_time) {
             Some(t) => t,
-            None => (field(header.mtime(), "mtime")? as i64, 0),
+            None => (parse_num(&header.as_bytes()[136..148]).ok_or_else(|| bad_field("mtime"))?, 0),
         };
         let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
             (Ok(u), Ok(g)) => (u, g),
@@ -98,38 +101,228 @@ pub fn pump(
                 (0, 0)
             }
         };
-        let xattrs = xattrs_from_pax(&pax, &path, progress);
+        let xattrs = xattrs_from_pax(&raw.pax, &path, progress);
         let mut meta = EntryMeta { path, kind, mode, uid, gid, mtime, mtime_nsec, size: 0, xattrs };
         stats.entries += 1;
         if meta.kind != EntryKind::File {
             out.entry(&meta)?;
             // Hardlink entries may carry data in some tars; it is the target's.
-            io::copy(&mut entry, &mut io::sink()).map_err(|source| StreamError::Entry { path: shown, source })?;
+            tar.skip_data(raw.stored)?;
             continue;
         }
-        match SparseMap::from_pax(&pax, &shown)? {
+        let sparse = match raw.gnu_sparse {
+            Some(map) => Some(map),
+            None => SparseMap::from_pax(&raw.pax, &shown)?,
+        };
+        let mut data = (&mut tar.inner).take(raw.stored);
+        match sparse {
             Some(SparseMap { real_size, segments: Some(segments) }) => {
                 meta.size = real_size;
-                let mut reader = SparseReader::new(&mut entry, segments, real_size, &shown)?;
+                let mut reader = SparseReader::new(&mut data, segments, real_size, &shown)?;
                 send_file(out, &meta, &mut reader, &shown)?;
             }
             Some(SparseMap { real_size, segments: None }) => {
                 // Format 1.0: the map is at the start of the data.
                 meta.size = real_size;
-                let segments = read_map_1_0(&mut entry, &shown)?;
-                let mut reader = SparseReader::new(&mut entry, segments, real_size, &shown)?;
+                let segments = read_map_1_0(&mut data, &shown)?;
+                let mut reader = SparseReader::new(&mut data, segments, real_size, &shown)?;
                 send_file(out, &meta, &mut reader, &shown)?;
             }
             None => {
-                meta.size = entry.size();
-                send_file(out, &meta, &mut entry, &shown)?;
+                meta.size = raw.stored;
+                send_file(out, &meta, &mut data, &shown)?;
             }
         }
+        let left = data.limit();
+        tar.offset += raw.stored - left;
+        tar.skip_data(left)?;
         stats.files += 1;
         stats.bytes += meta.size;
     }
     out.flush()?;
     Ok(stats)
+}
+
+/// One tar member with its extension headers (PAX, GNU long names, old GNU
+/// sparse maps) applied. Its data (`stored` bytes) is next in the stream.
+struct RawEntry {
+    header: tar::Header,
+    path: Vec<u8>,
+    link: Vec<u8>,
+    pax: Pax,
+    stored: u64,
+    gnu_sparse: Option<SparseMap>,
+}
+
+/// A minimal tar member walker. The tar crate's `Archive` would do, except
+/// that its PAX parser splits records at newlines, and GNU tar writes
+/// newlines in PAX values: every `SCHILY.acl.*` record, names with
+/// newlines, binary xattr values. We use its `Header` for the fields.
+struct TarReader<R: Read> {
+    inner: BufReader<R>,
+    /// Bytes consumed so far (for messages and padding).
+    offset: u64,
+}
+
+const MAX_EXT: u64 = 16 << 20;
+
+impl<R: Read> TarReader<R> {
+    fn block(&mut self) -> Result<Option<[u8; 512]>, StreamError> {
+        let mut b = [0u8; 512];
+        let mut got = 0;
+        while got < 512 {
+            match self.inner.read(&mut b[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => return Err(StreamError::Tar(io::Error::new(io::ErrorKind::UnexpectedEof, format!("cut off inside a header at byte {}", self.offset)))),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(StreamError::Tar(e)),
+            }
+        }
+        self.offset += 512;
+        Ok(Some(b))
+    }
+
+    fn padding(size: u64) -> u64 {
+        (512 - size % 512) % 512
+    }
+
+    /// Skips `len` data bytes and the padding after them.
+    fn skip_data(&mut self, len: u64) -> Result<(), StreamError> {
+        let want = len + Self::padding(self.offset + len);
+        let n = io::copy(&mut (&mut self.inner).take(want), &mut io::sink()).map_err(StreamError::Tar)?;
+        self.offset += n;
+        if n < want {
+            return Err(StreamError::Tar(io::Error::new(io::ErrorKind::UnexpectedEof, format!("cut off inside data at byte {}", self.offset))));
+        }
+        Ok(())
+    }
+
+    fn read_ext(&mut self, len: u64, what: &str) -> Result<Vec<u8>, StreamError> {
+        if len > MAX_EXT {
+            return Err(StreamError::Tar(io::Error::new(io::ErrorKind::InvalidData, format!("a {what} of {len} bytes at byte {}", self.offset))));
+        }
+        let mut v = vec![0u8; len as usize];
+        self.inner.read_exact(&mut v).map_err(StreamError::Tar)?;
+        self.offset += len;
+        self.skip_data(0)?;
+        Ok(v)
+    }
+
+    fn next_entry(&mut self) -> Result<Option<RawEntry>, StreamError> {
+        let mut pax = Pax(Vec::new());
+        let mut long_name = None;
+        let mut long_link = None;
+        loop {
+            let Some(block) = self.block()? else { return Ok(None) };
+            if block.iter().all(|&b| b == 0) {
+                // End of archive (the second zero block and any padding
+                // after it are not read: tar's exit status tells the rest).
+                return Ok(None);
+            }
+            let header = tar::Header::from_byte_slice(&block).clone();
+            let sum: u64 = block.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as u64 }).sum();
+            // Some old tars summed signed bytes.
+            let signed: i64 = block.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as i8 as i64 }).sum();
+            let stored_sum = parse_num(&block[148..156]);
+            if stored_sum != Some(sum as i64) && stored_sum != Some(signed) {
+                return Err(StreamError::Tar(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad header checksum at byte {}; this is not a tar stream, or it is damaged", self.offset - 512),
+                )));
+            }
+            let size = parse_num(&block[124..136])
+                .and_then(|s| u64::try_from(s).ok())
+                .ok_or_else(|| StreamError::Tar(io::Error::new(io::ErrorKind::InvalidData, format!("bad size field at byte {}", self.offset - 512))))?;
+            match block[156] {
+                b'x' => {
+                    let data = self.read_ext(size, "PAX header")?;
+                    pax = Pax::parse(&data).map_err(|why| StreamError::Tar(io::Error::new(io::ErrorKind::InvalidData, why)))?;
+                }
+                b'g' => self.skip_data(size)?,
+                b'L' => long_name = Some(trim_nul(self.read_ext(size, "GNU long name")?)),
+                b'K' => long_link = Some(trim_nul(self.read_ext(size, "GNU long link")?)),
+                ty => {
+                    let mut gnu_sparse = None;
+                    let mut stored = size;
+                    if ty == b'S' {
+                        gnu_sparse = Some(self.old_gnu_sparse(&block)?);
+                    } else if let Some(s) = pax.get_u64(b"size") {
+                        stored = s;
+                    }
+                    // PAX sparse files carry their real name in GNU.sparse.name
+                    // (path is a made-up "GNUSparseFile.<pid>/name").
+                    let path = match (pax.get(b"GNU.sparse.name").or_else(|| pax.get(b"path")), long_name) {
+                        (Some(p), _) => p.to_vec(),
+                        (None, Some(l)) => l,
+                        (None, None) => header.path_bytes().into_owned(),
+                    };
+                    let link = match (pax.get(b"linkpath"), long_link) {
+                        (Some(p), _) => p.to_vec(),
+                        (None, Some(l)) => l,
+                        (None, None) => header.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default(),
+                    };
+                    return Ok(Some(RawEntry { header, path, link, pax, stored, gnu_sparse }));
+                }
+            }
+        }
+    }
+
+    /// Old GNU sparse ('S'): four map entries in the header, more in
+    /// extension blocks of 21 each.
+    fn old_gnu_sparse(&mut self, block: &[u8; 512]) -> Result<SparseMap, StreamError> {
+        let bad = |why: &str| StreamError::Tar(io::Error::new(io::ErrorKind::InvalidData, format!("old GNU sparse header: {why}")));
+        let mut segments = Vec::new();
+        let mut push = |entry: &[u8]| -> Result<(), StreamError> {
+            if entry.iter().all(|&b| b == 0) {
+                return Ok(());
+            }
+            let off = parse_num(&entry[..12]).and_then(|v| u64::try_from(v).ok()).ok_or_else(|| bad("bad offset"))?;
+            let len = parse_num(&entry[12..24]).and_then(|v| u64::try_from(v).ok()).ok_or_else(|| bad("bad length"))?;
+            segments.push((off, len));
+            Ok(())
+        };
+        for i in 0..4 {
+            push(&block[386 + i * 24..386 + (i + 1) * 24])?;
+        }
+        let real_size = parse_num(&block[483..495]).and_then(|v| u64::try_from(v).ok()).ok_or_else(|| bad("bad real size"))?;
+        let mut extended = block[482] != 0;
+        while extended {
+            let ext = self.block()?.ok_or_else(|| bad("cut off"))?;
+            for i in 0..21 {
+                push(&ext[i * 24..(i + 1) * 24])?;
+            }
+            extended = ext[504] != 0;
+        }
+        Ok(SparseMap { real_size, segments: Some(segments) })
+    }
+}
+
+fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+/// A tar number: octal (NUL/space padded) or GNU base-256 (first byte
+/// 0x80, or 0xff for negative).
+fn parse_num(field: &[u8]) -> Option<i64> {
+    if let Some(&first) = field.first() {
+        if first & 0x80 != 0 {
+            let negative = first == 0xff;
+            let mut v: i64 = if negative { -1 } else { (first & 0x7f) as i64 };
+            for &b in &field[1..] {
+                v = v.checked_mul(256)?.checked_add(b as i64)?;
+            }
+            return Some(v);
+        }
+    }
+    let s: Vec<u8> = field.iter().copied().skip_while(|&b| b == b' ').take_while(|&b| b != 0 && b != b' ').collect();
+    if s.is_empty() {
+        return Some(0);
+    }
+    i64::from_str_radix(std::str::from_utf8(&s).ok()?, 8).ok()
 }
 
 fn send_file(out: &mut WireWriter<impl io::Write>, meta: &EntryMeta, data: &mut dyn Read, shown: &str) -> Result<(), StreamError> {
@@ -168,13 +361,20 @@ pub fn normalize(raw: &[u8]) -> Vec<u8> {
 struct Pax(Vec<(Vec<u8>, Vec<u8>)>);
 
 impl Pax {
-    fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Pax> {
+    /// Parses "<len> <key>=<value>\n" records; `len` counts the whole
+    /// record, so values may hold newlines and any bytes.
+    fn parse(mut data: &[u8]) -> Result<Pax, String> {
         let mut records = Vec::new();
-        if let Some(exts) = entry.pax_extensions()? {
-            for ext in exts {
-                let ext = ext?;
-                records.push((ext.key_bytes().to_vec(), ext.value_bytes().to_vec()));
+        while !data.is_empty() && data[0] != 0 {
+            let sp = data.iter().position(|&b| b == b' ').filter(|&i| i <= 20).ok_or("a PAX record without a length")?;
+            let len: usize = std::str::from_utf8(&data[..sp]).ok().and_then(|l| l.parse().ok()).ok_or("a PAX record length is not a number")?;
+            if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
+                return Err(format!("a PAX record claims {len} bytes but does not end there"));
             }
+            let rec = &data[sp + 1..len - 1];
+            let eq = rec.iter().position(|&b| b == b'=').ok_or("a PAX record without '='")?;
+            records.push((rec[..eq].to_vec(), rec[eq + 1..].to_vec()));
+            data = &data[len..];
         }
         Ok(Pax(records))
     }
