@@ -39,7 +39,7 @@ pub fn rewrite(text: &str, ctx: &ConvertContext) -> String {
 /// Lines that will be commented out because they name a local device that
 /// was not copied (for the report).
 pub fn not_copied(text: &str, ctx: &ConvertContext) -> Vec<String> {
-    text.lines().filter(|l| rewrite_line(l, ctx).starts_with(NOT_COPIED)).map(|l| l.trim().to_string()).collect()
+    text.lines().filter(|l| !l.trim_start().starts_with('#') && rewrite_line(l, ctx).starts_with(NOT_COPIED)).map(|l| l.trim().to_string()).collect()
 }
 
 fn rewrite_line(line: &str, ctx: &ConvertContext) -> String {

@@ -24,6 +24,10 @@
 //! - Configs never pin a MAC: the VM's NIC MAC is not known at convert
 //!   time. `net.ifnames=0` keeps the kernel's `eth0` naming so the source's
 //!   configuration still applies.
+//! - Interface renames (eth1 -> eth0) are the one rewrite that is not
+//!   idempotent (a second eth0<->eth1 swap would undo the first), so
+//!   [`convert`] records them in `/var/lib/hotclone/interfaces-renamed` in
+//!   the target and does not apply them again on a rerun.
 //! - Guest commands run through [`chroot::ChrootExec`]; their output goes
 //!   to [`Progress::note`], never to stdout.
 //!
@@ -441,6 +445,13 @@ pub fn convert(root: &Path, ctx: &ConvertContext, exec: &mut dyn ChrootExec, pro
     }
 
     // remap_fstab, configure_bootloader, unconfigure_network, configure_initramfs
+    if let Ok(text) = std::fs::read_to_string(root.join("etc/fstab")) {
+        for line in fstab::not_copied(&text, &ctx) {
+            let msg = format!("fstab: commented out, its device is not part of the clone: {line}");
+            progress.note(&msg);
+            report.notes.push(msg);
+        }
+    }
     apply(root, &fstab::Fstab, &ctx, &mut report, progress)?;
     apply(root, modules.bootloader.as_rewriter(), &ctx, &mut report, progress)?;
     let marker = root.join(RENAMED_MARKER);

@@ -129,6 +129,17 @@ fn families_pick_their_modules() {
 }
 
 #[test]
+fn fstab_reports_what_it_comments_out_once() {
+    let case = fixtures().join("broken-unknown-device");
+    let ctx = load_ctx(&case);
+    let text = std::fs::read_to_string(case.join("etc/fstab")).unwrap();
+    let lines = fstab::not_copied(&text, &ctx);
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("/dev/sdb1")), "{lines:?}");
+    assert_eq!(fstab::not_copied(&fstab::rewrite(&text, &ctx), &ctx), Vec::<String>::new());
+}
+
+#[test]
 fn specs_have_one_spelling() {
     assert_eq!(normalize_spec("/dev/mapper/VolGroup00-LogVol00"), "/dev/VolGroup00/LogVol00");
     assert_eq!(normalize_spec("/dev/mapper/my--vg-root--lv"), "/dev/my-vg/root-lv");
@@ -205,6 +216,24 @@ fn convert_runs_the_debian_steps_in_order() {
     // Idempotent: a second run rewrites nothing.
     let again = convert(&root, &ctx, &mut RecordingChroot::new(&root), &mut Silent).unwrap();
     assert_eq!(again.changed, Vec::<String>::new());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn convert_runs_the_rhel5_steps() {
+    let case = fixtures().join("rhel5-grub-legacy");
+    let root = scratch("rhel5");
+    copy_tree(&case, &root);
+    let mut ctx = load_ctx(&case);
+    ctx.disk_device = Some("/dev/loop7".into());
+    let mut exec = RecordingChroot::new(&root).answer("sh -c", CommandOutput { status: 0, stdout: "Running \"install /grub/stage1 (hd0)\"... succeeded\nDone.\n".into(), stderr: String::new() });
+    let report = convert(&root, &ctx, &mut exec, &mut Silent).unwrap();
+    let cmds = exec.commands();
+    assert_eq!(cmds[0], "mkinitrd -f --with=virtio_pci --with=virtio_blk --with=virtio_net --with=virtio_scsi --with=ata_piix --with=ahci /boot/initrd-2.6.18-398.el5.img 2.6.18-398.el5");
+    assert!(cmds[1].contains("root (hd0,0)") && cmds[1].contains("setup (hd0)"), "{cmds:?}");
+    assert_eq!(cmds.len(), 2, "{cmds:?}");
+    assert_eq!(std::fs::read_to_string(root.join("boot/grub/device.map")).unwrap(), "(hd0)\t/dev/loop7\n");
+    assert!(report.changed.iter().any(|c| c.starts_with("etc/modprobe.conf")), "{:?}", report.changed);
     let _ = std::fs::remove_dir_all(&root);
 }
 

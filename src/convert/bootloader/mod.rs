@@ -90,8 +90,9 @@ pub fn edit_cmdline(tokens: &[String], ctx: &ConvertContext, add: bool) -> Vec<S
 /// Run a command in the chroot, send its output to the progress notes, and
 /// fail with the command and its output when it fails.
 pub(crate) fn run_noted(exec: &mut dyn ChrootExec, argv: &[&str], progress: &mut dyn Progress) -> Result<String, ConvertError> {
-    let out = exec.run(argv)?;
     let cmd = argv.join(" ");
+    progress.note(&format!("running in the target: {cmd}"));
+    let out = exec.run(argv)?;
     for line in out.stdout.lines().chain(out.stderr.lines()) {
         if !line.trim().is_empty() {
             progress.note(&format!("{}: {line}", argv[0]));

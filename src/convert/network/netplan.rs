@@ -104,14 +104,14 @@ fn rewrite_one(lines: &mut Vec<Line>, id_at: usize, id_end: usize, ctx: &Convert
     let mut match_children = Vec::new();
     if let Some(m) = match_at {
         let m_end = block_end(lines, m, lines[m].indent);
-        for j in m + 1..m_end {
-            match lines[j].key.as_deref() {
+        for (j, l) in lines.iter().enumerate().take(m_end).skip(m + 1) {
+            match l.key.as_deref() {
                 Some("macaddress") => {
-                    mac = Some(lines[j].value.clone());
+                    mac = Some(l.value.clone());
                     match_children.push(j)
                 }
                 Some("driver") => match_children.push(j),
-                Some("name") => mname = Some(lines[j].value.clone()),
+                Some("name") => mname = Some(l.value.clone()),
                 _ => {}
             }
         }
