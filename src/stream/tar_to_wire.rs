@@ -663,6 +663,42 @@ mod tests {
     }
 
     #[test]
+    fn pax_records_may_hold_newlines_and_binary() {
+        let rec = |k: &[u8], v: &[u8]| {
+            let body = [k, b"=", v, b"\n"].concat();
+            // The length counts itself.
+            let mut len = body.len() + 2;
+            if (len + 1).to_string().len() + 1 + body.len() == len + 1 {
+                len += 1;
+            }
+            [format!("{len} ").into_bytes(), body].concat()
+        };
+        let data = [rec(b"SCHILY.acl.access", b"user::rw-\ngroup::r--\n"), rec(b"path", b"a\nb\xff"), rec(b"SCHILY.xattr.user.x", &[0, 10, 255])].concat();
+        let pax = Pax::parse(&data).unwrap();
+        assert_eq!(pax.get(b"SCHILY.acl.access"), Some(&b"user::rw-\ngroup::r--\n"[..]));
+        assert_eq!(pax.get(b"path"), Some(&b"a\nb\xff"[..]));
+        assert_eq!(pax.get(b"SCHILY.xattr.user.x"), Some(&[0u8, 10, 255][..]));
+        assert!(Pax::parse(b"99 path=x\n").is_err());
+        assert!(Pax::parse(b"x path=x\n").is_err());
+        assert!(Pax::parse(b"9 pathx\n").is_err());
+    }
+
+    #[test]
+    fn tar_numbers_octal_and_base256() {
+        assert_eq!(parse_num(b"0000644\0"), Some(0o644));
+        assert_eq!(parse_num(b"   755 \0"), Some(0o755));
+        assert_eq!(parse_num(b"\0\0\0\0"), Some(0));
+        // 9 GiB in GNU base-256 (12-byte size field).
+        let mut f = [0u8; 12];
+        f[0] = 0x80;
+        f[4..].copy_from_slice(&(9u64 << 30).to_be_bytes());
+        assert_eq!(parse_num(&f), Some(9 << 30));
+        // -1 second (an mtime before 1970).
+        assert_eq!(parse_num(&[0xff; 12]), Some(-1));
+        assert_eq!(parse_num(b"12x4\0"), None);
+    }
+
+    #[test]
     fn pax_times() {
         assert_eq!(parse_pax_time(b"1795323108.553540421"), Some((1795323108, 553540421)));
         assert_eq!(parse_pax_time(b"12"), Some((12, 0)));
