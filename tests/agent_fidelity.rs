@@ -22,7 +22,10 @@ use hotclone::target::agent;
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "agent_fidelity needs root (mknod, chown); run the suite as root");
+    assert_eq!(
+        euid, 0,
+        "agent_fidelity needs root (mknod, chown); run the suite as root"
+    );
 }
 
 /// A fresh directory under cargo's per-test temp dir, removed on drop.
@@ -30,7 +33,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("agent_fidelity-{name}-{}", std::process::id()));
+        let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("agent_fidelity-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&p);
         fs::create_dir_all(&p).unwrap();
         TempDir(p)
@@ -59,7 +63,13 @@ fn mknod(path: &Path, kind: libc::mode_t, major: u32, minor: u32) {
     let c = CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: c is a valid path.
     let rc = unsafe { libc::mknod(c.as_ptr(), kind | 0o640, libc::makedev(major, minor)) };
-    assert_eq!(rc, 0, "mknod {}: {}", path.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "mknod {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 fn set_mtime(path: &Path, secs: i64, nsec: u32) {
@@ -91,7 +101,12 @@ fn build_source(src: &Path) {
     w(b"small", b"hello, world\n");
     w(b"random", &random_bytes(3 << 20, 0x9e3779b97f4a7c15));
     // 1 GiB sparse with a few written blocks (one not 4 KiB aligned).
-    let f = fs::OpenOptions::new().create(true).write(true).open(p(src, b"sparse")).unwrap();
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(p(src, b"sparse"))
+        .unwrap();
     f.set_len(1 << 30).unwrap();
     use std::os::unix::fs::FileExt;
     f.write_all_at(b"start", 0).unwrap();
@@ -118,7 +133,13 @@ fn build_source(src: &Path) {
     xattr::set(p(src, b"xattr"), "user.test", b"value\0with nul").unwrap();
     // A POSIX ACL (user 1000 r-x) as the kernel stores it.
     let mut acl = 2u32.to_le_bytes().to_vec();
-    for (tag, perm, id) in [(1u16, 6u16, u32::MAX), (2, 5, 1000), (4, 4, u32::MAX), (0x10, 5, u32::MAX), (0x20, 4, u32::MAX)] {
+    for (tag, perm, id) in [
+        (1u16, 6u16, u32::MAX),
+        (2, 5, 1000),
+        (4, 4, u32::MAX),
+        (0x10, 5, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
         acl.extend_from_slice(&tag.to_le_bytes());
         acl.extend_from_slice(&perm.to_le_bytes());
         acl.extend_from_slice(&id.to_le_bytes());
@@ -134,10 +155,27 @@ fn build_source(src: &Path) {
     fs::create_dir(p(src, b"old/older")).unwrap();
     w(b"old/older/f", b"in an old directory\n");
     // Old mtimes with nanoseconds, files first, then directories deepest first.
-    for (i, rel) in [&b"small"[..], b"random", b"sparse", b"suid", b"old/older/f", b"link", b"dangling", b"null", b"fifo"].iter().enumerate() {
+    for (i, rel) in [
+        &b"small"[..],
+        b"random",
+        b"sparse",
+        b"suid",
+        b"old/older/f",
+        b"link",
+        b"dangling",
+        b"null",
+        b"fifo",
+    ]
+    .iter()
+    .enumerate()
+    {
         set_mtime(&p(src, rel), 1_000_000_000 + i as i64, 123_456_789);
     }
-    for (rel, secs) in [(&b"old/older"[..], 900_000_000), (b"old", 800_000_000), (b"tmp", 700_000_000)] {
+    for (rel, secs) in [
+        (&b"old/older"[..], 900_000_000),
+        (b"old", 800_000_000),
+        (b"tmp", 700_000_000),
+    ] {
         set_mtime(&p(src, rel), secs, 987_654_321);
     }
     for rel in [&deep[..], &deep[..200]] {
@@ -158,14 +196,26 @@ fn gnu_tar(src: &Path, extra: &[&str]) -> Vec<u8> {
     let list_file = src.with_extension("list");
     fs::write(&list_file, &list.stdout).unwrap();
     let mut cmd = Command::new("tar");
-    cmd.args(["-c", "-f", "-", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"])
-        .args(extra)
-        .arg("-C")
-        .arg(src)
-        .args(["--no-recursion", "--null", "-T"])
-        .arg(&list_file);
+    cmd.args([
+        "-c",
+        "-f",
+        "-",
+        "--numeric-owner",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--acls",
+    ])
+    .args(extra)
+    .arg("-C")
+    .arg(src)
+    .args(["--no-recursion", "--null", "-T"])
+    .arg(&list_file);
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     fs::remove_file(&list_file).unwrap();
     out.stdout
 }
@@ -179,7 +229,11 @@ fn to_wire(tar: &[u8]) -> (Vec<u8>, hotclone::stream::tar_to_wire::PumpStats) {
 }
 
 fn acks(out: &[u8]) -> Vec<Ack> {
-    std::str::from_utf8(out).unwrap().lines().map(|l| Ack::parse(l).unwrap()).collect()
+    std::str::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| Ack::parse(l).unwrap())
+        .collect()
 }
 
 /// Everything we promise to keep, per relative path.
@@ -243,7 +297,12 @@ fn walk(root: &Path) -> BTreeMap<Vec<u8>, Node> {
         for e in fs::read_dir(dir).unwrap() {
             let path = e.unwrap().path();
             let m = fs::symlink_metadata(&path).unwrap();
-            let rel = path.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
             out.push((rel, m.clone()));
             if m.is_dir() {
                 rec(root, &path, out);
@@ -260,13 +319,26 @@ fn walk(root: &Path) -> BTreeMap<Vec<u8>, Node> {
     }
     all.into_iter()
         .map(|(rel, m)| {
-            let full = if rel == b"." { root.to_path_buf() } else { p(root, &rel) };
+            let full = if rel == b"." {
+                root.to_path_buf()
+            } else {
+                p(root, &rel)
+            };
             let xattrs = xattr::list(&full)
                 .unwrap()
-                .map(|n| (n.as_bytes().to_vec(), xattr::get(&full, &n).unwrap().unwrap_or_default()))
+                .map(|n| {
+                    (
+                        n.as_bytes().to_vec(),
+                        xattr::get(&full, &n).unwrap().unwrap_or_default(),
+                    )
+                })
                 .collect();
             let content = m.is_file().then(|| hash_sparse(&full));
-            let mut inode_group = if m.is_dir() { vec![] } else { by_inode[&m.ino()].clone() };
+            let mut inode_group = if m.is_dir() {
+                vec![]
+            } else {
+                by_inode[&m.ino()].clone()
+            };
             inode_group.sort();
             let node = Node {
                 kind: m.mode() & libc::S_IFMT,
@@ -275,7 +347,13 @@ fn walk(root: &Path) -> BTreeMap<Vec<u8>, Node> {
                 gid: m.gid(),
                 size: if m.is_dir() { 0 } else { m.size() },
                 mtime: (m.mtime(), m.mtime_nsec()),
-                link: m.file_type().is_symlink().then(|| fs::read_link(&full).unwrap().as_os_str().as_bytes().to_vec()),
+                link: m.file_type().is_symlink().then(|| {
+                    fs::read_link(&full)
+                        .unwrap()
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec()
+                }),
                 rdev: m.rdev(),
                 xattrs,
                 content,
@@ -311,7 +389,11 @@ fn assert_same_tree_but(src: &Path, dst: &Path, lossy: Lossy) {
     };
     let a = strip(walk(src));
     let b = strip(walk(dst));
-    let names = |t: &BTreeMap<Vec<u8>, Node>| t.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>();
+    let names = |t: &BTreeMap<Vec<u8>, Node>| {
+        t.keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect::<Vec<_>>()
+    };
     pretty_assertions::assert_eq!(names(&a), names(&b), "the trees hold different paths");
     for (k, na) in &a {
         pretty_assertions::assert_eq!(na, &b[k], "{} differs", String::from_utf8_lossy(k));
@@ -322,15 +404,27 @@ fn check_extras(dst: &Path) {
     // The sparse copy stays sparse: 1 GiB logical, a few blocks allocated.
     let m = fs::metadata(dst.join("sparse")).unwrap();
     assert_eq!(m.size(), 1 << 30);
-    assert!(m.blocks() * 512 < 1 << 20, "sparse copy allocates {} bytes", m.blocks() * 512);
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "sparse copy allocates {} bytes",
+        m.blocks() * 512
+    );
     let h1 = fs::metadata(dst.join("hard1")).unwrap();
     let h2 = fs::metadata(dst.join("tmp/hard2")).unwrap();
     assert_eq!((h1.ino(), h1.nlink()), (h2.ino(), 2));
     let dev = fs::symlink_metadata(dst.join("loop200")).unwrap();
     assert_eq!((libc::major(dev.rdev()), libc::minor(dev.rdev())), (7, 200));
-    assert_eq!(fs::symlink_metadata(dst.join("suid")).unwrap().mode() & 0o7777, 0o4755);
+    assert_eq!(
+        fs::symlink_metadata(dst.join("suid")).unwrap().mode() & 0o7777,
+        0o4755
+    );
     // No temp files left behind.
-    let find = Command::new("find").arg(dst).arg("-name").arg("*hotclone-tmp*").output().unwrap();
+    let find = Command::new("find")
+        .arg(dst)
+        .arg("-name")
+        .arg("*hotclone-tmp*")
+        .output()
+        .unwrap();
     let leftovers = String::from_utf8_lossy(&find.stdout).into_owned();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
@@ -358,9 +452,24 @@ fn gnu_tar_tree_round_trips_in_process_and_through_the_binary() {
     assert_eq!(astats.warnings, 0, "{acks_in:?}");
     assert_eq!(astats.entries, entries);
     assert_eq!((astats.files, astats.bytes), (stats.files, stats.bytes));
-    assert_eq!(acks_in.last(), Some(&Ack::Done { files: stats.files, bytes: stats.bytes }));
-    let small = acks_in.iter().find(|a| matches!(a, Ack::Ok { path, .. } if path == b"small")).unwrap();
-    assert_eq!(small, &Ack::Ok { path: b"small".to_vec(), digest: Some(*blake3::hash(b"hello, world\n").as_bytes()) });
+    assert_eq!(
+        acks_in.last(),
+        Some(&Ack::Done {
+            files: stats.files,
+            bytes: stats.bytes
+        })
+    );
+    let small = acks_in
+        .iter()
+        .find(|a| matches!(a, Ack::Ok { path, .. } if path == b"small"))
+        .unwrap();
+    assert_eq!(
+        small,
+        &Ack::Ok {
+            path: b"small".to_vec(),
+            digest: Some(*blake3::hash(b"hello, world\n").as_bytes())
+        }
+    );
     assert_same_tree(&src, &dst);
     check_extras(&dst);
 
@@ -385,7 +494,11 @@ fn gnu_tar_tree_round_trips_in_process_and_through_the_binary() {
     let feeder = std::thread::spawn(move || stdin.write_all(&wire));
     let output = child.wait_with_output().unwrap();
     feeder.join().unwrap().unwrap();
-    assert!(output.status.success(), "hotclone agent failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "hotclone agent failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let acks_bin = acks(&output.stdout);
     assert_eq!(acks_bin, acks_in, "the binary acks differently");
     assert_same_tree(&src, &dst2);
@@ -393,7 +506,17 @@ fn gnu_tar_tree_round_trips_in_process_and_through_the_binary() {
 }
 
 fn file_meta(path: &[u8], size: u64) -> EntryMeta {
-    EntryMeta { path: path.to_vec(), kind: EntryKind::File, mode: 0o644, uid: 0, gid: 0, mtime: 0, mtime_nsec: 0, size, xattrs: vec![] }
+    EntryMeta {
+        path: path.to_vec(),
+        kind: EntryKind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        mtime_nsec: 0,
+        size,
+        xattrs: vec![],
+    }
 }
 
 fn raw_stream(frames: &[Frame]) -> Vec<u8> {
@@ -412,20 +535,36 @@ fn tampered_file_is_not_left_in_place() {
     let wire = raw_stream(&[
         Frame::Entry(file_meta(b"victim", 5)),
         Frame::Data(b"hello".to_vec()),
-        Frame::FileEnd { blake3: *blake3::hash(b"hellO").as_bytes() },
+        Frame::FileEnd {
+            blake3: *blake3::hash(b"hellO").as_bytes(),
+        },
         Frame::Entry(file_meta(b"fine", 2)),
         Frame::Data(b"ok".to_vec()),
-        Frame::FileEnd { blake3: *blake3::hash(b"ok").as_bytes() },
+        Frame::FileEnd {
+            blake3: *blake3::hash(b"ok").as_bytes(),
+        },
         Frame::Done { files: 2, bytes: 7 },
     ]);
     let mut out = Vec::new();
     let stats = agent::run(tmp.path(), wire.as_slice(), &mut out).unwrap();
     let acks = acks(&out);
-    assert!(matches!(&acks[0], Ack::Bad { path, reason } if path == b"victim" && reason.contains("BLAKE3 mismatch")), "{acks:?}");
-    assert_eq!(acks[1], Ack::Ok { path: b"fine".to_vec(), digest: Some(*blake3::hash(b"ok").as_bytes()) });
+    assert!(
+        matches!(&acks[0], Ack::Bad { path, reason } if path == b"victim" && reason.contains("BLAKE3 mismatch")),
+        "{acks:?}"
+    );
+    assert_eq!(
+        acks[1],
+        Ack::Ok {
+            path: b"fine".to_vec(),
+            digest: Some(*blake3::hash(b"ok").as_bytes())
+        }
+    );
     assert_eq!(acks[2], Ack::Done { files: 1, bytes: 2 });
     assert_eq!((stats.bad, stats.files), (1, 1));
-    let names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![OsStr::new("fine").to_os_string()]);
 }
 
@@ -437,24 +576,41 @@ fn paths_leaving_the_root_are_refused() {
     let outside = tmp.path().join("outside");
     fs::create_dir(&root).unwrap();
     fs::create_dir(&outside).unwrap();
-    let dir = |path: &[u8]| EntryMeta { kind: EntryKind::Dir, mode: 0o755, ..file_meta(path, 0) };
+    let dir = |path: &[u8]| EntryMeta {
+        kind: EntryKind::Dir,
+        mode: 0o755,
+        ..file_meta(path, 0)
+    };
     let link = EntryMeta {
-        kind: EntryKind::Symlink { target: outside.as_os_str().as_bytes().to_vec() },
+        kind: EntryKind::Symlink {
+            target: outside.as_os_str().as_bytes().to_vec(),
+        },
         ..file_meta(b"sub", 0)
     };
-    let hard = EntryMeta { kind: EntryKind::Hardlink { target: b"../outside/secret".to_vec() }, ..file_meta(b"h", 0) };
+    let hard = EntryMeta {
+        kind: EntryKind::Hardlink {
+            target: b"../outside/secret".to_vec(),
+        },
+        ..file_meta(b"h", 0)
+    };
     fs::write(outside.join("secret"), b"s").unwrap();
     let wire = raw_stream(&[
         Frame::Entry(dir(b"../escape")),
         Frame::Entry(file_meta(b"a/../../escape2", 1)),
         Frame::Data(b"x".to_vec()),
-        Frame::FileEnd { blake3: *blake3::hash(b"x").as_bytes() },
+        Frame::FileEnd {
+            blake3: *blake3::hash(b"x").as_bytes(),
+        },
         Frame::Entry(file_meta(b"/abs", 0)),
-        Frame::FileEnd { blake3: *blake3::hash(b"").as_bytes() },
+        Frame::FileEnd {
+            blake3: *blake3::hash(b"").as_bytes(),
+        },
         Frame::Entry(link),
         Frame::Entry(file_meta(b"sub/x", 1)),
         Frame::Data(b"x".to_vec()),
-        Frame::FileEnd { blake3: *blake3::hash(b"x").as_bytes() },
+        Frame::FileEnd {
+            blake3: *blake3::hash(b"x").as_bytes(),
+        },
         Frame::Entry(dir(b"sub/d")),
         Frame::Entry(hard),
         Frame::Done { files: 3, bytes: 2 },
@@ -486,12 +642,24 @@ fn paths_leaving_the_root_are_refused() {
         "{acks:?}"
     );
     assert_eq!(stats.bad, 6);
-    let mut outside_names: Vec<_> = fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut outside_names: Vec<_> = fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     outside_names.sort();
     assert_eq!(outside_names, vec![OsStr::new("secret").to_os_string()]);
-    let mut top: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut top: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     top.sort();
-    assert_eq!(top, vec![OsStr::new("outside").to_os_string(), OsStr::new("root").to_os_string()]);
+    assert_eq!(
+        top,
+        vec![
+            OsStr::new("outside").to_os_string(),
+            OsStr::new("root").to_os_string()
+        ]
+    );
     assert!(!Path::new("/abs").exists());
 }
 
@@ -502,7 +670,11 @@ fn nine_gib_sparse_file_through_gnu_tar() {
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
     const SIZE: u64 = 9 << 30;
-    let blocks: [(u64, &[u8]); 3] = [(0, b"head"), ((8 << 30) + 4096 * 3, &[0x5a; 10000]), (SIZE - 4, b"tail")];
+    let blocks: [(u64, &[u8]); 3] = [
+        (0, b"head"),
+        ((8 << 30) + 4096 * 3, &[0x5a; 10000]),
+        (SIZE - 4, b"tail"),
+    ];
     {
         use std::os::unix::fs::FileExt;
         let f = fs::File::create(src.join("big")).unwrap();
@@ -512,17 +684,30 @@ fn nine_gib_sparse_file_through_gnu_tar() {
         }
     }
     let tar = gnu_tar(&src, &["--sparse"]);
-    assert!(tar.len() < 1 << 20, "GNU tar wrote {} bytes for a sparse file", tar.len());
+    assert!(
+        tar.len() < 1 << 20,
+        "GNU tar wrote {} bytes for a sparse file",
+        tar.len()
+    );
     let (wire, stats) = to_wire(&tar);
     assert_eq!((stats.files, stats.bytes), (1, SIZE));
     let dst = tmp.path().join("dst");
     fs::create_dir(&dst).unwrap();
     let mut out = Vec::new();
     let astats = agent::run(&dst, wire.as_slice(), &mut out).unwrap();
-    assert_eq!((astats.files, astats.bytes, astats.bad), (1, SIZE, 0), "{:?}", acks(&out));
+    assert_eq!(
+        (astats.files, astats.bytes, astats.bad),
+        (1, SIZE, 0),
+        "{:?}",
+        acks(&out)
+    );
     let m = fs::metadata(dst.join("big")).unwrap();
     assert_eq!(m.size(), SIZE);
-    assert!(m.blocks() * 512 < 1 << 20, "the copy allocates {} bytes", m.blocks() * 512);
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "the copy allocates {} bytes",
+        m.blocks() * 512
+    );
     // The content: the written blocks where they were, zeros elsewhere
     // (the digest the agent verified covers every byte).
     let mut expected = blake3::Hasher::new();
@@ -538,8 +723,17 @@ fn nine_gib_sparse_file_through_gnu_tar() {
         expected.update(data);
         pos = off + data.len() as u64;
     }
-    let big = acks(&out).into_iter().find(|a| matches!(a, Ack::Ok { path, .. } if path == b"big")).unwrap();
-    assert_eq!(big, Ack::Ok { path: b"big".to_vec(), digest: Some(*expected.finalize().as_bytes()) });
+    let big = acks(&out)
+        .into_iter()
+        .find(|a| matches!(a, Ack::Ok { path, .. } if path == b"big"))
+        .unwrap();
+    assert_eq!(
+        big,
+        Ack::Ok {
+            path: b"big".to_vec(),
+            digest: Some(*expected.finalize().as_bytes())
+        }
+    );
     let f = fs::File::open(dst.join("big")).unwrap();
     for (off, data) in blocks {
         let mut buf = vec![0u8; data.len()];
@@ -568,38 +762,89 @@ fn gnu_format_with_old_sparse_and_long_names() {
     }
     let deep_link = [vec![b'l'; 150], vec![b'm'; 150]].join(&b'/');
     std::os::unix::fs::symlink(OsStr::from_bytes(&deep_link), src.join("longlink")).unwrap();
-    let list = Command::new("sh").arg("-c").arg("find . -print0 | LC_ALL=C sort -z").current_dir(&src).output().unwrap();
+    let list = Command::new("sh")
+        .arg("-c")
+        .arg("find . -print0 | LC_ALL=C sort -z")
+        .current_dir(&src)
+        .output()
+        .unwrap();
     let list_file = tmp.path().join("list");
     fs::write(&list_file, &list.stdout).unwrap();
     let out = Command::new("tar")
-        .args(["-c", "-f", "-", "--format=gnu", "--sparse", "--numeric-owner", "-C"])
+        .args([
+            "-c",
+            "-f",
+            "-",
+            "--format=gnu",
+            "--sparse",
+            "--numeric-owner",
+            "-C",
+        ])
         .arg(&src)
         .args(["--no-recursion", "--null", "-T"])
         .arg(&list_file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!out.stdout.windows(10).any(|w| w == b"PaxHeader"), "expected no PAX headers");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.stdout.windows(10).any(|w| w == b"PaxHeader"),
+        "expected no PAX headers"
+    );
     let (wire, stats) = to_wire(&out.stdout);
     assert_eq!(stats.entries, walk(&src).len() as u64);
     let dst = tmp.path().join("dst");
     fs::create_dir(&dst).unwrap();
     let mut acks_out = Vec::new();
     let astats = agent::run(&dst, wire.as_slice(), &mut acks_out).unwrap();
-    assert_eq!((astats.bad, astats.warnings), (0, 0), "{:?}", acks(&acks_out));
+    assert_eq!(
+        (astats.bad, astats.warnings),
+        (0, 0),
+        "{:?}",
+        acks(&acks_out)
+    );
     let big = fs::metadata(dst.join("big")).unwrap();
     assert_eq!(big.size(), 9 << 30);
-    assert!(big.blocks() * 512 < 1 << 20, "the copy allocates {} bytes", big.blocks() * 512);
+    assert!(
+        big.blocks() * 512 < 1 << 20,
+        "the copy allocates {} bytes",
+        big.blocks() * 512
+    );
     let mut middle = [0u8; 8];
-    std::os::unix::fs::FileExt::read_exact_at(&fs::File::open(dst.join("big")).unwrap(), &mut middle, (5 << 30) - 1).unwrap();
+    std::os::unix::fs::FileExt::read_exact_at(
+        &fs::File::open(dst.join("big")).unwrap(),
+        &mut middle,
+        (5 << 30) - 1,
+    )
+    .unwrap();
     assert_eq!(&middle, b"\0middle\0");
     // Hashing 2 x 9 GiB of holes would dominate the test; the agent already
     // verified the digest of every byte.
     fs::remove_file(src.join("big")).unwrap();
     fs::remove_file(dst.join("big")).unwrap();
-    filetime::set_symlink_file_times(&dst, filetime::FileTime::from_unix_time(500_000_000, 0), filetime::FileTime::from_unix_time(500_000_000, 0)).unwrap();
-    filetime::set_symlink_file_times(&src, filetime::FileTime::from_unix_time(500_000_000, 0), filetime::FileTime::from_unix_time(500_000_000, 0)).unwrap();
-    assert_same_tree_but(&src, &dst, Lossy { xattrs: true, nsec: true });
+    filetime::set_symlink_file_times(
+        &dst,
+        filetime::FileTime::from_unix_time(500_000_000, 0),
+        filetime::FileTime::from_unix_time(500_000_000, 0),
+    )
+    .unwrap();
+    filetime::set_symlink_file_times(
+        &src,
+        filetime::FileTime::from_unix_time(500_000_000, 0),
+        filetime::FileTime::from_unix_time(500_000_000, 0),
+    )
+    .unwrap();
+    assert_same_tree_but(
+        &src,
+        &dst,
+        Lossy {
+            xattrs: true,
+            nsec: true,
+        },
+    );
     check_extras(&dst);
 }
 
@@ -614,15 +859,41 @@ fn busybox_tar_tree_round_trips() {
     build_source(&src);
     // busybox tar reads sparse files in full; keep the test quick.
     fs::remove_file(src.join("sparse")).unwrap();
-    filetime::set_symlink_file_times(&src, filetime::FileTime::from_unix_time(500_000_000, 0), filetime::FileTime::from_unix_time(500_000_000, 0)).unwrap();
-    let out = Command::new("busybox").args(["tar", "-c", "-f", "-", "-C"]).arg(&src).arg(".").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    filetime::set_symlink_file_times(
+        &src,
+        filetime::FileTime::from_unix_time(500_000_000, 0),
+        filetime::FileTime::from_unix_time(500_000_000, 0),
+    )
+    .unwrap();
+    let out = Command::new("busybox")
+        .args(["tar", "-c", "-f", "-", "-C"])
+        .arg(&src)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (wire, stats) = to_wire(&out.stdout);
     assert_eq!(stats.entries, walk(&src).len() as u64);
     let dst = tmp.path().join("dst");
     fs::create_dir(&dst).unwrap();
     let mut acks_out = Vec::new();
     let astats = agent::run(&dst, wire.as_slice(), &mut acks_out).unwrap();
-    assert_eq!((astats.bad, astats.warnings), (0, 0), "{:?}", acks(&acks_out));
-    assert_same_tree_but(&src, &dst, Lossy { xattrs: true, nsec: true });
+    assert_eq!(
+        (astats.bad, astats.warnings),
+        (0, 0),
+        "{:?}",
+        acks(&acks_out)
+    );
+    assert_same_tree_but(
+        &src,
+        &dst,
+        Lossy {
+            xattrs: true,
+            nsec: true,
+        },
+    );
 }

@@ -34,7 +34,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         stats.warnings
     );
     if stats.bad > 0 {
-        anyhow::bail!("{} entries were not written (see the bad lines above)", stats.bad);
+        anyhow::bail!(
+            "{} entries were not written (see the bad lines above)",
+            stats.bad
+        );
     }
     Ok(())
 }

@@ -41,7 +41,10 @@ pub fn pump(
     out: &mut WireWriter<impl io::Write>,
     progress: &mut dyn Progress,
 ) -> Result<PumpStats, StreamError> {
-    let mut tar = TarReader { inner: BufReader::with_capacity(256 << 10, tar), offset: 0 };
+    let mut tar = TarReader {
+        inner: BufReader::with_capacity(256 << 10, tar),
+        offset: 0,
+    };
     let mut stats = PumpStats::default();
     while let Some(raw) = tar.next_entry()? {
         let ty = raw.header.entry_type();
@@ -51,13 +54,22 @@ pub fn pump(
         let kind = match ty {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => EntryKind::File,
             EntryType::Directory => EntryKind::Dir,
-            EntryType::Symlink => EntryKind::Symlink { target: raw.link.clone() },
-            EntryType::Link => EntryKind::Hardlink { target: normalize(&raw.link) },
+            EntryType::Symlink => EntryKind::Symlink {
+                target: raw.link.clone(),
+            },
+            EntryType::Link => EntryKind::Hardlink {
+                target: normalize(&raw.link),
+            },
             EntryType::Char | EntryType::Block => {
                 let major = header.device_major().ok().flatten();
                 let minor = header.device_minor().ok().flatten();
                 let (Some(major), Some(minor)) = (major, minor) else {
-                    skip(progress, &mut stats, &path, "the tar header has no readable device numbers");
+                    skip(
+                        progress,
+                        &mut stats,
+                        &path,
+                        "the tar header has no readable device numbers",
+                    );
                     tar.skip_data(raw.stored)?;
                     continue;
                 };
@@ -69,16 +81,25 @@ pub fn pump(
             }
             EntryType::Fifo => EntryKind::Fifo,
             other => {
-                skip(progress, &mut stats, &path, &format!("tar entry type {:?} is not copied", other.as_byte() as char));
+                skip(
+                    progress,
+                    &mut stats,
+                    &path,
+                    &format!("tar entry type {:?} is not copied", other.as_byte() as char),
+                );
                 tar.skip_data(raw.stored)?;
                 continue;
             }
         };
         let bad_field = |what: &str| StreamError::Entry {
             path: shown.clone(),
-            source: io::Error::new(io::ErrorKind::InvalidData, format!("its {what} field is not a number")),
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("its {what} field is not a number"),
+            ),
         };
-        let mode = (parse_num(&header.as_bytes()[100..108]).ok_or_else(|| bad_field("mode"))? & 0o7777) as u32;
+        let mode = (parse_num(&header.as_bytes()[100..108]).ok_or_else(|| bad_field("mode"))?
+            & 0o7777) as u32;
         let uid = match raw.pax.get_u64(b"uid") {
             Some(u) => u,
             None => parse_num(&header.as_bytes()[108..116]).ok_or_else(|| bad_field("uid"))? as u64,
@@ -89,7 +110,10 @@ pub fn pump(
         };
         let (mtime, mtime_nsec) = match raw.pax.get(b"mtime").and_then(parse_pax_time) {
             Some(t) => t,
-            None => (parse_num(&header.as_bytes()[136..148]).ok_or_else(|| bad_field("mtime"))?, 0),
+            None => (
+                parse_num(&header.as_bytes()[136..148]).ok_or_else(|| bad_field("mtime"))?,
+                0,
+            ),
         };
         let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
             (Ok(u), Ok(g)) => (u, g),
@@ -102,7 +126,17 @@ pub fn pump(
             }
         };
         let xattrs = xattrs_from_pax(&raw.pax, &path, progress);
-        let mut meta = EntryMeta { path, kind, mode, uid, gid, mtime, mtime_nsec, size: 0, xattrs };
+        let mut meta = EntryMeta {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+            mtime_nsec,
+            size: 0,
+            xattrs,
+        };
         stats.entries += 1;
         if meta.kind != EntryKind::File {
             out.entry(&meta)?;
@@ -116,12 +150,18 @@ pub fn pump(
         };
         let mut data = (&mut tar.inner).take(raw.stored);
         match sparse {
-            Some(SparseMap { real_size, segments: Some(segments) }) => {
+            Some(SparseMap {
+                real_size,
+                segments: Some(segments),
+            }) => {
                 meta.size = real_size;
                 let mut reader = SparseReader::new(&mut data, segments, real_size, &shown)?;
                 send_file(out, &meta, &mut reader, &shown)?;
             }
-            Some(SparseMap { real_size, segments: None }) => {
+            Some(SparseMap {
+                real_size,
+                segments: None,
+            }) => {
                 // Format 1.0: the map is at the start of the data.
                 meta.size = real_size;
                 let segments = read_map_1_0(&mut data, &shown)?;
@@ -173,7 +213,12 @@ impl<R: Read> TarReader<R> {
         while got < 512 {
             match self.inner.read(&mut b[got..]) {
                 Ok(0) if got == 0 => return Ok(None),
-                Ok(0) => return Err(StreamError::Tar(io::Error::new(io::ErrorKind::UnexpectedEof, format!("cut off inside a header at byte {}", self.offset)))),
+                Ok(0) => {
+                    return Err(StreamError::Tar(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("cut off inside a header at byte {}", self.offset),
+                    )))
+                }
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(StreamError::Tar(e)),
@@ -190,17 +235,24 @@ impl<R: Read> TarReader<R> {
     /// Skips `len` data bytes and the padding after them.
     fn skip_data(&mut self, len: u64) -> Result<(), StreamError> {
         let want = len + Self::padding(self.offset + len);
-        let n = io::copy(&mut (&mut self.inner).take(want), &mut io::sink()).map_err(StreamError::Tar)?;
+        let n = io::copy(&mut (&mut self.inner).take(want), &mut io::sink())
+            .map_err(StreamError::Tar)?;
         self.offset += n;
         if n < want {
-            return Err(StreamError::Tar(io::Error::new(io::ErrorKind::UnexpectedEof, format!("cut off inside data at byte {}", self.offset))));
+            return Err(StreamError::Tar(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("cut off inside data at byte {}", self.offset),
+            )));
         }
         Ok(())
     }
 
     fn read_ext(&mut self, len: u64, what: &str) -> Result<Vec<u8>, StreamError> {
         if len > MAX_EXT {
-            return Err(StreamError::Tar(io::Error::new(io::ErrorKind::InvalidData, format!("a {what} of {len} bytes at byte {}", self.offset))));
+            return Err(StreamError::Tar(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a {what} of {len} bytes at byte {}", self.offset),
+            )));
         }
         let mut v = vec![0u8; len as usize];
         self.inner.read_exact(&mut v).map_err(StreamError::Tar)?;
@@ -214,16 +266,38 @@ impl<R: Read> TarReader<R> {
         let mut long_name = None;
         let mut long_link = None;
         loop {
-            let Some(block) = self.block()? else { return Ok(None) };
+            let Some(block) = self.block()? else {
+                return Ok(None);
+            };
             if block.iter().all(|&b| b == 0) {
                 // End of archive (the second zero block and any padding
                 // after it are not read: tar's exit status tells the rest).
                 return Ok(None);
             }
             let header = tar::Header::from_byte_slice(&block).clone();
-            let sum: u64 = block.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as u64 }).sum();
+            let sum: u64 = block
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| {
+                    if (148..156).contains(&i) {
+                        32
+                    } else {
+                        b as u64
+                    }
+                })
+                .sum();
             // Some old tars summed signed bytes.
-            let signed: i64 = block.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as i8 as i64 }).sum();
+            let signed: i64 = block
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| {
+                    if (148..156).contains(&i) {
+                        32
+                    } else {
+                        b as i8 as i64
+                    }
+                })
+                .sum();
             let stored_sum = parse_num(&block[148..156]);
             if stored_sum != Some(sum as i64) && stored_sum != Some(signed) {
                 return Err(StreamError::Tar(io::Error::new(
@@ -233,11 +307,18 @@ impl<R: Read> TarReader<R> {
             }
             let size = parse_num(&block[124..136])
                 .and_then(|s| u64::try_from(s).ok())
-                .ok_or_else(|| StreamError::Tar(io::Error::new(io::ErrorKind::InvalidData, format!("bad size field at byte {}", self.offset - 512))))?;
+                .ok_or_else(|| {
+                    StreamError::Tar(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad size field at byte {}", self.offset - 512),
+                    ))
+                })?;
             match block[156] {
                 b'x' => {
                     let data = self.read_ext(size, "PAX header")?;
-                    pax = Pax::parse(&data).map_err(|why| StreamError::Tar(io::Error::new(io::ErrorKind::InvalidData, why)))?;
+                    pax = Pax::parse(&data).map_err(|why| {
+                        StreamError::Tar(io::Error::new(io::ErrorKind::InvalidData, why))
+                    })?;
                 }
                 b'g' => self.skip_data(size)?,
                 b'L' => long_name = Some(trim_nul(self.read_ext(size, "GNU long name")?)),
@@ -252,7 +333,10 @@ impl<R: Read> TarReader<R> {
                     }
                     // PAX sparse files carry their real name in GNU.sparse.name
                     // (path is a made-up "GNUSparseFile.<pid>/name").
-                    let path = match (pax.get(b"GNU.sparse.name").or_else(|| pax.get(b"path")), long_name) {
+                    let path = match (
+                        pax.get(b"GNU.sparse.name").or_else(|| pax.get(b"path")),
+                        long_name,
+                    ) {
                         (Some(p), _) => p.to_vec(),
                         (None, Some(l)) => l,
                         (None, None) => header.path_bytes().into_owned(),
@@ -260,9 +344,19 @@ impl<R: Read> TarReader<R> {
                     let link = match (pax.get(b"linkpath"), long_link) {
                         (Some(p), _) => p.to_vec(),
                         (None, Some(l)) => l,
-                        (None, None) => header.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default(),
+                        (None, None) => header
+                            .link_name_bytes()
+                            .map(|l| l.into_owned())
+                            .unwrap_or_default(),
                     };
-                    return Ok(Some(RawEntry { header, path, link, pax, stored, gnu_sparse }));
+                    return Ok(Some(RawEntry {
+                        header,
+                        path,
+                        link,
+                        pax,
+                        stored,
+                        gnu_sparse,
+                    }));
                 }
             }
         }
@@ -271,21 +365,32 @@ impl<R: Read> TarReader<R> {
     /// Old GNU sparse ('S'): four map entries in the header, more in
     /// extension blocks of 21 each.
     fn old_gnu_sparse(&mut self, block: &[u8; 512]) -> Result<SparseMap, StreamError> {
-        let bad = |why: &str| StreamError::Tar(io::Error::new(io::ErrorKind::InvalidData, format!("old GNU sparse header: {why}")));
+        let bad = |why: &str| {
+            StreamError::Tar(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("old GNU sparse header: {why}"),
+            ))
+        };
         let mut segments = Vec::new();
         let mut push = |entry: &[u8]| -> Result<(), StreamError> {
             if entry.iter().all(|&b| b == 0) {
                 return Ok(());
             }
-            let off = parse_num(&entry[..12]).and_then(|v| u64::try_from(v).ok()).ok_or_else(|| bad("bad offset"))?;
-            let len = parse_num(&entry[12..24]).and_then(|v| u64::try_from(v).ok()).ok_or_else(|| bad("bad length"))?;
+            let off = parse_num(&entry[..12])
+                .and_then(|v| u64::try_from(v).ok())
+                .ok_or_else(|| bad("bad offset"))?;
+            let len = parse_num(&entry[12..24])
+                .and_then(|v| u64::try_from(v).ok())
+                .ok_or_else(|| bad("bad length"))?;
             segments.push((off, len));
             Ok(())
         };
         for i in 0..4 {
             push(&block[386 + i * 24..386 + (i + 1) * 24])?;
         }
-        let real_size = parse_num(&block[483..495]).and_then(|v| u64::try_from(v).ok()).ok_or_else(|| bad("bad real size"))?;
+        let real_size = parse_num(&block[483..495])
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| bad("bad real size"))?;
         let mut extended = block[482] != 0;
         while extended {
             let ext = self.block()?.ok_or_else(|| bad("cut off"))?;
@@ -294,7 +399,10 @@ impl<R: Read> TarReader<R> {
             }
             extended = ext[504] != 0;
         }
-        Ok(SparseMap { real_size, segments: Some(segments) })
+        Ok(SparseMap {
+            real_size,
+            segments: Some(segments),
+        })
     }
 }
 
@@ -318,20 +426,33 @@ fn parse_num(field: &[u8]) -> Option<i64> {
             return Some(v);
         }
     }
-    let s: Vec<u8> = field.iter().copied().skip_while(|&b| b == b' ').take_while(|&b| b != 0 && b != b' ').collect();
+    let s: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|&b| b == b' ')
+        .take_while(|&b| b != 0 && b != b' ')
+        .collect();
     if s.is_empty() {
         return Some(0);
     }
     i64::from_str_radix(std::str::from_utf8(&s).ok()?, 8).ok()
 }
 
-fn send_file(out: &mut WireWriter<impl io::Write>, meta: &EntryMeta, data: &mut dyn Read, shown: &str) -> Result<(), StreamError> {
+fn send_file(
+    out: &mut WireWriter<impl io::Write>,
+    meta: &EntryMeta,
+    data: &mut dyn Read,
+    shown: &str,
+) -> Result<(), StreamError> {
     match out.file(meta, data) {
         Ok(_) => Ok(()),
         // A read error inside the tar data is the tar stream's fault.
         Err(super::wire::WireError::Truncated(_)) => Err(StreamError::Entry {
             path: shown.to_string(),
-            source: io::Error::new(io::ErrorKind::UnexpectedEof, "the tar stream ended inside this file's data"),
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the tar stream ended inside this file's data",
+            ),
         }),
         Err(e) => Err(e.into()),
     }
@@ -339,7 +460,10 @@ fn send_file(out: &mut WireWriter<impl io::Write>, meta: &EntryMeta, data: &mut 
 
 fn skip(progress: &mut dyn Progress, stats: &mut PumpStats, path: &[u8], reason: &str) {
     stats.skipped += 1;
-    progress.warning(&FileWarning::Skipped { path: to_pathbuf(path), reason: reason.to_string() });
+    progress.warning(&FileWarning::Skipped {
+        path: to_pathbuf(path),
+        reason: reason.to_string(),
+    });
 }
 
 fn to_pathbuf(path: &[u8]) -> PathBuf {
@@ -350,7 +474,10 @@ fn to_pathbuf(path: &[u8]) -> PathBuf {
 /// Tar names to our relative form: no leading "/" or "./", no trailing "/",
 /// no empty components; the root itself is ".".
 pub fn normalize(raw: &[u8]) -> Vec<u8> {
-    let parts: Vec<&[u8]> = raw.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
+    let parts: Vec<&[u8]> = raw
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
     if parts.is_empty() {
         return b".".to_vec();
     }
@@ -366,13 +493,25 @@ impl Pax {
     fn parse(mut data: &[u8]) -> Result<Pax, String> {
         let mut records = Vec::new();
         while !data.is_empty() && data[0] != 0 {
-            let sp = data.iter().position(|&b| b == b' ').filter(|&i| i <= 20).ok_or("a PAX record without a length")?;
-            let len: usize = std::str::from_utf8(&data[..sp]).ok().and_then(|l| l.parse().ok()).ok_or("a PAX record length is not a number")?;
+            let sp = data
+                .iter()
+                .position(|&b| b == b' ')
+                .filter(|&i| i <= 20)
+                .ok_or("a PAX record without a length")?;
+            let len: usize = std::str::from_utf8(&data[..sp])
+                .ok()
+                .and_then(|l| l.parse().ok())
+                .ok_or("a PAX record length is not a number")?;
             if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
-                return Err(format!("a PAX record claims {len} bytes but does not end there"));
+                return Err(format!(
+                    "a PAX record claims {len} bytes but does not end there"
+                ));
             }
             let rec = &data[sp + 1..len - 1];
-            let eq = rec.iter().position(|&b| b == b'=').ok_or("a PAX record without '='")?;
+            let eq = rec
+                .iter()
+                .position(|&b| b == b'=')
+                .ok_or("a PAX record without '='")?;
             records.push((rec[..eq].to_vec(), rec[eq + 1..].to_vec()));
             data = &data[len..];
         }
@@ -380,11 +519,19 @@ impl Pax {
     }
 
     fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
     }
 
     fn get_u64(&self, key: &[u8]) -> Option<u64> {
-        std::str::from_utf8(self.get(key)?).ok()?.trim().parse().ok()
+        std::str::from_utf8(self.get(key)?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 }
 
@@ -463,11 +610,14 @@ pub fn acl_text_to_xattr(text: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let [tag, qual, perms] = fields[..] else {
             return Err(format!("entry {item:?} is not tag:qualifier:perms"));
         };
-        let id = if qual.is_empty() {
-            None
-        } else {
-            Some(qual.parse::<u32>().map_err(|_| format!("entry {item:?} names {qual:?} instead of a numeric id"))?)
-        };
+        let id =
+            if qual.is_empty() {
+                None
+            } else {
+                Some(qual.parse::<u32>().map_err(|_| {
+                    format!("entry {item:?} names {qual:?} instead of a numeric id")
+                })?)
+            };
         let tag = match (tag, id) {
             ("user" | "u", None) => 0x01,
             ("user" | "u", Some(_)) => 0x02,
@@ -487,9 +637,20 @@ pub fn acl_text_to_xattr(text: &[u8]) -> Result<Option<Vec<u8>>, String> {
                 _ => return Err(format!("entry {item:?} has unknown permissions")),
             };
         }
-        entries.push((tag, if tag == 0x02 || tag == 0x08 { id.unwrap_or(u32::MAX) } else { u32::MAX }, p));
+        entries.push((
+            tag,
+            if tag == 0x02 || tag == 0x08 {
+                id.unwrap_or(u32::MAX)
+            } else {
+                u32::MAX
+            },
+            p,
+        ));
     }
-    if entries.iter().all(|(t, _, _)| matches!(t, 0x01 | 0x04 | 0x20)) {
+    if entries
+        .iter()
+        .all(|(t, _, _)| matches!(t, 0x01 | 0x04 | 0x20))
+    {
         return Ok(None);
     }
     entries.sort_by_key(|&(t, id, _)| (t, id));
@@ -511,43 +672,78 @@ struct SparseMap {
 
 impl SparseMap {
     fn from_pax(pax: &Pax, shown: &str) -> Result<Option<SparseMap>, StreamError> {
-        let bad = |why: &str| StreamError::SparseMap { path: shown.to_string(), why: why.to_string() };
+        let bad = |why: &str| StreamError::SparseMap {
+            path: shown.to_string(),
+            why: why.to_string(),
+        };
         if pax.get(b"GNU.sparse.major").is_some() {
             // Format 1.0 (major 1, minor 0).
-            if pax.get(b"GNU.sparse.major") != Some(b"1") || pax.get(b"GNU.sparse.minor") != Some(b"0") {
+            if pax.get(b"GNU.sparse.major") != Some(b"1")
+                || pax.get(b"GNU.sparse.minor") != Some(b"0")
+            {
                 return Err(bad("unknown GNU sparse format version"));
             }
-            let real_size = pax.get_u64(b"GNU.sparse.realsize").ok_or_else(|| bad("no GNU.sparse.realsize"))?;
-            return Ok(Some(SparseMap { real_size, segments: None }));
+            let real_size = pax
+                .get_u64(b"GNU.sparse.realsize")
+                .ok_or_else(|| bad("no GNU.sparse.realsize"))?;
+            return Ok(Some(SparseMap {
+                real_size,
+                segments: None,
+            }));
         }
         if let Some(map) = pax.get(b"GNU.sparse.map") {
             // Format 0.1: "offset,size,offset,size".
-            let real_size = pax.get_u64(b"GNU.sparse.size").ok_or_else(|| bad("no GNU.sparse.size"))?;
-            let nums: Option<Vec<u64>> = std::str::from_utf8(map)
-                .ok()
-                .map(|m| m.split(',').filter(|s| !s.is_empty()).map(|n| n.trim().parse().ok()).collect::<Option<Vec<u64>>>())
-                .flatten();
-            let nums = nums.filter(|n| n.len() % 2 == 0).ok_or_else(|| bad("GNU.sparse.map is not a list of offset,size pairs"))?;
+            let real_size = pax
+                .get_u64(b"GNU.sparse.size")
+                .ok_or_else(|| bad("no GNU.sparse.size"))?;
+            let nums: Option<Vec<u64>> = std::str::from_utf8(map).ok().and_then(|m| {
+                m.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|n| n.trim().parse().ok())
+                    .collect::<Option<Vec<u64>>>()
+            });
+            let nums = nums
+                .filter(|n| n.len() % 2 == 0)
+                .ok_or_else(|| bad("GNU.sparse.map is not a list of offset,size pairs"))?;
             let segments = nums.chunks(2).map(|c| (c[0], c[1])).collect();
-            return Ok(Some(SparseMap { real_size, segments: Some(segments) }));
+            return Ok(Some(SparseMap {
+                real_size,
+                segments: Some(segments),
+            }));
         }
         if pax.get(b"GNU.sparse.offset").is_some() {
             // Format 0.0: repeated GNU.sparse.offset / GNU.sparse.numbytes.
-            let real_size = pax.get_u64(b"GNU.sparse.size").ok_or_else(|| bad("no GNU.sparse.size"))?;
+            let real_size = pax
+                .get_u64(b"GNU.sparse.size")
+                .ok_or_else(|| bad("no GNU.sparse.size"))?;
             let mut segments = Vec::new();
             let mut offset = None;
             for (k, v) in &pax.0 {
-                let n = || std::str::from_utf8(v).ok().and_then(|s| s.trim().parse::<u64>().ok());
+                let n = || {
+                    std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                };
                 match k.as_slice() {
-                    b"GNU.sparse.offset" => offset = Some(n().ok_or_else(|| bad("GNU.sparse.offset is not a number"))?),
+                    b"GNU.sparse.offset" => {
+                        offset = Some(n().ok_or_else(|| bad("GNU.sparse.offset is not a number"))?)
+                    }
                     b"GNU.sparse.numbytes" => {
-                        let off = offset.take().ok_or_else(|| bad("GNU.sparse.numbytes without an offset"))?;
-                        segments.push((off, n().ok_or_else(|| bad("GNU.sparse.numbytes is not a number"))?));
+                        let off = offset
+                            .take()
+                            .ok_or_else(|| bad("GNU.sparse.numbytes without an offset"))?;
+                        segments.push((
+                            off,
+                            n().ok_or_else(|| bad("GNU.sparse.numbytes is not a number"))?,
+                        ));
                     }
                     _ => {}
                 }
             }
-            return Ok(Some(SparseMap { real_size, segments: Some(segments) }));
+            return Ok(Some(SparseMap {
+                real_size,
+                segments: Some(segments),
+            }));
         }
         Ok(None)
     }
@@ -556,13 +752,17 @@ impl SparseMap {
 /// The 1.0 map: decimal numbers, one per line (count, then offset/size
 /// pairs), padded with zeros to a 512-byte block.
 fn read_map_1_0(data: &mut dyn Read, shown: &str) -> Result<Vec<(u64, u64)>, StreamError> {
-    let bad = |why: String| StreamError::SparseMap { path: shown.to_string(), why };
+    let bad = |why: String| StreamError::SparseMap {
+        path: shown.to_string(),
+        why,
+    };
     let mut consumed: u64 = 0;
     let mut line = |consumed: &mut u64| -> Result<u64, StreamError> {
         let mut s = Vec::new();
         loop {
             let mut b = [0u8; 1];
-            data.read_exact(&mut b).map_err(|e| bad(format!("cannot read the map: {e}")))?;
+            data.read_exact(&mut b)
+                .map_err(|e| bad(format!("cannot read the map: {e}")))?;
             *consumed += 1;
             if b[0] == b'\n' {
                 break;
@@ -572,7 +772,10 @@ fn read_map_1_0(data: &mut dyn Read, shown: &str) -> Result<Vec<(u64, u64)>, Str
             }
             s.push(b[0]);
         }
-        std::str::from_utf8(&s).ok().and_then(|s| s.parse().ok()).ok_or_else(|| bad("a map line is not a number".into()))
+        std::str::from_utf8(&s)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("a map line is not a number".into()))
     };
     let count = line(&mut consumed)?;
     if count > 1 << 24 {
@@ -585,7 +788,8 @@ fn read_map_1_0(data: &mut dyn Read, shown: &str) -> Result<Vec<(u64, u64)>, Str
         segments.push((off, len));
     }
     let pad = (512 - consumed % 512) % 512;
-    io::copy(&mut data.take(pad), &mut io::sink()).map_err(|e| bad(format!("cannot read the map padding: {e}")))?;
+    io::copy(&mut data.take(pad), &mut io::sink())
+        .map_err(|e| bad(format!("cannot read the map padding: {e}")))?;
     Ok(segments)
 }
 
@@ -600,7 +804,12 @@ struct SparseReader<'a> {
 }
 
 impl<'a> SparseReader<'a> {
-    fn new(inner: &'a mut dyn Read, segments: Vec<(u64, u64)>, real_size: u64, shown: &str) -> Result<Self, StreamError> {
+    fn new(
+        inner: &'a mut dyn Read,
+        segments: Vec<(u64, u64)>,
+        real_size: u64,
+        shown: &str,
+    ) -> Result<Self, StreamError> {
         let mut end = 0u64;
         for &(off, len) in &segments {
             let seg_end = off.checked_add(len);
@@ -614,7 +823,13 @@ impl<'a> SparseReader<'a> {
         }
         let mut segments = segments.into_iter();
         let current = segments.next();
-        Ok(SparseReader { inner, segments, current, pos: 0, real_size })
+        Ok(SparseReader {
+            inner,
+            segments,
+            current,
+            pos: 0,
+            real_size,
+        })
     }
 }
 
@@ -632,7 +847,10 @@ impl Read for SparseReader<'_> {
                     let want = (off + len - self.pos).min(buf.len() as u64) as usize;
                     let n = self.inner.read(&mut buf[..want])?;
                     if n == 0 {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "sparse data ended early"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "sparse data ended early",
+                        ));
                     }
                     self.pos += n as u64;
                     return Ok(n);
@@ -673,9 +891,17 @@ mod tests {
             }
             [format!("{len} ").into_bytes(), body].concat()
         };
-        let data = [rec(b"SCHILY.acl.access", b"user::rw-\ngroup::r--\n"), rec(b"path", b"a\nb\xff"), rec(b"SCHILY.xattr.user.x", &[0, 10, 255])].concat();
+        let data = [
+            rec(b"SCHILY.acl.access", b"user::rw-\ngroup::r--\n"),
+            rec(b"path", b"a\nb\xff"),
+            rec(b"SCHILY.xattr.user.x", &[0, 10, 255]),
+        ]
+        .concat();
         let pax = Pax::parse(&data).unwrap();
-        assert_eq!(pax.get(b"SCHILY.acl.access"), Some(&b"user::rw-\ngroup::r--\n"[..]));
+        assert_eq!(
+            pax.get(b"SCHILY.acl.access"),
+            Some(&b"user::rw-\ngroup::r--\n"[..])
+        );
         assert_eq!(pax.get(b"path"), Some(&b"a\nb\xff"[..]));
         assert_eq!(pax.get(b"SCHILY.xattr.user.x"), Some(&[0u8, 10, 255][..]));
         assert!(Pax::parse(b"99 path=x\n").is_err());
@@ -700,7 +926,10 @@ mod tests {
 
     #[test]
     fn pax_times() {
-        assert_eq!(parse_pax_time(b"1795323108.553540421"), Some((1795323108, 553540421)));
+        assert_eq!(
+            parse_pax_time(b"1795323108.553540421"),
+            Some((1795323108, 553540421))
+        );
         assert_eq!(parse_pax_time(b"12"), Some((12, 0)));
         assert_eq!(parse_pax_time(b"12.5"), Some((12, 500_000_000)));
         assert_eq!(parse_pax_time(b"-1.25"), Some((-2, 750_000_000)));
@@ -709,15 +938,27 @@ mod tests {
 
     #[test]
     fn acl_text_converts_numeric_and_refuses_names() {
-        let bin = acl_text_to_xattr(b"user::rw-\ngroup::r--\nother::r--\nuser:1000:r-x\nmask::r-x\n").unwrap().unwrap();
+        let bin =
+            acl_text_to_xattr(b"user::rw-\ngroup::r--\nother::r--\nuser:1000:r-x\nmask::r-x\n")
+                .unwrap()
+                .unwrap();
         let mut want = 2u32.to_le_bytes().to_vec();
-        for (t, p, id) in [(1u16, 6u16, u32::MAX), (2, 5, 1000), (4, 4, u32::MAX), (0x10, 5, u32::MAX), (0x20, 4, u32::MAX)] {
+        for (t, p, id) in [
+            (1u16, 6u16, u32::MAX),
+            (2, 5, 1000),
+            (4, 4, u32::MAX),
+            (0x10, 5, u32::MAX),
+            (0x20, 4, u32::MAX),
+        ] {
             want.extend_from_slice(&t.to_le_bytes());
             want.extend_from_slice(&p.to_le_bytes());
             want.extend_from_slice(&id.to_le_bytes());
         }
         assert_eq!(bin, want);
-        assert_eq!(acl_text_to_xattr(b"user::rw-,group::r--,other::---").unwrap(), None);
+        assert_eq!(
+            acl_text_to_xattr(b"user::rw-,group::r--,other::---").unwrap(),
+            None
+        );
         let err = acl_text_to_xattr(b"user::rw-\nuser:alice:r--\n").unwrap_err();
         assert!(err.contains("\"alice\""), "{err}");
     }

@@ -50,12 +50,22 @@ const TAG_HOLE: u8 = 6;
 pub enum EntryKind {
     File,
     Dir,
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// Another name for `target`, a path relative to the root that was sent
     /// earlier in the same stream (or already exists on the target).
-    Hardlink { target: Vec<u8> },
-    CharDev { major: u32, minor: u32 },
-    BlockDev { major: u32, minor: u32 },
+    Hardlink {
+        target: Vec<u8>,
+    },
+    CharDev {
+        major: u32,
+        minor: u32,
+    },
+    BlockDev {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
 }
 
@@ -87,13 +97,20 @@ impl EntryMeta {
 /// One frame of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Hello { version: u32 },
+    Hello {
+        version: u32,
+    },
     Entry(EntryMeta),
     Data(Vec<u8>),
     /// `len` zero bytes of the current file.
     Hole(u64),
-    FileEnd { blake3: [u8; 32] },
-    Done { files: u64, bytes: u64 },
+    FileEnd {
+        blake3: [u8; 32],
+    },
+    Done {
+        files: u64,
+        bytes: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +123,9 @@ pub enum WireError {
     Version { theirs: u32, ours: u32 },
     #[error("corrupt stream: {0}")]
     Corrupt(String),
-    #[error("the stream ended {0}; the sender stopped or the connection dropped, run the pass again")]
+    #[error(
+        "the stream ended {0}; the sender stopped or the connection dropped, run the pass again"
+    )]
     Truncated(&'static str),
 }
 
@@ -152,7 +171,12 @@ impl Frame {
             }
             Frame::Entry(meta) => meta_options()
                 .serialize(meta)
-                .map_err(|e| WireError::Corrupt(format!("cannot encode the entry {}: {e}", meta.display_path())))?
+                .map_err(|e| {
+                    WireError::Corrupt(format!(
+                        "cannot encode the entry {}: {e}",
+                        meta.display_path()
+                    ))
+                })?
                 .into(),
             Frame::Data(bytes) => bytes.as_slice().into(),
             Frame::Hole(len) => len.to_le_bytes().to_vec().into(),
@@ -191,7 +215,8 @@ impl Frame {
         }
         let tag = head[0];
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let limit = max_len(tag).ok_or_else(|| WireError::Corrupt(format!("unknown frame tag {tag}")))?;
+        let limit =
+            max_len(tag).ok_or_else(|| WireError::Corrupt(format!("unknown frame tag {tag}")))?;
         if len > limit {
             return Err(WireError::Corrupt(format!(
                 "frame tag {tag} claims {len} bytes, more than the limit of {limit}"
@@ -206,13 +231,17 @@ impl Frame {
             if len == n {
                 Ok(())
             } else {
-                Err(WireError::Corrupt(format!("frame tag {tag} has {len} bytes, expected {n}")))
+                Err(WireError::Corrupt(format!(
+                    "frame tag {tag} has {len} bytes, expected {n}"
+                )))
             }
         };
         let frame = match tag {
             TAG_HELLO => {
                 if len < 8 || &payload[..8] != MAGIC {
-                    return Err(WireError::BadMagic { found: String::from_utf8_lossy(&payload[..len.min(8)]).into_owned() });
+                    return Err(WireError::BadMagic {
+                        found: String::from_utf8_lossy(&payload[..len.min(8)]).into_owned(),
+                    });
                 }
                 exact(12)?;
                 let version = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes"));
@@ -226,11 +255,15 @@ impl Frame {
             TAG_DATA => Frame::Data(payload),
             TAG_HOLE => {
                 exact(8)?;
-                Frame::Hole(u64::from_le_bytes(payload[..8].try_into().expect("8 bytes")))
+                Frame::Hole(u64::from_le_bytes(
+                    payload[..8].try_into().expect("8 bytes"),
+                ))
             }
             TAG_FILE_END => {
                 exact(32)?;
-                Frame::FileEnd { blake3: payload[..32].try_into().expect("32 bytes") }
+                Frame::FileEnd {
+                    blake3: payload[..32].try_into().expect("32 bytes"),
+                }
             }
             TAG_DONE => {
                 exact(16)?;
@@ -263,7 +296,13 @@ impl<W: Write> WireWriter<W> {
 
     pub fn with_level(out: W, level: i32) -> Result<Self, WireError> {
         let enc = zstd::stream::write::Encoder::new(out, level)?;
-        let mut w = WireWriter { enc, files: 0, bytes: 0, since_flush: 0, buf: Vec::new() };
+        let mut w = WireWriter {
+            enc,
+            files: 0,
+            bytes: 0,
+            since_flush: 0,
+            buf: Vec::new(),
+        };
         w.frame(&Frame::Hello { version: VERSION })?;
         Ok(w)
     }
@@ -333,7 +372,9 @@ impl<W: Write> WireWriter<W> {
         self.buf = buf;
         result?;
         let digest = hasher.finalize();
-        self.frame(&Frame::FileEnd { blake3: *digest.as_bytes() })?;
+        self.frame(&Frame::FileEnd {
+            blake3: *digest.as_bytes(),
+        })?;
         self.files += 1;
         self.bytes += meta.size;
         self.maybe_flush()?;
@@ -394,7 +435,9 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 /// True when every byte is zero.
 pub fn is_zero(bytes: &[u8]) -> bool {
     let (prefix, words, suffix) = unsafe { bytes.align_to::<u64>() };
-    prefix.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && suffix.iter().all(|&b| b == 0)
+    prefix.iter().all(|&b| b == 0)
+        && words.iter().all(|&w| w == 0)
+        && suffix.iter().all(|&b| b == 0)
 }
 
 /// Reads a stream: checks Hello on creation, then yields frames.
@@ -410,8 +453,14 @@ impl<R: Read> WireReader<R> {
         let mut r = WireReader { dec, done: false };
         match r.next_raw()? {
             Some(Frame::Hello { version }) if version == VERSION => Ok(r),
-            Some(Frame::Hello { version }) => Err(WireError::Version { theirs: version, ours: VERSION }),
-            Some(other) => Err(WireError::Corrupt(format!("the stream starts with {}, not Hello", other.name()))),
+            Some(Frame::Hello { version }) => Err(WireError::Version {
+                theirs: version,
+                ours: VERSION,
+            }),
+            Some(other) => Err(WireError::Corrupt(format!(
+                "the stream starts with {}, not Hello",
+                other.name()
+            ))),
             None => Err(WireError::Truncated("before Hello")),
         }
     }
@@ -419,7 +468,9 @@ impl<R: Read> WireReader<R> {
     fn next_raw(&mut self) -> Result<Option<Frame>, WireError> {
         Frame::decode(&mut self.dec).map_err(|e| match e {
             // zstd reports a cut-off compressed stream as an I/O error.
-            WireError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => WireError::Truncated("inside a compressed block"),
+            WireError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+                WireError::Truncated("inside a compressed block")
+            }
             other => other,
         })
     }
@@ -432,7 +483,9 @@ impl<R: Read> WireReader<R> {
         }
         match self.next_raw()? {
             None => Err(WireError::Truncated("before Done")),
-            Some(Frame::Hello { .. }) => Err(WireError::Corrupt("a second Hello in the middle of the stream".into())),
+            Some(Frame::Hello { .. }) => Err(WireError::Corrupt(
+                "a second Hello in the middle of the stream".into(),
+            )),
             Some(f @ Frame::Done { .. }) => {
                 self.done = true;
                 Ok(Some(f))
@@ -468,10 +521,22 @@ impl Frame {
 /// Paths are hex-encoded raw bytes, so any name survives; reasons are one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ack {
-    Ok { path: Vec<u8>, digest: Option<[u8; 32]> },
-    Warn { path: Vec<u8>, reason: String },
-    Bad { path: Vec<u8>, reason: String },
-    Done { files: u64, bytes: u64 },
+    Ok {
+        path: Vec<u8>,
+        digest: Option<[u8; 32]>,
+    },
+    Warn {
+        path: Vec<u8>,
+        reason: String,
+    },
+    Bad {
+        path: Vec<u8>,
+        reason: String,
+    },
+    Done {
+        files: u64,
+        bytes: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -501,13 +566,24 @@ impl fmt::Display for Ack {
 impl Ack {
     /// Parses one line (without or with its trailing newline).
     pub fn parse(line: &str) -> Result<Ack, AckParseError> {
-        let err = |why| AckParseError { line: line.to_string(), why };
+        let err = |why| AckParseError {
+            line: line.to_string(),
+            why,
+        };
         let line = line.strip_suffix('\n').unwrap_or(line);
         let (word, rest) = line.split_once(' ').ok_or_else(|| err("no space"))?;
         if word == "done" {
-            let (f, b) = rest.split_once(' ').ok_or_else(|| err("done needs files= and bytes="))?;
-            let files = f.strip_prefix("files=").and_then(|v| v.parse().ok()).ok_or_else(|| err("bad files="))?;
-            let bytes = b.strip_prefix("bytes=").and_then(|v| v.parse().ok()).ok_or_else(|| err("bad bytes="))?;
+            let (f, b) = rest
+                .split_once(' ')
+                .ok_or_else(|| err("done needs files= and bytes="))?;
+            let files = f
+                .strip_prefix("files=")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| err("bad files="))?;
+            let bytes = b
+                .strip_prefix("bytes=")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| err("bad bytes="))?;
             return Ok(Ack::Done { files, bytes });
         }
         let (p, tail) = rest.split_once(' ').ok_or_else(|| err("no path"))?;
@@ -515,11 +591,22 @@ impl Ack {
         match word {
             "ok" if tail == "-" => Ok(Ack::Ok { path, digest: None }),
             "ok" => {
-                let d = unhex(tail).filter(|d| d.len() == 32).ok_or_else(|| err("the digest is not 64 hex digits"))?;
-                Ok(Ack::Ok { path, digest: Some(d.try_into().expect("32 bytes")) })
+                let d = unhex(tail)
+                    .filter(|d| d.len() == 32)
+                    .ok_or_else(|| err("the digest is not 64 hex digits"))?;
+                Ok(Ack::Ok {
+                    path,
+                    digest: Some(d.try_into().expect("32 bytes")),
+                })
             }
-            "warn" => Ok(Ack::Warn { path, reason: tail.to_string() }),
-            "bad" => Ok(Ack::Bad { path, reason: tail.to_string() }),
+            "warn" => Ok(Ack::Warn {
+                path,
+                reason: tail.to_string(),
+            }),
+            "bad" => Ok(Ack::Bad {
+                path,
+                reason: tail.to_string(),
+            }),
             _ => Err(err("unknown kind (expected ok, warn, bad or done)")),
         }
     }
@@ -550,7 +637,6 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,7 +651,10 @@ mod tests {
             mtime: -5,
             mtime_nsec: 999_999_999,
             size,
-            xattrs: vec![(b"user.a".to_vec(), vec![0, 1, 0xff]), (b"security.selinux".to_vec(), b"x_t\0".to_vec())],
+            xattrs: vec![
+                (b"user.a".to_vec(), vec![0, 1, 0xff]),
+                (b"security.selinux".to_vec(), b"x_t\0".to_vec()),
+            ],
         }
     }
 
@@ -586,13 +675,40 @@ mod tests {
 
     #[test]
     fn round_trip_every_kind() {
-        let long: Vec<u8> = (0..300).map(|i| if i % 50 == 49 { b'/' } else { b'a' + (i % 26) as u8 }).collect();
+        let long: Vec<u8> = (0..300)
+            .map(|i| {
+                if i % 50 == 49 {
+                    b'/'
+                } else {
+                    b'a' + (i % 26) as u8
+                }
+            })
+            .collect();
         let kinds = vec![
             meta(b"dir\xff\n", EntryKind::Dir, 0),
-            meta(&long, EntryKind::Symlink { target: b"../\xfe/x".to_vec() }, 0),
-            meta(b"h", EntryKind::Hardlink { target: b"dir\xff\n/f".to_vec() }, 0),
+            meta(
+                &long,
+                EntryKind::Symlink {
+                    target: b"../\xfe/x".to_vec(),
+                },
+                0,
+            ),
+            meta(
+                b"h",
+                EntryKind::Hardlink {
+                    target: b"dir\xff\n/f".to_vec(),
+                },
+                0,
+            ),
             meta(b"c", EntryKind::CharDev { major: 1, minor: 3 }, 0),
-            meta(b"b", EntryKind::BlockDev { major: 7, minor: 200 }, 0),
+            meta(
+                b"b",
+                EntryKind::BlockDev {
+                    major: 7,
+                    minor: 200,
+                },
+                0,
+            ),
             meta(b"p", EntryKind::Fifo, 0),
         ];
         // 1 MiB + 5 bytes with an aligned zero block in the middle and a zero tail.
@@ -615,15 +731,22 @@ mod tests {
         want.push(Frame::Hole(4096));
         want.push(Frame::Data(vec![7; MAX_DATA - 12288]));
         want.push(Frame::Hole(5));
-        want.push(Frame::FileEnd { blake3: *blake3::hash(&content).as_bytes() });
-        want.push(Frame::Done { files: 1, bytes: content.len() as u64 });
+        want.push(Frame::FileEnd {
+            blake3: *blake3::hash(&content).as_bytes(),
+        });
+        want.push(Frame::Done {
+            files: 1,
+            bytes: content.len() as u64,
+        });
         assert_eq!(got, want);
     }
 
     #[test]
     fn short_file_data_is_an_error() {
         let mut w = WireWriter::new(Vec::new()).unwrap();
-        let err = w.file(&meta(b"f", EntryKind::File, 10), &mut &b"12345"[..]).unwrap_err();
+        let err = w
+            .file(&meta(b"f", EntryKind::File, 10), &mut &b"12345"[..])
+            .unwrap_err();
         assert!(matches!(err, WireError::Truncated(_)), "{err}");
     }
 
@@ -635,14 +758,25 @@ mod tests {
         let err = WireReader::new(stream.as_slice()).err().unwrap();
         assert!(matches!(err, WireError::Version { theirs: 7, ours: 1 }));
         let msg = err.to_string();
-        assert!(msg.contains("version 7") && msg.contains("version 1"), "{msg}");
+        assert!(
+            msg.contains("version 7") && msg.contains("version 1"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn wrong_magic_is_an_error() {
-        let raw = [&[TAG_HELLO, 12, 0, 0, 0][..], b"NOTCLONE", &1u32.to_le_bytes()].concat();
+        let raw = [
+            &[TAG_HELLO, 12, 0, 0, 0][..],
+            b"NOTCLONE",
+            &1u32.to_le_bytes(),
+        ]
+        .concat();
         let stream = zstd::encode_all(raw.as_slice(), 3).unwrap();
-        assert!(matches!(WireReader::new(stream.as_slice()), Err(WireError::BadMagic { .. })));
+        assert!(matches!(
+            WireReader::new(stream.as_slice()),
+            Err(WireError::BadMagic { .. })
+        ));
         // Not zstd at all.
         assert!(WireReader::new(&b"GET / HTTP/1.1\r\n"[..]).is_err());
     }
@@ -658,7 +792,10 @@ mod tests {
     fn corrupt_lengths_and_short_frames_are_errors() {
         // A Data frame claiming 4 GiB: refused before any allocation.
         let err = frames(&raw_stream(&[TAG_DATA, 0xff, 0xff, 0xff, 0xff, 1, 2])).unwrap_err();
-        assert!(matches!(err, WireError::Corrupt(ref m) if m.contains("4294967295")), "{err}");
+        assert!(
+            matches!(err, WireError::Corrupt(ref m) if m.contains("4294967295")),
+            "{err}"
+        );
         // A frame cut short.
         let err = frames(&raw_stream(&[TAG_DATA, 10, 0, 0, 0, 1, 2, 3])).unwrap_err();
         assert!(matches!(err, WireError::Truncated(_)), "{err}");
@@ -685,23 +822,52 @@ mod tests {
     #[test]
     fn ack_round_trip_with_odd_bytes() {
         let acks = vec![
-            Ack::Ok { path: b"a b\n\xff\x00/c".to_vec(), digest: Some([0xab; 32]) },
-            Ack::Ok { path: b".".to_vec(), digest: None },
-            Ack::Warn { path: b"\xfe".to_vec(), reason: "xattr user.x not kept: EPERM".into() },
-            Ack::Bad { path: b"../escape".to_vec(), reason: "a '..' component is refused".into() },
-            Ack::Done { files: 3, bytes: 9_663_676_416 },
+            Ack::Ok {
+                path: b"a b\n\xff\x00/c".to_vec(),
+                digest: Some([0xab; 32]),
+            },
+            Ack::Ok {
+                path: b".".to_vec(),
+                digest: None,
+            },
+            Ack::Warn {
+                path: b"\xfe".to_vec(),
+                reason: "xattr user.x not kept: EPERM".into(),
+            },
+            Ack::Bad {
+                path: b"../escape".to_vec(),
+                reason: "a '..' component is refused".into(),
+            },
+            Ack::Done {
+                files: 3,
+                bytes: 9_663_676_416,
+            },
         ];
         for a in &acks {
             let line = format!("{a}\n");
             assert_eq!(line.matches('\n').count(), 1, "{line:?}");
             assert_eq!(&Ack::parse(&line).unwrap(), a);
         }
-        assert_eq!(acks[0].to_string(), format!("ok 6120620aff002f63 {}", "ab".repeat(32)));
+        assert_eq!(
+            acks[0].to_string(),
+            format!("ok 6120620aff002f63 {}", "ab".repeat(32))
+        );
         assert_eq!(acks[4].to_string(), "done files=3 bytes=9663676416");
         // A reason with a newline stays one line.
-        let a = Ack::Bad { path: b"x".to_vec(), reason: "two\nlines".into() };
+        let a = Ack::Bad {
+            path: b"x".to_vec(),
+            reason: "two\nlines".into(),
+        };
         assert_eq!(a.to_string(), "bad 78 two lines");
-        for bad in ["", "ok", "ok zz -", "ok 61 abcd", "done files=x bytes=1", "maybe 61 x", "ok +1 -"] {
+        for bad in [
+            "",
+            "ok",
+            "ok zz -",
+            "ok 61 abcd",
+            "done files=x bytes=1",
+            "maybe 61 x",
+            "ok +1 -",
+        ] {
             assert!(Ack::parse(bad).is_err(), "{bad:?}");
         }
     }

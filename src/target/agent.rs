@@ -75,22 +75,36 @@ impl<W: Write> AckOut<W> {
         self.pending.push(ack);
     }
 
-    fn result(&mut self, meta: &EntryMeta, r: Result<Vec<String>, EntryError>, digest: Option<[u8; 32]>) {
+    fn result(
+        &mut self,
+        meta: &EntryMeta,
+        r: Result<Vec<String>, EntryError>,
+        digest: Option<[u8; 32]>,
+    ) {
         match r {
             Ok(warnings) => {
                 for reason in warnings {
-                    self.push(Ack::Warn { path: meta.path.clone(), reason });
+                    self.push(Ack::Warn {
+                        path: meta.path.clone(),
+                        reason,
+                    });
                 }
                 if meta.kind == EntryKind::File {
                     self.stats.files += 1;
                     self.stats.bytes += meta.size;
                 }
                 tracing::trace!(path = %meta.display_path(), "written");
-                self.push(Ack::Ok { path: meta.path.clone(), digest });
+                self.push(Ack::Ok {
+                    path: meta.path.clone(),
+                    digest,
+                });
             }
             Err(e) => {
                 tracing::warn!("{e}");
-                self.push(Ack::Bad { path: meta.path.clone(), reason: e.0 });
+                self.push(Ack::Bad {
+                    path: meta.path.clone(),
+                    reason: e.0,
+                });
             }
         }
     }
@@ -117,15 +131,31 @@ impl<R: Read, W: Write> Read for FlushBeforeRead<R, W> {
 enum State {
     Idle,
     /// Receiving a file; `None` when it already failed (data is skipped).
-    File { meta: EntryMeta, sink: Option<FileSink>, error: Option<EntryError> },
+    File {
+        meta: EntryMeta,
+        sink: Option<Box<FileSink>>,
+        error: Option<EntryError>,
+    },
 }
 
 /// Decodes the stream from `input`, writes under `root`, acks to `acks`.
 pub fn run(root: &Path, input: impl Read, acks: impl Write) -> Result<AgentStats, AgentError> {
-    let writer = Writer::new(root).map_err(|source| AgentError::Root { root: root.display().to_string(), source })?;
-    let out = Rc::new(RefCell::new(AckOut { out: acks, pending: Vec::new(), writer, stats: AgentStats::default() }));
+    let writer = Writer::new(root).map_err(|source| AgentError::Root {
+        root: root.display().to_string(),
+        source,
+    })?;
+    let out = Rc::new(RefCell::new(AckOut {
+        out: acks,
+        pending: Vec::new(),
+        writer,
+        stats: AgentStats::default(),
+    }));
     let failed = Rc::new(RefCell::new(None));
-    let wrapped = FlushBeforeRead { input, acks: out.clone(), failed: failed.clone() };
+    let wrapped = FlushBeforeRead {
+        input,
+        acks: out.clone(),
+        failed: failed.clone(),
+    };
     let fail = |e: WireError| failed.borrow_mut().take().unwrap_or(AgentError::Wire(e));
     let mut reader = WireReader::new(wrapped).map_err(fail)?;
     let mut state = State::Idle;
@@ -138,8 +168,16 @@ pub fn run(root: &Path, input: impl Read, acks: impl Write) -> Result<AgentStats
             (State::Idle, Frame::Entry(meta)) if meta.kind == EntryKind::File => {
                 received_files += 1;
                 match o.writer.begin_file(&meta) {
-                    Ok(sink) => State::File { meta, sink: Some(sink), error: None },
-                    Err(e) => State::File { meta, sink: None, error: Some(e) },
+                    Ok(sink) => State::File {
+                        meta,
+                        sink: Some(Box::new(sink)),
+                        error: None,
+                    },
+                    Err(e) => State::File {
+                        meta,
+                        sink: None,
+                        error: Some(e),
+                    },
                 }
             }
             (State::Idle, Frame::Entry(meta)) => {
@@ -147,7 +185,14 @@ pub fn run(root: &Path, input: impl Read, acks: impl Write) -> Result<AgentStats
                 o.result(&meta, r, None);
                 State::Idle
             }
-            (State::File { meta, mut sink, mut error }, Frame::Data(bytes)) => {
+            (
+                State::File {
+                    meta,
+                    mut sink,
+                    mut error,
+                },
+                Frame::Data(bytes),
+            ) => {
                 if let Some(s) = sink.as_mut() {
                     if let Err(e) = s.data(&bytes) {
                         sink = None;
@@ -156,7 +201,14 @@ pub fn run(root: &Path, input: impl Read, acks: impl Write) -> Result<AgentStats
                 }
                 State::File { meta, sink, error }
             }
-            (State::File { meta, mut sink, mut error }, Frame::Hole(len)) => {
+            (
+                State::File {
+                    meta,
+                    mut sink,
+                    mut error,
+                },
+                Frame::Hole(len),
+            ) => {
                 if let Some(s) = sink.as_mut() {
                     if let Err(e) = s.hole(len) {
                         sink = None;
@@ -167,7 +219,7 @@ pub fn run(root: &Path, input: impl Read, acks: impl Write) -> Result<AgentStats
             }
             (State::File { meta, sink, error }, Frame::FileEnd { blake3 }) => {
                 let r = match (sink, error) {
-                    (Some(s), None) => o.writer.finish_file(s, &blake3),
+                    (Some(s), None) => o.writer.finish_file(*s, &blake3),
                     (_, Some(e)) => Err(e),
                     (None, None) => Err(EntryError(format!("{}: lost", meta.display_path()))),
                 };
@@ -176,24 +228,47 @@ pub fn run(root: &Path, input: impl Read, acks: impl Write) -> Result<AgentStats
             }
             (State::Idle, Frame::Done { files, bytes: _ }) => {
                 if files != received_files {
-                    return Err(AgentError::Totals { sent: files, received: received_files });
+                    return Err(AgentError::Totals {
+                        sent: files,
+                        received: received_files,
+                    });
                 }
                 State::Idle
             }
-            (State::Idle, f) => return Err(AgentError::Protocol(format!("a {} frame outside a file", f.name()))),
+            (State::Idle, f) => {
+                return Err(AgentError::Protocol(format!(
+                    "a {} frame outside a file",
+                    f.name()
+                )))
+            }
             (State::File { meta, .. }, f) => {
-                return Err(AgentError::Protocol(format!("a {} frame inside the file {}", f.name(), meta.display_path())))
+                return Err(AgentError::Protocol(format!(
+                    "a {} frame inside the file {}",
+                    f.name(),
+                    meta.display_path()
+                )))
             }
         };
     }
     let mut o = out.borrow_mut();
     for e in o.writer.finish() {
         tracing::warn!("{e}");
-        o.push(Ack::Warn { path: Vec::new(), reason: e.0 });
+        o.push(Ack::Warn {
+            path: Vec::new(),
+            reason: e.0,
+        });
     }
     o.flush()?;
     let stats = o.stats;
-    writeln!(o.out, "{}", Ack::Done { files: stats.files, bytes: stats.bytes }).map_err(AgentError::Acks)?;
+    writeln!(
+        o.out,
+        "{}",
+        Ack::Done {
+            files: stats.files,
+            bytes: stats.bytes
+        }
+    )
+    .map_err(AgentError::Acks)?;
     o.out.flush().map_err(AgentError::Acks)?;
     Ok(stats)
 }

@@ -56,23 +56,40 @@ impl Writer {
     pub fn new(root: &Path) -> io::Result<Writer> {
         let m = fs::metadata(root)?;
         if !m.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
+            return Err(io::Error::other("not a directory"));
         }
-        Ok(Writer { root: root.to_path_buf(), dirty_dirs: BTreeSet::new(), dir_times: Vec::new() })
+        Ok(Writer {
+            root: root.to_path_buf(),
+            dirty_dirs: BTreeSet::new(),
+            dir_times: Vec::new(),
+        })
     }
 
     /// Splits and checks a relative path; creates missing parents (0755,
     /// root-owned; their own entry, if sent, fixes them).
     fn resolve(&mut self, path: &[u8], create_parents: bool) -> Result<Resolved, EntryError> {
         if path.first() == Some(&b'/') {
-            return Err(EntryError(format!("{}: absolute path refused (paths must be relative to the root)", show(path))));
+            return Err(EntryError(format!(
+                "{}: absolute path refused (paths must be relative to the root)",
+                show(path)
+            )));
         }
-        let parts: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
+        let parts: Vec<&[u8]> = path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+            .collect();
         if parts.iter().any(|c| *c == b"..") {
-            return Err(EntryError(format!("{}: a '..' component is refused (it could leave the root)", show(path))));
+            return Err(EntryError(format!(
+                "{}: a '..' component is refused (it could leave the root)",
+                show(path)
+            )));
         }
         let Some((name, parents)) = parts.split_last() else {
-            return Ok(Resolved { full: self.root.clone(), parent: self.root.clone(), name: OsString::new() });
+            return Ok(Resolved {
+                full: self.root.clone(),
+                parent: self.root.clone(),
+                name: OsString::new(),
+            });
         };
         let mut cur = self.root.clone();
         for c in parents {
@@ -103,14 +120,21 @@ impl Writer {
         let parent = cur.clone();
         let name = OsStr::from_bytes(name).to_os_string();
         cur.push(&name);
-        Ok(Resolved { full: cur, parent, name })
+        Ok(Resolved {
+            full: cur,
+            parent,
+            name,
+        })
     }
 
     /// Removes whatever is at `full` (without following symlinks).
     fn clear(full: &Path) -> Result<(), EntryError> {
         match fs::symlink_metadata(full) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(full).map_err(|e| io_err("cannot remove the old directory", full, e)),
-            Ok(_) => fs::remove_file(full).map_err(|e| io_err("cannot remove the old entry", full, e)),
+            Ok(m) if m.is_dir() => fs::remove_dir_all(full)
+                .map_err(|e| io_err("cannot remove the old directory", full, e)),
+            Ok(_) => {
+                fs::remove_file(full).map_err(|e| io_err("cannot remove the old entry", full, e))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("cannot look at", full, e)),
         }
@@ -146,7 +170,11 @@ impl Writer {
     /// Finishes a file whose content arrived: checks the digest, applies
     /// metadata, fsyncs and renames into place. Returns warnings (xattrs
     /// that could not be set). On error the temp file is gone.
-    pub fn finish_file(&mut self, mut sink: FileSink, expected: &[u8; 32]) -> Result<Vec<String>, EntryError> {
+    pub fn finish_file(
+        &mut self,
+        mut sink: FileSink,
+        expected: &[u8; 32],
+    ) -> Result<Vec<String>, EntryError> {
         let result = sink.finish(expected);
         match result {
             Ok(warnings) => {
@@ -182,22 +210,33 @@ impl Writer {
         }
         let mut warnings = Vec::new();
         match &meta.kind {
-            EntryKind::File => return Err(EntryError(format!("{}: a file without content", show(&meta.path)))),
+            EntryKind::File => {
+                return Err(EntryError(format!(
+                    "{}: a file without content",
+                    show(&meta.path)
+                )))
+            }
             EntryKind::Dir => {
                 match fs::symlink_metadata(full) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => {
                         Self::clear(full)?;
-                        fs::create_dir(full).map_err(|e| io_err("cannot create the directory", full, e))?;
+                        fs::create_dir(full)
+                            .map_err(|e| io_err("cannot create the directory", full, e))?;
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        fs::create_dir(full).map_err(|e| io_err("cannot create the directory", full, e))?;
+                        fs::create_dir(full)
+                            .map_err(|e| io_err("cannot create the directory", full, e))?;
                     }
                     Err(e) => return Err(io_err("cannot look at", full, e)),
                 }
                 owner_mode(full, meta)?;
                 set_xattrs(full, None, meta, &mut warnings);
-                let depth = meta.path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").count();
+                let depth = meta
+                    .path
+                    .split(|&b| b == b'/')
+                    .filter(|c| !c.is_empty() && *c != b".")
+                    .count();
                 self.dir_times.push((depth, full.clone(), mtime(meta)));
                 self.dirty_dirs.insert(full.clone());
             }
@@ -212,7 +251,9 @@ impl Writer {
                     .map_err(|e| io_err("cannot set the times of", full, e))?;
             }
             EntryKind::Hardlink { target } => {
-                let t = self.resolve(target, false).map_err(|e| EntryError(format!("{}: hard link target: {e}", show(&meta.path))))?;
+                let t = self.resolve(target, false).map_err(|e| {
+                    EntryError(format!("{}: hard link target: {e}", show(&meta.path)))
+                })?;
                 match fs::symlink_metadata(&t.full) {
                     Ok(m) if !m.is_dir() => {}
                     Ok(_) => return Err(EntryError(format!("{}: hard link target {} is a directory", show(&meta.path), show(target)))),
@@ -228,16 +269,28 @@ impl Writer {
                     return Ok(warnings);
                 }
                 Self::clear(full)?;
-                fs::hard_link(&t.full, full).map_err(|e| io_err("cannot create the hard link", full, e))?;
+                fs::hard_link(&t.full, full)
+                    .map_err(|e| io_err("cannot create the hard link", full, e))?;
             }
             EntryKind::CharDev { major, minor } | EntryKind::BlockDev { major, minor } => {
-                let kind = if matches!(meta.kind, EntryKind::CharDev { .. }) { libc::S_IFCHR } else { libc::S_IFBLK };
+                let kind = if matches!(meta.kind, EntryKind::CharDev { .. }) {
+                    libc::S_IFCHR
+                } else {
+                    libc::S_IFBLK
+                };
                 Self::clear(full)?;
                 let c = cstring(full)?;
                 let dev = libc::makedev(*major, *minor);
                 // SAFETY: c is a valid NUL-terminated path.
-                if unsafe { libc::mknod(c.as_ptr(), kind | (meta.mode & 0o777) as libc::mode_t, dev) } != 0 {
-                    return Err(io_err("cannot create the device node", full, io::Error::last_os_error()));
+                if unsafe {
+                    libc::mknod(c.as_ptr(), kind | (meta.mode & 0o777) as libc::mode_t, dev)
+                } != 0
+                {
+                    return Err(io_err(
+                        "cannot create the device node",
+                        full,
+                        io::Error::last_os_error(),
+                    ));
                 }
                 node_finish(full, meta, &mut warnings)?;
             }
@@ -246,7 +299,11 @@ impl Writer {
                 let c = cstring(full)?;
                 // SAFETY: c is a valid NUL-terminated path.
                 if unsafe { libc::mkfifo(c.as_ptr(), (meta.mode & 0o777) as libc::mode_t) } != 0 {
-                    return Err(io_err("cannot create the FIFO", full, io::Error::last_os_error()));
+                    return Err(io_err(
+                        "cannot create the FIFO",
+                        full,
+                        io::Error::last_os_error(),
+                    ));
                 }
                 node_finish(full, meta, &mut warnings)?;
             }
@@ -279,7 +336,7 @@ impl Writer {
     pub fn finish(&mut self) -> Vec<EntryError> {
         let mut errors = Vec::new();
         let mut times = std::mem::take(&mut self.dir_times);
-        times.sort_by(|a, b| b.0.cmp(&a.0));
+        times.sort_by_key(|t| std::cmp::Reverse(t.0));
         for (_, dir, t) in &times {
             match fs::symlink_metadata(dir) {
                 Ok(m) if m.is_dir() => {}
@@ -313,7 +370,8 @@ fn temp_name(name: &[u8]) -> OsString {
 }
 
 fn cstring(p: &Path) -> Result<CString, EntryError> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| EntryError(format!("{}: a NUL byte in the path", p.display())))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| EntryError(format!("{}: a NUL byte in the path", p.display())))
 }
 
 fn mtime(meta: &EntryMeta) -> FileTime {
@@ -323,14 +381,21 @@ fn mtime(meta: &EntryMeta) -> FileTime {
 /// chown then chmod (chown clears suid/sgid, so the mode comes after).
 /// Only for paths known not to be symlinks.
 fn owner_mode(full: &Path, meta: &EntryMeta) -> Result<(), EntryError> {
-    std::os::unix::fs::lchown(full, Some(meta.uid), Some(meta.gid)).map_err(|e| io_err("cannot set the owner of", full, e))?;
-    fs::set_permissions(full, fs::Permissions::from_mode(meta.mode & 0o7777)).map_err(|e| io_err("cannot chmod", full, e))
+    std::os::unix::fs::lchown(full, Some(meta.uid), Some(meta.gid))
+        .map_err(|e| io_err("cannot set the owner of", full, e))?;
+    fs::set_permissions(full, fs::Permissions::from_mode(meta.mode & 0o7777))
+        .map_err(|e| io_err("cannot chmod", full, e))
 }
 
-fn node_finish(full: &Path, meta: &EntryMeta, warnings: &mut Vec<String>) -> Result<(), EntryError> {
+fn node_finish(
+    full: &Path,
+    meta: &EntryMeta,
+    warnings: &mut Vec<String>,
+) -> Result<(), EntryError> {
     owner_mode(full, meta)?;
     set_xattrs(full, None, meta, warnings);
-    filetime::set_symlink_file_times(full, mtime(meta), mtime(meta)).map_err(|e| io_err("cannot set the times of", full, e))
+    filetime::set_symlink_file_times(full, mtime(meta), mtime(meta))
+        .map_err(|e| io_err("cannot set the times of", full, e))
 }
 
 /// Sets every xattr (on the open file when given, else on the path without
@@ -379,9 +444,16 @@ static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 impl FileSink {
     fn advance(&mut self, n: u64) -> Result<u64, EntryError> {
         let start = self.pos;
-        let end = start.checked_add(n).filter(|&e| e <= self.meta.size).ok_or_else(|| {
-            EntryError(format!("{}: more data than its size of {} bytes", show(&self.meta.path), self.meta.size))
-        })?;
+        let end = start
+            .checked_add(n)
+            .filter(|&e| e <= self.meta.size)
+            .ok_or_else(|| {
+                EntryError(format!(
+                    "{}: more data than its size of {} bytes",
+                    show(&self.meta.path),
+                    self.meta.size
+                ))
+            })?;
         self.pos = end;
         Ok(start)
     }
@@ -431,7 +503,10 @@ impl FileSink {
     fn finish(&mut self, expected: &[u8; 32]) -> Result<Vec<String>, EntryError> {
         let path = show(&self.meta.path);
         if self.pos != self.meta.size {
-            return Err(EntryError(format!("{path}: got {} bytes, its entry says {}", self.pos, self.meta.size)));
+            return Err(EntryError(format!(
+                "{path}: got {} bytes, its entry says {}",
+                self.pos, self.meta.size
+            )));
         }
         let digest = self.hasher.finalize();
         if digest.as_bytes() != expected {
@@ -443,7 +518,8 @@ impl FileSink {
         }
         let file = self.file.as_ref().expect("open until finish");
         let tmp = &self.tmp;
-        file.set_len(self.meta.size).map_err(|e| io_err("cannot set the size of", tmp, e))?;
+        file.set_len(self.meta.size)
+            .map_err(|e| io_err("cannot set the size of", tmp, e))?;
         std::os::unix::fs::fchown(file, Some(self.meta.uid), Some(self.meta.gid))
             .map_err(|e| io_err("cannot set the owner of", tmp, e))?;
         file.set_permissions(fs::Permissions::from_mode(self.meta.mode & 0o7777))
@@ -451,8 +527,10 @@ impl FileSink {
         let mut warnings = Vec::new();
         set_xattrs(tmp, Some(file), &self.meta, &mut warnings);
         let t = mtime(&self.meta);
-        filetime::set_file_handle_times(file, Some(t), Some(t)).map_err(|e| io_err("cannot set the times of", tmp, e))?;
-        file.sync_all().map_err(|e| io_err("cannot fsync", tmp, e))?;
+        filetime::set_file_handle_times(file, Some(t), Some(t))
+            .map_err(|e| io_err("cannot set the times of", tmp, e))?;
+        file.sync_all()
+            .map_err(|e| io_err("cannot fsync", tmp, e))?;
         Ok(warnings)
     }
 
