@@ -897,3 +897,34 @@ fn busybox_tar_tree_round_trips() {
         },
     );
 }
+
+#[test]
+fn a_stream_cut_short_is_an_error_but_acks_what_was_written() {
+    require_root();
+    let tmp = TempDir::new("cut");
+    let dir = EntryMeta {
+        kind: EntryKind::Dir,
+        mode: 0o750,
+        ..file_meta(b"d", 0)
+    };
+    let wire = raw_stream(&[
+        Frame::Entry(dir),
+        Frame::Entry(file_meta(b"d/partial", 10)),
+        Frame::Data(b"12345".to_vec()),
+    ]);
+    let mut out = Vec::new();
+    let err = agent::run(tmp.path(), wire.as_slice(), &mut out).unwrap_err();
+    assert!(err.to_string().contains("ended"), "{err}");
+    assert_eq!(
+        acks(&out),
+        vec![Ack::Ok {
+            path: b"d".to_vec(),
+            digest: None
+        }]
+    );
+    let names: Vec<_> = fs::read_dir(tmp.path().join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(names.is_empty(), "the partial file was left: {names:?}");
+}

@@ -160,95 +160,104 @@ pub fn run(root: &Path, input: impl Read, acks: impl Write) -> Result<AgentStats
     let mut reader = WireReader::new(wrapped).map_err(fail)?;
     let mut state = State::Idle;
     let mut received_files: u64 = 0;
-    loop {
-        let frame = reader.next_frame().map_err(fail)?;
-        let Some(frame) = frame else { break };
-        let mut o = out.borrow_mut();
-        state = match (state, frame) {
-            (State::Idle, Frame::Entry(meta)) if meta.kind == EntryKind::File => {
-                received_files += 1;
-                match o.writer.begin_file(&meta) {
-                    Ok(sink) => State::File {
-                        meta,
-                        sink: Some(Box::new(sink)),
-                        error: None,
-                    },
-                    Err(e) => State::File {
-                        meta,
-                        sink: None,
-                        error: Some(e),
-                    },
-                }
-            }
-            (State::Idle, Frame::Entry(meta)) => {
-                let r = o.writer.entry(&meta);
-                o.result(&meta, r, None);
-                State::Idle
-            }
-            (
-                State::File {
-                    meta,
-                    mut sink,
-                    mut error,
-                },
-                Frame::Data(bytes),
-            ) => {
-                if let Some(s) = sink.as_mut() {
-                    if let Err(e) = s.data(&bytes) {
-                        sink = None;
-                        error = Some(e);
+    let received = (|| -> Result<(), AgentError> {
+        loop {
+            let frame = reader.next_frame().map_err(fail)?;
+            let Some(frame) = frame else { break };
+            let mut o = out.borrow_mut();
+            state = match (state, frame) {
+                (State::Idle, Frame::Entry(meta)) if meta.kind == EntryKind::File => {
+                    received_files += 1;
+                    match o.writer.begin_file(&meta) {
+                        Ok(sink) => State::File {
+                            meta,
+                            sink: Some(Box::new(sink)),
+                            error: None,
+                        },
+                        Err(e) => State::File {
+                            meta,
+                            sink: None,
+                            error: Some(e),
+                        },
                     }
                 }
-                State::File { meta, sink, error }
-            }
-            (
-                State::File {
-                    meta,
-                    mut sink,
-                    mut error,
-                },
-                Frame::Hole(len),
-            ) => {
-                if let Some(s) = sink.as_mut() {
-                    if let Err(e) = s.hole(len) {
-                        sink = None;
-                        error = Some(e);
+                (State::Idle, Frame::Entry(meta)) => {
+                    let r = o.writer.entry(&meta);
+                    o.result(&meta, r, None);
+                    State::Idle
+                }
+                (
+                    State::File {
+                        meta,
+                        mut sink,
+                        mut error,
+                    },
+                    Frame::Data(bytes),
+                ) => {
+                    if let Some(s) = sink.as_mut() {
+                        if let Err(e) = s.data(&bytes) {
+                            sink = None;
+                            error = Some(e);
+                        }
                     }
+                    State::File { meta, sink, error }
                 }
-                State::File { meta, sink, error }
-            }
-            (State::File { meta, sink, error }, Frame::FileEnd { blake3 }) => {
-                let r = match (sink, error) {
-                    (Some(s), None) => o.writer.finish_file(*s, &blake3),
-                    (_, Some(e)) => Err(e),
-                    (None, None) => Err(EntryError(format!("{}: lost", meta.display_path()))),
-                };
-                o.result(&meta, r, Some(blake3));
-                State::Idle
-            }
-            (State::Idle, Frame::Done { files, bytes: _ }) => {
-                if files != received_files {
-                    return Err(AgentError::Totals {
-                        sent: files,
-                        received: received_files,
-                    });
+                (
+                    State::File {
+                        meta,
+                        mut sink,
+                        mut error,
+                    },
+                    Frame::Hole(len),
+                ) => {
+                    if let Some(s) = sink.as_mut() {
+                        if let Err(e) = s.hole(len) {
+                            sink = None;
+                            error = Some(e);
+                        }
+                    }
+                    State::File { meta, sink, error }
                 }
-                State::Idle
-            }
-            (State::Idle, f) => {
-                return Err(AgentError::Protocol(format!(
-                    "a {} frame outside a file",
-                    f.name()
-                )))
-            }
-            (State::File { meta, .. }, f) => {
-                return Err(AgentError::Protocol(format!(
-                    "a {} frame inside the file {}",
-                    f.name(),
-                    meta.display_path()
-                )))
-            }
-        };
+                (State::File { meta, sink, error }, Frame::FileEnd { blake3 }) => {
+                    let r = match (sink, error) {
+                        (Some(s), None) => o.writer.finish_file(*s, &blake3),
+                        (_, Some(e)) => Err(e),
+                        (None, None) => Err(EntryError(format!("{}: lost", meta.display_path()))),
+                    };
+                    o.result(&meta, r, Some(blake3));
+                    State::Idle
+                }
+                (State::Idle, Frame::Done { files, bytes: _ }) => {
+                    if files != received_files {
+                        return Err(AgentError::Totals {
+                            sent: files,
+                            received: received_files,
+                        });
+                    }
+                    State::Idle
+                }
+                (State::Idle, f) => {
+                    return Err(AgentError::Protocol(format!(
+                        "a {} frame outside a file",
+                        f.name()
+                    )))
+                }
+                (State::File { meta, .. }, f) => {
+                    return Err(AgentError::Protocol(format!(
+                        "a {} frame inside the file {}",
+                        f.name(),
+                        meta.display_path()
+                    )))
+                }
+            };
+        }
+        Ok(())
+    })();
+    if let Err(e) = received {
+        // What was written before the failure is durable: say so, so the
+        // client does not send it again.
+        let _ = out.borrow_mut().flush();
+        return Err(e);
     }
     let mut o = out.borrow_mut();
     for e in o.writer.finish() {
