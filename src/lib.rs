@@ -8,9 +8,10 @@
 //! `ssh` (sessions to old servers) -> `probe` (an [`probe::Inventory`] of the
 //! running source, read once and acted on afterwards).
 
-pub mod convert;
+pub mod clone;
 pub mod journal;
 pub mod migration;
+pub mod convert;
 pub mod plan;
 pub mod probe;
 pub mod progress;
@@ -18,3 +19,4 @@ pub mod ssh;
 pub mod stream;
 pub mod target;
 pub mod units;
+pub mod verify;

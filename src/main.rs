@@ -35,15 +35,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: anyhow::Result<()> = runtime.block_on(async {
+    let result: anyhow::Result<u8> = runtime.block_on(async {
         match cli.command {
-            Command::Probe(args) => cli::probe::run(args).await,
-            Command::Plan(args) => cli::plan::run(args).await,
-            Command::Agent(args) => cli::agent::run(args).await,
+            Command::Probe(args) => cli::probe::run(args).await.map(|()| 0),
+            Command::Plan(args) => cli::plan::run(args).await.map(|()| 0),
+            Command::Agent(args) => cli::agent::run(args).await.map(|()| 0),
+            Command::Clone(args) => cli::clone::run(args).await,
+            Command::Verify(args) => cli::verify::run(args).await,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -2,11 +2,14 @@
 //! options, and rendering results. Business logic lives in the library.
 
 pub mod agent;
+pub mod clone;
 pub mod password;
 pub mod plan;
 pub mod probe;
+pub mod progress;
 pub mod render;
 pub mod ssh_args;
+pub mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -35,4 +38,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     #[command(hide = true)]
     Agent(agent::AgentArgs),
+    #[command(hide = true)]
+    Clone(clone::CloneArgs),
+    #[command(hide = true)]
+    Verify(verify::VerifyArgs),
 }

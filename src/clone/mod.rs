@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use crate::journal::{Journal, PassStats};
 use crate::migration::Migration;
 use crate::plan::{Exclude, Plan, TargetSpec};
-use crate::probe::Inventory;
+use crate::convert;
+use crate::probe::{BootloaderKind, DistroFamily, Inventory};
 use crate::progress::{FileWarning, Progress};
 use crate::ssh::Session;
 use crate::stream::listing::{self, FileKind, ListedFile};
@@ -173,8 +174,30 @@ fn forgive_mount_points(copied: &mut copy::CopyOutcome, excludes: &[Exclude]) {
     }
 }
 
-fn convert_phase(_inv: &Inventory, _plan: &Plan, _prepared: &image::PreparedImage, _progress: &mut dyn Progress) -> Result<Vec<String>, CloneError> {
-    Err(CloneError::Convert("conversion is not wired yet".into()))
+/// Phase 4: make the copy boot as a VM, with the guest's own tools. A
+/// source hotclone cannot convert (no known distribution family, no
+/// bootloader, e.g. a busybox box) is copied faithfully and left as it is,
+/// with a note saying so.
+fn convert_phase(inv: &Inventory, plan: &Plan, prepared: &image::PreparedImage, progress: &mut dyn Progress) -> Result<Vec<String>, CloneError> {
+    if inv.os.family == DistroFamily::Unknown || plan.source.bootloader == BootloaderKind::None {
+        let note = format!(
+            "the copy was not converted ({} family, {} bootloader): it holds the files exactly, but will not boot as a VM as it is",
+            serde_json::to_value(inv.os.family).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            serde_json::to_value(plan.source.bootloader).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        );
+        progress.note(&note);
+        return Ok(vec![note]);
+    }
+    let made: Vec<convert::NewFilesystem> = prepared
+        .filesystems
+        .iter()
+        .map(|f| convert::NewFilesystem { partition: f.number, uuid: f.uuid.clone(), device: Some(f.device.display().to_string()) })
+        .collect();
+    let disk = Some(prepared.disk_device().display().to_string());
+    let ctx = convert::ConvertContext::from_plan(plan, inv, &made, disk).map_err(|e| CloneError::Convert(e.to_string()))?;
+    let mut exec = convert::chroot::UnshareChroot::new(&prepared.root).map_err(|e| CloneError::Convert(e.to_string()))?.with_uuid_links(&ctx);
+    let report = convert::convert(&prepared.root, &ctx, &mut exec, progress).map_err(|e| CloneError::Convert(e.to_string()))?;
+    Ok(report.notes)
 }
 
 #[cfg(test)]

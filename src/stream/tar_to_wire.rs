@@ -270,9 +270,10 @@ impl<R: Read> TarReader<R> {
                 return Ok(None);
             };
             if block.iter().all(|&b| b == 0) {
-                // End of archive (the second zero block and any padding
-                // after it are not read: tar's exit status tells the rest).
-                return Ok(None);
+                // End of one archive. Keep reading: busybox sources run tar
+                // once per xargs batch, so archives follow each other, and
+                // GNU tar's padding up to its record size is zeros too.
+                continue;
             }
             let header = tar::Header::from_byte_slice(&block).clone();
             let sum: u64 = block
@@ -870,6 +871,39 @@ impl Read for SparseReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn small_archive(names: &[&str]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for name in names {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(3);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, &b"abc"[..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Found wiring busybox sources: their tar runs once per xargs batch,
+    /// so the stream is several archives back to back, and everything
+    /// after the first end-of-archive marker was silently dropped.
+    #[test]
+    fn regression_concatenated_archives_are_all_read() {
+        let mut stream = small_archive(&["a", "b"]);
+        stream.extend(small_archive(&["c"]));
+        let mut out = WireWriter::new(Vec::new()).unwrap();
+        let stats = pump(&stream[..], &mut out, &mut crate::progress::Silent).unwrap();
+        assert_eq!((stats.files, stats.bytes), (3, 9));
+        let bytes = out.finish().unwrap();
+        let mut reader = super::super::wire::WireReader::new(&bytes[..]).unwrap();
+        let mut names = Vec::new();
+        while let Some(frame) = reader.next_frame().unwrap() {
+            if let super::super::wire::Frame::Entry(meta) = frame {
+                names.push(String::from_utf8(meta.path).unwrap());
+            }
+        }
+        assert_eq!(names, vec!["a", "b", "c"]);
+    }
 
     #[test]
     fn normalize_strips_dot_slash_and_trailing_slash() {

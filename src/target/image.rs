@@ -80,8 +80,17 @@ pub struct LoopDisk {
 
 impl LoopDisk {
     pub fn attach(image: &Path) -> Result<LoopDisk, ImageError> {
+        Self::attach_with(image, false)
+    }
+
+    pub fn attach_with(image: &Path, read_only: bool) -> Result<LoopDisk, ImageError> {
         let path = image.to_string_lossy();
-        let dev = run("losetup", &["-f", "--show", &path], "mount")?;
+        let mut args = vec!["-f", "--show"];
+        if read_only {
+            args.push("-r");
+        }
+        args.push(&path);
+        let dev = run("losetup", &args, "mount")?;
         let disk = LoopDisk { device: PathBuf::from(dev.trim()) };
         run("partx", &["-a", &disk.device.to_string_lossy()], "util-linux")?;
         Ok(disk)
@@ -225,6 +234,70 @@ fn mkfs(fs: FsType, part: &Partition, device: &Path, uuid: &str) -> Result<(), I
     run(program, &refs, package).map(|_| ())
 }
 
+/// Mount `(mount point, device)` pairs under `root`, parents first.
+fn mount_tree(targets: &[(&str, &Path)], root: &Path, options: &[&str], mounts: &mut Mounts) -> Result<(), ImageError> {
+    let mut order = targets.to_vec();
+    order.sort_by_key(|(m, _)| m.trim_end_matches('/').matches('/').count() + usize::from(*m != "/"));
+    for (mp, device) in order {
+        let point = root.join(mp.trim_start_matches('/'));
+        std::fs::create_dir_all(&point)?;
+        let (dev, at) = (device.to_string_lossy(), point.to_string_lossy());
+        let mut args: Vec<&str> = options.to_vec();
+        args.extend([dev.as_ref(), at.as_ref()]);
+        run("mount", &args, "mount")?;
+        mounts.points.push(point);
+    }
+    Ok(())
+}
+
+/// A finished image mounted read-only (for `verify`). A qcow2 image is
+/// first converted to a temporary raw copy, since this host has no nbd.
+/// Everything is released, and the temporary copy deleted, on drop.
+#[derive(Debug)]
+pub struct ReadOnlyImage {
+    pub root: PathBuf,
+    mounts: Mounts,
+    disk: LoopDisk,
+    temporary: Option<PathBuf>,
+}
+
+impl Drop for ReadOnlyImage {
+    fn drop(&mut self) {
+        self.mounts.release();
+        let _ = self.disk.detach();
+        if let Some(t) = &self.temporary {
+            let _ = std::fs::remove_file(t);
+        }
+    }
+}
+
+pub fn open_read_only(plan: &Plan, work: &Path) -> Result<ReadOnlyImage, ImageError> {
+    let TargetSpec::Image { path, format, .. } = &plan.target;
+    std::fs::create_dir_all(work)?;
+    let (raw, temporary) = match format {
+        ImageFormat::Raw => (path.clone(), None),
+        ImageFormat::Qcow2 => {
+            let tmp = work.join("verify.raw");
+            let _ = std::fs::remove_file(&tmp);
+            run("qemu-img", &["convert", "-O", "raw", &path.to_string_lossy(), &tmp.to_string_lossy()], "qemu-utils")?;
+            (tmp.clone(), Some(tmp))
+        }
+    };
+    let mut image = ReadOnlyImage {
+        root: work.join("mnt"),
+        mounts: Mounts::default(),
+        disk: LoopDisk::attach_with(&raw, true)?,
+        temporary,
+    };
+    let mut devices = Vec::new();
+    for p in plan.disk.partitions.iter().filter(|p| p.role == PartitionRole::Filesystem) {
+        devices.push((p.mount_point.clone().unwrap_or_default(), image.disk.partition(p.number)?));
+    }
+    let targets: Vec<(&str, &Path)> = devices.iter().map(|(m, d)| (m.as_str(), d.as_path())).collect();
+    mount_tree(&targets, &image.root.clone(), &["-o", "ro"], &mut image.mounts)?;
+    Ok(image)
+}
+
 /// Create, partition, format and mount the plan's image under `staging`.
 /// The raw image is written at `raw` (for a qcow2 target, a temporary file
 /// that [`PreparedImage::finish`] converts).
@@ -286,15 +359,9 @@ fn prepare_new(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage,
 
     std::fs::create_dir_all(staging)?;
     let mut mounts = Mounts::default();
-    let mut order: Vec<&NewFilesystem> = filesystems.iter().filter(|f| f.mount_point.is_some()).collect();
-    order.sort_by_key(|f| f.mount_point.as_deref().map(|m| m.matches('/').count() + usize::from(m != "/")));
-    for fs in order {
-        let mp = fs.mount_point.as_deref().unwrap_or("/");
-        let point = staging.join(mp.trim_start_matches('/'));
-        std::fs::create_dir_all(&point)?;
-        run("mount", &[&fs.device.to_string_lossy(), &point.to_string_lossy()], "mount")?;
-        mounts.points.push(point);
-    }
+    let targets: Vec<(&str, &Path)> =
+        filesystems.iter().filter_map(|f| f.mount_point.as_deref().map(|m| (m, f.device.as_path()))).collect();
+    mount_tree(&targets, staging, &[], &mut mounts)?;
     Ok(PreparedImage { raw: raw.to_path_buf(), root: staging.to_path_buf(), filesystems, mounts, disk, finished: false })
 }
 

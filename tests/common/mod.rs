@@ -39,6 +39,9 @@ pub struct LabSource {
     pub image: PathBuf,
 }
 
+pub mod image;
+pub mod vm;
+
 pub fn lab_dir() -> PathBuf {
     match std::env::var_os("HOTCLONE_LAB_DIR") {
         Some(dir) => PathBuf::from(dir),

@@ -10,9 +10,20 @@ pub fn is_installed(pkg: &str) -> bool {
     }
 }
 
-/// `apt-get install -y` whichever of `pkgs` are missing. Runs
-/// `apt-get update` and retries once if the first install fails.
+/// `apt-get install -y` whichever of `pkgs` are missing, then check again:
+/// installing one package can remove another (qemu-system-x86 from stable
+/// replaces a backported qemu-utils), which a second round puts back.
 pub fn ensure_packages(pkgs: &[&str]) -> Result<()> {
+    for _ in 0..2 {
+        install_missing(pkgs)?;
+    }
+    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !is_installed(p)).collect();
+    anyhow::ensure!(missing.is_empty(), "still not installed after apt-get: {}", missing.join(" "));
+    Ok(())
+}
+
+/// One round: runs `apt-get update` and retries once if the install fails.
+fn install_missing(pkgs: &[&str]) -> Result<()> {
     let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !is_installed(p)).collect();
     if missing.is_empty() {
         return Ok(());

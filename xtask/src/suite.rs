@@ -22,6 +22,9 @@ pub const PACKAGES: &[&str] = &[
     "util-linux",
     "tcpdump",
     "arping",
+    // Boot tests of cloned disks (TCG) and qcow2 images.
+    "qemu-system-x86",
+    "qemu-utils",
 ];
 
 pub fn run(keep_lab: bool, cargo_args: &[String]) -> Result<()> {

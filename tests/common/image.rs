@@ -1,0 +1,60 @@
+//! Looking inside a finished disk image: attach it read-only, mount one
+//! partition, and list its files in the same format the source listing
+//! uses, so a test can compare source and copy exactly. Detached on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::run_ok;
+
+pub struct MountedImage {
+    loop_dev: String,
+    pub mount_point: PathBuf,
+}
+
+impl MountedImage {
+    pub fn mount(image: &Path, partition: u32, mount_point: &Path) -> MountedImage {
+        let dev = run_ok(Command::new("losetup").args(["-f", "--show", "-r"]).arg(image)).trim().to_string();
+        run_ok(Command::new("partx").args(["-a", &dev]));
+        std::fs::create_dir_all(mount_point).unwrap();
+        let part = format!("{dev}p{partition}");
+        for _ in 0..50 {
+            if Path::new(&part).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        run_ok(Command::new("mount").args(["-o", "ro", &part]).arg(mount_point));
+        MountedImage { loop_dev: dev, mount_point: mount_point.to_path_buf() }
+    }
+
+    /// `find -printf` over the mounted tree: type, mode, owner, size,
+    /// mtime (seconds), link target and path relative to the root, sorted.
+    pub fn listing(&self, under: &str) -> Vec<String> {
+        let dir = self.mount_point.join(under.trim_start_matches('/'));
+        let out = run_ok(Command::new("find").arg(&dir).args(["-printf", "%y %m %U %G %s %T@ %l %P\\n"]));
+        let mut lines: Vec<String> = out.lines().map(normalize_line).collect();
+        lines.sort();
+        lines
+    }
+}
+
+/// Drop sub-second mtime digits and size for directories (filesystem-specific).
+pub fn normalize_line(line: &str) -> String {
+    let mut f: Vec<String> = line.splitn(8, ' ').map(str::to_string).collect();
+    if f.len() == 8 {
+        f[5] = f[5].split('.').next().unwrap_or("").to_string();
+        if f[0] == "d" {
+            f[4] = "-".into();
+        }
+    }
+    f.join(" ")
+}
+
+impl Drop for MountedImage {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount_point).output();
+        let _ = Command::new("partx").args(["-d", &self.loop_dev]).output();
+        let _ = Command::new("losetup").args(["-d", &self.loop_dev]).output();
+    }
+}
