@@ -88,18 +88,6 @@ pub fn check_tree(root: &Path, records: &[FileRecord]) -> Vec<Difference> {
     diffs
 }
 
-fn listed_kind(kind: FileKind) -> &'static str {
-    match kind {
-        FileKind::File => "file",
-        FileKind::Dir => "dir",
-        FileKind::Symlink => "symlink",
-        FileKind::CharDev => "chardev",
-        FileKind::BlockDev => "blockdev",
-        FileKind::Fifo => "fifo",
-        FileKind::Socket => "socket",
-    }
-}
-
 /// Compare a fresh source listing (already filtered by the plan's
 /// excludes) with the journal.
 pub fn compare_with_source(records: &[FileRecord], listing: &[ListedFile]) -> Vec<Difference> {
@@ -114,7 +102,7 @@ pub fn compare_with_source(records: &[FileRecord], listing: &[ListedFile]) -> Ve
         match recorded.get(l.path.as_slice()) {
             None => diffs.push(Difference { path: shown(&l.path), what: "on the source, not on the target".into() }),
             Some(r) => {
-                let kind = listed_kind(l.kind);
+                let kind = l.kind.name();
                 let mut changed = Vec::new();
                 if kind != r.kind && r.kind != "hardlink" {
                     changed.push(format!("type {kind} (was {})", r.kind));

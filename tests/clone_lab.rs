@@ -163,3 +163,29 @@ fn clone_busybox_copies_every_file_faithfully() {
     assert!(String::from_utf8_lossy(&dirty.stdout).contains("/root/added-after-clone: on the source, not on the target"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Bad input touches nothing: an existing image file is refused and left
+/// as it was, a disk too small is refused with both sizes, and neither
+/// leaves a migration behind.
+#[test]
+fn clone_refuses_existing_image_and_small_disk_and_leaves_nothing() {
+    let lab = lab();
+    let dir = workdir("refuse");
+    let home = dir.join("home");
+    let existing = dir.join("existing.img");
+    std::fs::write(&existing, b"precious").unwrap();
+    let out = run(lab.hotclone().env("HOTCLONE_HOME", &home).args(["clone", "--batch", "-F"]).arg(&lab.ssh_config).arg("busybox").arg("--target").arg(format!("image:{}", existing.display())));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
+
+    let small = dir.join("small.img");
+    let out = run(lab.hotclone().env("HOTCLONE_HOME", &home).args(["clone", "--batch", "-F"]).arg(&lab.ssh_config).arg("debian12").arg("--target").arg(format!("image:{},size=64M", small.display())));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("too small") && err.contains("the disk has 64.0 MiB"), "{err}");
+    assert!(!small.exists());
+    let left: Vec<_> = std::fs::read_dir(&home).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "no migration may be left behind: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -69,6 +69,10 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
     if !args.json {
         eprint!("{}", render::plan(&plan));
     }
+    let TargetSpec::Image { path: image_path, .. } = &plan.target;
+    if image_path.exists() {
+        bail!("{} already exists; hotclone never overwrites a disk image. Remove it or choose another path", image_path.display());
+    }
     let name = args.name.clone().unwrap_or_else(|| inventory.hostname.clone());
     let migration = Migration::create(&migration::home(), &name)?;
     migration.write(&migration.inventory_path(), &serde_json::to_string_pretty(&inventory)?)?;
@@ -80,7 +84,17 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
     if let Err(e) = session.disconnect().await {
         tracing::debug!("disconnecting: {e}");
     }
-    let report = report?;
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            // Nothing usable was made (the image is gone too): leave no
+            // migration behind that would block running the clone again.
+            if let Err(rm) = std::fs::remove_dir_all(&migration.dir) {
+                tracing::warn!("could not remove {}: {rm}", migration.dir.display());
+            }
+            return Err(e.into());
+        }
+    };
     let secs = report.duration.as_secs_f64().max(0.001);
     if args.json {
         println!(

@@ -38,8 +38,6 @@ pub enum Command {
     Plan(plan::PlanArgs),
     #[command(hide = true)]
     Agent(agent::AgentArgs),
-    #[command(hide = true)]
     Clone(clone::CloneArgs),
-    #[command(hide = true)]
     Verify(verify::VerifyArgs),
 }

@@ -25,7 +25,7 @@ use crate::journal::FileRecord;
 use crate::probe::{Capabilities, TarFlavour};
 use crate::progress::{FileWarning, Progress};
 use crate::ssh::{ExitStatus, Session};
-use crate::stream::listing::{FileKind, ListedFile};
+use crate::stream::listing::ListedFile;
 use crate::stream::tar_to_wire::{self, PumpStats};
 use crate::stream::wire::{Ack, WireWriter};
 
@@ -71,18 +71,6 @@ pub struct CopyOutcome {
     pub warnings: Vec<FileWarning>,
     /// Lines of tar's stderr that named no file.
     pub tar_messages: Vec<String>,
-}
-
-fn kind_name(kind: FileKind) -> &'static str {
-    match kind {
-        FileKind::File => "file",
-        FileKind::Dir => "dir",
-        FileKind::Symlink => "symlink",
-        FileKind::CharDev => "chardev",
-        FileKind::BlockDev => "blockdev",
-        FileKind::Fifo => "fifo",
-        FileKind::Socket => "socket",
-    }
 }
 
 /// Send `files` (absolute source paths) into `root`.
@@ -134,11 +122,10 @@ pub async fn copy(
 
     // The pump blocks; block_in_place keeps the other tasks running.
     let pumped = tokio::task::block_in_place(|| {
-        let mut out = WireWriter::new(agent_in)?;
+        let mut out = WireWriter::new(Counting { inner: agent_in, bytes: 0 })?;
         let stats = tar_to_wire::pump(SyncIoBridge::new(tar_out), &mut out, progress)?;
-        let wire_bytes = out.totals().1;
-        drop(out.finish()?);
-        Ok::<_, crate::stream::StreamError>((stats, wire_bytes))
+        let counted = out.finish()?;
+        Ok::<_, crate::stream::StreamError>((stats, counted.bytes))
     });
     let tar_stderr = stderr_task.await.unwrap_or_default();
     let fed = feeder.await;
@@ -174,7 +161,7 @@ pub async fn copy(
                 progress.file_done(listed.size);
                 records.push(FileRecord {
                     path: abs,
-                    kind: kind_name(listed.kind).into(),
+                    kind: listed.kind.name().into(),
                     size: listed.size,
                     mtime: listed.mtime,
                     mtime_nsec: listed.mtime_nsec,
@@ -196,6 +183,24 @@ pub async fn copy(
         progress.warning(w);
     }
     Ok(CopyOutcome { stats, wire_bytes, records, warnings, tar_messages })
+}
+
+/// Counts the compressed bytes that go to the agent.
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn lossy_abs(rel: &[u8]) -> PathBuf {

@@ -197,6 +197,12 @@ fn convert_phase(inv: &Inventory, plan: &Plan, prepared: &image::PreparedImage, 
     let ctx = convert::ConvertContext::from_plan(plan, inv, &made, disk).map_err(|e| CloneError::Convert(e.to_string()))?;
     let mut exec = convert::chroot::UnshareChroot::new(&prepared.root).map_err(|e| CloneError::Convert(e.to_string()))?.with_uuid_links(&ctx);
     let report = convert::convert(&prepared.root, &ctx, &mut exec, progress).map_err(|e| CloneError::Convert(e.to_string()))?;
+    // Nothing of ours stays in the clone: conversion's own bookkeeping (the
+    // interface-rename marker) only matters while it runs.
+    let ours = prepared.root.join("var/lib/hotclone");
+    if ours.exists() {
+        std::fs::remove_dir_all(&ours).map_err(|e| CloneError::Convert(format!("removing {}: {e}", ours.display())))?;
+    }
     Ok(report.notes)
 }
 

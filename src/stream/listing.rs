@@ -21,6 +21,21 @@ pub enum FileKind {
     Socket,
 }
 
+impl FileKind {
+    /// The name the journal records: "file", "dir", "symlink"...
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Dir => "dir",
+            FileKind::Symlink => "symlink",
+            FileKind::CharDev => "chardev",
+            FileKind::BlockDev => "blockdev",
+            FileKind::Fifo => "fifo",
+            FileKind::Socket => "socket",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedFile {
     /// Absolute path on the source, raw bytes.

@@ -142,12 +142,6 @@ pub fn parse_mdstat(text: &str) -> Vec<MdArray> {
 mod tests {
     use super::*;
 
-    macro_rules! fixture {
-        ($path:literal) => {
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/probe/", $path))
-        };
-    }
-
     #[test]
     fn partition_parents_for_old_and_new_names() {
         assert_eq!(partition_parent("hda1").as_deref(), Some("hda"));

@@ -3,6 +3,14 @@
 //! SLES 10+, busybox) and ignores lines it does not understand rather than
 //! failing, because a probe that dies on one odd line helps nobody.
 
+/// `fixture!("debian5/fstab")`: a text fixture under fixtures/probe/, for tests.
+#[cfg(test)]
+macro_rules! fixture {
+    ($path:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/probe/", $path))
+    };
+}
+
 pub mod block;
 pub mod capabilities;
 pub mod mounts;

@@ -194,12 +194,6 @@ pub fn config_styles(present: &[&str]) -> (Vec<NetConfigStyle>, Vec<String>) {
 mod tests {
     use super::*;
 
-    macro_rules! fixture {
-        ($path:literal) => {
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/probe/", $path))
-        };
-    }
-
     #[test]
     fn iproute2_one_line_output_with_veth_suffix() {
         let link = "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n\

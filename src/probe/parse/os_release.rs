@@ -219,12 +219,6 @@ fn from_debian_version(text: &str) -> Option<OsInfo> {
 mod tests {
     use super::*;
 
-    macro_rules! fixture {
-        ($path:literal) => {
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/probe/", $path))
-        };
-    }
-
     #[test]
     fn debian5_has_only_debian_version() {
         let os = parse(ReleaseFiles { debian_version: Some(fixture!("debian5/debian_version")), ..Default::default() });
