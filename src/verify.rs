@@ -48,14 +48,45 @@ fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
     Ok(*hasher.finalize().as_bytes())
 }
 
-/// Check the target tree at `root` against the journal's records.
-pub fn check_tree(root: &Path, records: &[FileRecord]) -> Vec<Difference> {
+fn target_path(root: &Path, path: &[u8]) -> std::path::PathBuf {
     use std::os::unix::ffi::OsStrExt;
+    root.join(std::ffi::OsStr::from_bytes(path.strip_prefix(b"/").unwrap_or(path)))
+}
+
+/// Files of `records` that differ on the target after conversion: their
+/// new digest, or None where conversion removed them. Found by metadata
+/// (size, mtime), so it is cheap; run right after conversion.
+pub fn converted_files(root: &Path, records: &[FileRecord]) -> Vec<(Vec<u8>, Option<[u8; 32]>)> {
+    let mut out = Vec::new();
+    for r in records.iter().filter(|r| r.kind == "file") {
+        let path = target_path(root, &r.path);
+        match std::fs::symlink_metadata(&path) {
+            Err(_) => out.push((r.path.clone(), None)),
+            Ok(m) if m.mtime() != r.mtime || m.len() != r.size => out.push((r.path.clone(), hash_file(&path).ok())),
+            Ok(_) => {}
+        }
+    }
+    out
+}
+
+/// Check the target tree at `root` against the journal's records. Files in
+/// `converted` are compared with the content conversion gave them.
+pub fn check_tree(root: &Path, records: &[FileRecord], converted: &[(Vec<u8>, Option<[u8; 32]>)]) -> Vec<Difference> {
+    let converted: std::collections::HashMap<&[u8], Option<[u8; 32]>> = converted.iter().map(|(p, d)| (p.as_slice(), *d)).collect();
     let mut diffs = Vec::new();
     for r in records {
-        let rel = r.path.strip_prefix(b"/").unwrap_or(&r.path);
-        let path = root.join(std::ffi::OsStr::from_bytes(rel));
+        let path = target_path(root, &r.path);
         let mut differ = |what: String| diffs.push(Difference { path: shown(&r.path), what });
+        if let Some(expected) = converted.get(r.path.as_slice()) {
+            match (expected, hash_file(&path)) {
+                (None, Err(_)) => {}
+                (None, Ok(_)) => differ("conversion removed it, but it is back on the target".into()),
+                (Some(want), Ok(got)) if *want == got => {}
+                (Some(_), Ok(_)) => differ("differs from the content conversion gave it".into()),
+                (Some(_), Err(e)) => differ(format!("converted file unreadable on the target: {e}")),
+            }
+            continue;
+        }
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) => {
@@ -170,7 +201,15 @@ mod tests {
             filetime::set_file_mtime(&p, filetime::FileTime::from_unix_time(1_600_000_000, 0)).unwrap();
         }
         let records = vec![rec("/etc/good", "file", Some(b"same")), rec("/etc/bad", "file", Some(b"original")), rec("/etc/gone", "file", Some(b"x"))];
-        let diffs = check_tree(&root, &records);
+        let diffs = check_tree(&root, &records, &[]);
+        // A file conversion rewrote (so its mtime moved) is compared with
+        // its converted content.
+        filetime::set_file_mtime(root.join("etc/bad"), filetime::FileTime::from_unix_time(1_700_000_000, 0)).unwrap();
+        let converted = converted_files(&root, &[rec("/etc/bad", "file", Some(b"original"))]);
+        assert_eq!(converted, vec![(b"/etc/bad".to_vec(), Some(*blake3::hash(b"tampered").as_bytes()))]);
+        assert!(check_tree(&root, &records[..2], &converted).is_empty());
+        std::fs::write(root.join("etc/bad"), b"changed after conversion").unwrap();
+        assert_eq!(check_tree(&root, &records[..2], &converted)[0].what, "differs from the content conversion gave it");
         let paths: Vec<&str> = diffs.iter().map(|d| d.path.as_str()).collect();
         assert_eq!(paths, vec!["/etc/bad", "/etc/gone"], "{diffs:?}");
         assert!(diffs[0].what.contains("BLAKE3"));

@@ -57,6 +57,12 @@ fn clone_and_boot(source: &str) {
     let image = clone(&lab, source, &dir, &format!("image:{}/{source}.qcow2", dir.display()));
     let info = run_ok(std::process::Command::new("qemu-img").arg("info").arg(&image));
     assert!(info.contains("file format: qcow2"), "{info}");
+    // Every file re-hashed against the journal; converted files against
+    // what conversion made of them.
+    let verified = run_ok(lab.hotclone().env("HOTCLONE_HOME", dir.join("home")).args(["verify", "--target-only", &src.hostname]));
+    assert!(verified.contains(" 0 difference(s)"), "{verified}");
+    let converted: usize = verified.split(" (").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(converted >= 3, "fstab, grub defaults and the initrd were converted: {verified}");
 
     let mut vm = BootedVm::boot(&image, "qcow2", &dir.join("console.log"));
     let took = vm.wait_for_console("login:", Duration::from_secs(240));

@@ -39,9 +39,10 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     )?;
     let journal = Journal::open(&migration.journal_path())?;
     let records = journal.files()?;
+    let converted = journal.converted()?;
 
     let image = hotclone::target::image::open_read_only(&plan, &migration.dir.join("verify"))?;
-    let mut diffs = hotclone::verify::check_tree(&image.root, &records);
+    let mut diffs = hotclone::verify::check_tree(&image.root, &records, &converted);
     drop(image);
     let target_checked = records.len();
 
@@ -60,9 +61,10 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
             println!("{}: {}", d.path, d.what);
         }
         println!(
-            "{} files checked on the target{}; {} difference(s)",
+            "{} files checked on the target{} ({} as conversion left them); {} difference(s)",
             target_checked,
             if args.target_only { "" } else { " and against the source" },
+            converted.len(),
             diffs.len()
         );
     }

@@ -145,6 +145,7 @@ pub async fn run(
 
     progress.phase("converting");
     let notes = convert_phase(inv, plan, &prepared, progress)?;
+    journal.record_converted(&crate::verify::converted_files(&prepared.root, &copied.records))?;
 
     progress.phase("finishing the image");
     let image = prepared.finish(plan)?;

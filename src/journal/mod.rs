@@ -79,6 +79,7 @@ impl Journal {
                 mtime INTEGER NOT NULL, mtime_nsec INTEGER NOT NULL, ctime INTEGER NOT NULL,
                 inode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL, mode INTEGER NOT NULL,
                 digest BLOB, dirty INTEGER NOT NULL, pass INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS converted (path BLOB PRIMARY KEY, digest BLOB);
              CREATE TABLE IF NOT EXISTS passes (
                 id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
                 started INTEGER NOT NULL, finished INTEGER,
@@ -182,6 +183,30 @@ impl Journal {
             })
             .map_err(self.err("listing files"))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err("reading a file record"))
+    }
+
+    /// Files the conversion rewrote (digest of the new content) or
+    /// removed (no digest): they differ from the source on purpose.
+    pub fn record_converted(&mut self, files: &[(Vec<u8>, Option<[u8; 32]>)]) -> Result<(), JournalError> {
+        let path = self.path.clone();
+        let wrap = |source| JournalError { path: path.clone(), what: "recording converted files".into(), source };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        for (p, d) in files {
+            tx.execute("INSERT OR REPLACE INTO converted (path, digest) VALUES (?1, ?2)", params![p, d.map(|d| d.to_vec())])
+                .map_err(wrap)?;
+        }
+        tx.commit().map_err(wrap)
+    }
+
+    pub fn converted(&self) -> Result<Vec<(Vec<u8>, Option<[u8; 32]>)>, JournalError> {
+        let mut stmt = self.conn.prepare("SELECT path, digest FROM converted ORDER BY path").map_err(self.err("listing converted files"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let d: Option<Vec<u8>> = r.get(1)?;
+                Ok((r.get::<_, Vec<u8>>(0)?, d.and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok())))
+            })
+            .map_err(self.err("listing converted files"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err("reading a converted file"))
     }
 
     /// (files, dirty files) held.
