@@ -69,6 +69,25 @@ pub fn converted_files(root: &Path, records: &[FileRecord]) -> Vec<(Vec<u8>, Opt
     out
 }
 
+/// Regular files whose copy does not have the size and mtime the listing
+/// saw: the source changed them between listing and reading, and tar (busybox
+/// tar in particular) did not always say so. They are marked dirty and
+/// returned as warnings; the next pass sends them again.
+pub fn mark_changed_since_listing(root: &Path, records: &mut [FileRecord]) -> Vec<crate::progress::FileWarning> {
+    let mut warnings = Vec::new();
+    for r in records.iter_mut().filter(|r| r.kind == "file" && !r.dirty) {
+        let Ok(m) = std::fs::symlink_metadata(target_path(root, &r.path)) else { continue };
+        if m.len() != r.size || m.mtime() != r.mtime {
+            r.dirty = true;
+            warnings.push(crate::progress::FileWarning::Dirty {
+                path: std::path::PathBuf::from(shown(&r.path)),
+                reason: format!("size/mtime {}/{} when read, {}/{} when listed", m.len(), m.mtime(), r.size, r.mtime),
+            });
+        }
+    }
+    warnings
+}
+
 /// Check the target tree at `root` against the journal's records. Files in
 /// `converted` are compared with the content conversion gave them.
 pub fn check_tree(root: &Path, records: &[FileRecord], converted: &[(Vec<u8>, Option<[u8; 32]>)]) -> Vec<Difference> {
@@ -213,6 +232,22 @@ mod tests {
         let paths: Vec<&str> = diffs.iter().map(|d| d.path.as_str()).collect();
         assert_eq!(paths, vec!["/etc/bad", "/etc/gone"], "{diffs:?}");
         assert!(diffs[0].what.contains("BLAKE3"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_file_read_with_other_size_or_mtime_than_listed_is_dirty() {
+        let root = std::env::temp_dir().join(format!("hotclone-listed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        for (name, body) in [("same", b"12345".as_slice()), ("grew", b"123456".as_slice())] {
+            std::fs::write(root.join(name), body).unwrap();
+            filetime::set_file_mtime(root.join(name), filetime::FileTime::from_unix_time(1_600_000_000, 0)).unwrap();
+        }
+        let mut records = vec![rec("/same", "file", Some(b"12345")), rec("/grew", "file", Some(b"12345"))];
+        let warnings = mark_changed_since_listing(&root, &mut records);
+        assert_eq!((records[0].dirty, records[1].dirty), (false, true));
+        assert!(matches!(&warnings[..], [crate::progress::FileWarning::Dirty { path, .. }] if path == std::path::Path::new("/grew")));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -195,3 +195,34 @@ fn clone_refuses_existing_image_and_small_disk_and_leaves_nothing() {
     assert!(left.is_empty(), "no migration may be left behind: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A file that keeps changing while the clone reads it is reported and
+/// counted as dirty (exit code 3), never silently trusted. busybox tar
+/// says nothing about it: the check against the listing must catch it.
+#[test]
+fn clone_marks_a_file_written_during_the_copy_as_dirty() {
+    let lab = lab();
+    let dir = workdir("hot");
+    // A writer on the source that appends for a while, then stops by itself.
+    let writer = source_ssh(&lab, "busybox", "rm -f /root/hot.log; (i=0; while [ $i -lt 3000 ]; do echo line-$i >> /root/hot.log; i=$((i+1)); usleep 2000; done) >/dev/null 2>&1 </dev/null & echo $!; sleep 1");
+    let writer: u32 = writer.trim().parse().expect("the writer's PID");
+    let out = run(lab
+        .hotclone()
+        .env("HOTCLONE_HOME", dir.join("home"))
+        .args(["clone", "--json", "--batch", "-F"])
+        .arg(&lab.ssh_config)
+        .arg("busybox")
+        .arg("--target")
+        .arg(format!("image:{}/hot.img", dir.display())));
+    source_ssh(&lab, "busybox", &format!("kill {writer} 2>/dev/null; rm -f /root/hot.log; true"));
+    assert_eq!(out.status.code(), Some(3), "dirty files make exit code 3");
+    let events: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON lines")).collect();
+    assert!(
+        events.iter().any(|e| e["event"] == "warning" && e["kind"] == "dirty" && e["path"] == "/root/hot.log"),
+        "no dirty warning for /root/hot.log: {events:?}"
+    );
+    let done = events.iter().find(|e| e["event"] == "done").expect("a done event");
+    assert!(done["dirty"].as_u64().unwrap_or(0) >= 1, "{done}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

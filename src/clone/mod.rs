@@ -135,6 +135,10 @@ pub async fn run(
     let pass = journal.begin_pass("clone")?;
     let refs: Vec<&ListedFile> = files.iter().collect();
     let mut copied = copy::copy(session, &inv.capabilities, &refs, &prepared.root, agent, progress).await?;
+    for w in crate::verify::mark_changed_since_listing(&prepared.root, &mut copied.records) {
+        progress.warning(&w);
+        copied.warnings.push(w);
+    }
     forgive_mount_points(&mut copied, &plan.excludes);
     journal.record(pass, &copied.records)?;
     let dirty = copied.records.iter().filter(|r| r.dirty).count() as u64;
