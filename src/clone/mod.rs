@@ -150,6 +150,11 @@ pub async fn run(
     progress.phase("converting");
     let notes = convert_phase(inv, plan, &prepared, progress)?;
     journal.record_converted(&crate::verify::converted_files(&prepared.root, &copied.records))?;
+    if plan.autorelabel {
+        let flag = prepared.root.join(".autorelabel");
+        std::fs::write(&flag, b"").map_err(|e| CloneError::Convert(format!("writing {}: {e}", flag.display())))?;
+        progress.note("SELinux labels were not copied: /.autorelabel makes the clone relabel itself at first boot");
+    }
 
     progress.phase("finishing the image");
     let image = prepared.finish(plan)?;

@@ -34,6 +34,10 @@ pub struct Plan {
     pub excludes: Vec<Exclude>,
     /// Source interfaces and the VM NIC that takes over their addresses.
     pub network: Vec<NicMapping>,
+    /// The source uses SELinux but its tar cannot copy labels: the clone
+    /// gets /.autorelabel and relabels itself at first boot.
+    #[serde(default)]
+    pub autorelabel: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,6 +244,13 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
         root.size_bytes += (size_bytes - needed) / MIB * MIB;
     }
 
+    let autorelabel = needs_autorelabel(inv);
+    if autorelabel {
+        notes.push(format!(
+            "SELinux is {} on the source but its tar cannot copy labels (no --selinux): the clone relabels itself at first boot (/.autorelabel), which takes a while",
+            inv.selinux.as_deref().unwrap_or("?")
+        ));
+    }
     for pattern in &opts.excludes {
         excludes.push(Exclude { path: pattern.clone(), contents_only: false, reason: "--exclude".into() });
     }
@@ -258,9 +269,16 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
         disk: DiskLayout { partition_table: table, size_bytes, partitions },
         excludes,
         network: nic_mappings(inv),
+        autorelabel,
     };
     plan.validate()?;
     Ok(plan)
+}
+
+/// SELinux labels will be lost: the source enforces or logs SELinux and
+/// its tar has no --selinux.
+pub fn needs_autorelabel(inv: &Inventory) -> bool {
+    matches!(inv.selinux.as_deref(), Some("enforcing") | Some("permissive")) && !inv.capabilities.tar.selinux
 }
 
 fn name_of<T: Serialize>(value: &T) -> String {

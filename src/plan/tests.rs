@@ -146,3 +146,16 @@ fn unknown_kernel_version_asks_for_kernel_flag() {
     let err = make(&inv, &target("image:/vm/a.img")).unwrap_err();
     assert!(err.to_string().contains("--kernel"), "{err}");
 }
+
+#[test]
+fn selinux_without_tar_support_plans_an_autorelabel() {
+    let mut inv = debian5();
+    let plan = make(&inv, &target("image:/vm/a.img")).unwrap();
+    assert!(!plan.autorelabel, "no SELinux on the source");
+    inv.selinux = Some("enforcing".into());
+    let plan = make(&inv, &target("image:/vm/a.img")).unwrap();
+    assert!(plan.autorelabel);
+    assert!(plan.notes.iter().any(|n| n.contains("/.autorelabel")), "{:?}", plan.notes);
+    inv.capabilities.tar.selinux = true;
+    assert!(!make(&inv, &target("image:/vm/a.img")).unwrap().autorelabel, "labels travel with tar --selinux");
+}

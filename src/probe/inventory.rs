@@ -18,6 +18,10 @@ pub struct Inventory {
     pub network: Network,
     pub services: Services,
     pub capabilities: Capabilities,
+    /// SELinux mode from /etc/selinux/config ("enforcing", "permissive",
+    /// "disabled"); None when the source has no SELinux configuration.
+    #[serde(default)]
+    pub selinux: Option<String>,
     /// What could not be read, and what that means. Never fatal.
     pub warnings: Vec<String>,
 }

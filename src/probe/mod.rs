@@ -141,7 +141,12 @@ fn assemble(source_name: &str, s: &Sections) -> Inventory {
         _ => {}
     }
 
+    let selinux = s
+        .file("/etc/selinux/config")
+        .and_then(|t| os_release::parse_key_values(t).get("SELINUX").cloned())
+        .map(|m| m.to_ascii_lowercase());
     Inventory {
+        selinux,
         source: source_name.to_string(),
         hostname,
         os,

@@ -39,6 +39,7 @@ pub const FILES: &[&str] = &[
     "/proc/meminfo",
     "/proc/cpuinfo",
     "/etc/default/grub",
+    "/etc/selinux/config",
 ];
 
 /// Paths whose existence matters (bootloader configs, network config files).

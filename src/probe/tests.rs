@@ -111,3 +111,10 @@ fn regression_vanished_process_does_not_empty_the_process_list() {
     assert_eq!(inv.services.processes, vec!["cron", "sshd"]);
     assert_eq!(inv.services.running, vec!["cron", "ssh"]);
 }
+
+#[test]
+fn selinux_mode_comes_from_its_config_file() {
+    let inv = from_output("x", b"@@hotclone@@ file /etc/selinux/config\n# comment\nSELINUX=Enforcing\nSELINUXTYPE=targeted\n\n");
+    assert_eq!(inv.selinux.as_deref(), Some("enforcing"));
+    assert_eq!(from_output("x", b"").selinux, None);
+}
