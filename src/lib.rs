@@ -9,9 +9,9 @@
 //! running source, read once and acted on afterwards).
 
 pub mod clone;
+pub mod convert;
 pub mod journal;
 pub mod migration;
-pub mod convert;
 pub mod plan;
 pub mod probe;
 pub mod progress;

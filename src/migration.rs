@@ -16,7 +16,10 @@ pub enum MigrationError {
     #[error("no migration named {name:?} in {home} (HOTCLONE_HOME); `hotclone clone` creates one")]
     NotFound { name: String, home: PathBuf },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where migrations live: `$HOTCLONE_HOME`, else `~/.local/state/hotclone`.
@@ -24,7 +27,9 @@ pub fn home() -> PathBuf {
     if let Some(h) = std::env::var_os("HOTCLONE_HOME") {
         return PathBuf::from(h);
     }
-    let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let base = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     base.join(".local/state/hotclone")
 }
 
@@ -32,7 +37,9 @@ pub fn validate_name(name: &str) -> Result<(), MigrationError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
@@ -51,27 +58,46 @@ impl Migration {
     pub fn create(home: &Path, name: &str) -> Result<Migration, MigrationError> {
         validate_name(name)?;
         let dir = home.join(name);
-        std::fs::create_dir_all(home).map_err(|source| MigrationError::Io { path: home.to_path_buf(), source })?;
+        std::fs::create_dir_all(home).map_err(|source| MigrationError::Io {
+            path: home.to_path_buf(),
+            source,
+        })?;
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(MigrationError::Exists { name: name.to_string(), dir })
+                return Err(MigrationError::Exists {
+                    name: name.to_string(),
+                    dir,
+                })
             }
             Err(source) => return Err(MigrationError::Io { path: dir, source }),
         }
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|source| MigrationError::Io { path: dir.clone(), source })?;
-        Ok(Migration { name: name.to_string(), dir })
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| MigrationError::Io {
+                path: dir.clone(),
+                source,
+            },
+        )?;
+        Ok(Migration {
+            name: name.to_string(),
+            dir,
+        })
     }
 
     pub fn open(home: &Path, name: &str) -> Result<Migration, MigrationError> {
         validate_name(name)?;
         let dir = home.join(name);
         if !dir.is_dir() {
-            return Err(MigrationError::NotFound { name: name.to_string(), home: home.to_path_buf() });
+            return Err(MigrationError::NotFound {
+                name: name.to_string(),
+                home: home.to_path_buf(),
+            });
         }
-        Ok(Migration { name: name.to_string(), dir })
+        Ok(Migration {
+            name: name.to_string(),
+            dir,
+        })
     }
 
     pub fn inventory_path(&self) -> PathBuf {
@@ -89,7 +115,10 @@ impl Migration {
     }
 
     pub fn write(&self, path: &Path, text: &str) -> Result<(), MigrationError> {
-        std::fs::write(path, text).map_err(|source| MigrationError::Io { path: path.to_path_buf(), source })
+        std::fs::write(path, text).map_err(|source| MigrationError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -114,7 +143,10 @@ mod tests {
         let again = Migration::create(&home, "web01").unwrap_err().to_string();
         assert!(again.contains("hotclone sync web01"), "{again}");
         assert_eq!(Migration::open(&home, "web01").unwrap().dir, m.dir);
-        assert!(matches!(Migration::open(&home, "other"), Err(MigrationError::NotFound { .. })));
+        assert!(matches!(
+            Migration::open(&home, "other"),
+            Err(MigrationError::NotFound { .. })
+        ));
         std::fs::remove_dir_all(&home).unwrap();
     }
 }

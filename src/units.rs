@@ -5,19 +5,31 @@
 /// "iB" or "B") are powers of 1024. Fractions are allowed with a unit.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let unit = unit.trim();
-    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 0,
         "K" => 10,
         "M" => 20,
         "G" => 30,
         "T" => 40,
         "P" => 50,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M, G, T, e.g. 40G)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use K, M, G, T, e.g. 40G)"
+            ))
+        }
     };
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a size (e.g. 40G, 512M, 1.5T)"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 40G, 512M, 1.5T)"))?;
     if shift == 0 && number.contains('.') {
         return Err(format!("{text:?}: a byte count has no fraction"));
     }

@@ -9,7 +9,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use crate::journal::FileRecord;
+use crate::journal::{ConvertedFile, FileRecord};
 use crate::stream::listing::{FileKind, ListedFile};
 
 /// One way the target or the source differs from the record.
@@ -50,19 +50,23 @@ fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
 
 fn target_path(root: &Path, path: &[u8]) -> std::path::PathBuf {
     use std::os::unix::ffi::OsStrExt;
-    root.join(std::ffi::OsStr::from_bytes(path.strip_prefix(b"/").unwrap_or(path)))
+    root.join(std::ffi::OsStr::from_bytes(
+        path.strip_prefix(b"/").unwrap_or(path),
+    ))
 }
 
 /// Files of `records` that differ on the target after conversion: their
 /// new digest, or None where conversion removed them. Found by metadata
 /// (size, mtime), so it is cheap; run right after conversion.
-pub fn converted_files(root: &Path, records: &[FileRecord]) -> Vec<(Vec<u8>, Option<[u8; 32]>)> {
+pub fn converted_files(root: &Path, records: &[FileRecord]) -> Vec<ConvertedFile> {
     let mut out = Vec::new();
     for r in records.iter().filter(|r| r.kind == "file") {
         let path = target_path(root, &r.path);
         match std::fs::symlink_metadata(&path) {
             Err(_) => out.push((r.path.clone(), None)),
-            Ok(m) if m.mtime() != r.mtime || m.len() != r.size => out.push((r.path.clone(), hash_file(&path).ok())),
+            Ok(m) if m.mtime() != r.mtime || m.len() != r.size => {
+                out.push((r.path.clone(), hash_file(&path).ok()))
+            }
             Ok(_) => {}
         }
     }
@@ -73,15 +77,26 @@ pub fn converted_files(root: &Path, records: &[FileRecord]) -> Vec<(Vec<u8>, Opt
 /// saw: the source changed them between listing and reading, and tar (busybox
 /// tar in particular) did not always say so. They are marked dirty and
 /// returned as warnings; the next pass sends them again.
-pub fn mark_changed_since_listing(root: &Path, records: &mut [FileRecord]) -> Vec<crate::progress::FileWarning> {
+pub fn mark_changed_since_listing(
+    root: &Path,
+    records: &mut [FileRecord],
+) -> Vec<crate::progress::FileWarning> {
     let mut warnings = Vec::new();
     for r in records.iter_mut().filter(|r| r.kind == "file" && !r.dirty) {
-        let Ok(m) = std::fs::symlink_metadata(target_path(root, &r.path)) else { continue };
+        let Ok(m) = std::fs::symlink_metadata(target_path(root, &r.path)) else {
+            continue;
+        };
         if m.len() != r.size || m.mtime() != r.mtime {
             r.dirty = true;
             warnings.push(crate::progress::FileWarning::Dirty {
                 path: std::path::PathBuf::from(shown(&r.path)),
-                reason: format!("size/mtime {}/{} when read, {}/{} when listed", m.len(), m.mtime(), r.size, r.mtime),
+                reason: format!(
+                    "size/mtime {}/{} when read, {}/{} when listed",
+                    m.len(),
+                    m.mtime(),
+                    r.size,
+                    r.mtime
+                ),
             });
         }
     }
@@ -90,19 +105,33 @@ pub fn mark_changed_since_listing(root: &Path, records: &mut [FileRecord]) -> Ve
 
 /// Check the target tree at `root` against the journal's records. Files in
 /// `converted` are compared with the content conversion gave them.
-pub fn check_tree(root: &Path, records: &[FileRecord], converted: &[(Vec<u8>, Option<[u8; 32]>)]) -> Vec<Difference> {
-    let converted: std::collections::HashMap<&[u8], Option<[u8; 32]>> = converted.iter().map(|(p, d)| (p.as_slice(), *d)).collect();
+pub fn check_tree(
+    root: &Path,
+    records: &[FileRecord],
+    converted: &[ConvertedFile],
+) -> Vec<Difference> {
+    let converted: std::collections::HashMap<&[u8], Option<[u8; 32]>> =
+        converted.iter().map(|(p, d)| (p.as_slice(), *d)).collect();
     let mut diffs = Vec::new();
     for r in records {
         let path = target_path(root, &r.path);
-        let mut differ = |what: String| diffs.push(Difference { path: shown(&r.path), what });
+        let mut differ = |what: String| {
+            diffs.push(Difference {
+                path: shown(&r.path),
+                what,
+            })
+        };
         if let Some(expected) = converted.get(r.path.as_slice()) {
             match (expected, hash_file(&path)) {
                 (None, Err(_)) => {}
-                (None, Ok(_)) => differ("conversion removed it, but it is back on the target".into()),
+                (None, Ok(_)) => {
+                    differ("conversion removed it, but it is back on the target".into())
+                }
                 (Some(want), Ok(got)) if *want == got => {}
                 (Some(_), Ok(_)) => differ("differs from the content conversion gave it".into()),
-                (Some(_), Err(e)) => differ(format!("converted file unreadable on the target: {e}")),
+                (Some(_), Err(e)) => {
+                    differ(format!("converted file unreadable on the target: {e}"))
+                }
             }
             continue;
         }
@@ -115,17 +144,34 @@ pub fn check_tree(root: &Path, records: &[FileRecord], converted: &[(Vec<u8>, Op
         };
         let kind = kind_of(&meta);
         if kind != r.kind && !(r.kind == "hardlink" && kind == "file") {
-            differ(format!("is a {kind} on the target, the record says {}", r.kind));
+            differ(format!(
+                "is a {kind} on the target, the record says {}",
+                r.kind
+            ));
             continue;
         }
         if (meta.uid(), meta.gid()) != (r.uid, r.gid) {
-            differ(format!("owner {}:{} on the target, {}:{} recorded", meta.uid(), meta.gid(), r.uid, r.gid));
+            differ(format!(
+                "owner {}:{} on the target, {}:{} recorded",
+                meta.uid(),
+                meta.gid(),
+                r.uid,
+                r.gid
+            ));
         }
         if kind != "symlink" && meta.permissions().mode() & 0o7777 != r.mode {
-            differ(format!("mode {:o} on the target, {:o} recorded", meta.permissions().mode() & 0o7777, r.mode));
+            differ(format!(
+                "mode {:o} on the target, {:o} recorded",
+                meta.permissions().mode() & 0o7777,
+                r.mode
+            ));
         }
         if kind != "dir" && meta.mtime() != r.mtime {
-            differ(format!("mtime {} on the target, {} recorded", meta.mtime(), r.mtime));
+            differ(format!(
+                "mtime {} on the target, {} recorded",
+                meta.mtime(),
+                r.mtime
+            ));
         }
         if let (Some(want), "file") = (r.digest, kind) {
             match hash_file(&path) {
@@ -142,15 +188,20 @@ pub fn check_tree(root: &Path, records: &[FileRecord], converted: &[(Vec<u8>, Op
 /// excludes) with the journal.
 pub fn compare_with_source(records: &[FileRecord], listing: &[ListedFile]) -> Vec<Difference> {
     use std::collections::HashMap;
-    let recorded: HashMap<&[u8], &FileRecord> = records.iter().map(|r| (r.path.as_slice(), r)).collect();
-    let listed: HashMap<&[u8], &ListedFile> = listing.iter().map(|l| (l.path.as_slice(), l)).collect();
+    let recorded: HashMap<&[u8], &FileRecord> =
+        records.iter().map(|r| (r.path.as_slice(), r)).collect();
+    let listed: HashMap<&[u8], &ListedFile> =
+        listing.iter().map(|l| (l.path.as_slice(), l)).collect();
     let mut diffs = Vec::new();
     for l in listing {
         if l.path == b"/" {
             continue;
         }
         match recorded.get(l.path.as_slice()) {
-            None => diffs.push(Difference { path: shown(&l.path), what: "on the source, not on the target".into() }),
+            None => diffs.push(Difference {
+                path: shown(&l.path),
+                what: "on the source, not on the target".into(),
+            }),
             Some(r) => {
                 let kind = l.kind.name();
                 let mut changed = Vec::new();
@@ -164,20 +215,29 @@ pub fn compare_with_source(records: &[FileRecord], listing: &[ListedFile]) -> Ve
                     changed.push(format!("mtime {} (was {})", l.mtime, r.mtime));
                 }
                 if l.mode != r.mode || l.uid != r.uid || l.gid != r.gid {
-                    changed.push(format!("mode/owner {:o} {}:{} (was {:o} {}:{})", l.mode, l.uid, l.gid, r.mode, r.uid, r.gid));
+                    changed.push(format!(
+                        "mode/owner {:o} {}:{} (was {:o} {}:{})",
+                        l.mode, l.uid, l.gid, r.mode, r.uid, r.gid
+                    ));
                 }
                 if r.dirty {
                     changed.push("changed while it was copied (dirty)".into());
                 }
                 if !changed.is_empty() {
-                    diffs.push(Difference { path: shown(&l.path), what: format!("changed on the source: {}", changed.join(", ")) });
+                    diffs.push(Difference {
+                        path: shown(&l.path),
+                        what: format!("changed on the source: {}", changed.join(", ")),
+                    });
                 }
             }
         }
     }
     for r in records {
         if !listed.contains_key(r.path.as_slice()) {
-            diffs.push(Difference { path: shown(&r.path), what: "on the target, gone from the source".into() });
+            diffs.push(Difference {
+                path: shown(&r.path),
+                what: "on the target, gone from the source".into(),
+            });
         }
     }
     diffs
@@ -205,7 +265,20 @@ mod tests {
     }
 
     fn listed(path: &str, size: u64, mtime: i64) -> ListedFile {
-        ListedFile { path: path.as_bytes().to_vec(), kind: FileKind::File, mode: 0o644, uid: 0, gid: 0, size, mtime, mtime_nsec: 0, ctime: 0, inode: 1, nlink: 1, dev: 1 }
+        ListedFile {
+            path: path.as_bytes().to_vec(),
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size,
+            mtime,
+            mtime_nsec: 0,
+            ctime: 0,
+            inode: 1,
+            nlink: 1,
+            dev: 1,
+        }
     }
 
     #[test]
@@ -213,22 +286,43 @@ mod tests {
         let root = std::env::temp_dir().join(format!("hotclone-verify-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("etc")).unwrap();
-        for (name, body) in [("etc/good", b"same".as_slice()), ("etc/bad", b"tampered".as_slice())] {
+        for (name, body) in [
+            ("etc/good", b"same".as_slice()),
+            ("etc/bad", b"tampered".as_slice()),
+        ] {
             let p = root.join(name);
             std::fs::write(&p, body).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-            filetime::set_file_mtime(&p, filetime::FileTime::from_unix_time(1_600_000_000, 0)).unwrap();
+            filetime::set_file_mtime(&p, filetime::FileTime::from_unix_time(1_600_000_000, 0))
+                .unwrap();
         }
-        let records = vec![rec("/etc/good", "file", Some(b"same")), rec("/etc/bad", "file", Some(b"original")), rec("/etc/gone", "file", Some(b"x"))];
+        let records = vec![
+            rec("/etc/good", "file", Some(b"same")),
+            rec("/etc/bad", "file", Some(b"original")),
+            rec("/etc/gone", "file", Some(b"x")),
+        ];
         let diffs = check_tree(&root, &records, &[]);
         // A file conversion rewrote (so its mtime moved) is compared with
         // its converted content.
-        filetime::set_file_mtime(root.join("etc/bad"), filetime::FileTime::from_unix_time(1_700_000_000, 0)).unwrap();
+        filetime::set_file_mtime(
+            root.join("etc/bad"),
+            filetime::FileTime::from_unix_time(1_700_000_000, 0),
+        )
+        .unwrap();
         let converted = converted_files(&root, &[rec("/etc/bad", "file", Some(b"original"))]);
-        assert_eq!(converted, vec![(b"/etc/bad".to_vec(), Some(*blake3::hash(b"tampered").as_bytes()))]);
+        assert_eq!(
+            converted,
+            vec![(
+                b"/etc/bad".to_vec(),
+                Some(*blake3::hash(b"tampered").as_bytes())
+            )]
+        );
         assert!(check_tree(&root, &records[..2], &converted).is_empty());
         std::fs::write(root.join("etc/bad"), b"changed after conversion").unwrap();
-        assert_eq!(check_tree(&root, &records[..2], &converted)[0].what, "differs from the content conversion gave it");
+        assert_eq!(
+            check_tree(&root, &records[..2], &converted)[0].what,
+            "differs from the content conversion gave it"
+        );
         let paths: Vec<&str> = diffs.iter().map(|d| d.path.as_str()).collect();
         assert_eq!(paths, vec!["/etc/bad", "/etc/gone"], "{diffs:?}");
         assert!(diffs[0].what.contains("BLAKE3"));
@@ -240,25 +334,50 @@ mod tests {
         let root = std::env::temp_dir().join(format!("hotclone-listed-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
-        for (name, body) in [("same", b"12345".as_slice()), ("grew", b"123456".as_slice())] {
+        for (name, body) in [
+            ("same", b"12345".as_slice()),
+            ("grew", b"123456".as_slice()),
+        ] {
             std::fs::write(root.join(name), body).unwrap();
-            filetime::set_file_mtime(root.join(name), filetime::FileTime::from_unix_time(1_600_000_000, 0)).unwrap();
+            filetime::set_file_mtime(
+                root.join(name),
+                filetime::FileTime::from_unix_time(1_600_000_000, 0),
+            )
+            .unwrap();
         }
-        let mut records = vec![rec("/same", "file", Some(b"12345")), rec("/grew", "file", Some(b"12345"))];
+        let mut records = vec![
+            rec("/same", "file", Some(b"12345")),
+            rec("/grew", "file", Some(b"12345")),
+        ];
         let warnings = mark_changed_since_listing(&root, &mut records);
         assert_eq!((records[0].dirty, records[1].dirty), (false, true));
-        assert!(matches!(&warnings[..], [crate::progress::FileWarning::Dirty { path, .. }] if path == std::path::Path::new("/grew")));
+        assert!(
+            matches!(&warnings[..], [crate::progress::FileWarning::Dirty { path, .. }] if path == std::path::Path::new("/grew"))
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn source_comparison_names_new_gone_and_changed() {
-        let records = vec![rec("/a", "file", Some(b"12345")), rec("/b", "file", Some(b"x"))];
+        let records = vec![
+            rec("/a", "file", Some(b"12345")),
+            rec("/b", "file", Some(b"x")),
+        ];
         let listing = vec![listed("/a", 6, 1_600_000_001), listed("/c", 1, 1)];
         let diffs = compare_with_source(&records, &listing);
         assert_eq!(diffs.len(), 3, "{diffs:?}");
-        assert!(diffs[0].path == "/a" && diffs[0].what.contains("size 6 (was 5)") && diffs[0].what.contains("mtime"));
-        assert_eq!((diffs[1].path.as_str(), diffs[1].what.as_str()), ("/c", "on the source, not on the target"));
-        assert_eq!((diffs[2].path.as_str(), diffs[2].what.as_str()), ("/b", "on the target, gone from the source"));
+        assert!(
+            diffs[0].path == "/a"
+                && diffs[0].what.contains("size 6 (was 5)")
+                && diffs[0].what.contains("mtime")
+        );
+        assert_eq!(
+            (diffs[1].path.as_str(), diffs[1].what.as_str()),
+            ("/c", "on the source, not on the target")
+        );
+        assert_eq!(
+            (diffs[2].path.as_str(), diffs[2].what.as_str()),
+            ("/b", "on the target, gone from the source")
+        );
     }
 }

@@ -15,7 +15,9 @@ use common::{lab, run, run_ok, Lab};
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn workdir(tag: &str) -> PathBuf {
-    let dir = common::lab_dir().join("work").join(format!("{tag}-{}", std::process::id()));
+    let dir = common::lab_dir()
+        .join("work")
+        .join(format!("{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -34,13 +36,26 @@ fn clone(lab: &Lab, source: &str, dir: &std::path::Path, target: &str) -> PathBu
     let code = out.status.code();
     assert!(code == Some(0) || code == Some(3), "clone failed");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("Cloned ") && stdout.contains("files"), "no summary:\n{stdout}");
-    let path = target.trim_start_matches("image:").split(',').next().unwrap();
+    assert!(
+        stdout.contains("Cloned ") && stdout.contains("files"),
+        "no summary:\n{stdout}"
+    );
+    let path = target
+        .trim_start_matches("image:")
+        .split(',')
+        .next()
+        .unwrap();
     PathBuf::from(path)
 }
 
 fn source_ssh(lab: &Lab, source: &str, command: &str) -> String {
-    run_ok(lab.client_command("ssh").arg("-F").arg(&lab.ssh_config).arg(source).arg(command))
+    run_ok(
+        lab.client_command("ssh")
+            .arg("-F")
+            .arg(&lab.ssh_config)
+            .arg(source)
+            .arg(command),
+    )
 }
 
 /// Clone, boot, and prove the identity: the clone answers SSH on the
@@ -53,16 +68,41 @@ fn clone_and_boot(source: &str) {
     let src = lab.source(source);
     let dir = workdir(source);
     let marker = format!("marker-{}-{}", source, std::process::id());
-    source_ssh(&lab, source, &format!("echo {marker} > /root/hotclone-marker"));
-    let image = clone(&lab, source, &dir, &format!("image:{}/{source}.qcow2", dir.display()));
-    let info = run_ok(std::process::Command::new("qemu-img").arg("info").arg(&image));
+    source_ssh(
+        &lab,
+        source,
+        &format!("echo {marker} > /root/hotclone-marker"),
+    );
+    let image = clone(
+        &lab,
+        source,
+        &dir,
+        &format!("image:{}/{source}.qcow2", dir.display()),
+    );
+    let info = run_ok(
+        std::process::Command::new("qemu-img")
+            .arg("info")
+            .arg(&image),
+    );
     assert!(info.contains("file format: qcow2"), "{info}");
     // Every file re-hashed against the journal; converted files against
     // what conversion made of them.
-    let verified = run_ok(lab.hotclone().env("HOTCLONE_HOME", dir.join("home")).args(["verify", "--target-only", &src.hostname]));
+    let verified = run_ok(lab.hotclone().env("HOTCLONE_HOME", dir.join("home")).args([
+        "verify",
+        "--target-only",
+        &src.hostname,
+    ]));
     assert!(verified.contains(" 0 difference(s)"), "{verified}");
-    let converted: usize = verified.split(" (").nth(1).and_then(|t| t.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
-    assert!(converted >= 3, "fstab, grub defaults and the initrd were converted: {verified}");
+    let converted: usize = verified
+        .split(" (")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        converted >= 3,
+        "fstab, grub defaults and the initrd were converted: {verified}"
+    );
 
     let mut vm = BootedVm::boot(&image, "qcow2", &dir.join("console.log"));
     let took = vm.wait_for_console("login:", Duration::from_secs(240));
@@ -77,24 +117,49 @@ fn clone_and_boot(source: &str) {
             .arg(&lab.ssh_config)
             .arg(source));
         if out.status.success() {
-            inventory = Some(serde_json::from_slice::<hotclone::probe::Inventory>(&out.stdout).unwrap());
+            inventory =
+                Some(serde_json::from_slice::<hotclone::probe::Inventory>(&out.stdout).unwrap());
             break;
         }
         std::thread::sleep(Duration::from_secs(2));
     }
-    let inv = inventory.expect("the clone never answered SSH on the source's address with the source's host key");
+    let inv = inventory
+        .expect("the clone never answered SSH on the source's address with the source's host key");
     assert_eq!(inv.hostname, src.hostname);
-    let eth0 = inv.network.interfaces.iter().find(|i| i.name == "eth0").expect("the clone's NIC is eth0");
-    assert!(eth0.addresses.contains(&format!("{}/{}", src.ip, src.prefix)), "{eth0:?}");
-    assert_eq!(eth0.mac.as_deref(), Some("52:54:00:c1:0e:01"), "the VM's own MAC, not the source's");
-    let root = inv.storage.mounts.iter().rev().find(|m| m.mount_point == "/").unwrap();
-    assert!(root.device.starts_with("/dev/vda"), "root on the virtio disk: {root:?}");
-    let marker_out = run_ok(vm
-        .client_command("ssh")
-        .arg("-F")
-        .arg(&lab.ssh_config)
-        .arg(source)
-        .arg("cat /root/hotclone-marker"));
+    let eth0 = inv
+        .network
+        .interfaces
+        .iter()
+        .find(|i| i.name == "eth0")
+        .expect("the clone's NIC is eth0");
+    assert!(
+        eth0.addresses
+            .contains(&format!("{}/{}", src.ip, src.prefix)),
+        "{eth0:?}"
+    );
+    assert_eq!(
+        eth0.mac.as_deref(),
+        Some("52:54:00:c1:0e:01"),
+        "the VM's own MAC, not the source's"
+    );
+    let root = inv
+        .storage
+        .mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == "/")
+        .unwrap();
+    assert!(
+        root.device.starts_with("/dev/vda"),
+        "root on the virtio disk: {root:?}"
+    );
+    let marker_out = run_ok(
+        vm.client_command("ssh")
+            .arg("-F")
+            .arg(&lab.ssh_config)
+            .arg(source)
+            .arg("cat /root/hotclone-marker"),
+    );
     assert_eq!(marker_out.trim(), marker);
     drop(vm);
     let _ = std::fs::remove_dir_all(&dir);
@@ -133,10 +198,19 @@ fn sorted_without_dir_sizes(out: &str) -> Vec<String> {
 fn clone_busybox_copies_every_file_faithfully() {
     let lab = lab();
     let dir = workdir("busybox");
-    let image = clone(&lab, "busybox", &dir, &format!("image:{}/busybox.img", dir.display()));
+    let image = clone(
+        &lab,
+        "busybox",
+        &dir,
+        &format!("image:{}/busybox.img", dir.display()),
+    );
     let mounted = MountedImage::mount(&image, 2, &dir.join("mnt"));
     let source: Vec<String> = {
-        let out = source_ssh(&lab, "busybox", "cd / && find bin sbin usr etc root -exec stat -c '%F|%a|%u|%g|%s|%Y|%n' {} +");
+        let out = source_ssh(
+            &lab,
+            "busybox",
+            "cd / && find bin sbin usr etc root -exec stat -c '%F|%a|%u|%g|%s|%Y|%n' {} +",
+        );
         sorted_without_dir_sizes(&out)
     };
     let target: Vec<String> = {
@@ -146,27 +220,47 @@ fn clone_busybox_copies_every_file_faithfully() {
         )));
         sorted_without_dir_sizes(&out)
     };
-    assert!(source.len() > 250, "busybox lists its applets: {}", source.len());
+    assert!(
+        source.len() > 250,
+        "busybox lists its applets: {}",
+        source.len()
+    );
     pretty_assertions::assert_eq!(source, target);
     let links = "cd / && find bin sbin usr -type l -exec sh -c 'for f; do echo \"$f -> $(readlink \"$f\")\"; done' _ {} + | sort";
     let source_links = source_ssh(&lab, "busybox", links);
-    let target_links = run_ok(std::process::Command::new("sh").arg("-c").arg(links.replace("cd /", &format!("cd {}", mounted.mount_point.display()))));
-    assert!(source_links.lines().count() > 250 && source_links.contains("bin/sh -> /bin/busybox"), "{source_links}");
+    let target_links = run_ok(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(links.replace("cd /", &format!("cd {}", mounted.mount_point.display()))),
+    );
+    assert!(
+        source_links.lines().count() > 250 && source_links.contains("bin/sh -> /bin/busybox"),
+        "{source_links}"
+    );
     pretty_assertions::assert_eq!(source_links, target_links);
     drop(mounted);
 
     // verify: clean right after the clone, then names a file added on the source.
     let verify = |lab: &Lab| {
-        run(lab.hotclone().env("HOTCLONE_HOME", dir.join("home")).args(["verify", "--batch", "-F"]).arg(&lab.ssh_config).arg("src-busybox"))
+        run(lab
+            .hotclone()
+            .env("HOTCLONE_HOME", dir.join("home"))
+            .args(["verify", "--batch", "-F"])
+            .arg(&lab.ssh_config)
+            .arg("src-busybox"))
     };
     let clean = verify(&lab);
-    assert!(clean.status.success(), "verify right after the clone must find nothing");
+    assert!(
+        clean.status.success(),
+        "verify right after the clone must find nothing"
+    );
     assert!(String::from_utf8_lossy(&clean.stdout).contains("0 difference(s)"));
     source_ssh(&lab, "busybox", "echo new > /root/added-after-clone");
     let dirty = verify(&lab);
     source_ssh(&lab, "busybox", "rm -f /root/added-after-clone");
     assert_eq!(dirty.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&dirty.stdout).contains("/root/added-after-clone: on the source, not on the target"));
+    assert!(String::from_utf8_lossy(&dirty.stdout)
+        .contains("/root/added-after-clone: on the source, not on the target"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -180,18 +274,37 @@ fn clone_refuses_existing_image_and_small_disk_and_leaves_nothing() {
     let home = dir.join("home");
     let existing = dir.join("existing.img");
     std::fs::write(&existing, b"precious").unwrap();
-    let out = run(lab.hotclone().env("HOTCLONE_HOME", &home).args(["clone", "--batch", "-F"]).arg(&lab.ssh_config).arg("busybox").arg("--target").arg(format!("image:{}", existing.display())));
+    let out = run(lab
+        .hotclone()
+        .env("HOTCLONE_HOME", &home)
+        .args(["clone", "--batch", "-F"])
+        .arg(&lab.ssh_config)
+        .arg("busybox")
+        .arg("--target")
+        .arg(format!("image:{}", existing.display())));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
     assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
 
     let small = dir.join("small.img");
-    let out = run(lab.hotclone().env("HOTCLONE_HOME", &home).args(["clone", "--batch", "-F"]).arg(&lab.ssh_config).arg("debian12").arg("--target").arg(format!("image:{},size=64M", small.display())));
+    let out = run(lab
+        .hotclone()
+        .env("HOTCLONE_HOME", &home)
+        .args(["clone", "--batch", "-F"])
+        .arg(&lab.ssh_config)
+        .arg("debian12")
+        .arg("--target")
+        .arg(format!("image:{},size=64M", small.display())));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("too small") && err.contains("the disk has 64.0 MiB"), "{err}");
+    assert!(
+        err.contains("too small") && err.contains("the disk has 64.0 MiB"),
+        "{err}"
+    );
     assert!(!small.exists());
-    let left: Vec<_> = std::fs::read_dir(&home).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let left: Vec<_> = std::fs::read_dir(&home)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "no migration may be left behind: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -214,15 +327,26 @@ fn clone_marks_a_file_written_during_the_copy_as_dirty() {
         .arg("busybox")
         .arg("--target")
         .arg(format!("image:{}/hot.img", dir.display())));
-    source_ssh(&lab, "busybox", &format!("kill {writer} 2>/dev/null; rm -f /root/hot.log; true"));
+    source_ssh(
+        &lab,
+        "busybox",
+        &format!("kill {writer} 2>/dev/null; rm -f /root/hot.log; true"),
+    );
     assert_eq!(out.status.code(), Some(3), "dirty files make exit code 3");
-    let events: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON lines")).collect();
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
     assert!(
-        events.iter().any(|e| e["event"] == "warning" && e["kind"] == "dirty" && e["path"] == "/root/hot.log"),
+        events.iter().any(|e| e["event"] == "warning"
+            && e["kind"] == "dirty"
+            && e["path"] == "/root/hot.log"),
         "no dirty warning for /root/hot.log: {events:?}"
     );
-    let done = events.iter().find(|e| e["event"] == "done").expect("a done event");
+    let done = events
+        .iter()
+        .find(|e| e["event"] == "done")
+        .expect("a done event");
     assert!(done["dirty"].as_u64().unwrap_or(0) >= 1, "{done}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,8 +18,15 @@ use hotclone::progress::Progress;
 
 /// Run a host command; on failure panic with the command and its output.
 fn sh(argv: &[&str]) -> String {
-    let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if !out.status.success() {
         panic!("`{}` failed ({}):\n{text}", argv.join(" "), out.status);
     }
@@ -30,7 +37,11 @@ fn sh(argv: &[&str]) -> String {
 fn try_sh(argv: &[&str]) {
     match Command::new(argv[0]).args(&argv[1..]).output() {
         Ok(o) if o.status.success() => {}
-        Ok(o) => eprintln!("cleanup: `{}` failed: {}", argv.join(" "), String::from_utf8_lossy(&o.stderr).trim()),
+        Ok(o) => eprintln!(
+            "cleanup: `{}` failed: {}",
+            argv.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
         Err(e) => eprintln!("cleanup: cannot run {argv:?}: {e}"),
     }
 }
@@ -67,15 +78,26 @@ fn cached_image() -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
-    found.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("debian12-") && n.ends_with(".img")));
+    found.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("debian12-") && n.ends_with(".img"))
+    });
     found.sort();
-    found.pop().unwrap_or_else(|| panic!("no cached bookworm image at {}/debian12-*.img: run cargo xtask lab up first", dir.display()))
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "no cached bookworm image at {}/debian12-*.img: run cargo xtask lab up first",
+            dir.display()
+        )
+    })
 }
 
 /// A GUID string as GPT stores it (first three fields little-endian).
 fn guid(s: &str) -> [u8; 16] {
     let hex: String = s.chars().filter(|c| *c != '-').collect();
-    let b: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let b: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
     let mut out = [0u8; 16];
     out[..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
     out[4..6].copy_from_slice(&[b[5], b[4]]);
@@ -86,9 +108,16 @@ fn guid(s: &str) -> [u8; 16] {
 
 /// 2 GiB sparse, GPT: 1 MiB BIOS boot partition + one Linux partition.
 fn make_disk(path: &Path) {
-    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     f.set_len(2 << 30).unwrap();
-    let mut gpt = gptman::GPT::new_from(&mut f, 512, guid("6a5c1f7e-0d3b-4c8a-9e2f-1b7d4c3a2e10")).unwrap();
+    let mut gpt =
+        gptman::GPT::new_from(&mut f, 512, guid("6a5c1f7e-0d3b-4c8a-9e2f-1b7d4c3a2e10")).unwrap();
     let last = gpt.header.last_usable_lba;
     gpt[1] = gptman::GPTPartitionEntry {
         partition_type_guid: guid("21686148-6449-6E6F-744E-656564454649"),
@@ -112,7 +141,9 @@ fn make_disk(path: &Path) {
 }
 
 fn mtime(p: &Path) -> SystemTime {
-    std::fs::metadata(p).and_then(|m| m.modified()).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// Delegates to the real chroot and remembers how long each command took
@@ -148,7 +179,11 @@ fn mounted_under(dir: &Path) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
-        .filter(|l| l.split(' ').nth(4).is_some_and(|mp| mp == dir || mp.starts_with(&format!("{dir}/"))))
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|mp| mp == dir || mp.starts_with(&format!("{dir}/")))
+        })
         .map(str::to_string)
         .collect()
 }
@@ -157,7 +192,8 @@ fn mounted_under(dir: &Path) -> Vec<String> {
 fn bookworm_copy_converts_and_gets_grub_on_a_loop_disk() {
     assert!(unsafe { libc::geteuid() } == 0, "this test needs root (loop devices, mounts, chroot); run it as root, e.g. cargo xtask test");
     let image = cached_image();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/convert-chroot-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/convert-chroot-{}", std::process::id()));
     let disk = dir.join("disk.img");
     let (mnt, src) = (dir.join("target"), dir.join("source"));
     let mut lab = Lab::default();
@@ -185,8 +221,17 @@ fn bookworm_copy_converts_and_gets_grub_on_a_loop_disk() {
         sh(&["mount", "-o", "ro", &src_lo, &src.to_string_lossy()]);
         lab.mounts.push(src.clone());
         let t_copy = Instant::now();
-        sh(&["cp", "-a", &format!("{}/.", src.display()), &format!("{}/", mnt.display())]);
-        eprintln!("copy of {}: {:.1}s", image.display(), t_copy.elapsed().as_secs_f64());
+        sh(&[
+            "cp",
+            "-a",
+            &format!("{}/.", src.display()),
+            &format!("{}/", mnt.display()),
+        ]);
+        eprintln!(
+            "copy of {}: {:.1}s",
+            image.display(),
+            t_copy.elapsed().as_secs_f64()
+        );
 
         let kernel = std::fs::read_dir(mnt.join("lib/modules"))
             .unwrap()
@@ -196,9 +241,17 @@ fn bookworm_copy_converts_and_gets_grub_on_a_loop_disk() {
             .expect("a kernel in /lib/modules of the image");
         let initrd = mnt.join(format!("boot/initrd.img-{kernel}"));
         let initrd_before = mtime(&initrd);
-        let version = std::fs::read_to_string(mnt.join("etc/debian_version")).ok().map(|v| v.trim().to_string());
+        let version = std::fs::read_to_string(mnt.join("etc/debian_version"))
+            .ok()
+            .map(|v| v.trim().to_string());
 
-        let guest = Guest { family: DistroFamily::Debian, version, bootloader: BootloaderKind::Grub2, kernel: kernel.clone(), network_styles: vec![] };
+        let guest = Guest {
+            family: DistroFamily::Debian,
+            version,
+            bootloader: BootloaderKind::Grub2,
+            kernel: kernel.clone(),
+            network_styles: vec![],
+        };
         let root_fs = FsMapping {
             mount_point: "/".into(),
             old_specs: vec!["/dev/sda1".into()],
@@ -210,37 +263,81 @@ fn bookworm_copy_converts_and_gets_grub_on_a_loop_disk() {
         let mut ctx = ConvertContext::new(guest, vec![root_fs]);
         ctx.disk_device = Some(lo.clone());
 
-        let mut exec = Timed { inner: UnshareChroot::new(&mnt).unwrap().with_uuid_links(&ctx), log: vec![] };
+        let mut exec = Timed {
+            inner: UnshareChroot::new(&mnt).unwrap().with_uuid_links(&ctx),
+            log: vec![],
+        };
         let mut notes = Notes::default();
         let t_conv = Instant::now();
         let result = convert::convert(&mnt, &ctx, &mut exec, &mut notes);
         for (cmd, took, out) in &exec.log {
-            eprintln!("chroot `{cmd}`: {:.1}s, exit {}", took.as_secs_f64(), out.status);
+            eprintln!(
+                "chroot `{cmd}`: {:.1}s, exit {}",
+                took.as_secs_f64(),
+                out.status
+            );
         }
         let report = match result {
             Ok(r) => r,
             Err(e) => {
                 for (cmd, _, out) in &exec.log {
-                    eprintln!("--- `{cmd}` (exit {}):\n{}{}", out.status, out.stdout, out.stderr);
+                    eprintln!(
+                        "--- `{cmd}` (exit {}):\n{}{}",
+                        out.status, out.stdout, out.stderr
+                    );
                 }
                 panic!("convert failed: {e}\nnotes:\n{}", notes.0.join("\n"));
             }
         };
-        eprintln!("convert: {:.1}s; changed: {:?}; notes: {:?}", t_conv.elapsed().as_secs_f64(), report.changed, report.notes);
-        let dump = || exec.log.iter().map(|(c, _, o)| format!("--- `{c}`:\n{}{}", o.stdout, o.stderr)).collect::<Vec<_>>().join("\n");
+        eprintln!(
+            "convert: {:.1}s; changed: {:?}; notes: {:?}",
+            t_conv.elapsed().as_secs_f64(),
+            report.changed,
+            report.notes
+        );
+        let dump = || {
+            exec.log
+                .iter()
+                .map(|(c, _, o)| format!("--- `{c}`:\n{}{}", o.stdout, o.stderr))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
 
         let fstab = std::fs::read_to_string(mnt.join("etc/fstab")).unwrap();
         assert!(
-            fstab.lines().any(|l| l.split_whitespace().take(3).collect::<Vec<_>>() == [format!("UUID={uuid}").as_str(), "/", "ext4"]),
+            fstab
+                .lines()
+                .any(|l| l.split_whitespace().take(3).collect::<Vec<_>>()
+                    == [format!("UUID={uuid}").as_str(), "/", "ext4"]),
             "fstab does not mount UUID={uuid} on / as ext4:\n{fstab}"
         );
         let grub_default = std::fs::read_to_string(mnt.join("etc/default/grub")).unwrap();
-        assert!(grub_default.contains("net.ifnames=0"), "/etc/default/grub lacks net.ifnames=0:\n{grub_default}");
-        let cfg = std::fs::read_to_string(mnt.join("boot/grub/grub.cfg")).unwrap_or_else(|e| panic!("no /boot/grub/grub.cfg ({e}):\n{}", dump()));
-        assert!(cfg.contains(&format!("root=UUID={uuid}")), "grub.cfg does not boot root=UUID={uuid}:\n{}", dump());
-        assert!(cfg.contains("net.ifnames=0"), "grub.cfg lacks net.ifnames=0");
-        assert!(mtime(&initrd) > initrd_before, "{} was not rebuilt:\n{}", initrd.display(), dump());
-        assert!(mnt.join("boot/grub/i386-pc/core.img").exists(), "no /boot/grub/i386-pc/core.img:\n{}", dump());
+        assert!(
+            grub_default.contains("net.ifnames=0"),
+            "/etc/default/grub lacks net.ifnames=0:\n{grub_default}"
+        );
+        let cfg = std::fs::read_to_string(mnt.join("boot/grub/grub.cfg"))
+            .unwrap_or_else(|e| panic!("no /boot/grub/grub.cfg ({e}):\n{}", dump()));
+        assert!(
+            cfg.contains(&format!("root=UUID={uuid}")),
+            "grub.cfg does not boot root=UUID={uuid}:\n{}",
+            dump()
+        );
+        assert!(
+            cfg.contains("net.ifnames=0"),
+            "grub.cfg lacks net.ifnames=0"
+        );
+        assert!(
+            mtime(&initrd) > initrd_before,
+            "{} was not rebuilt:\n{}",
+            initrd.display(),
+            dump()
+        );
+        assert!(
+            mnt.join("boot/grub/i386-pc/core.img").exists(),
+            "no /boot/grub/i386-pc/core.img:\n{}",
+            dump()
+        );
 
         // Flush, then read the boot sector through the file.
         sh(&["sync"]);
@@ -249,19 +346,48 @@ fn bookworm_copy_converts_and_gets_grub_on_a_loop_disk() {
         let mut f = std::fs::File::open(&disk).unwrap();
         f.seek(SeekFrom::Start(0)).unwrap();
         f.read_exact(&mut mbr).unwrap();
-        assert!(mbr[..440].iter().any(|b| *b != 0), "the MBR boot code area is empty: grub-install wrote nothing");
-        assert!(mbr[..440].windows(4).any(|w| w == b"GRUB"), "the MBR boot code is not GRUB's");
+        assert!(
+            mbr[..440].iter().any(|b| *b != 0),
+            "the MBR boot code area is empty: grub-install wrote nothing"
+        );
+        assert!(
+            mbr[..440].windows(4).any(|w| w == b"GRUB"),
+            "the MBR boot code is not GRUB's"
+        );
 
         // The chroot's mounts lived in their own namespace: none is visible here.
-        let leaked: Vec<String> = mounted_under(&mnt).into_iter().filter(|l| l.split(' ').nth(4) != Some(mnt.to_str().unwrap())).collect();
-        assert!(leaked.is_empty(), "mounts left under {}:\n{}", mnt.display(), leaked.join("\n"));
+        let leaked: Vec<String> = mounted_under(&mnt)
+            .into_iter()
+            .filter(|l| l.split(' ').nth(4) != Some(mnt.to_str().unwrap()))
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "mounts left under {}:\n{}",
+            mnt.display(),
+            leaked.join("\n")
+        );
         // The by-uuid links lived in the chroot's private /dev, not the host's.
-        assert!(!Path::new(&format!("/dev/disk/by-uuid/{uuid}")).exists(), "/dev/disk/by-uuid/{uuid} leaked onto the host");
+        assert!(
+            !Path::new(&format!("/dev/disk/by-uuid/{uuid}")).exists(),
+            "/dev/disk/by-uuid/{uuid} leaked onto the host"
+        );
         eprintln!("whole test body: {:.1}s", t0.elapsed().as_secs_f64());
     }
     drop(lab);
     let left = mounted_under(&dir);
-    assert!(left.is_empty(), "still mounted after cleanup:\n{}", left.join("\n"));
-    let attached: Vec<String> = sh(&["losetup", "-a"]).lines().filter(|l| l.contains(&*dir.to_string_lossy())).map(str::to_string).collect();
-    assert!(attached.is_empty(), "loop device still attached:\n{}", attached.join("\n"));
+    assert!(
+        left.is_empty(),
+        "still mounted after cleanup:\n{}",
+        left.join("\n")
+    );
+    let attached: Vec<String> = sh(&["losetup", "-a"])
+        .lines()
+        .filter(|l| l.contains(&*dir.to_string_lossy()))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        attached.is_empty(),
+        "loop device still attached:\n{}",
+        attached.join("\n")
+    );
 }

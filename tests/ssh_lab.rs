@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use hotclone::ssh::{ConnectOptions, ExitStatus, HostKeyPolicy, PasswordProvider, Session, SshError};
+use hotclone::ssh::{
+    ConnectOptions, ExitStatus, HostKeyPolicy, PasswordProvider, Session, SshError,
+};
 
 use common::Lab;
 
@@ -28,12 +30,16 @@ where
 {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e} (is the lab up?)"));
+        let file = std::fs::File::open(&path)
+            .unwrap_or_else(|e| panic!("open {path}: {e} (is the lab up?)"));
         use std::os::fd::AsRawFd;
         // SAFETY: setns on a valid namespace fd affects only this thread.
         let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
         assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
         rt.block_on(body())
     })
     .join()
@@ -52,7 +58,9 @@ fn isolate_home() {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ssh-lab").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/ssh-lab")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
@@ -93,20 +101,33 @@ fn uname_on_every_source() {
         let name = src.name.clone();
         let (out, info) = in_ns(&lab.client_ns, move || async move {
             let s = connect(&d, &opts).await;
-            let out = s.run("uname -n", b"").await.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let out = s
+                .run("uname -n", b"")
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             let info = s.info().clone();
-            s.disconnect().await.unwrap_or_else(|e| panic!("disconnect: {e}"));
+            s.disconnect()
+                .await
+                .unwrap_or_else(|e| panic!("disconnect: {e}"));
             (out, info)
         });
         eprintln!("{}: {info:?}", src.name);
         assert_eq!(out.status, ExitStatus::Code(0), "{}: {out:?}", src.name);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hostname, "{}", src.name);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            hostname,
+            "{}",
+            src.name
+        );
         assert!(info.host_key_fingerprint.starts_with("SHA256:"), "{info:?}");
         assert!(info.auth_method.starts_with("publickey "), "{info:?}");
         assert_eq!(info.user, "root");
         if src.name == "legacy-ssh" {
             // Only ssh-rsa (SHA-1) signatures are accepted there.
-            assert!(info.auth_method.contains(&*lab.id_rsa.to_string_lossy()), "{info:?}");
+            assert!(
+                info.auth_method.contains(&*lab.id_rsa.to_string_lossy()),
+                "{info:?}"
+            );
         }
     }
 }
@@ -118,7 +139,10 @@ fn exit_status_and_signal_propagate() {
     let opts = key_opts(&lab);
     let (a, b, c) = in_ns(&lab.client_ns, move || async move {
         let s = connect(&d, &opts).await;
-        let a = s.run("echo out; echo err >&2; exit 3", b"").await.expect("run exit 3");
+        let a = s
+            .run("echo out; echo err >&2; exit 3", b"")
+            .await
+            .expect("run exit 3");
         let b = s.run("kill -9 $$", b"").await.expect("run kill");
         let c = s.run("true", b"").await.expect("run true");
         (a, b, c)
@@ -158,7 +182,10 @@ fn stdin_round_trip_20_mb() {
     assert_eq!(out.status, ExitStatus::Code(0));
     assert_eq!(out.stdout.len(), data.len());
     assert!(out.stdout == data, "echoed bytes differ");
-    assert_eq!(String::from_utf8_lossy(&counted.stdout).trim(), data.len().to_string());
+    assert_eq!(
+        String::from_utf8_lossy(&counted.stdout).trim(),
+        data.len().to_string()
+    );
 }
 
 #[test]
@@ -223,14 +250,19 @@ fn legacy_server_triggers_fallback_modern_does_not() {
         let logs = LogBuf::default();
         let l2 = logs.clone();
         let info = in_ns(&lab.client_ns, move || async move {
-            let subscriber = tracing_subscriber::fmt().with_writer(l2).with_ansi(false).with_max_level(tracing::Level::INFO).finish();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(l2)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
             let _guard = tracing::subscriber::set_default(subscriber);
             let s = connect(&d, &opts).await;
             let out = s.run("echo ok", b"").await.expect("run");
             assert_eq!(out.stdout, b"ok\n");
             s.info().clone()
         });
-        let log = String::from_utf8_lossy(&logs.0.lock().map(|v| v.clone()).unwrap_or_default()).into_owned();
+        let log = String::from_utf8_lossy(&logs.0.lock().map(|v| v.clone()).unwrap_or_default())
+            .into_owned();
         eprintln!("{source}: {info:?}\n{log}");
         assert_eq!(info.legacy, want_legacy, "{source}: {info:?}");
         let fallback_logged = log.contains("offers only legacy SSH algorithms");
@@ -238,7 +270,11 @@ fn legacy_server_triggers_fallback_modern_does_not() {
         if want_legacy {
             assert!(info.kex.ends_with("-sha1"), "{info:?}");
             assert_eq!(info.host_key_algorithm, "ssh-rsa", "{info:?}");
-            assert_eq!((info.cipher.as_str(), info.mac.as_str()), ("aes128-ctr", "hmac-sha1"), "{info:?}");
+            assert_eq!(
+                (info.cipher.as_str(), info.mac.as_str()),
+                ("aes128-ctr", "hmac-sha1"),
+                "{info:?}"
+            );
         } else {
             assert!(!info.kex.ends_with("-sha1"), "{info:?}");
             assert_eq!(info.host_key_algorithm, "ssh-ed25519", "{info:?}");
@@ -250,7 +286,9 @@ struct FilePassword(PathBuf);
 
 impl PasswordProvider for FilePassword {
     fn password(&self, _user: &str, _host: &str) -> Option<String> {
-        std::fs::read_to_string(&self.0).ok().map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+        std::fs::read_to_string(&self.0)
+            .ok()
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
     }
 }
 
@@ -280,7 +318,9 @@ fn password_auth() {
         }
     }
     opts.password = Some(Arc::new(Wrong));
-    let err = in_ns(&lab.client_ns, move || async move { Session::connect(&d, &opts).await.err() });
+    let err = in_ns(&lab.client_ns, move || async move {
+        Session::connect(&d, &opts).await.err()
+    });
     let err = err.expect("a wrong password must fail");
     let msg = err.to_string();
     eprintln!("{msg}");
@@ -311,7 +351,10 @@ impl Agent {
         let agent = Agent { child, sock };
         let t = Instant::now();
         while !agent.sock.exists() {
-            assert!(t.elapsed() < Duration::from_secs(5), "ssh-agent socket did not appear");
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "ssh-agent socket did not appear"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         for key in keys {
@@ -367,7 +410,9 @@ fn unknown_host_is_refused_when_strict() {
     let kh = dir.join("known_hosts");
     let mut opts = key_opts(&lab);
     opts.known_hosts = Some(kh.clone());
-    let err = in_ns(&lab.client_ns, move || async move { Session::connect(&d, &opts).await.err() });
+    let err = in_ns(&lab.client_ns, move || async move {
+        Session::connect(&d, &opts).await.err()
+    });
     let err = err.expect("unknown host must be refused");
     let msg = err.to_string();
     eprintln!("{msg}");
@@ -388,7 +433,10 @@ fn accept_new_learns_the_key() {
     let mut opts = key_opts(&lab);
     opts.known_hosts = Some(kh.clone());
     opts.host_key_policy = HostKeyPolicy::AcceptNew;
-    let strict = ConnectOptions { host_key_policy: HostKeyPolicy::Strict, ..opts.clone() };
+    let strict = ConnectOptions {
+        host_key_policy: HostKeyPolicy::Strict,
+        ..opts.clone()
+    };
     let (first, second) = in_ns(&lab.client_ns, move || async move {
         let a = connect(&d, &opts).await.info().clone();
         // Now known: strict must accept it.
@@ -422,11 +470,16 @@ fn changed_key_is_refused_plain_and_hashed() {
         let mut opts = key_opts(&lab);
         opts.known_hosts = Some(kh.clone());
         opts.host_key_policy = policy;
-        let err = in_ns(&lab.client_ns, move || async move { Session::connect(&d, &opts).await.err() });
+        let err = in_ns(&lab.client_ns, move || async move {
+            Session::connect(&d, &opts).await.err()
+        });
         let err = err.unwrap_or_else(|| panic!("{name}: a changed key must be refused"));
         let msg = err.to_string();
         eprintln!("{name}: {msg}");
-        assert!(matches!(err, SshError::HostKeyChanged { line: l, .. } if l == line), "{name}: {msg}");
+        assert!(
+            matches!(err, SshError::HostKeyChanged { line: l, .. } if l == line),
+            "{name}: {msg}"
+        );
         assert!(msg.contains(&*kh.to_string_lossy()), "{msg}");
         assert!(msg.contains(&format!("line {line}")), "{msg}");
         // Even AcceptNew must not touch the file.
@@ -453,14 +506,20 @@ fn connection_refused_and_unreachable_fail_fast() {
     let msg = err.to_string();
     eprintln!("{msg} ({took:?})");
     assert!(matches!(err, SshError::Connect { .. }), "{msg}");
-    assert!(msg.contains("198.51.100.11:2:") && msg.to_lowercase().contains("refused"), "{msg}");
+    assert!(
+        msg.contains("198.51.100.11:2:") && msg.to_lowercase().contains("refused"),
+        "{msg}"
+    );
     assert!(took < Duration::from_secs(2), "{took:?}");
 
     let (err, took) = unreachable;
     let err = err.expect("198.51.100.99 must be unreachable");
     let msg = err.to_string();
     eprintln!("{msg} ({took:?})");
-    assert!(matches!(err, SshError::Connect { .. } | SshError::Timeout { .. }), "{msg}");
+    assert!(
+        matches!(err, SshError::Connect { .. } | SshError::Timeout { .. }),
+        "{msg}"
+    );
     assert!(msg.contains("198.51.100.99:22"), "{msg}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
@@ -500,9 +559,16 @@ fn silent_and_non_ssh_servers_fail_with_the_phase() {
     let client_ip = lab.client_ip.clone();
     let (silent, garbage) = in_ns(&lab.client_ns, move || async move {
         // Listeners on the client's own lab address, inside its namespace.
-        let quiet = tokio::net::TcpListener::bind((client_ip.as_str(), 0)).await.expect("bind");
-        let noisy = tokio::net::TcpListener::bind((client_ip.as_str(), 0)).await.expect("bind");
-        let (qp, np) = (quiet.local_addr().expect("addr").port(), noisy.local_addr().expect("addr").port());
+        let quiet = tokio::net::TcpListener::bind((client_ip.as_str(), 0))
+            .await
+            .expect("bind");
+        let noisy = tokio::net::TcpListener::bind((client_ip.as_str(), 0))
+            .await
+            .expect("bind");
+        let (qp, np) = (
+            quiet.local_addr().expect("addr").port(),
+            noisy.local_addr().expect("addr").port(),
+        );
         tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((s, _)) = quiet.accept().await {
@@ -516,9 +582,13 @@ fn silent_and_non_ssh_servers_fail_with_the_phase() {
             }
         });
         let t = Instant::now();
-        let a = Session::connect(&format!("root@{client_ip}:{qp}"), &opts).await.err();
+        let a = Session::connect(&format!("root@{client_ip}:{qp}"), &opts)
+            .await
+            .err();
         let ta = t.elapsed();
-        let b = Session::connect(&format!("root@{client_ip}:{np}"), &opts).await.err();
+        let b = Session::connect(&format!("root@{client_ip}:{np}"), &opts)
+            .await
+            .err();
         ((a, ta), b)
     });
     let (err, took) = silent;

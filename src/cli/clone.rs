@@ -50,11 +50,15 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
     let inventory = hotclone::probe::probe(&session, &args.source).await?;
     let plan: Plan = match &args.plan {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading the plan {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the plan {}", path.display()))?;
             Plan::from_toml(&text).with_context(|| format!("the plan {}", path.display()))?
         }
         None => {
-            let target = args.target.clone().context("--target is needed without --plan")?;
+            let target = args
+                .target
+                .clone()
+                .context("--target is needed without --plan")?;
             plan::make(&inventory, &PlanOptions::new(target))?
         }
     };
@@ -69,17 +73,35 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
     if !args.json {
         eprint!("{}", render::plan(&plan));
     }
-    let TargetSpec::Image { path: image_path, .. } = &plan.target;
+    let TargetSpec::Image {
+        path: image_path, ..
+    } = &plan.target;
     if image_path.exists() {
         bail!("{} already exists; hotclone never overwrites a disk image. Remove it or choose another path", image_path.display());
     }
-    let name = args.name.clone().unwrap_or_else(|| inventory.hostname.clone());
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| inventory.hostname.clone());
     let migration = Migration::create(&migration::home(), &name)?;
-    migration.write(&migration.inventory_path(), &serde_json::to_string_pretty(&inventory)?)?;
+    migration.write(
+        &migration.inventory_path(),
+        &serde_json::to_string_pretty(&inventory)?,
+    )?;
     migration.write(&migration.plan_path(), &plan.to_toml())?;
 
-    let agent = AgentCommand { program: std::env::current_exe().context("finding the hotclone binary for the agent")? };
-    let report = clone::run(&session, &inventory, &plan, &migration, &agent, &mut progress).await;
+    let agent = AgentCommand {
+        program: std::env::current_exe().context("finding the hotclone binary for the agent")?,
+    };
+    let report = clone::run(
+        &session,
+        &inventory,
+        &plan,
+        &migration,
+        &agent,
+        &mut progress,
+    )
+    .await;
     progress.finish();
     if let Err(e) = session.disconnect().await {
         tracing::debug!("disconnecting: {e}");
@@ -104,12 +126,26 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
                 "warnings": report.warnings.len()})
         );
     } else {
-        println!("Cloned {} into {} (migration {name})", args.source, report.image.display());
+        println!(
+            "Cloned {} into {} (migration {name})",
+            args.source,
+            report.image.display()
+        );
         println!("  files      {}", report.files);
-        println!("  data       {} (on the wire {}, ratio {:.2})", format_bytes(report.bytes), format_bytes(report.wire_bytes),
-            report.bytes as f64 / report.wire_bytes.max(1) as f64);
-        println!("  time       {secs:.1} s ({}/s)", format_bytes((report.bytes as f64 / secs) as u64));
-        println!("  dirty      {} (changed while read; `hotclone sync {name}` sends them again)", report.dirty);
+        println!(
+            "  data       {} (on the wire {}, ratio {:.2})",
+            format_bytes(report.bytes),
+            format_bytes(report.wire_bytes),
+            report.bytes as f64 / report.wire_bytes.max(1) as f64
+        );
+        println!(
+            "  time       {secs:.1} s ({}/s)",
+            format_bytes((report.bytes as f64 / secs) as u64)
+        );
+        println!(
+            "  dirty      {} (changed while read; `hotclone sync {name}` sends them again)",
+            report.dirty
+        );
         println!("  warnings   {}", report.warnings.len());
         for note in &report.notes {
             println!("  note: {note}");
@@ -117,5 +153,9 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
     }
     // Exit 0 clean, 3 when files were dirty or had warnings (the copy is
     // usable but not exact).
-    Ok(if report.dirty > 0 || !report.warnings.is_empty() { 3 } else { 0 })
+    Ok(if report.dirty > 0 || !report.warnings.is_empty() {
+        3
+    } else {
+        0
+    })
 }

@@ -19,7 +19,12 @@ use clap::{Parser, Subcommand};
 /// only the source's own sh, tar and find. Nothing is installed there and
 /// nothing on it is changed.
 #[derive(Debug, Parser)]
-#[command(name = "hotclone", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "hotclone",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 #[command(after_help = "Start with `hotclone probe root@server` to see what hotclone sees.")]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). HOTCLONE_LOG=filter overrides.

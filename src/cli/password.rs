@@ -22,10 +22,12 @@ pub fn from_fd(fd: i32) -> anyhow::Result<FromFd> {
     }
     // Reopening through /proc keeps this safe: a closed descriptor is a
     // plain "No such file" error instead of undefined ownership.
-    let mut file = File::open(format!("/proc/self/fd/{fd}"))
-        .with_context(|| format!("--password-fd {fd}: that file descriptor is not open in hotclone's process"))?;
+    let mut file = File::open(format!("/proc/self/fd/{fd}")).with_context(|| {
+        format!("--password-fd {fd}: that file descriptor is not open in hotclone's process")
+    })?;
     let mut text = String::new();
-    file.read_to_string(&mut text).with_context(|| format!("reading the password from fd {fd}"))?;
+    file.read_to_string(&mut text)
+        .with_context(|| format!("reading the password from fd {fd}"))?;
     let line = text.lines().next().unwrap_or("").to_string();
     if line.is_empty() {
         bail!("--password-fd {fd}: nothing to read (an empty first line)");
@@ -48,6 +50,8 @@ pub fn have_terminal() -> bool {
 
 impl PasswordProvider for Prompt {
     fn password(&self, user: &str, host: &str) -> Option<String> {
-        rpassword::prompt_password(format!("{user}@{host}'s password: ")).ok().filter(|p| !p.is_empty())
+        rpassword::prompt_password(format!("{user}@{host}'s password: "))
+            .ok()
+            .filter(|p| !p.is_empty())
     }
 }

@@ -57,11 +57,19 @@ pub struct PlanArgs {
 
 async fn inventory(args: &PlanArgs) -> anyhow::Result<Inventory> {
     if let Some(path) = &args.inventory {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading the inventory {}", path.display()))?;
-        return serde_json::from_str(&text)
-            .with_context(|| format!("{} is not an inventory written by `hotclone probe --json`", path.display()));
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the inventory {}", path.display()))?;
+        return serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not an inventory written by `hotclone probe --json`",
+                path.display()
+            )
+        });
     }
-    let source = args.source.as_deref().context("name a SOURCE or --inventory FILE")?;
+    let source = args
+        .source
+        .as_deref()
+        .context("name a SOURCE or --inventory FILE")?;
     let session = hotclone::ssh::Session::connect(source, &args.ssh.to_options()?).await?;
     let inventory = hotclone::probe::probe(&session, source).await?;
     if let Err(e) = session.disconnect().await {
@@ -82,7 +90,8 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
     let plan = plan::make(&inventory, &options)?;
     let toml = plan.to_toml();
     if let Some(path) = &args.output {
-        std::fs::write(path, &toml).with_context(|| format!("writing the plan to {}", path.display()))?;
+        std::fs::write(path, &toml)
+            .with_context(|| format!("writing the plan to {}", path.display()))?;
         tracing::info!("plan written to {}", path.display());
     }
     if args.toml {

@@ -9,7 +9,9 @@ use super::ssh_args::SshArgs;
 /// bootloader, filesystems, disks, network, services, and what its tar and
 /// find can do. Read-only: nothing on the source is changed.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  hotclone probe root@198.51.100.11\n  hotclone probe --json -F lab/ssh_config debian12 > inventory.json")]
+#[command(
+    after_help = "Examples:\n  hotclone probe root@198.51.100.11\n  hotclone probe --json -F lab/ssh_config debian12 > inventory.json"
+)]
 pub struct ProbeArgs {
     /// The source: [user@]host[:port] or an ssh_config Host alias.
     #[arg(value_name = "SOURCE")]

@@ -35,9 +35,15 @@ impl CliProgress {
         } else if std::io::stderr().is_terminal() {
             Display::Bar { bar: None }
         } else {
-            Display::Lines { last: Instant::now() }
+            Display::Lines {
+                last: Instant::now(),
+            }
         };
-        CliProgress { display, counts: Counts::default(), totals: (0, 0) }
+        CliProgress {
+            display,
+            counts: Counts::default(),
+            totals: (0, 0),
+        }
     }
 
     fn json(value: serde_json::Value) {
@@ -69,17 +75,24 @@ impl Progress for CliProgress {
     fn totals(&mut self, files: u64, bytes: u64) {
         self.totals = (files, bytes);
         match &mut self.display {
-            Display::Json => Self::json(serde_json::json!({"event": "totals", "files": files, "bytes": bytes})),
+            Display::Json => {
+                Self::json(serde_json::json!({"event": "totals", "files": files, "bytes": bytes}))
+            }
             Display::Bar { bar } => {
                 let b = ProgressBar::new(bytes);
                 b.set_style(
-                    ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template(
+                        "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 b.enable_steady_tick(Duration::from_millis(250));
                 *bar = Some(b);
             }
-            Display::Lines { .. } => eprintln!("    {files} files, {}", hotclone::units::format_bytes(bytes)),
+            Display::Lines { .. } => eprintln!(
+                "    {files} files, {}",
+                hotclone::units::format_bytes(bytes)
+            ),
         }
     }
 
@@ -93,7 +106,12 @@ impl Progress for CliProgress {
             }
             Display::Lines { last } if last.elapsed() > Duration::from_secs(10) => {
                 *last = Instant::now();
-                eprintln!("    {}/{} files, {}", self.counts.files, self.totals.0, hotclone::units::format_bytes(self.counts.bytes));
+                eprintln!(
+                    "    {}/{} files, {}",
+                    self.counts.files,
+                    self.totals.0,
+                    hotclone::units::format_bytes(self.counts.bytes)
+                );
             }
             _ => {}
         }
@@ -110,8 +128,12 @@ impl Progress for CliProgress {
         };
         let path = warning.path().display().to_string();
         match &self.display {
-            Display::Json => Self::json(serde_json::json!({"event": "warning", "kind": kind, "path": path, "reason": reason})),
-            Display::Bar { bar: Some(b) } => b.println(format!("warning: {kind}: {path}: {reason}")),
+            Display::Json => Self::json(
+                serde_json::json!({"event": "warning", "kind": kind, "path": path, "reason": reason}),
+            ),
+            Display::Bar { bar: Some(b) } => {
+                b.println(format!("warning: {kind}: {path}: {reason}"))
+            }
             _ => eprintln!("warning: {kind}: {path}: {reason}"),
         }
     }

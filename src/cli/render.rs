@@ -2,14 +2,17 @@
 
 use std::fmt::Write;
 
-use hotclone::plan::{self, Plan, PartitionRole, TargetSpec};
+use hotclone::plan::{self, PartitionRole, Plan, TargetSpec};
 use hotclone::probe::{Inventory, MountKind, TarFlavour};
 
 use hotclone::units::format_bytes as bytes;
 
 /// An enum's serde name ("grub-legacy", "network-manager").
 fn name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| "?".into())
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn opt(value: &Option<String>) -> &str {
@@ -26,8 +29,15 @@ fn yes_no(b: bool) -> &'static str {
 
 fn table(out: &mut String, rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     for row in rows {
         let mut line = String::from("  ");
         for (c, cell) in row.iter().enumerate() {
@@ -46,27 +56,85 @@ pub fn inventory(inv: &Inventory) -> String {
     let mut o = String::new();
     let os = &inv.os;
     let _ = writeln!(o, "{} ({})", inv.hostname, inv.source);
-    let version = os.version.as_deref().map(|v| format!(", version {v}")).unwrap_or_default();
+    let version = os
+        .version
+        .as_deref()
+        .map(|v| format!(", version {v}"))
+        .unwrap_or_default();
     let family = name(&os.family);
     let k = &inv.kernel;
-    let installed = if k.installed.is_empty() { "none".to_string() } else { k.installed.join(", ") };
-    let init_state = if inv.init.active { "running" } else { "installed" };
-    let boot_config = inv.bootloader.config.as_deref().map(|c| format!(", config {c}")).unwrap_or_else(|| ", no config file".into());
-    let boot_version = inv.bootloader.version.as_deref().map(|v| format!(" ({v})")).unwrap_or_default();
+    let installed = if k.installed.is_empty() {
+        "none".to_string()
+    } else {
+        k.installed.join(", ")
+    };
+    let init_state = if inv.init.active {
+        "running"
+    } else {
+        "installed"
+    };
+    let boot_config = inv
+        .bootloader
+        .config
+        .as_deref()
+        .map(|c| format!(", config {c}"))
+        .unwrap_or_else(|| ", no config file".into());
+    let boot_version = inv
+        .bootloader
+        .version
+        .as_deref()
+        .map(|v| format!(" ({v})"))
+        .unwrap_or_default();
     let firmware = if inv.bootloader.uefi { "UEFI" } else { "BIOS" };
     table(
         &mut o,
         &[
-            vec!["OS".into(), format!("{}{version} [{family} family]", os.pretty_name)],
-            vec!["Kernel".into(), format!("running {} {}; installed: {installed}", k.running, k.arch)],
-            vec!["Init".into(), format!("{} ({init_state}; {})", name(&inv.init.kind), inv.init.evidence)],
-            vec!["Boot".into(), format!("{}{boot_config}{boot_version}, {firmware}", name(&inv.bootloader.kind))],
-            vec!["Hardware".into(), format!("{} CPU, {} RAM", inv.hardware.cpus, bytes(inv.hardware.memory_bytes))],
+            vec![
+                "OS".into(),
+                format!("{}{version} [{family} family]", os.pretty_name),
+            ],
+            vec![
+                "Kernel".into(),
+                format!("running {} {}; installed: {installed}", k.running, k.arch),
+            ],
+            vec![
+                "Init".into(),
+                format!(
+                    "{} ({init_state}; {})",
+                    name(&inv.init.kind),
+                    inv.init.evidence
+                ),
+            ],
+            vec![
+                "Boot".into(),
+                format!(
+                    "{}{boot_config}{boot_version}, {firmware}",
+                    name(&inv.bootloader.kind)
+                ),
+            ],
+            vec![
+                "Hardware".into(),
+                format!(
+                    "{} CPU, {} RAM",
+                    inv.hardware.cpus,
+                    bytes(inv.hardware.memory_bytes)
+                ),
+            ],
         ],
     );
 
     o.push_str("\nFilesystems\n");
-    let mut rows = vec![["DEVICE", "MOUNT", "TYPE", "SIZE", "USED", "INODES USED", "UUID"].map(String::from).to_vec()];
+    let mut rows = vec![[
+        "DEVICE",
+        "MOUNT",
+        "TYPE",
+        "SIZE",
+        "USED",
+        "INODES USED",
+        "UUID",
+    ]
+    .map(String::from)
+    .to_vec()];
     let mut hidden = 0;
     for m in &inv.storage.mounts {
         if !matches!(m.kind, MountKind::Disk) {
@@ -88,13 +156,23 @@ pub fn inventory(inv: &Inventory) -> String {
     }
     table(&mut o, &rows);
     if hidden > 0 {
-        let _ = writeln!(o, "  ({hidden} pseudo, network or bind mounts not shown; --json lists them)");
+        let _ = writeln!(
+            o,
+            "  ({hidden} pseudo, network or bind mounts not shown; --json lists them)"
+        );
     }
 
-    let disks: Vec<_> = inv.storage.block_devices.iter().filter(|d| d.kind != "loop" || d.mount_point.is_some()).collect();
+    let disks: Vec<_> = inv
+        .storage
+        .block_devices
+        .iter()
+        .filter(|d| d.kind != "loop" || d.mount_point.is_some())
+        .collect();
     if !disks.is_empty() {
         o.push_str("\nBlock devices\n");
-        let mut rows = vec![["NAME", "KIND", "SIZE", "TABLE", "FS", "PARENT"].map(String::from).to_vec()];
+        let mut rows = vec![["NAME", "KIND", "SIZE", "TABLE", "FS", "PARENT"]
+            .map(String::from)
+            .to_vec()];
         for d in disks {
             rows.push(vec![
                 d.name.clone(),
@@ -111,7 +189,14 @@ pub fn inventory(inv: &Inventory) -> String {
         let _ = writeln!(o, "  LVM {} ({})", lv.path, bytes(lv.size_bytes));
     }
     for md in &inv.storage.md_arrays {
-        let _ = writeln!(o, "  MD {} {} [{}]{}", md.name, md.level, md.members.join(" "), if md.active { "" } else { " inactive" });
+        let _ = writeln!(
+            o,
+            "  MD {} {} [{}]{}",
+            md.name,
+            md.level,
+            md.members.join(" "),
+            if md.active { "" } else { " inactive" }
+        );
     }
 
     o.push_str("\nNetwork\n");
@@ -121,24 +206,49 @@ pub fn inventory(inv: &Inventory) -> String {
             i.name.clone(),
             opt(&i.mac).into(),
             if i.up { "up".into() } else { "down".into() },
-            if i.addresses.is_empty() { "-".into() } else { i.addresses.join(" ") },
+            if i.addresses.is_empty() {
+                "-".into()
+            } else {
+                i.addresses.join(" ")
+            },
         ]);
     }
     table(&mut o, &rows);
     for r in &inv.network.routes {
-        let via = r.gateway.as_deref().map(|g| format!(" via {g}")).unwrap_or_default();
-        let dev = r.device.as_deref().map(|d| format!(" dev {d}")).unwrap_or_default();
+        let via = r
+            .gateway
+            .as_deref()
+            .map(|g| format!(" via {g}"))
+            .unwrap_or_default();
+        let dev = r
+            .device
+            .as_deref()
+            .map(|d| format!(" dev {d}"))
+            .unwrap_or_default();
         let _ = writeln!(o, "  route {}{via}{dev}", r.destination);
     }
     let dns = &inv.network.dns;
     if !dns.nameservers.is_empty() {
-        let _ = writeln!(o, "  dns {}{}", dns.nameservers.join(" "), if dns.search.is_empty() { String::new() } else { format!(" (search {})", dns.search.join(" ")) });
+        let _ = writeln!(
+            o,
+            "  dns {}{}",
+            dns.nameservers.join(" "),
+            if dns.search.is_empty() {
+                String::new()
+            } else {
+                format!(" (search {})", dns.search.join(" "))
+            }
+        );
     }
     let styles: Vec<String> = inv.network.config_styles.iter().map(name).collect();
     let _ = writeln!(
         o,
         "  config {}: {}",
-        if styles.is_empty() { "none found".into() } else { styles.join(", ") },
+        if styles.is_empty() {
+            "none found".into()
+        } else {
+            styles.join(", ")
+        },
         inv.network.config_files.join(" ")
     );
 
@@ -146,8 +256,16 @@ pub fn inventory(inv: &Inventory) -> String {
     let _ = writeln!(
         o,
         "\nServices ({})\n  {}",
-        if svc.source == "systemd" { "systemd units" } else { "init scripts with a running daemon" },
-        if svc.running.is_empty() { "none recognised".into() } else { svc.running.join(" ") }
+        if svc.source == "systemd" {
+            "systemd units"
+        } else {
+            "init scripts with a running daemon"
+        },
+        if svc.running.is_empty() {
+            "none recognised".into()
+        } else {
+            svc.running.join(" ")
+        }
     );
     let _ = writeln!(o, "  processes: {}", svc.processes.join(" "));
 
@@ -155,13 +273,24 @@ pub fn inventory(inv: &Inventory) -> String {
     let tar = match c.tar.flavour {
         TarFlavour::Missing => "missing".to_string(),
         flavour => {
-            let features: Vec<&str> =
-                [("xattrs", c.tar.xattrs), ("acls", c.tar.acls), ("selinux", c.tar.selinux)].iter().filter(|f| f.1).map(|f| f.0).collect();
+            let features: Vec<&str> = [
+                ("xattrs", c.tar.xattrs),
+                ("acls", c.tar.acls),
+                ("selinux", c.tar.selinux),
+            ]
+            .iter()
+            .filter(|f| f.1)
+            .map(|f| f.0)
+            .collect();
             format!(
                 "{} {}{}",
                 name(&flavour),
                 opt(&c.tar.version),
-                if features.is_empty() { " (no xattrs/acls/selinux)".into() } else { format!(" ({})", features.join(", ")) }
+                if features.is_empty() {
+                    " (no xattrs/acls/selinux)".into()
+                } else {
+                    format!(" ({})", features.join(", "))
+                }
             )
         }
     };
@@ -190,7 +319,15 @@ pub fn inventory(inv: &Inventory) -> String {
 pub fn plan(p: &Plan) -> String {
     let mut o = String::new();
     let s = &p.source;
-    let _ = writeln!(o, "Plan for {} ({}): {}, kernel {}, {}", s.hostname, s.name, s.distro, s.kernel, name(&s.bootloader));
+    let _ = writeln!(
+        o,
+        "Plan for {} ({}): {}, kernel {}, {}",
+        s.hostname,
+        s.name,
+        s.distro,
+        s.kernel,
+        name(&s.bootloader)
+    );
     let TargetSpec::Image { path, format, .. } = &p.target;
     let _ = writeln!(
         o,
@@ -200,7 +337,17 @@ pub fn plan(p: &Plan) -> String {
         bytes(p.disk.size_bytes),
         name(&p.disk.partition_table)
     );
-    let mut rows = vec![["#", "ROLE", "SIZE", "MOUNT", "FS", "MKFS OPTIONS", "COPY OF (DATA)"].map(String::from).to_vec()];
+    let mut rows = vec![[
+        "#",
+        "ROLE",
+        "SIZE",
+        "MOUNT",
+        "FS",
+        "MKFS OPTIONS",
+        "COPY OF (DATA)",
+    ]
+    .map(String::from)
+    .to_vec()];
     for part in &p.disk.partitions {
         let fs = part.fs.as_ref();
         let mut mkfs = fs.map(plan::fs_rules::mkfs_args).unwrap_or_default();
@@ -210,10 +357,24 @@ pub fn plan(p: &Plan) -> String {
         rows.push(vec![
             part.number.to_string(),
             name(&part.role),
-            if part.role == PartitionRole::Extended { "-".into() } else { bytes(part.size_bytes) },
+            if part.role == PartitionRole::Extended {
+                "-".into()
+            } else {
+                bytes(part.size_bytes)
+            },
             part.mount_point.clone().unwrap_or_else(|| "-".into()),
-            fs.map(|f| f.fs_type.name().to_string()).unwrap_or_else(|| if part.role == PartitionRole::Swap { "swap".into() } else { "-".into() }),
-            if mkfs.is_empty() { "-".into() } else { mkfs.join(" ") },
+            fs.map(|f| f.fs_type.name().to_string()).unwrap_or_else(|| {
+                if part.role == PartitionRole::Swap {
+                    "swap".into()
+                } else {
+                    "-".into()
+                }
+            }),
+            if mkfs.is_empty() {
+                "-".into()
+            } else {
+                mkfs.join(" ")
+            },
             match (&part.source_device, part.source_used_bytes) {
                 (Some(d), Some(u)) => format!("{d} ({})", bytes(u)),
                 (Some(d), None) => d.clone(),
@@ -226,13 +387,29 @@ pub fn plan(p: &Plan) -> String {
     let rows: Vec<Vec<String>> = p
         .excludes
         .iter()
-        .map(|e| vec![if e.contents_only { format!("{}/*", e.path.trim_end_matches('/')) } else { e.path.clone() }, e.reason.clone()])
+        .map(|e| {
+            vec![
+                if e.contents_only {
+                    format!("{}/*", e.path.trim_end_matches('/'))
+                } else {
+                    e.path.clone()
+                },
+                e.reason.clone(),
+            ]
+        })
         .collect();
     table(&mut o, &rows);
     if !p.network.is_empty() {
         o.push_str("\nNetwork\n");
         for n in &p.network {
-            let _ = writeln!(o, "  {} ({}) {} -> VM NIC {}", n.source_interface, opt(&n.source_mac), n.addresses.join(" "), n.target_nic);
+            let _ = writeln!(
+                o,
+                "  {} ({}) {} -> VM NIC {}",
+                n.source_interface,
+                opt(&n.source_mac),
+                n.addresses.join(" "),
+                n.target_nic
+            );
         }
     }
     if !p.notes.is_empty() {
@@ -250,17 +427,37 @@ mod tests {
 
     #[test]
     fn plan_summary_shows_layout_mkfs_options_and_excludes() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/plan/debian5.plan.toml")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/plan/debian5.plan.toml"
+        ))
+        .unwrap();
         let p = Plan::from_toml(&text).unwrap();
         let out = plan(&p);
-        for needle in ["mbr partition table", "ext3", "-I 128", "/dev/hda1 (2.9 GiB)", "/proc/*", "/home/*", "eth0 (00:16:3e:2a:7c:01)", "swap"] {
-            assert!(out.contains(needle), "plan summary lacks {needle:?}:\n{out}");
+        for needle in [
+            "mbr partition table",
+            "ext3",
+            "-I 128",
+            "/dev/hda1 (2.9 GiB)",
+            "/proc/*",
+            "/home/*",
+            "eth0 (00:16:3e:2a:7c:01)",
+            "swap",
+        ] {
+            assert!(
+                out.contains(needle),
+                "plan summary lacks {needle:?}:\n{out}"
+            );
         }
     }
 
     #[test]
     fn debian5_summary_names_the_facts_a_sysadmin_looks_for() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/probe/debian5/inventory.json")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/probe/debian5/inventory.json"
+        ))
+        .unwrap();
         let inv: Inventory = serde_json::from_str(&text).unwrap();
         let out = inventory(&inv);
         for needle in [

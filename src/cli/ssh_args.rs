@@ -46,7 +46,9 @@ pub struct SshArgs {
 impl SshArgs {
     pub fn to_options(&self) -> anyhow::Result<ConnectOptions> {
         let password = match self.password_fd {
-            Some(fd) => Some(Arc::new(password::from_fd(fd)?) as Arc<dyn hotclone::ssh::PasswordProvider>),
+            Some(fd) => {
+                Some(Arc::new(password::from_fd(fd)?) as Arc<dyn hotclone::ssh::PasswordProvider>)
+            }
             None if !self.batch && password::have_terminal() => {
                 Some(Arc::new(password::Prompt) as Arc<dyn hotclone::ssh::PasswordProvider>)
             }
@@ -56,7 +58,11 @@ impl SshArgs {
             ssh_config: self.config.clone(),
             identity_files: self.identity.clone(),
             known_hosts: self.known_hosts.clone(),
-            host_key_policy: if self.accept_new { HostKeyPolicy::AcceptNew } else { HostKeyPolicy::Strict },
+            host_key_policy: if self.accept_new {
+                HostKeyPolicy::AcceptNew
+            } else {
+                HostKeyPolicy::Strict
+            },
             use_agent: !self.no_agent,
             password,
             connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),

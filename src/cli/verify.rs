@@ -32,10 +32,12 @@ pub struct VerifyArgs {
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     let migration = Migration::open(&migration::home(), &args.name)?;
-    let plan_text = std::fs::read_to_string(migration.plan_path()).context("reading the migration's plan")?;
+    let plan_text =
+        std::fs::read_to_string(migration.plan_path()).context("reading the migration's plan")?;
     let plan = Plan::from_toml(&plan_text)?;
     let inventory: Inventory = serde_json::from_str(
-        &std::fs::read_to_string(migration.inventory_path()).context("reading the migration's inventory")?,
+        &std::fs::read_to_string(migration.inventory_path())
+            .context("reading the migration's inventory")?,
     )?;
     let journal = Journal::open(&migration.journal_path())?;
     let records = journal.files()?;
@@ -47,15 +49,23 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     let target_checked = records.len();
 
     if !args.target_only {
-        let session = hotclone::ssh::Session::connect(&inventory.source, &args.ssh.to_options()?).await?;
-        let listing = hotclone::clone::list_source(&session, &inventory, &plan, &mut Silent).await?;
+        let session =
+            hotclone::ssh::Session::connect(&inventory.source, &args.ssh.to_options()?).await?;
+        let listing =
+            hotclone::clone::list_source(&session, &inventory, &plan, &mut Silent).await?;
         let _ = session.disconnect().await;
         diffs.extend(hotclone::verify::compare_with_source(&records, &listing));
     }
 
     if args.json {
-        let list: Vec<_> = diffs.iter().map(|d| serde_json::json!({"path": d.path, "difference": d.what})).collect();
-        println!("{}", serde_json::json!({"migration": args.name, "checked": target_checked, "differences": list}));
+        let list: Vec<_> = diffs
+            .iter()
+            .map(|d| serde_json::json!({"path": d.path, "difference": d.what}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"migration": args.name, "checked": target_checked, "differences": list})
+        );
     } else {
         for d in &diffs {
             println!("{}: {}", d.path, d.what);
@@ -63,7 +73,11 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         println!(
             "{} files checked on the target{} ({} as conversion left them); {} difference(s)",
             target_checked,
-            if args.target_only { "" } else { " and against the source" },
+            if args.target_only {
+                ""
+            } else {
+                " and against the source"
+            },
             converted.len(),
             diffs.len()
         );

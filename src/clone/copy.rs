@@ -99,17 +99,38 @@ pub async fn copy(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|source| CloneError::Agent { what: format!("starting {} agent", agent.program.display()), source })?;
-    let agent_in = agent_child.stdin.take().ok_or_else(|| CloneError::internal("agent stdin"))?;
-    let agent_out = agent_child.stdout.take().ok_or_else(|| CloneError::internal("agent stdout"))?;
+        .map_err(|source| CloneError::Agent {
+            what: format!("starting {} agent", agent.program.display()),
+            source,
+        })?;
+    let agent_in = agent_child
+        .stdin
+        .take()
+        .ok_or_else(|| CloneError::internal("agent stdin"))?;
+    let agent_out = agent_child
+        .stdout
+        .take()
+        .ok_or_else(|| CloneError::internal("agent stdout"))?;
     let ack_reader = std::thread::spawn(move || -> Vec<String> {
-        BufReader::new(agent_out).lines().map_while(Result::ok).collect()
+        BufReader::new(agent_out)
+            .lines()
+            .map_while(Result::ok)
+            .collect()
     });
 
-    let mut remote = session.exec(&tar_command(caps)).await.map_err(CloneError::Ssh)?;
-    let mut tar_in = remote.take_stdin().ok_or_else(|| CloneError::internal("tar stdin"))?;
-    let tar_out = remote.take_stdout().ok_or_else(|| CloneError::internal("tar stdout"))?;
-    let mut tar_err = remote.take_stderr().ok_or_else(|| CloneError::internal("tar stderr"))?;
+    let mut remote = session
+        .exec(&tar_command(caps))
+        .await
+        .map_err(CloneError::Ssh)?;
+    let mut tar_in = remote
+        .take_stdin()
+        .ok_or_else(|| CloneError::internal("tar stdin"))?;
+    let tar_out = remote
+        .take_stdout()
+        .ok_or_else(|| CloneError::internal("tar stdout"))?;
+    let mut tar_err = remote
+        .take_stderr()
+        .ok_or_else(|| CloneError::internal("tar stderr"))?;
     let feeder = tokio::spawn(async move {
         tar_in.write_all(&list).await?;
         tar_in.shutdown().await
@@ -122,7 +143,10 @@ pub async fn copy(
 
     // The pump blocks; block_in_place keeps the other tasks running.
     let pumped = tokio::task::block_in_place(|| {
-        let mut out = WireWriter::new(Counting { inner: agent_in, bytes: 0 })?;
+        let mut out = WireWriter::new(Counting {
+            inner: agent_in,
+            bytes: 0,
+        })?;
         let stats = tar_to_wire::pump(SyncIoBridge::new(tar_out), &mut out, progress)?;
         let counted = out.finish()?;
         Ok::<_, crate::stream::StreamError>((stats, counted.bytes))
@@ -130,33 +154,58 @@ pub async fn copy(
     let tar_stderr = stderr_task.await.unwrap_or_default();
     let fed = feeder.await;
     let tar_status = remote.wait().await.map_err(CloneError::Ssh)?;
-    let agent_status = agent_child.wait().map_err(|source| CloneError::Agent { what: "waiting for the agent".into(), source })?;
+    let agent_status = agent_child.wait().map_err(|source| CloneError::Agent {
+        what: "waiting for the agent".into(),
+        source,
+    })?;
     let ack_lines = ack_reader.join().unwrap_or_default();
 
-    let (stats, wire_bytes) = pumped.map_err(|e| CloneError::Stream { error: e, tar_stderr: tar_stderr.clone() })?;
+    let (stats, wire_bytes) = pumped.map_err(|e| CloneError::Stream {
+        error: e,
+        tar_stderr: tar_stderr.clone(),
+    })?;
     if let Ok(Err(e)) = fed {
-        return Err(CloneError::Remote { what: format!("sending the file list to the source's tar: {e}"), stderr: tar_stderr });
+        return Err(CloneError::Remote {
+            what: format!("sending the file list to the source's tar: {e}"),
+            stderr: tar_stderr,
+        });
     }
     // GNU tar: 1 = some files changed while read (reported per file), 2 = fatal.
-    let tar_ok = tar_status.success() || (caps.tar.flavour == TarFlavour::Gnu && tar_status == ExitStatus::Code(1));
+    let tar_ok = tar_status.success()
+        || (caps.tar.flavour == TarFlavour::Gnu && tar_status == ExitStatus::Code(1));
     if !tar_ok {
-        return Err(CloneError::Remote { what: format!("the source's tar failed ({tar_status})"), stderr: tar_stderr });
+        return Err(CloneError::Remote {
+            what: format!("the source's tar failed ({tar_status})"),
+            stderr: tar_stderr,
+        });
     }
     if !agent_status.success() {
-        return Err(CloneError::AgentFailed { status: agent_status.to_string() });
+        return Err(CloneError::AgentFailed {
+            status: agent_status.to_string(),
+        });
     }
 
     let (mut warnings, tar_messages) = tar_messages::parse(&tar_stderr);
-    let dirty: Vec<PathBuf> = warnings.iter().filter(|w| matches!(w, FileWarning::Dirty { .. })).map(|w| w.path().clone()).collect();
-    let by_path: HashMap<&[u8], &ListedFile> = files.iter().map(|f| (f.path.as_slice(), *f)).collect();
+    let dirty: Vec<PathBuf> = warnings
+        .iter()
+        .filter(|w| matches!(w, FileWarning::Dirty { .. }))
+        .map(|w| w.path().clone())
+        .collect();
+    let by_path: HashMap<&[u8], &ListedFile> =
+        files.iter().map(|f| (f.path.as_slice(), *f)).collect();
     let mut records = Vec::new();
     for line in &ack_lines {
-        let ack = Ack::parse(line).map_err(|e| CloneError::Remote { what: e.to_string(), stderr: String::new() })?;
+        let ack = Ack::parse(line).map_err(|e| CloneError::Remote {
+            what: e.to_string(),
+            stderr: String::new(),
+        })?;
         match ack {
             Ack::Ok { path, digest } => {
                 let mut abs = b"/".to_vec();
                 abs.extend_from_slice(&path);
-                let Some(listed) = by_path.get(abs.as_slice()) else { continue };
+                let Some(listed) = by_path.get(abs.as_slice()) else {
+                    continue;
+                };
                 let shown = PathBuf::from(String::from_utf8_lossy(&abs).into_owned());
                 progress.file_done(listed.size);
                 records.push(FileRecord {
@@ -174,15 +223,27 @@ pub async fn copy(
                     dirty: dirty.contains(&shown),
                 });
             }
-            Ack::Warn { path, reason } => warnings.push(FileWarning::Degraded { path: lossy_abs(&path), reason }),
-            Ack::Bad { path, reason } => warnings.push(FileWarning::Unreadable { path: lossy_abs(&path), reason: format!("not written on the target: {reason}") }),
+            Ack::Warn { path, reason } => warnings.push(FileWarning::Degraded {
+                path: lossy_abs(&path),
+                reason,
+            }),
+            Ack::Bad { path, reason } => warnings.push(FileWarning::Unreadable {
+                path: lossy_abs(&path),
+                reason: format!("not written on the target: {reason}"),
+            }),
             Ack::Done { .. } => {}
         }
     }
     for w in &warnings {
         progress.warning(w);
     }
-    Ok(CopyOutcome { stats, wire_bytes, records, warnings, tar_messages })
+    Ok(CopyOutcome {
+        stats,
+        wire_bytes,
+        records,
+        warnings,
+        tar_messages,
+    })
 }
 
 /// Counts the compressed bytes that go to the agent.

@@ -18,10 +18,10 @@ pub mod tar_messages;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::convert;
 use crate::journal::{Journal, PassStats};
 use crate::migration::Migration;
 use crate::plan::{Exclude, Plan, TargetSpec};
-use crate::convert;
 use crate::probe::{BootloaderKind, DistroFamily, Inventory};
 use crate::progress::{FileWarning, Progress};
 use crate::ssh::Session;
@@ -39,9 +39,15 @@ pub enum CloneError {
     #[error("on the source, {what}. Its stderr: {stderr}")]
     Remote { what: String, stderr: String },
     #[error("the data stream broke: {error}. The source's tar said: {tar_stderr}")]
-    Stream { error: crate::stream::StreamError, tar_stderr: String },
+    Stream {
+        error: crate::stream::StreamError,
+        tar_stderr: String,
+    },
     #[error("{what}: {source}")]
-    Agent { what: String, source: std::io::Error },
+    Agent {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("the agent failed ({status}); its messages are above")]
     AgentFailed { status: String },
     #[error(transparent)]
@@ -77,31 +83,55 @@ pub struct CloneReport {
 pub fn excluded(path: &[u8], excludes: &[Exclude]) -> bool {
     excludes.iter().any(|e| {
         let p = e.path.trim_end_matches('/').as_bytes();
-        let inside = path.len() > p.len() && path.starts_with(p) && (p.is_empty() || path[p.len()] == b'/');
+        let inside =
+            path.len() > p.len() && path.starts_with(p) && (p.is_empty() || path[p.len()] == b'/');
         inside || (!e.contents_only && path == p)
     })
 }
 
 /// Phase 2: list every filesystem the plan copies; keep what is not
 /// excluded, and each mount point once (as the root of its own filesystem).
-pub async fn list_source(session: &Session, inv: &Inventory, plan: &Plan, progress: &mut dyn Progress) -> Result<Vec<ListedFile>, CloneError> {
-    let roots: Vec<&str> = plan.disk.partitions.iter().filter_map(|p| p.mount_point.as_deref()).collect();
+pub async fn list_source(
+    session: &Session,
+    inv: &Inventory,
+    plan: &Plan,
+    progress: &mut dyn Progress,
+) -> Result<Vec<ListedFile>, CloneError> {
+    let roots: Vec<&str> = plan
+        .disk
+        .partitions
+        .iter()
+        .filter_map(|p| p.mount_point.as_deref())
+        .collect();
     let cmd = listing::command(&inv.capabilities, &roots);
     let out = session.run(&cmd, b"").await.map_err(CloneError::Ssh)?;
     let (files, unparsed) = listing::parse(&inv.capabilities, &out.stdout);
     if files.is_empty() {
-        return Err(CloneError::Remote { what: format!("listing the files with `{cmd}` produced nothing ({})", out.status), stderr: String::from_utf8_lossy(&out.stderr).into_owned() });
+        return Err(CloneError::Remote {
+            what: format!(
+                "listing the files with `{cmd}` produced nothing ({})",
+                out.status
+            ),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
     }
     for u in unparsed {
-        progress.warning(&FileWarning::Skipped { path: PathBuf::from(u.0), reason: "the listing line could not be read (a newline in the name?)".into() });
+        progress.warning(&FileWarning::Skipped {
+            path: PathBuf::from(u.0),
+            reason: "the listing line could not be read (a newline in the name?)".into(),
+        });
     }
-    let mut by_path: std::collections::BTreeMap<Vec<u8>, ListedFile> = std::collections::BTreeMap::new();
+    let mut by_path: std::collections::BTreeMap<Vec<u8>, ListedFile> =
+        std::collections::BTreeMap::new();
     for f in files {
         if excluded(&f.path, &plan.excludes) {
             continue;
         }
         if f.kind == FileKind::Socket {
-            progress.warning(&FileWarning::Skipped { path: PathBuf::from(String::from_utf8_lossy(&f.path).into_owned()), reason: "sockets are recreated by their daemons".into() });
+            progress.warning(&FileWarning::Skipped {
+                path: PathBuf::from(String::from_utf8_lossy(&f.path).into_owned()),
+                reason: "sockets are recreated by their daemons".into(),
+            });
             continue;
         }
         by_path.insert(f.path.clone(), f);
@@ -127,14 +157,26 @@ pub async fn run(
 
     progress.phase("listing the source");
     let files = list_source(session, inv, plan, progress).await?;
-    let total_bytes: u64 = files.iter().filter(|f| f.kind == FileKind::File).map(|f| f.size).sum();
+    let total_bytes: u64 = files
+        .iter()
+        .filter(|f| f.kind == FileKind::File)
+        .map(|f| f.size)
+        .sum();
     progress.totals(files.len() as u64, total_bytes);
 
     progress.phase("copying");
     let mut journal = Journal::open(&migration.journal_path())?;
     let pass = journal.begin_pass("clone")?;
     let refs: Vec<&ListedFile> = files.iter().collect();
-    let mut copied = copy::copy(session, &inv.capabilities, &refs, &prepared.root, agent, progress).await?;
+    let mut copied = copy::copy(
+        session,
+        &inv.capabilities,
+        &refs,
+        &prepared.root,
+        agent,
+        progress,
+    )
+    .await?;
     for w in crate::verify::mark_changed_since_listing(&prepared.root, &mut copied.records) {
         progress.warning(&w);
         copied.warnings.push(w);
@@ -144,15 +186,25 @@ pub async fn run(
     let dirty = copied.records.iter().filter(|r| r.dirty).count() as u64;
     journal.finish_pass(
         pass,
-        &PassStats { files: copied.stats.files, bytes: copied.stats.bytes, wire_bytes: copied.wire_bytes, dirty, warnings: copied.warnings.len() as u64 },
+        &PassStats {
+            files: copied.stats.files,
+            bytes: copied.stats.bytes,
+            wire_bytes: copied.wire_bytes,
+            dirty,
+            warnings: copied.warnings.len() as u64,
+        },
     )?;
 
     progress.phase("converting");
     let notes = convert_phase(inv, plan, &prepared, progress)?;
-    journal.record_converted(&crate::verify::converted_files(&prepared.root, &copied.records))?;
+    journal.record_converted(&crate::verify::converted_files(
+        &prepared.root,
+        &copied.records,
+    ))?;
     if plan.autorelabel {
         let flag = prepared.root.join(".autorelabel");
-        std::fs::write(&flag, b"").map_err(|e| CloneError::Convert(format!("writing {}: {e}", flag.display())))?;
+        std::fs::write(&flag, b"")
+            .map_err(|e| CloneError::Convert(format!("writing {}: {e}", flag.display())))?;
         progress.note("SELinux labels were not copied: /.autorelabel makes the clone relabel itself at first boot");
     }
 
@@ -175,8 +227,14 @@ pub async fn run(
 /// all the time. Only the directory is kept, so such a change is no reason
 /// to distrust it.
 fn forgive_mount_points(copied: &mut copy::CopyOutcome, excludes: &[Exclude]) {
-    let is_mount_point = |p: &std::path::Path| excludes.iter().any(|e| e.contents_only && p == std::path::Path::new(&e.path));
-    copied.warnings.retain(|w| !(matches!(w, FileWarning::Dirty { .. }) && is_mount_point(w.path())));
+    let is_mount_point = |p: &std::path::Path| {
+        excludes
+            .iter()
+            .any(|e| e.contents_only && p == std::path::Path::new(&e.path))
+    };
+    copied
+        .warnings
+        .retain(|w| !(matches!(w, FileWarning::Dirty { .. }) && is_mount_point(w.path())));
     for r in &mut copied.records {
         if r.dirty && is_mount_point(std::path::Path::new(&*String::from_utf8_lossy(&r.path))) {
             r.dirty = false;
@@ -188,7 +246,12 @@ fn forgive_mount_points(copied: &mut copy::CopyOutcome, excludes: &[Exclude]) {
 /// source hotclone cannot convert (no known distribution family, no
 /// bootloader, e.g. a busybox box) is copied faithfully and left as it is,
 /// with a note saying so.
-fn convert_phase(inv: &Inventory, plan: &Plan, prepared: &image::PreparedImage, progress: &mut dyn Progress) -> Result<Vec<String>, CloneError> {
+fn convert_phase(
+    inv: &Inventory,
+    plan: &Plan,
+    prepared: &image::PreparedImage,
+    progress: &mut dyn Progress,
+) -> Result<Vec<String>, CloneError> {
     if inv.os.family == DistroFamily::Unknown || plan.source.bootloader == BootloaderKind::None {
         let note = format!(
             "the copy was not converted ({} family, {} bootloader): it holds the files exactly, but will not boot as a VM as it is",
@@ -201,17 +264,26 @@ fn convert_phase(inv: &Inventory, plan: &Plan, prepared: &image::PreparedImage, 
     let made: Vec<convert::NewFilesystem> = prepared
         .filesystems
         .iter()
-        .map(|f| convert::NewFilesystem { partition: f.number, uuid: f.uuid.clone(), device: Some(f.device.display().to_string()) })
+        .map(|f| convert::NewFilesystem {
+            partition: f.number,
+            uuid: f.uuid.clone(),
+            device: Some(f.device.display().to_string()),
+        })
         .collect();
     let disk = Some(prepared.disk_device().display().to_string());
-    let ctx = convert::ConvertContext::from_plan(plan, inv, &made, disk).map_err(|e| CloneError::Convert(e.to_string()))?;
-    let mut exec = convert::chroot::UnshareChroot::new(&prepared.root).map_err(|e| CloneError::Convert(e.to_string()))?.with_uuid_links(&ctx);
-    let report = convert::convert(&prepared.root, &ctx, &mut exec, progress).map_err(|e| CloneError::Convert(e.to_string()))?;
+    let ctx = convert::ConvertContext::from_plan(plan, inv, &made, disk)
+        .map_err(|e| CloneError::Convert(e.to_string()))?;
+    let mut exec = convert::chroot::UnshareChroot::new(&prepared.root)
+        .map_err(|e| CloneError::Convert(e.to_string()))?
+        .with_uuid_links(&ctx);
+    let report = convert::convert(&prepared.root, &ctx, &mut exec, progress)
+        .map_err(|e| CloneError::Convert(e.to_string()))?;
     // Nothing of ours stays in the clone: conversion's own bookkeeping (the
     // interface-rename marker) only matters while it runs.
     let ours = prepared.root.join("var/lib/hotclone");
     if ours.exists() {
-        std::fs::remove_dir_all(&ours).map_err(|e| CloneError::Convert(format!("removing {}: {e}", ours.display())))?;
+        std::fs::remove_dir_all(&ours)
+            .map_err(|e| CloneError::Convert(format!("removing {}: {e}", ours.display())))?;
     }
     Ok(report.notes)
 }
@@ -221,12 +293,20 @@ mod tests {
     use super::*;
 
     fn ex(path: &str, contents_only: bool) -> Exclude {
-        Exclude { path: path.into(), contents_only, reason: String::new() }
+        Exclude {
+            path: path.into(),
+            contents_only,
+            reason: String::new(),
+        }
     }
 
     #[test]
     fn excludes_keep_mount_points_and_drop_contents() {
-        let ex = vec![ex("/proc", true), ex("/var/cache/apt", false), ex("/srv/my data", true)];
+        let ex = vec![
+            ex("/proc", true),
+            ex("/var/cache/apt", false),
+            ex("/srv/my data", true),
+        ];
         assert!(!excluded(b"/proc", &ex));
         assert!(excluded(b"/proc/1/stat", &ex));
         assert!(!excluded(b"/procfile", &ex));

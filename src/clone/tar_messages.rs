@@ -19,7 +19,10 @@ use crate::progress::FileWarning;
 const KNOWN: &[(&str, Kind)] = &[
     (": file changed as we read it", Kind::Dirty),
     ("; padding with zeros", Kind::Dirty),
-    (": Warning: Cannot stat: No such file or directory", Kind::Vanished),
+    (
+        ": Warning: Cannot stat: No such file or directory",
+        Kind::Vanished,
+    ),
     (": Cannot stat: No such file or directory", Kind::Vanished),
     (": File removed before we read it", Kind::Vanished),
     (": socket ignored", Kind::Skipped),
@@ -55,8 +58,14 @@ fn parse_line(line: &str) -> Option<FileWarning> {
     for (tail, kind) in KNOWN {
         let Some(at) = body.find(tail) else { continue };
         let name = &body[..at];
-        let name = name.split_once(": File shrank by").map(|(n, _)| n).unwrap_or(name);
-        let path = PathBuf::from(format!("/{}", name.trim_start_matches("./").trim_start_matches('/')));
+        let name = name
+            .split_once(": File shrank by")
+            .map(|(n, _)| n)
+            .unwrap_or(name);
+        let path = PathBuf::from(format!(
+            "/{}",
+            name.trim_start_matches("./").trim_start_matches('/')
+        ));
         let reason = body[at + 2..].to_string();
         return Some(match kind {
             Kind::Dirty => FileWarning::Dirty { path, reason },
@@ -82,11 +91,31 @@ mod tests {
              tar: run/a: b.sock: socket ignored\n\
              tar: Exiting with failure status due to previous errors\n",
         );
-        assert_eq!(w[0], FileWarning::Dirty { path: "/var/log/syslog".into(), reason: "file changed as we read it".into() });
-        assert!(matches!(&w[1], FileWarning::Dirty { path, .. } if path == &PathBuf::from("/var/lib/db/x")));
-        assert_eq!(w[2], FileWarning::Vanished { path: "/tmp/gone".into() });
-        assert!(matches!(&w[3], FileWarning::Unreadable { path, reason } if path == &PathBuf::from("/root/secret") && reason.contains("Permission denied")));
-        assert!(matches!(&w[4], FileWarning::Skipped { path, .. } if path == &PathBuf::from("/run/a: b.sock")));
-        assert_eq!(other, vec!["tar: Exiting with failure status due to previous errors"]);
+        assert_eq!(
+            w[0],
+            FileWarning::Dirty {
+                path: "/var/log/syslog".into(),
+                reason: "file changed as we read it".into()
+            }
+        );
+        assert!(
+            matches!(&w[1], FileWarning::Dirty { path, .. } if path == &PathBuf::from("/var/lib/db/x"))
+        );
+        assert_eq!(
+            w[2],
+            FileWarning::Vanished {
+                path: "/tmp/gone".into()
+            }
+        );
+        assert!(
+            matches!(&w[3], FileWarning::Unreadable { path, reason } if path == &PathBuf::from("/root/secret") && reason.contains("Permission denied"))
+        );
+        assert!(
+            matches!(&w[4], FileWarning::Skipped { path, .. } if path == &PathBuf::from("/run/a: b.sock"))
+        );
+        assert_eq!(
+            other,
+            vec!["tar: Exiting with failure status due to previous errors"]
+        );
     }
 }

@@ -44,7 +44,11 @@ pub enum ChrootError {
         error: std::io::Error,
     },
     #[error("`{command}` failed in the target's chroot (exit status {status}):\n{output}")]
-    Failed { command: String, status: i32, output: String },
+    Failed {
+        command: String,
+        status: i32,
+        output: String,
+    },
 }
 
 /// Run a command inside a target root.
@@ -70,11 +74,15 @@ pub struct UnshareChroot {
 impl UnshareChroot {
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, ChrootError> {
         let root = root.into();
-        let real = std::fs::canonicalize(&root).map_err(|_| ChrootError::BadRoot { root: root.clone() })?;
+        let real = std::fs::canonicalize(&root)
+            .map_err(|_| ChrootError::BadRoot { root: root.clone() })?;
         if !real.is_dir() || real == Path::new("/") {
             return Err(ChrootError::BadRoot { root });
         }
-        Ok(UnshareChroot { root: real, uuid_links: vec![] })
+        Ok(UnshareChroot {
+            root: real,
+            uuid_links: vec![],
+        })
     }
 
     /// Provide `/dev/disk/by-uuid` links for every new filesystem and swap
@@ -108,7 +116,11 @@ impl UnshareChroot {
              mount --bind /sys \"$R/sys\"\n",
         );
         for (uuid, dev) in &self.uuid_links {
-            s.push_str(&format!("ln -sf {} \"$R/dev/disk/by-uuid/\"{}\n", shell_quote(dev), shell_quote(uuid)));
+            s.push_str(&format!(
+                "ln -sf {} \"$R/dev/disk/by-uuid/\"{}\n",
+                shell_quote(dev),
+                shell_quote(uuid)
+            ));
         }
         s.push_str("exec chroot \"$R\" \"$@\"\n");
         s
@@ -127,7 +139,16 @@ impl ChrootExec for UnshareChroot {
     fn run(&mut self, argv: &[&str]) -> Result<CommandOutput, ChrootError> {
         let command = argv.join(" ");
         let out = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c", &self.script(), "hotclone-chroot"])
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+                &self.script(),
+                "hotclone-chroot",
+            ])
             .arg(&self.root)
             .args(argv)
             .env_clear()
@@ -157,7 +178,10 @@ pub struct RecordingChroot {
 
 impl RecordingChroot {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        RecordingChroot { root: root.into(), ..Default::default() }
+        RecordingChroot {
+            root: root.into(),
+            ..Default::default()
+        }
     }
 
     /// Commands whose joined argv starts with `prefix` get `output`.
@@ -178,7 +202,13 @@ impl ChrootExec for RecordingChroot {
     }
     fn run(&mut self, argv: &[&str]) -> Result<CommandOutput, ChrootError> {
         let joined = argv.join(" ");
-        self.calls.push(argv.iter().map(|s| s.to_string()).collect());
-        Ok(self.answers.iter().find(|(p, _)| joined.starts_with(p.as_str())).map(|(_, o)| o.clone()).unwrap_or_default())
+        self.calls
+            .push(argv.iter().map(|s| s.to_string()).collect());
+        Ok(self
+            .answers
+            .iter()
+            .find(|(p, _)| joined.starts_with(p.as_str()))
+            .map(|(_, o)| o.clone())
+            .unwrap_or_default())
     }
 }

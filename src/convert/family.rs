@@ -3,8 +3,12 @@
 //! before anything is written, and names itself.
 
 use super::bootloader::{grub2::Grub2, grub_legacy::GrubLegacy, Bootloader};
-use super::initramfs::{dracut::Dracut, initramfs_tools::InitramfsTools, mkinitrd::Mkinitrd, Initramfs};
-use super::network::{ifcfg::Ifcfg, ifupdown::Ifupdown, netplan::Netplan, udev::UdevPersistentNet, NetworkConfig};
+use super::initramfs::{
+    dracut::Dracut, initramfs_tools::InitramfsTools, mkinitrd::Mkinitrd, Initramfs,
+};
+use super::network::{
+    ifcfg::Ifcfg, ifupdown::Ifupdown, netplan::Netplan, udev::UdevPersistentNet, NetworkConfig,
+};
 use super::{ConvertError, Guest};
 use crate::probe::{BootloaderKind, DistroFamily, NetConfigStyle};
 
@@ -22,7 +26,10 @@ impl std::fmt::Debug for Modules {
         f.debug_struct("Modules")
             .field("bootloader", &self.bootloader.name())
             .field("initramfs", &self.initramfs.name())
-            .field("network", &self.network.iter().map(|n| n.name()).collect::<Vec<_>>())
+            .field(
+                "network",
+                &self.network.iter().map(|n| n.name()).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -49,7 +56,10 @@ fn bootloader_name(b: BootloaderKind) -> &'static str {
 pub fn select(guest: &Guest) -> Result<Modules, ConvertError> {
     let family = guest.family;
     let mut notes = Vec::new();
-    let unsupported = |what: String, hint: &str| ConvertError::Unsupported { what, hint: hint.to_string() };
+    let unsupported = |what: String, hint: &str| ConvertError::Unsupported {
+        what,
+        hint: hint.to_string(),
+    };
     if family == DistroFamily::Unknown {
         return Err(unsupported(
             "an unknown distribution family".into(),
@@ -82,7 +92,11 @@ pub fn select(guest: &Guest) -> Result<Modules, ConvertError> {
                 let legacy = guest.bootloader == BootloaderKind::GrubLegacy;
                 notes.push(format!(
                     "Red Hat version unknown: assuming {} from the bootloader",
-                    if legacy { "mkinitrd (RHEL 5 era)" } else { "dracut" }
+                    if legacy {
+                        "mkinitrd (RHEL 5 era)"
+                    } else {
+                        "dracut"
+                    }
                 ));
                 if legacy {
                     Box::new(Mkinitrd)
@@ -95,7 +109,10 @@ pub fn select(guest: &Guest) -> Result<Modules, ConvertError> {
             Some(v) if v >= 12 => Box::new(Dracut),
             _ => {
                 return Err(unsupported(
-                    format!("Suse family before 12 (SUSE's own mkinitrd), version {}", guest.version.as_deref().unwrap_or("unknown")),
+                    format!(
+                        "Suse family before 12 (SUSE's own mkinitrd), version {}",
+                        guest.version.as_deref().unwrap_or("unknown")
+                    ),
                     "only SUSE 12 and later (dracut) are converted",
                 ))
             }
@@ -103,8 +120,16 @@ pub fn select(guest: &Guest) -> Result<Modules, ConvertError> {
         DistroFamily::Unknown => unreachable!("refused above"),
     };
     let network: Vec<Box<dyn NetworkConfig>> = match family {
-        DistroFamily::Debian => vec![Box::new(Ifupdown), Box::new(Netplan), Box::new(UdevPersistentNet)],
-        _ => vec![Box::new(Ifcfg), Box::new(Netplan), Box::new(UdevPersistentNet)],
+        DistroFamily::Debian => vec![
+            Box::new(Ifupdown),
+            Box::new(Netplan),
+            Box::new(UdevPersistentNet),
+        ],
+        _ => vec![
+            Box::new(Ifcfg),
+            Box::new(Netplan),
+            Box::new(UdevPersistentNet),
+        ],
     };
     for style in &guest.network_styles {
         let left = match style {
@@ -114,5 +139,10 @@ pub fn select(guest: &Guest) -> Result<Modules, ConvertError> {
         };
         notes.push(format!("{left} are left as they are (not converted yet); check they do not pin the source's MAC"));
     }
-    Ok(Modules { bootloader, initramfs, network, notes })
+    Ok(Modules {
+        bootloader,
+        initramfs,
+        network,
+        notes,
+    })
 }

@@ -13,7 +13,10 @@
 //!
 //! Comments, blank lines and spacing are preserved.
 
-use super::{join_keep_gaps, map_lines, split_keep_gaps, ConvertContext, FileAction, FilePattern, FileRewriter};
+use super::{
+    join_keep_gaps, map_lines, split_keep_gaps, ConvertContext, FileAction, FilePattern,
+    FileRewriter,
+};
 
 pub const NOT_COPIED: &str = "# hotclone: not copied: ";
 
@@ -24,7 +27,10 @@ impl FileRewriter for Fstab {
         "fstab"
     }
     fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern { pattern: "etc/fstab", create: false }]
+        &[FilePattern {
+            pattern: "etc/fstab",
+            create: false,
+        }]
     }
     fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
         FileAction::from_text(text, rewrite(text, ctx))
@@ -39,7 +45,12 @@ pub fn rewrite(text: &str, ctx: &ConvertContext) -> String {
 /// Lines that will be commented out because they name a local device that
 /// was not copied (for the report).
 pub fn not_copied(text: &str, ctx: &ConvertContext) -> Vec<String> {
-    text.lines().filter(|l| !l.trim_start().starts_with('#') && rewrite_line(l, ctx).starts_with(NOT_COPIED)).map(|l| l.trim().to_string()).collect()
+    text.lines()
+        .filter(|l| {
+            !l.trim_start().starts_with('#') && rewrite_line(l, ctx).starts_with(NOT_COPIED)
+        })
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 fn rewrite_line(line: &str, ctx: &ConvertContext) -> String {
@@ -64,7 +75,9 @@ fn rewrite_line(line: &str, ctx: &ConvertContext) -> String {
             // The spec is one we were not told about, but the mount point is
             // a copied filesystem: the line is for it.
             if names_local_device(spec) {
-                ctx.filesystems.iter().find(|f| &f.mount_point == mount_point)
+                ctx.filesystems
+                    .iter()
+                    .find(|f| &f.mount_point == mount_point)
             } else {
                 None
             }
@@ -88,5 +101,8 @@ fn rewrite_line(line: &str, ctx: &ConvertContext) -> String {
 /// network share, a pseudo filesystem or a bind-mounted directory).
 pub fn names_local_device(spec: &str) -> bool {
     let s = spec.trim_matches('"');
-    s.starts_with("/dev/") || ["UUID=", "LABEL=", "PARTUUID=", "PARTLABEL="].iter().any(|p| s.starts_with(p))
+    s.starts_with("/dev/")
+        || ["UUID=", "LABEL=", "PARTUUID=", "PARTLABEL="]
+            .iter()
+            .any(|p| s.starts_with(p))
 }

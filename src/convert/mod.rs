@@ -64,7 +64,14 @@ pub const DEFAULT_CMDLINE: &[&str] = &["net.ifnames=0", "console=ttyS0,115200", 
 /// Drivers the VM needs in the initramfs (virtio, and the emulated
 /// IDE/SATA controllers as a fallback). Those the guest's kernel lacks are
 /// left out at convert time.
-pub const DEFAULT_DRIVERS: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "virtio_scsi", "ata_piix", "ahci"];
+pub const DEFAULT_DRIVERS: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_scsi",
+    "ata_piix",
+    "ahci",
+];
 
 /// What the guest is, as far as conversion cares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,46 +193,95 @@ impl ConvertContext {
     /// the filesystems the target made. Old specs come from the plan's
     /// source devices, the source's fstab (by mount point) and the
     /// source's UUIDs and labels.
-    pub fn from_plan(plan: &Plan, inv: &Inventory, made: &[NewFilesystem], disk_device: Option<String>) -> Result<Self, ConvertError> {
+    pub fn from_plan(
+        plan: &Plan,
+        inv: &Inventory,
+        made: &[NewFilesystem],
+        disk_device: Option<String>,
+    ) -> Result<Self, ConvertError> {
         let mut filesystems = Vec::new();
         let mut swaps = Vec::new();
         for p in &plan.disk.partitions {
-            let Some(new) = made.iter().find(|m| m.partition == p.number) else { continue };
+            let Some(new) = made.iter().find(|m| m.partition == p.number) else {
+                continue;
+            };
             match p.role {
                 PartitionRole::Filesystem => {
                     let mount_point = p.mount_point.clone().unwrap_or_default();
                     let mut old = Vec::new();
                     old.extend(p.source_device.clone());
-                    for e in inv.storage.fstab.iter().filter(|e| e.mount_point == mount_point) {
+                    for e in inv
+                        .storage
+                        .fstab
+                        .iter()
+                        .filter(|e| e.mount_point == mount_point)
+                    {
                         old.push(e.spec.clone());
                     }
-                    for m in inv.storage.mounts.iter().filter(|m| m.mount_point == mount_point) {
+                    for m in inv
+                        .storage
+                        .mounts
+                        .iter()
+                        .filter(|m| m.mount_point == mount_point)
+                    {
                         old.push(m.device.clone());
                         old.extend(m.uuid.as_ref().map(|u| format!("UUID={u}")));
                         old.extend(m.label.as_ref().map(|l| format!("LABEL={l}")));
                     }
                     old.sort();
                     old.dedup();
-                    let fs_type = p.fs.as_ref().map(|f| f.fs_type.name().to_string()).unwrap_or_default();
-                    filesystems.push(FsMapping { mount_point, old_specs: old, uuid: new.uuid.clone(), fs_type, device: new.device.clone(), partition: Some(p.number) });
+                    let fs_type =
+                        p.fs.as_ref()
+                            .map(|f| f.fs_type.name().to_string())
+                            .unwrap_or_default();
+                    filesystems.push(FsMapping {
+                        mount_point,
+                        old_specs: old,
+                        uuid: new.uuid.clone(),
+                        fs_type,
+                        device: new.device.clone(),
+                        partition: Some(p.number),
+                    });
                 }
                 PartitionRole::Swap => {
-                    let mut old: Vec<String> = inv.storage.swaps.iter().filter(|s| s.kind == "partition").map(|s| s.path.clone()).collect();
-                    old.extend(inv.storage.fstab.iter().filter(|e| e.fs_type == "swap").map(|e| e.spec.clone()));
+                    let mut old: Vec<String> = inv
+                        .storage
+                        .swaps
+                        .iter()
+                        .filter(|s| s.kind == "partition")
+                        .map(|s| s.path.clone())
+                        .collect();
+                    old.extend(
+                        inv.storage
+                            .fstab
+                            .iter()
+                            .filter(|e| e.fs_type == "swap")
+                            .map(|e| e.spec.clone()),
+                    );
                     old.sort();
                     old.dedup();
-                    swaps.push(SwapMapping { old_specs: old, uuid: new.uuid.clone(), device: new.device.clone() });
+                    swaps.push(SwapMapping {
+                        old_specs: old,
+                        uuid: new.uuid.clone(),
+                        device: new.device.clone(),
+                    });
                 }
                 _ => {}
             }
         }
         if !filesystems.iter().any(|f| f.mount_point == "/") {
-            return Err(ConvertError::Context("the target made no root filesystem; nothing to convert".into()));
+            return Err(ConvertError::Context(
+                "the target made no root filesystem; nothing to convert".into(),
+            ));
         }
         let nics = plan
             .network
             .iter()
-            .map(|n| NicRename { source: n.source_interface.clone(), mac: n.source_mac.clone(), target: format!("eth{}", n.target_nic) })
+            .map(|n| NicRename {
+                source: n.source_interface.clone(),
+                mac: n.source_mac.clone(),
+                target: format!("eth{}", n.target_nic),
+            })
             .collect();
         let guest = Guest {
             family: plan.source.family,
@@ -234,7 +290,12 @@ impl ConvertContext {
             kernel: plan.source.kernel.clone(),
             network_styles: inv.network.config_styles.clone(),
         };
-        Ok(ConvertContext { swaps, nics, disk_device, ..ConvertContext::new(guest, filesystems) })
+        Ok(ConvertContext {
+            swaps,
+            nics,
+            disk_device,
+            ..ConvertContext::new(guest, filesystems)
+        })
     }
 
     /// The root filesystem's mapping.
@@ -246,17 +307,23 @@ impl ConvertContext {
     /// refers to. The new UUID matches too, so rewrites are idempotent.
     pub fn filesystem_for(&self, spec: &str) -> Option<&FsMapping> {
         let want = normalize_spec(spec);
-        self.filesystems
-            .iter()
-            .find(|f| f.old_specs.iter().chain(std::iter::once(&format!("UUID={}", f.uuid))).any(|s| normalize_spec(s) == want))
+        self.filesystems.iter().find(|f| {
+            f.old_specs
+                .iter()
+                .chain(std::iter::once(&format!("UUID={}", f.uuid)))
+                .any(|s| normalize_spec(s) == want)
+        })
     }
 
     /// The new swap a spec refers to.
     pub fn swap_for(&self, spec: &str) -> Option<&SwapMapping> {
         let want = normalize_spec(spec);
-        self.swaps
-            .iter()
-            .find(|f| f.old_specs.iter().chain(std::iter::once(&format!("UUID={}", f.uuid))).any(|s| normalize_spec(s) == want))
+        self.swaps.iter().find(|f| {
+            f.old_specs
+                .iter()
+                .chain(std::iter::once(&format!("UUID={}", f.uuid)))
+                .any(|s| normalize_spec(s) == want)
+        })
     }
 
     /// The same context with every interface keeping its name: for a
@@ -272,12 +339,19 @@ impl ConvertContext {
 
     /// The VM name for a source interface name.
     pub fn nic_target(&self, source: &str) -> Option<&str> {
-        self.nics.iter().find(|n| n.source == source).map(|n| n.target.as_str())
+        self.nics
+            .iter()
+            .find(|n| n.source == source)
+            .map(|n| n.target.as_str())
     }
 
     /// The mapping for a source MAC (any case).
     pub fn nic_by_mac(&self, mac: &str) -> Option<&NicRename> {
-        self.nics.iter().find(|n| n.mac.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(mac.trim())))
+        self.nics.iter().find(|n| {
+            n.mac
+                .as_deref()
+                .is_some_and(|m| m.eq_ignore_ascii_case(mac.trim()))
+        })
     }
 
     /// Keep only the drivers the guest kernel has (as a module or built in).
@@ -296,7 +370,8 @@ impl ConvertContext {
             .filter_map(|p| p.rsplit('/').next())
             .map(|f| f.split(".ko").next().unwrap_or(f).replace('-', "_"))
             .collect();
-        self.drivers.retain(|d| known.contains(&d.replace('-', "_")));
+        self.drivers
+            .retain(|d| known.contains(&d.replace('-', "_")));
         self
     }
 }
@@ -306,10 +381,16 @@ impl ConvertContext {
 /// `/dev/mapper/VG-LV` is `/dev/VG/LV`.
 pub fn normalize_spec(spec: &str) -> String {
     let s = spec.trim().trim_matches('"');
-    if let Some(u) = s.strip_prefix("UUID=").or_else(|| s.strip_prefix("/dev/disk/by-uuid/")) {
+    if let Some(u) = s
+        .strip_prefix("UUID=")
+        .or_else(|| s.strip_prefix("/dev/disk/by-uuid/"))
+    {
         return format!("UUID={}", u.to_ascii_lowercase());
     }
-    if let Some(l) = s.strip_prefix("LABEL=").or_else(|| s.strip_prefix("/dev/disk/by-label/")) {
+    if let Some(l) = s
+        .strip_prefix("LABEL=")
+        .or_else(|| s.strip_prefix("/dev/disk/by-label/"))
+    {
         return format!("LABEL={l}");
     }
     if let Some(dm) = s.strip_prefix("/dev/mapper/") {
@@ -388,7 +469,9 @@ pub trait FileRewriter {
 
     /// Whether `path` is one of this module's files.
     fn handles(&self, path: &str) -> bool {
-        self.files().iter().any(|p| pattern_matches(p.pattern, path))
+        self.files()
+            .iter()
+            .any(|p| pattern_matches(p.pattern, path))
     }
 }
 
@@ -418,7 +501,10 @@ pub enum ConvertError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
-    move |error| ConvertError::Io { path: path.to_path_buf(), error }
+    move |error| ConvertError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
 }
 
 /// What [`convert`] did.
@@ -432,16 +518,26 @@ pub struct ConvertReport {
 
 /// Convert the copy mounted at `root` (every planned filesystem mounted
 /// under it) so it boots as a VM. `exec` runs the guest's tools in `root`.
-pub fn convert(root: &Path, ctx: &ConvertContext, exec: &mut dyn ChrootExec, progress: &mut dyn Progress) -> Result<ConvertReport, ConvertError> {
+pub fn convert(
+    root: &Path,
+    ctx: &ConvertContext,
+    exec: &mut dyn ChrootExec,
+    progress: &mut dyn Progress,
+) -> Result<ConvertReport, ConvertError> {
     progress.phase("converting");
     let modules = family::select(&ctx.guest)?;
     let ctx = ctx.clone().with_available_drivers(root);
-    let mut report = ConvertReport { notes: modules.notes.clone(), ..Default::default() };
+    let mut report = ConvertReport {
+        notes: modules.notes.clone(),
+        ..Default::default()
+    };
     for n in &modules.notes {
         progress.note(n);
     }
     if ctx.root().is_none() {
-        return Err(ConvertError::Context("the context maps no root filesystem (\"/\")".into()));
+        return Err(ConvertError::Context(
+            "the context maps no root filesystem (\"/\")".into(),
+        ));
     }
 
     // remap_fstab, configure_bootloader, unconfigure_network, configure_initramfs
@@ -453,10 +549,17 @@ pub fn convert(root: &Path, ctx: &ConvertContext, exec: &mut dyn ChrootExec, pro
         }
     }
     apply(root, &fstab::Fstab, &ctx, &mut report, progress)?;
-    apply(root, modules.bootloader.as_rewriter(), &ctx, &mut report, progress)?;
+    apply(
+        root,
+        modules.bootloader.as_rewriter(),
+        &ctx,
+        &mut report,
+        progress,
+    )?;
     let marker = root.join(RENAMED_MARKER);
     let net_ctx = if marker.exists() {
-        let msg = "interface renames were applied by an earlier conversion; not applied again".to_string();
+        let msg = "interface renames were applied by an earlier conversion; not applied again"
+            .to_string();
         progress.note(&msg);
         report.notes.push(msg);
         ctx.without_renames()
@@ -466,11 +569,22 @@ pub fn convert(root: &Path, ctx: &ConvertContext, exec: &mut dyn ChrootExec, pro
     for net in &modules.network {
         apply(root, net.as_rewriter(), &net_ctx, &mut report, progress)?;
     }
-    let renames: Vec<String> = ctx.nics.iter().filter(|n| n.source != n.target).map(|n| format!("{} -> {}\n", n.source, n.target)).collect();
+    let renames: Vec<String> = ctx
+        .nics
+        .iter()
+        .filter(|n| n.source != n.target)
+        .map(|n| format!("{} -> {}\n", n.source, n.target))
+        .collect();
     if !renames.is_empty() && !marker.exists() {
         write_file(&marker, &renames.concat())?;
     }
-    apply(root, modules.initramfs.as_rewriter(), &ctx, &mut report, progress)?;
+    apply(
+        root,
+        modules.initramfs.as_rewriter(),
+        &ctx,
+        &mut report,
+        progress,
+    )?;
 
     // rebuild_initramfs, install_bootloader, update_bootloader, verify
     modules.initramfs.rebuild(exec, &ctx, progress)?;
@@ -481,7 +595,13 @@ pub fn convert(root: &Path, ctx: &ConvertContext, exec: &mut dyn ChrootExec, pro
 }
 
 /// Run one module's rewrites over the files it names under `root`.
-pub fn apply(root: &Path, module: &dyn FileRewriter, ctx: &ConvertContext, report: &mut ConvertReport, progress: &mut dyn Progress) -> Result<(), ConvertError> {
+pub fn apply(
+    root: &Path,
+    module: &dyn FileRewriter,
+    ctx: &ConvertContext,
+    report: &mut ConvertReport,
+    progress: &mut dyn Progress,
+) -> Result<(), ConvertError> {
     for rel in expand(root, module.files())? {
         let path = root.join(&rel);
         let meta = std::fs::symlink_metadata(&path).ok();
@@ -507,12 +627,16 @@ pub fn apply(root: &Path, module: &dyn FileRewriter, ctx: &ConvertContext, repor
                 if new != path {
                     std::fs::remove_file(&path).map_err(io_err(&path))?;
                 }
-                report.changed.push(format!("{rel} -> {name} ({})", module.name()));
+                report
+                    .changed
+                    .push(format!("{rel} -> {name} ({})", module.name()));
             }
             FileAction::Remove => {
                 if meta.is_some() {
                     std::fs::remove_file(&path).map_err(io_err(&path))?;
-                    report.changed.push(format!("{rel} removed ({})", module.name()));
+                    report
+                        .changed
+                        .push(format!("{rel} removed ({})", module.name()));
                 }
             }
         }
@@ -527,7 +651,9 @@ fn expand(root: &Path, patterns: &[FilePattern]) -> Result<Vec<String>, ConvertE
         match p.pattern.strip_suffix('*') {
             Some(prefix) => {
                 let (dir, start) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-                let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+                let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                    continue;
+                };
                 let mut names: Vec<String> = entries
                     .filter_map(|e| e.ok())
                     .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
@@ -553,8 +679,13 @@ fn write_file(path: &Path, content: &str) -> Result<(), ConvertError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
-    let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0o644);
-    let tmp = path.with_file_name(format!(".{}.hotclone-tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0o644);
+    let tmp = path.with_file_name(format!(
+        ".{}.hotclone-tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
     std::fs::write(&tmp, content).map_err(io_err(&tmp))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io_err(path))?;
@@ -593,7 +724,8 @@ pub(crate) fn join_keep_gaps(old: &[String], new: &[String], gaps: &[String]) ->
     let mut out = gaps[0].clone();
     for (i, field) in new.iter().enumerate() {
         out.push_str(field);
-        let grew = field.chars().count() as isize - old.get(i).map_or(0, |o| o.chars().count() as isize);
+        let grew =
+            field.chars().count() as isize - old.get(i).map_or(0, |o| o.chars().count() as isize);
         let gap = gaps.get(i + 1).cloned().unwrap_or_default();
         if grew != 0 && i + 1 < new.len() && !gap.is_empty() && gap.chars().all(|c| c == ' ') {
             out.push_str(&" ".repeat((gap.len() as isize - grew).max(1) as usize));

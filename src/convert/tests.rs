@@ -15,7 +15,11 @@ fn fixtures() -> PathBuf {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).expect("fixture dir").filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("fixture dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -27,12 +31,17 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn load_ctx(case: &Path) -> ConvertContext {
-    let text = std::fs::read_to_string(case.join("context.toml")).unwrap_or_else(|e| panic!("{}/context.toml: {e}", case.display()));
+    let text = std::fs::read_to_string(case.join("context.toml"))
+        .unwrap_or_else(|e| panic!("{}/context.toml: {e}", case.display()));
     toml::from_str(&text).unwrap_or_else(|e| panic!("{}/context.toml: {e}", case.display()))
 }
 
 fn rewriters(m: &family::Modules) -> Vec<&dyn FileRewriter> {
-    let mut v: Vec<&dyn FileRewriter> = vec![&fstab::Fstab, m.bootloader.as_rewriter(), m.initramfs.as_rewriter()];
+    let mut v: Vec<&dyn FileRewriter> = vec![
+        &fstab::Fstab,
+        m.bootloader.as_rewriter(),
+        m.initramfs.as_rewriter(),
+    ];
     v.extend(m.network.iter().map(|n| n.as_rewriter()));
     v
 }
@@ -42,7 +51,11 @@ fn golden_fixtures() {
     let bless = std::env::var("HOTCLONE_BLESS").is_ok_and(|v| v == "1");
     let mut failures = Vec::new();
     let mut checked = 0;
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures()).expect("fixtures/convert").filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .expect("fixtures/convert")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
     cases.sort();
     for case in cases.iter().filter(|c| c.is_dir()) {
         let ctx = load_ctx(case);
@@ -54,31 +67,48 @@ fn golden_fixtures() {
                 let mut files = Vec::new();
                 walk(case, &mut files);
                 for f in files {
-                    let rel = f.strip_prefix(case).expect("under case").to_string_lossy().into_owned();
+                    let rel = f
+                        .strip_prefix(case)
+                        .expect("under case")
+                        .to_string_lossy()
+                        .into_owned();
                     if rel == "context.toml" || rel.ends_with(".expected") {
                         continue;
                     }
                     let text = std::fs::read_to_string(&f).expect("fixture readable");
                     let all = rewriters(&modules);
                     let Some(module) = all.iter().find(|m| m.handles(&rel)) else {
-                        failures.push(format!("{}: no module of {modules:?} handles {rel}", case.display()));
+                        failures.push(format!(
+                            "{}: no module of {modules:?} handles {rel}",
+                            case.display()
+                        ));
                         continue;
                     };
                     let action = module.rewrite(&rel, &text, &ctx);
                     // A second run changes nothing.
                     let again = match &action {
                         FileAction::Write(t) => Some((rel.clone(), t.clone())),
-                        FileAction::Rename { name, content } => Some((format!("{}/{name}", rel.rsplit_once('/').map_or("", |x| x.0)), content.clone())),
+                        FileAction::Rename { name, content } => Some((
+                            format!("{}/{name}", rel.rsplit_once('/').map_or("", |x| x.0)),
+                            content.clone(),
+                        )),
                         _ => None,
                     };
                     if let Some((p, t)) = again {
                         // What convert() does on a rerun: renames are not applied twice.
                         let second = module.rewrite(&p, &t, &ctx.without_renames());
                         if second != FileAction::Keep {
-                            failures.push(format!("{}/{rel}: not idempotent, a second run gives\n{}", case.display(), second.render(&t)));
+                            failures.push(format!(
+                                "{}/{rel}: not idempotent, a second run gives\n{}",
+                                case.display(),
+                                second.render(&t)
+                            ));
                         }
                     }
-                    results.push((PathBuf::from(format!("{}.expected", f.display())), action.render(&text)));
+                    results.push((
+                        PathBuf::from(format!("{}.expected", f.display())),
+                        action.render(&text),
+                    ));
                 }
             }
         }
@@ -103,29 +133,72 @@ fn golden_fixtures() {
 }
 
 fn guest(family: DistroFamily, bootloader: BootloaderKind) -> Guest {
-    Guest { family, version: Some("12".into()), bootloader, kernel: "6.1.0-18-amd64".into(), network_styles: vec![] }
+    Guest {
+        family,
+        version: Some("12".into()),
+        bootloader,
+        kernel: "6.1.0-18-amd64".into(),
+        network_styles: vec![],
+    }
 }
 
 #[test]
 fn unsupported_combinations_name_themselves() {
-    let e = family::select(&guest(DistroFamily::Suse, BootloaderKind::Lilo)).unwrap_err().to_string();
-    assert!(e.starts_with("Suse family with lilo is not supported"), "{e}");
-    let e = family::select(&guest(DistroFamily::Debian, BootloaderKind::None)).unwrap_err().to_string();
-    assert!(e.starts_with("Debian family with no bootloader is not supported"), "{e}");
-    let e = family::select(&Guest { version: Some("11.4".into()), ..guest(DistroFamily::Suse, BootloaderKind::Grub2) }).unwrap_err().to_string();
+    let e = family::select(&guest(DistroFamily::Suse, BootloaderKind::Lilo))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("Suse family with lilo is not supported"),
+        "{e}"
+    );
+    let e = family::select(&guest(DistroFamily::Debian, BootloaderKind::None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("Debian family with no bootloader is not supported"),
+        "{e}"
+    );
+    let e = family::select(&Guest {
+        version: Some("11.4".into()),
+        ..guest(DistroFamily::Suse, BootloaderKind::Grub2)
+    })
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("Suse family before 12"), "{e}");
 }
 
 #[test]
 fn families_pick_their_modules() {
     let m = family::select(&guest(DistroFamily::Debian, BootloaderKind::Grub2)).unwrap();
-    assert_eq!((m.bootloader.name(), m.initramfs.name()), ("grub2", "initramfs-tools"));
-    let m = family::select(&Guest { version: Some("5.11".into()), ..guest(DistroFamily::RedHat, BootloaderKind::GrubLegacy) }).unwrap();
-    assert_eq!((m.bootloader.name(), m.initramfs.name()), ("grub-legacy", "mkinitrd"));
-    let m = family::select(&Guest { version: Some("9.3".into()), ..guest(DistroFamily::RedHat, BootloaderKind::Grub2) }).unwrap();
+    assert_eq!(
+        (m.bootloader.name(), m.initramfs.name()),
+        ("grub2", "initramfs-tools")
+    );
+    let m = family::select(&Guest {
+        version: Some("5.11".into()),
+        ..guest(DistroFamily::RedHat, BootloaderKind::GrubLegacy)
+    })
+    .unwrap();
+    assert_eq!(
+        (m.bootloader.name(), m.initramfs.name()),
+        ("grub-legacy", "mkinitrd")
+    );
+    let m = family::select(&Guest {
+        version: Some("9.3".into()),
+        ..guest(DistroFamily::RedHat, BootloaderKind::Grub2)
+    })
+    .unwrap();
     assert_eq!(m.initramfs.name(), "dracut");
-    let m = family::select(&Guest { network_styles: vec![NetConfigStyle::NetworkManager], ..guest(DistroFamily::RedHat, BootloaderKind::Grub2) }).unwrap();
-    assert!(m.notes.iter().any(|n| n.contains("NetworkManager")), "{:?}", m.notes);
+    let m = family::select(&Guest {
+        network_styles: vec![NetConfigStyle::NetworkManager],
+        ..guest(DistroFamily::RedHat, BootloaderKind::Grub2)
+    })
+    .unwrap();
+    assert!(
+        m.notes.iter().any(|n| n.contains("NetworkManager")),
+        "{:?}",
+        m.notes
+    );
 }
 
 #[test]
@@ -135,15 +208,30 @@ fn fstab_reports_what_it_comments_out_once() {
     let text = std::fs::read_to_string(case.join("etc/fstab")).unwrap();
     let lines = fstab::not_copied(&text, &ctx);
     assert_eq!(lines.len(), 5, "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("/dev/sdb1")), "{lines:?}");
-    assert_eq!(fstab::not_copied(&fstab::rewrite(&text, &ctx), &ctx), Vec::<String>::new());
+    assert!(
+        lines.iter().any(|l| l.starts_with("/dev/sdb1")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        fstab::not_copied(&fstab::rewrite(&text, &ctx), &ctx),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
 fn specs_have_one_spelling() {
-    assert_eq!(normalize_spec("/dev/mapper/VolGroup00-LogVol00"), "/dev/VolGroup00/LogVol00");
-    assert_eq!(normalize_spec("/dev/mapper/my--vg-root--lv"), "/dev/my-vg/root-lv");
-    assert_eq!(normalize_spec("/dev/disk/by-uuid/ABCD-1234"), "UUID=abcd-1234");
+    assert_eq!(
+        normalize_spec("/dev/mapper/VolGroup00-LogVol00"),
+        "/dev/VolGroup00/LogVol00"
+    );
+    assert_eq!(
+        normalize_spec("/dev/mapper/my--vg-root--lv"),
+        "/dev/my-vg/root-lv"
+    );
+    assert_eq!(
+        normalize_spec("/dev/disk/by-uuid/ABCD-1234"),
+        "UUID=abcd-1234"
+    );
     assert_eq!(normalize_spec("UUID=abcd-1234"), "UUID=abcd-1234");
     assert_eq!(normalize_spec("/dev/disk/by-label/root"), "LABEL=root");
 }
@@ -152,9 +240,19 @@ fn specs_have_one_spelling() {
 fn columns_stay_aligned_when_a_spec_grows() {
     let ctx = ConvertContext::new(
         guest(DistroFamily::Debian, BootloaderKind::Grub2),
-        vec![FsMapping { mount_point: "/".into(), old_specs: vec!["/dev/sda1".into()], uuid: "u".repeat(8), fs_type: "ext4".into(), device: None, partition: None }],
+        vec![FsMapping {
+            mount_point: "/".into(),
+            old_specs: vec!["/dev/sda1".into()],
+            uuid: "u".repeat(8),
+            fs_type: "ext4".into(),
+            device: None,
+            partition: None,
+        }],
     );
-    let got = fstab::rewrite("/dev/sda1       /       ext4    defaults        0 1\n", &ctx);
+    let got = fstab::rewrite(
+        "/dev/sda1       /       ext4    defaults        0 1\n",
+        &ctx,
+    );
     assert_eq!(got, "UUID=uuuuuuuu   /       ext4    defaults        0 1\n");
 }
 
@@ -187,11 +285,30 @@ fn convert_runs_the_debian_steps_in_order() {
     ctx.disk_device = Some("/dev/loop7".into());
     let uuid = ctx.root().unwrap().uuid.clone();
     std::fs::create_dir_all(root.join("boot/grub")).unwrap();
-    std::fs::write(root.join(format!("boot/initrd.img-{}", ctx.guest.kernel)), "").unwrap();
-    std::fs::write(root.join("boot/grub/grub.cfg"), format!("linux /vmlinuz root=UUID={uuid} ro\n")).unwrap();
+    std::fs::write(
+        root.join(format!("boot/initrd.img-{}", ctx.guest.kernel)),
+        "",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("boot/grub/grub.cfg"),
+        format!("linux /vmlinuz root=UUID={uuid} ro\n"),
+    )
+    .unwrap();
     std::fs::create_dir_all(root.join("etc/udev/rules.d")).unwrap();
-    std::fs::write(root.join("etc/udev/rules.d/70-persistent-net.rules"), "# old\n").unwrap();
-    let mut exec = RecordingChroot::new(&root).answer("grub-install", CommandOutput { status: 0, stdout: String::new(), stderr: "Installation finished. No error reported.\n".into() });
+    std::fs::write(
+        root.join("etc/udev/rules.d/70-persistent-net.rules"),
+        "# old\n",
+    )
+    .unwrap();
+    let mut exec = RecordingChroot::new(&root).answer(
+        "grub-install",
+        CommandOutput {
+            status: 0,
+            stdout: String::new(),
+            stderr: "Installation finished. No error reported.\n".into(),
+        },
+    );
     struct Notes(Vec<String>);
     impl Progress for Notes {
         fn note(&mut self, m: &str) {
@@ -208,11 +325,26 @@ fn convert_runs_the_debian_steps_in_order() {
             "grub-mkconfig -o /boot/grub/grub.cfg".to_string(),
         ]
     );
-    assert!(notes.0.contains(&"grub-install: Installation finished. No error reported.".to_string()), "{:?}", notes.0);
+    assert!(
+        notes
+            .0
+            .contains(&"grub-install: Installation finished. No error reported.".to_string()),
+        "{:?}",
+        notes.0
+    );
     let fstab = std::fs::read_to_string(root.join("etc/fstab")).unwrap();
     assert!(fstab.contains(&format!("UUID={uuid} /")), "{fstab}");
-    assert!(!root.join("etc/udev/rules.d/70-persistent-net.rules").exists());
-    assert!(report.changed.iter().any(|c| c.starts_with("etc/default/grub")), "{:?}", report.changed);
+    assert!(!root
+        .join("etc/udev/rules.d/70-persistent-net.rules")
+        .exists());
+    assert!(
+        report
+            .changed
+            .iter()
+            .any(|c| c.starts_with("etc/default/grub")),
+        "{:?}",
+        report.changed
+    );
     // Idempotent: a second run rewrites nothing.
     let again = convert(&root, &ctx, &mut RecordingChroot::new(&root), &mut Silent).unwrap();
     assert_eq!(again.changed, Vec::<String>::new());
@@ -226,14 +358,34 @@ fn convert_runs_the_rhel5_steps() {
     copy_tree(&case, &root);
     let mut ctx = load_ctx(&case);
     ctx.disk_device = Some("/dev/loop7".into());
-    let mut exec = RecordingChroot::new(&root).answer("sh -c", CommandOutput { status: 0, stdout: "Running \"install /grub/stage1 (hd0)\"... succeeded\nDone.\n".into(), stderr: String::new() });
+    let mut exec = RecordingChroot::new(&root).answer(
+        "sh -c",
+        CommandOutput {
+            status: 0,
+            stdout: "Running \"install /grub/stage1 (hd0)\"... succeeded\nDone.\n".into(),
+            stderr: String::new(),
+        },
+    );
     let report = convert(&root, &ctx, &mut exec, &mut Silent).unwrap();
     let cmds = exec.commands();
     assert_eq!(cmds[0], "mkinitrd -f --with=virtio_pci --with=virtio_blk --with=virtio_net --with=virtio_scsi --with=ata_piix --with=ahci /boot/initrd-2.6.18-398.el5.img 2.6.18-398.el5");
-    assert!(cmds[1].contains("root (hd0,0)") && cmds[1].contains("setup (hd0)"), "{cmds:?}");
+    assert!(
+        cmds[1].contains("root (hd0,0)") && cmds[1].contains("setup (hd0)"),
+        "{cmds:?}"
+    );
     assert_eq!(cmds.len(), 2, "{cmds:?}");
-    assert_eq!(std::fs::read_to_string(root.join("boot/grub/device.map")).unwrap(), "(hd0)\t/dev/loop7\n");
-    assert!(report.changed.iter().any(|c| c.starts_with("etc/modprobe.conf")), "{:?}", report.changed);
+    assert_eq!(
+        std::fs::read_to_string(root.join("boot/grub/device.map")).unwrap(),
+        "(hd0)\t/dev/loop7\n"
+    );
+    assert!(
+        report
+            .changed
+            .iter()
+            .any(|c| c.starts_with("etc/modprobe.conf")),
+        "{:?}",
+        report.changed
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -245,9 +397,18 @@ fn a_grub_cfg_without_the_new_uuid_fails_with_the_reason() {
     let mut ctx = load_ctx(&case);
     ctx.disk_device = Some("/dev/loop7".into());
     std::fs::create_dir_all(root.join("boot/grub")).unwrap();
-    std::fs::write(root.join("boot/grub/grub.cfg"), "linux /vmlinuz root=/dev/loop0p2 ro\n").unwrap();
-    let err = convert(&root, &ctx, &mut RecordingChroot::new(&root), &mut Silent).unwrap_err().to_string();
-    assert!(err.contains("root=/dev/loop0p2") && err.contains("/dev/disk/by-uuid/"), "{err}");
+    std::fs::write(
+        root.join("boot/grub/grub.cfg"),
+        "linux /vmlinuz root=/dev/loop0p2 ro\n",
+    )
+    .unwrap();
+    let err = convert(&root, &ctx, &mut RecordingChroot::new(&root), &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("root=/dev/loop0p2") && err.contains("/dev/disk/by-uuid/"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -258,30 +419,63 @@ fn a_failing_guest_tool_is_reported_with_its_output() {
     copy_tree(&case, &root);
     let mut ctx = load_ctx(&case);
     ctx.disk_device = Some("/dev/loop7".into());
-    let mut exec = RecordingChroot::new(&root).answer("update-initramfs", CommandOutput { status: 1, stdout: String::new(), stderr: "E: no space left\n".into() });
-    let err = convert(&root, &ctx, &mut exec, &mut Silent).unwrap_err().to_string();
-    assert!(err.contains("update-initramfs -c -k") && err.contains("E: no space left"), "{err}");
+    let mut exec = RecordingChroot::new(&root).answer(
+        "update-initramfs",
+        CommandOutput {
+            status: 1,
+            stdout: String::new(),
+            stderr: "E: no space left\n".into(),
+        },
+    );
+    let err = convert(&root, &ctx, &mut exec, &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("update-initramfs -c -k") && err.contains("E: no space left"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
 fn from_plan_collects_every_old_spec() {
     use crate::plan::{ImageFormat, PlanOptions, TargetSpec};
-    let inv: Inventory = serde_json::from_str(include_str!("../../fixtures/probe/debian5/inventory.json")).expect("inventory fixture");
-    let target = TargetSpec::Image { path: "/tmp/x.img".into(), format: ImageFormat::Raw, size_bytes: None };
+    let inv: Inventory =
+        serde_json::from_str(include_str!("../../fixtures/probe/debian5/inventory.json"))
+            .expect("inventory fixture");
+    let target = TargetSpec::Image {
+        path: "/tmp/x.img".into(),
+        format: ImageFormat::Raw,
+        size_bytes: None,
+    };
     let plan = crate::plan::make(&inv, &PlanOptions::new(target)).expect("plan");
     let made: Vec<NewFilesystem> = plan
         .disk
         .partitions
         .iter()
         .filter(|p| matches!(p.role, PartitionRole::Filesystem | PartitionRole::Swap))
-        .map(|p| NewFilesystem { partition: p.number, uuid: format!("new-{}", p.number), device: Some(format!("/dev/loop0p{}", p.number)) })
+        .map(|p| NewFilesystem {
+            partition: p.number,
+            uuid: format!("new-{}", p.number),
+            device: Some(format!("/dev/loop0p{}", p.number)),
+        })
         .collect();
     let ctx = ConvertContext::from_plan(&plan, &inv, &made, Some("/dev/loop0".into())).unwrap();
     let root = ctx.root().expect("root mapped");
-    assert_eq!(ctx.filesystem_for("/dev/hda1").map(|f| &f.uuid), Some(&root.uuid));
-    assert_eq!(ctx.filesystem_for("UUID=3E6BE9DE-8139-11D1-9106-A43F08D823A6").map(|f| &f.uuid), Some(&root.uuid));
-    assert_eq!(ctx.filesystem_for("/dev/hda3").map(|f| f.mount_point.as_str()), Some("/var"));
+    assert_eq!(
+        ctx.filesystem_for("/dev/hda1").map(|f| &f.uuid),
+        Some(&root.uuid)
+    );
+    assert_eq!(
+        ctx.filesystem_for("UUID=3E6BE9DE-8139-11D1-9106-A43F08D823A6")
+            .map(|f| &f.uuid),
+        Some(&root.uuid)
+    );
+    assert_eq!(
+        ctx.filesystem_for("/dev/hda3")
+            .map(|f| f.mount_point.as_str()),
+        Some("/var")
+    );
     assert!(ctx.swap_for("/dev/hda2").is_some(), "{:?}", ctx.swaps);
     assert_eq!(ctx.nic_target("eth0"), Some("eth0"));
     assert_eq!(ctx.guest.bootloader, plan.source.bootloader);

@@ -45,6 +45,9 @@ pub struct FileRecord {
     pub dirty: bool,
 }
 
+/// A file conversion rewrote (its new digest) or removed (None).
+pub type ConvertedFile = (Vec<u8>, Option<[u8; 32]>);
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassStats {
     pub files: u64,
@@ -62,13 +65,21 @@ pub struct Journal {
 impl Journal {
     fn err(&self, what: &str) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
         let what = what.to_string();
-        move |source| JournalError { path: self.path.clone(), what: what.clone(), source }
+        move |source| JournalError {
+            path: self.path.clone(),
+            what: what.clone(),
+            source,
+        }
     }
 
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
         let wrap = |what: &str| {
             let what = what.to_string();
-            move |source| JournalError { path: path.to_path_buf(), what: what.clone(), source }
+            move |source| JournalError {
+                path: path.to_path_buf(),
+                what: what.clone(),
+                source,
+            }
         };
         let conn = Connection::open(path).map_err(wrap("opening"))?;
         conn.execute_batch(
@@ -87,13 +98,18 @@ impl Journal {
         )
         .map_err(wrap("creating the schema"))?;
         let version: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(wrap("reading the schema version"))?;
         match version.as_deref() {
             None => {
-                conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION.to_string()])
-                    .map_err(wrap("writing the schema version"))?;
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )
+                .map_err(wrap("writing the schema version"))?;
             }
             Some(v) if v == SCHEMA_VERSION.to_string() => {}
             Some(v) => {
@@ -104,12 +120,18 @@ impl Journal {
                 })
             }
         }
-        Ok(Journal { conn, path: path.to_path_buf() })
+        Ok(Journal {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn begin_pass(&mut self, kind: &str) -> Result<i64, JournalError> {
         self.conn
-            .execute("INSERT INTO passes (kind, started) VALUES (?1, strftime('%s','now'))", [kind])
+            .execute(
+                "INSERT INTO passes (kind, started) VALUES (?1, strftime('%s','now'))",
+                [kind],
+            )
             .map_err(self.err("starting a pass"))?;
         Ok(self.conn.last_insert_rowid())
     }
@@ -127,7 +149,11 @@ impl Journal {
     /// Record acknowledged files, all in one transaction.
     pub fn record(&mut self, pass: i64, records: &[FileRecord]) -> Result<(), JournalError> {
         let path = self.path.clone();
-        let wrap = |source| JournalError { path: path.clone(), what: "recording files".into(), source };
+        let wrap = |source| JournalError {
+            path: path.clone(),
+            what: "recording files".into(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(wrap)?;
         {
             let mut stmt = tx
@@ -182,37 +208,56 @@ impl Journal {
                 })
             })
             .map_err(self.err("listing files"))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.err("reading a file record"))
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(self.err("reading a file record"))
     }
 
     /// Files the conversion rewrote (digest of the new content) or
     /// removed (no digest): they differ from the source on purpose.
-    pub fn record_converted(&mut self, files: &[(Vec<u8>, Option<[u8; 32]>)]) -> Result<(), JournalError> {
+    pub fn record_converted(&mut self, files: &[ConvertedFile]) -> Result<(), JournalError> {
         let path = self.path.clone();
-        let wrap = |source| JournalError { path: path.clone(), what: "recording converted files".into(), source };
+        let wrap = |source| JournalError {
+            path: path.clone(),
+            what: "recording converted files".into(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(wrap)?;
         for (p, d) in files {
-            tx.execute("INSERT OR REPLACE INTO converted (path, digest) VALUES (?1, ?2)", params![p, d.map(|d| d.to_vec())])
-                .map_err(wrap)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO converted (path, digest) VALUES (?1, ?2)",
+                params![p, d.map(|d| d.to_vec())],
+            )
+            .map_err(wrap)?;
         }
         tx.commit().map_err(wrap)
     }
 
-    pub fn converted(&self) -> Result<Vec<(Vec<u8>, Option<[u8; 32]>)>, JournalError> {
-        let mut stmt = self.conn.prepare("SELECT path, digest FROM converted ORDER BY path").map_err(self.err("listing converted files"))?;
+    pub fn converted(&self) -> Result<Vec<ConvertedFile>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, digest FROM converted ORDER BY path")
+            .map_err(self.err("listing converted files"))?;
         let rows = stmt
             .query_map([], |r| {
                 let d: Option<Vec<u8>> = r.get(1)?;
-                Ok((r.get::<_, Vec<u8>>(0)?, d.and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok())))
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    d.and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok()),
+                ))
             })
             .map_err(self.err("listing converted files"))?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.err("reading a converted file"))
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(self.err("reading a converted file"))
     }
 
     /// (files, dirty files) held.
     pub fn counts(&self) -> Result<(u64, u64), JournalError> {
         self.conn
-            .query_row("SELECT COUNT(*), COALESCE(SUM(dirty), 0) FROM files", [], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(dirty), 0) FROM files",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
             .map_err(self.err("counting files"))
     }
 }
@@ -247,9 +292,17 @@ mod tests {
         {
             let mut j = Journal::open(&path).unwrap();
             let pass = j.begin_pass("clone").unwrap();
-            j.record(pass, &[rec(b"/etc/a", false), rec(b"/x\xff", true)]).unwrap();
+            j.record(pass, &[rec(b"/etc/a", false), rec(b"/x\xff", true)])
+                .unwrap();
             j.record(pass, &[rec(b"/etc/a", true)]).unwrap();
-            j.finish_pass(pass, &PassStats { files: 2, ..Default::default() }).unwrap();
+            j.finish_pass(
+                pass,
+                &PassStats {
+                    files: 2,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         }
         let j = Journal::open(&path).unwrap();
         assert_eq!(j.counts().unwrap(), (2, 2));
@@ -266,7 +319,10 @@ mod tests {
         let path = dir.join("journal.sqlite");
         let _ = std::fs::remove_file(&path);
         drop(Journal::open(&path).unwrap());
-        Connection::open(&path).unwrap().execute("UPDATE meta SET value = '99' WHERE key = 'schema'", []).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE meta SET value = '99' WHERE key = 'schema'", [])
+            .unwrap();
         let err = Journal::open(&path).err().unwrap().to_string();
         assert!(err.contains("schema version 99"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -20,7 +20,10 @@ pub struct KernelVersion(pub u32, pub u32, pub u32);
 
 impl KernelVersion {
     pub fn parse(release: &str) -> Option<KernelVersion> {
-        let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty()).map(str::parse::<u32>);
+        let mut parts = release
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|p| !p.is_empty())
+            .map(str::parse::<u32>);
         let major = parts.next()?.ok()?;
         let minor = parts.next()?.ok()?;
         let patch = parts.next().and_then(Result::ok).unwrap_or(0);
@@ -86,8 +89,18 @@ pub struct FeatureRule {
     pub grub_legacy_reads_it: bool,
 }
 
-const fn rule(fs: FsType, feature: &'static str, k: (u32, u32, u32), grub_legacy: bool) -> FeatureRule {
-    FeatureRule { fs, feature, min_kernel: KernelVersion(k.0, k.1, k.2), grub_legacy_reads_it: grub_legacy }
+const fn rule(
+    fs: FsType,
+    feature: &'static str,
+    k: (u32, u32, u32),
+    grub_legacy: bool,
+) -> FeatureRule {
+    FeatureRule {
+        fs,
+        feature,
+        min_kernel: KernelVersion(k.0, k.1, k.2),
+        grub_legacy_reads_it: grub_legacy,
+    }
 }
 
 /// Features that current mkfs.ext4 / mkfs.xfs enable by default, with the
@@ -139,13 +152,20 @@ pub struct FsChoice {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FsRuleError {
-    #[error("{fs} on kernel {kernel}: no filesystem hotclone can create is readable by that kernel")]
+    #[error(
+        "{fs} on kernel {kernel}: no filesystem hotclone can create is readable by that kernel"
+    )]
     NoReadableFs { fs: String, kernel: KernelVersion },
 }
 
 /// Choose the filesystem for a copy of a `source_fs` filesystem that the
 /// given kernel mounts and, when it holds /boot, the bootloader reads.
-pub fn choose(source_fs: &str, kernel: KernelVersion, bootloader: BootloaderKind, holds_boot: bool) -> Result<FsChoice, FsRuleError> {
+pub fn choose(
+    source_fs: &str,
+    kernel: KernelVersion,
+    bootloader: BootloaderKind,
+    holds_boot: bool,
+) -> Result<FsChoice, FsRuleError> {
     let grub_legacy_boot = holds_boot && bootloader == BootloaderKind::GrubLegacy;
     let (wanted, why) = match source_fs {
         "ext2" => (FsType::Ext2, "same type as the source".to_string()),
@@ -154,7 +174,10 @@ pub fn choose(source_fs: &str, kernel: KernelVersion, bootloader: BootloaderKind
         "xfs" => (FsType::Xfs, "same type as the source".to_string()),
         "btrfs" => (FsType::Btrfs, "same type as the source".to_string()),
         "vfat" | "msdos" => (FsType::Vfat, "same type as the source".to_string()),
-        other => (FsType::Ext4, format!("{other} cannot be recreated; its files go onto a journalled ext filesystem")),
+        other => (
+            FsType::Ext4,
+            format!("{other} cannot be recreated; its files go onto a journalled ext filesystem"),
+        ),
     };
     let mut fs = wanted;
     let mut reason = why;
@@ -163,11 +186,22 @@ pub fn choose(source_fs: &str, kernel: KernelVersion, bootloader: BootloaderKind
         reason = format!("holds /boot and grub-legacy reads only ext2/ext3 (source: {source_fs})");
     }
     if kernel < min_kernel_for(fs) {
-        let fallback = if fs == FsType::Btrfs || fs == FsType::Ext4 { FsType::Ext3 } else { fs };
+        let fallback = if fs == FsType::Btrfs || fs == FsType::Ext4 {
+            FsType::Ext3
+        } else {
+            fs
+        };
         if kernel < min_kernel_for(fallback) {
-            return Err(FsRuleError::NoReadableFs { fs: source_fs.to_string(), kernel });
+            return Err(FsRuleError::NoReadableFs {
+                fs: source_fs.to_string(),
+                kernel,
+            });
         }
-        reason = format!("kernel {kernel} predates {} (needs {}); ext3 instead", fs.name(), min_kernel_for(fs));
+        reason = format!(
+            "kernel {kernel} predates {} (needs {}); ext3 instead",
+            fs.name(),
+            min_kernel_for(fs)
+        );
         fs = fallback;
     }
     let features_off: Vec<String> = FEATURE_RULES
@@ -177,7 +211,12 @@ pub fn choose(source_fs: &str, kernel: KernelVersion, bootloader: BootloaderKind
         .map(|r| r.feature.to_string())
         .collect();
     let inode_size = (grub_legacy_boot && fs.is_ext()).then_some(GRUB_LEGACY_INODE_SIZE);
-    Ok(FsChoice { fs_type: fs, features_off, inode_size, reason })
+    Ok(FsChoice {
+        fs_type: fs,
+        features_off,
+        inode_size,
+        reason,
+    })
 }
 
 /// mkfs arguments that realise a choice (device and label are added by the
@@ -187,7 +226,11 @@ pub fn mkfs_args(choice: &FsChoice) -> Vec<String> {
     let mut args = Vec::new();
     if choice.fs_type.is_ext() {
         if !choice.features_off.is_empty() {
-            let off: Vec<String> = choice.features_off.iter().map(|f| format!("^{f}")).collect();
+            let off: Vec<String> = choice
+                .features_off
+                .iter()
+                .map(|f| format!("^{f}"))
+                .collect();
             args.extend(["-O".to_string(), off.join(",")]);
         }
         if let Some(size) = choice.inode_size {
@@ -236,19 +279,45 @@ mod tests {
 
     #[test]
     fn grub_legacy_boot_fs_is_ext3_with_128_byte_inodes() {
-        let c = choose("ext3", k("2.6.32-5-amd64"), BootloaderKind::GrubLegacy, true).unwrap();
+        let c = choose(
+            "ext3",
+            k("2.6.32-5-amd64"),
+            BootloaderKind::GrubLegacy,
+            true,
+        )
+        .unwrap();
         assert_eq!((c.fs_type, c.inode_size), (FsType::Ext3, Some(128)));
         assert_eq!(mkfs_args(&c), vec!["-I", "128"]);
         // A data filesystem under grub-legacy keeps ext4.
-        let data = choose("ext4", k("2.6.32-5-amd64"), BootloaderKind::GrubLegacy, false).unwrap();
+        let data = choose(
+            "ext4",
+            k("2.6.32-5-amd64"),
+            BootloaderKind::GrubLegacy,
+            false,
+        )
+        .unwrap();
         assert_eq!((data.fs_type, data.inode_size), (FsType::Ext4, None));
     }
 
     #[test]
     fn ext4_on_2_6_32_loses_every_later_feature() {
         let c = choose("ext4", k("2.6.32-5-amd64"), BootloaderKind::Grub2, true).unwrap();
-        assert_eq!(c.features_off, vec!["64bit", "metadata_csum", "metadata_csum_seed", "orphan_file"]);
-        assert_eq!(mkfs_args(&c), vec!["-O", "^64bit,^metadata_csum,^metadata_csum_seed,^orphan_file"]);
+        assert_eq!(
+            c.features_off,
+            vec![
+                "64bit",
+                "metadata_csum",
+                "metadata_csum_seed",
+                "orphan_file"
+            ]
+        );
+        assert_eq!(
+            mkfs_args(&c),
+            vec![
+                "-O",
+                "^64bit,^metadata_csum,^metadata_csum_seed,^orphan_file"
+            ]
+        );
     }
 
     #[test]
@@ -269,11 +338,22 @@ mod tests {
 
     #[test]
     fn xfs_v5_needs_3_15_and_maps_to_m_and_i_options() {
-        let c = choose("xfs", k("3.10.0-1160.el7.x86_64"), BootloaderKind::Grub2, false).unwrap();
+        let c = choose(
+            "xfs",
+            k("3.10.0-1160.el7.x86_64"),
+            BootloaderKind::Grub2,
+            false,
+        )
+        .unwrap();
         assert_eq!(c.fs_type, FsType::Xfs);
         assert_eq!(
             mkfs_args(&c),
-            vec!["-m", "crc=0,finobt=0,rmapbt=0,reflink=0,bigtime=0,inobtcount=0", "-i", "sparse=0,nrext64=0"]
+            vec![
+                "-m",
+                "crc=0,finobt=0,rmapbt=0,reflink=0,bigtime=0,inobtcount=0",
+                "-i",
+                "sparse=0,nrext64=0"
+            ]
         );
     }
 

@@ -37,7 +37,10 @@ pub fn select<'a>(inv: &'a Inventory, include: &[String]) -> Vec<Selection<'a>> 
     let mut out = Vec::new();
     for m in mounts.iter().filter(|m| m.kind == MountKind::Disk) {
         if seen_devices.contains(&m.device.as_str()) {
-            out.push(Selection::Skip { mount: m, reason: format!("bind mount or second mount of {}", m.device) });
+            out.push(Selection::Skip {
+                mount: m,
+                reason: format!("bind mount or second mount of {}", m.device),
+            });
             continue;
         }
         seen_devices.push(&m.device);
@@ -62,7 +65,10 @@ pub fn select<'a>(inv: &'a Inventory, include: &[String]) -> Vec<Selection<'a>> 
 
 /// Quote a path for a shell command line the user may paste.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -101,7 +107,10 @@ mod tests {
 
     #[test]
     fn sizes_have_headroom_and_floor() {
-        assert_eq!(partition_size(1000 * MIB, 30, 256 * MIB, 32 * MIB), 1556 * MIB);
+        assert_eq!(
+            partition_size(1000 * MIB, 30, 256 * MIB, 32 * MIB),
+            1556 * MIB
+        );
         assert_eq!(partition_size(0, 30, 0, 32 * MIB), 32 * MIB);
         assert_eq!(partition_size(1, 30, 0, 0), MIB);
     }

@@ -126,19 +126,32 @@ pub struct PlanOptions {
 
 impl PlanOptions {
     pub fn new(target: TargetSpec) -> Self {
-        PlanOptions { target, headroom_percent: 30, min_free_bytes: 256 * MIB, include_mounts: vec![], excludes: vec![], kernel: None }
+        PlanOptions {
+            target,
+            headroom_percent: 30,
+            min_free_bytes: 256 * MIB,
+            include_mounts: vec![],
+            excludes: vec![],
+            kernel: None,
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("{source_name} has no mounted root filesystem on a disk in its inventory; nothing to clone")]
+    #[error(
+        "{source_name} has no mounted root filesystem on a disk in its inventory; nothing to clone"
+    )]
     NoRoot { source_name: String },
     #[error("cannot read the kernel version {release:?}; name the kernel to boot with --kernel")]
     KernelUnknown { release: String },
     #[error("the target disk is too small: the plan needs {} ({breakdown}), the disk has {}. Give a larger size=, or leave data out with --exclude",
         format_bytes(*needed), format_bytes(*available))]
-    DiskTooSmall { needed: u64, available: u64, breakdown: String },
+    DiskTooSmall {
+        needed: u64,
+        available: u64,
+        breakdown: String,
+    },
     #[error(transparent)]
     FsRule(#[from] fs_rules::FsRuleError),
     #[error("the plan is not valid: {0}")]
@@ -157,10 +170,14 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
         Some(k) => k.clone(),
         None => newest_installed_kernel(inv),
     };
-    let kernel = KernelVersion::parse(&kernel_release).ok_or_else(|| PlanError::KernelUnknown { release: kernel_release.clone() })?;
+    let kernel = KernelVersion::parse(&kernel_release).ok_or_else(|| PlanError::KernelUnknown {
+        release: kernel_release.clone(),
+    })?;
     let bootloader = inv.bootloader.kind;
     let table = match bootloader {
-        BootloaderKind::GrubLegacy | BootloaderKind::Lilo | BootloaderKind::Extlinux => PartitionTable::Mbr,
+        BootloaderKind::GrubLegacy | BootloaderKind::Lilo | BootloaderKind::Extlinux => {
+            PartitionTable::Mbr
+        }
         BootloaderKind::Grub2 | BootloaderKind::None => PartitionTable::Gpt,
     };
     let mut notes = vec![format!(
@@ -172,7 +189,9 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
         }
     )];
     if inv.bootloader.uefi {
-        notes.push("the source boots with UEFI; the clone is planned for BIOS boot (grub-pc)".into());
+        notes.push(
+            "the source boots with UEFI; the clone is planned for BIOS boot (grub-pc)".into(),
+        );
     }
 
     let selection = layout::select(inv, &opts.include_mounts);
@@ -189,7 +208,9 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
         }
     }
     if !copied.iter().any(|m| m.mount_point == "/") {
-        return Err(PlanError::NoRoot { source_name: inv.source.clone() });
+        return Err(PlanError::NoRoot {
+            source_name: inv.source.clone(),
+        });
     }
     copied.sort_by_key(|m| layout::order_key(&m.mount_point));
     let boot_on_own_fs = copied.iter().any(|m| m.mount_point == "/boot");
@@ -203,11 +224,25 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
         let choice = fs_rules::choose(&m.fs_type, kernel, bootloader, holds_boot)?;
         let used = m.bytes_used.unwrap_or(0);
         if m.bytes_used.is_none() {
-            notes.push(format!("{}: usage unknown (df failed); sized at the minimum, check it", m.mount_point));
+            notes.push(format!(
+                "{}: usage unknown (df failed); sized at the minimum, check it",
+                m.mount_point
+            ));
         }
-        let size = layout::partition_size(used, opts.headroom_percent, opts.min_free_bytes, choice.fs_type.min_bytes());
+        let size = layout::partition_size(
+            used,
+            opts.headroom_percent,
+            opts.min_free_bytes,
+            choice.fs_type.min_bytes(),
+        );
         if choice.fs_type.name() != m.fs_type {
-            notes.push(format!("{}: {} becomes {} ({})", m.mount_point, m.fs_type, choice.fs_type.name(), choice.reason));
+            notes.push(format!(
+                "{}: {} becomes {} ({})",
+                m.mount_point,
+                m.fs_type,
+                choice.fs_type.name(),
+                choice.reason
+            ));
         }
         partitions.push(Partition {
             number: 0,
@@ -221,9 +256,18 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
             fs: Some(choice),
         });
     }
-    let swap: u64 = inv.storage.swaps.iter().filter(|s| s.kind == "partition").map(|s| s.size_bytes).sum();
+    let swap: u64 = inv
+        .storage
+        .swaps
+        .iter()
+        .filter(|s| s.kind == "partition")
+        .map(|s| s.size_bytes)
+        .sum();
     if swap > 0 {
-        partitions.push(Partition { fs: None, ..bare_partition(PartitionRole::Swap, round_up(swap, MIB)) });
+        partitions.push(Partition {
+            fs: None,
+            ..bare_partition(PartitionRole::Swap, round_up(swap, MIB))
+        });
     }
     number_partitions(&mut partitions, table);
 
@@ -233,14 +277,21 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
     };
     let size_bytes = match target_size {
         Some(available) if available < needed => {
-            return Err(PlanError::DiskTooSmall { needed, available, breakdown: breakdown(&partitions) });
+            return Err(PlanError::DiskTooSmall {
+                needed,
+                available,
+                breakdown: breakdown(&partitions),
+            });
         }
         Some(available) => available,
         None => round_up(needed, GIB),
     };
     // The spare space goes to /, where growth usually happens. / is always
     // a primary partition (only /boot comes before it).
-    if let Some(root) = partitions.iter_mut().find(|p| p.mount_point.as_deref() == Some("/")) {
+    if let Some(root) = partitions
+        .iter_mut()
+        .find(|p| p.mount_point.as_deref() == Some("/"))
+    {
         root.size_bytes += (size_bytes - needed) / MIB * MIB;
     }
 
@@ -252,7 +303,11 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
         ));
     }
     for pattern in &opts.excludes {
-        excludes.push(Exclude { path: pattern.clone(), contents_only: false, reason: "--exclude".into() });
+        excludes.push(Exclude {
+            path: pattern.clone(),
+            contents_only: false,
+            reason: "--exclude".into(),
+        });
     }
     let plan = Plan {
         version: PLAN_VERSION,
@@ -266,7 +321,11 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
             bootloader,
         },
         target: opts.target.clone(),
-        disk: DiskLayout { partition_table: table, size_bytes, partitions },
+        disk: DiskLayout {
+            partition_table: table,
+            size_bytes,
+            partitions,
+        },
         excludes,
         network: nic_mappings(inv),
         autorelabel,
@@ -278,11 +337,17 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
 /// SELinux labels will be lost: the source enforces or logs SELinux and
 /// its tar has no --selinux.
 pub fn needs_autorelabel(inv: &Inventory) -> bool {
-    matches!(inv.selinux.as_deref(), Some("enforcing") | Some("permissive")) && !inv.capabilities.tar.selinux
+    matches!(
+        inv.selinux.as_deref(),
+        Some("enforcing") | Some("permissive")
+    ) && !inv.capabilities.tar.selinux
 }
 
 fn name_of<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn bare_partition(role: PartitionRole, size_bytes: u64) -> Partition {
@@ -326,8 +391,16 @@ fn number_partitions(partitions: &mut Vec<Partition>, table: PartitionTable) {
 /// backup overhead, and an EBR gap per logical partition (the extended
 /// partition itself is only a container).
 pub fn space_needed(partitions: &[Partition]) -> u64 {
-    let logical = if partitions.iter().any(|p| p.role == PartitionRole::Extended) { partitions.len() as u64 - 4 } else { 0 };
-    partitions.iter().filter(|p| p.role != PartitionRole::Extended).map(|p| p.size_bytes).sum::<u64>()
+    let logical = if partitions.iter().any(|p| p.role == PartitionRole::Extended) {
+        partitions.len() as u64 - 4
+    } else {
+        0
+    };
+    partitions
+        .iter()
+        .filter(|p| p.role != PartitionRole::Extended)
+        .map(|p| p.size_bytes)
+        .sum::<u64>()
         + DISK_OVERHEAD
         + logical * MIB
 }
@@ -352,12 +425,28 @@ fn breakdown(partitions: &[Partition]) -> String {
 /// Never copied: kernel and runtime filesystems, temporary files, swap
 /// files, and the contents of every non-disk mount (kept as mount points).
 fn base_excludes(inv: &Inventory) -> Vec<Exclude> {
-    let mut out: Vec<Exclude> = ["/proc", "/sys", "/dev", "/run", "/tmp", "/var/run", "/var/lock"]
-        .iter()
-        .map(|p| Exclude { path: p.to_string(), contents_only: true, reason: "runtime state, recreated at boot".into() })
-        .collect();
+    let mut out: Vec<Exclude> = [
+        "/proc",
+        "/sys",
+        "/dev",
+        "/run",
+        "/tmp",
+        "/var/run",
+        "/var/lock",
+    ]
+    .iter()
+    .map(|p| Exclude {
+        path: p.to_string(),
+        contents_only: true,
+        reason: "runtime state, recreated at boot".into(),
+    })
+    .collect();
     for m in &inv.storage.mounts {
-        if m.kind == MountKind::Disk || out.iter().any(|e| m.mount_point == e.path || m.mount_point.starts_with(&format!("{}/", e.path))) {
+        if m.kind == MountKind::Disk
+            || out.iter().any(|e| {
+                m.mount_point == e.path || m.mount_point.starts_with(&format!("{}/", e.path))
+            })
+        {
             continue;
         }
         let reason = match m.kind {
@@ -365,10 +454,18 @@ fn base_excludes(inv: &Inventory) -> Vec<Exclude> {
             MountKind::Pseudo => format!("{} is not stored on disk", m.fs_type),
             _ => format!("not a local disk filesystem ({} {})", m.fs_type, m.device),
         };
-        out.push(Exclude { path: m.mount_point.clone(), contents_only: true, reason });
+        out.push(Exclude {
+            path: m.mount_point.clone(),
+            contents_only: true,
+            reason,
+        });
     }
     for s in inv.storage.swaps.iter().filter(|s| s.kind == "file") {
-        out.push(Exclude { path: s.path.clone(), contents_only: false, reason: "swap file; recreate it on the clone if wanted".into() });
+        out.push(Exclude {
+            path: s.path.clone(),
+            contents_only: false,
+            reason: "swap file; recreate it on the clone if wanted".into(),
+        });
     }
     out
 }
@@ -383,7 +480,12 @@ fn nic_mappings(inv: &Inventory) -> Vec<NicMapping> {
         .map(|(n, i)| NicMapping {
             source_interface: i.name.clone(),
             source_mac: i.mac.clone(),
-            addresses: i.addresses.iter().filter(|a| !a.starts_with("fe80:")).cloned().collect(),
+            addresses: i
+                .addresses
+                .iter()
+                .filter(|a| !a.starts_with("fe80:"))
+                .cloned()
+                .collect(),
             target_nic: n as u32,
         })
         .collect()
@@ -393,7 +495,8 @@ impl Plan {
     pub fn to_toml(&self) -> String {
         // Serialising plain data to TOML cannot fail for this struct: every
         // map key is a string and no value is a bare None at the top level.
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render the plan as TOML: {e}\n"))
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render the plan as TOML: {e}\n"))
     }
 
     pub fn from_toml(text: &str) -> Result<Plan, PlanError> {
@@ -406,18 +509,29 @@ impl Plan {
     pub fn validate(&self) -> Result<(), PlanError> {
         let invalid = |m: String| Err(PlanError::Invalid(m));
         if self.version != PLAN_VERSION {
-            return invalid(format!("version {} (this hotclone reads version {PLAN_VERSION})", self.version));
+            return invalid(format!(
+                "version {} (this hotclone reads version {PLAN_VERSION})",
+                self.version
+            ));
         }
         let parts = &self.disk.partitions;
-        let roots = parts.iter().filter(|p| p.mount_point.as_deref() == Some("/")).count();
+        let roots = parts
+            .iter()
+            .filter(|p| p.mount_point.as_deref() == Some("/"))
+            .count();
         if roots != 1 {
-            return invalid(format!("{roots} partitions are mounted at /; exactly one must be"));
+            return invalid(format!(
+                "{roots} partitions are mounted at /; exactly one must be"
+            ));
         }
         let mut seen: Vec<&str> = Vec::new();
         for p in parts {
             if let Some(mp) = p.mount_point.as_deref() {
                 if !mp.starts_with('/') {
-                    return invalid(format!("partition {}: mount point {mp:?} is not absolute", p.number));
+                    return invalid(format!(
+                        "partition {}: mount point {mp:?} is not absolute",
+                        p.number
+                    ));
                 }
                 if seen.contains(&mp) {
                     return invalid(format!("{mp} appears twice"));
@@ -425,7 +539,9 @@ impl Plan {
                 seen.push(mp);
             }
             match (p.role, &p.fs) {
-                (PartitionRole::Filesystem, None) => return invalid(format!("partition {} has no fs", p.number)),
+                (PartitionRole::Filesystem, None) => {
+                    return invalid(format!("partition {} has no fs", p.number))
+                }
                 (PartitionRole::Filesystem, Some(fs)) if p.size_bytes < fs.fs_type.min_bytes() => {
                     return invalid(format!(
                         "partition {} ({}) is {}, below the {} minimum of {}",
@@ -437,7 +553,10 @@ impl Plan {
                     ))
                 }
                 (PartitionRole::Filesystem, _) if p.mount_point.is_none() => {
-                    return invalid(format!("partition {} has a filesystem but no mount point", p.number))
+                    return invalid(format!(
+                        "partition {} has a filesystem but no mount point",
+                        p.number
+                    ))
                 }
                 _ => {}
             }
@@ -455,18 +574,31 @@ impl Plan {
         }
         let numbers: Vec<u32> = parts.iter().map(|p| p.number).collect();
         if numbers.iter().enumerate().any(|(i, n)| *n != i as u32 + 1) {
-            return invalid(format!("partition numbers must run 1, 2, 3... in order, found {numbers:?}"));
+            return invalid(format!(
+                "partition numbers must run 1, 2, 3... in order, found {numbers:?}"
+            ));
         }
         let primaries = parts.iter().filter(|p| p.number <= 4).count();
-        if self.disk.partition_table == PartitionTable::Mbr && parts.len() > 4 && parts.get(3).map(|p| p.role) != Some(PartitionRole::Extended) {
+        if self.disk.partition_table == PartitionTable::Mbr
+            && parts.len() > 4
+            && parts.get(3).map(|p| p.role) != Some(PartitionRole::Extended)
+        {
             return invalid(format!("MBR holds 4 primary partitions; partition 4 must be the extended one ({primaries} primaries)"));
         }
-        if self.disk.partition_table == PartitionTable::Gpt && parts.first().map(|p| p.role) != Some(PartitionRole::BiosBoot) {
-            return invalid("a GPT disk for BIOS boot needs partition 1 to be the bios-boot partition".into());
+        if self.disk.partition_table == PartitionTable::Gpt
+            && parts.first().map(|p| p.role) != Some(PartitionRole::BiosBoot)
+        {
+            return invalid(
+                "a GPT disk for BIOS boot needs partition 1 to be the bios-boot partition".into(),
+            );
         }
         let used = space_needed(parts);
         if used > self.disk.size_bytes {
-            return Err(PlanError::DiskTooSmall { needed: used, available: self.disk.size_bytes, breakdown: breakdown(parts) });
+            return Err(PlanError::DiskTooSmall {
+                needed: used,
+                available: self.disk.size_bytes,
+                breakdown: breakdown(parts),
+            });
         }
         Ok(())
     }

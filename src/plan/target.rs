@@ -43,23 +43,45 @@ impl std::str::FromStr for TargetSpec {
         if spec.starts_with("ssh://") {
             return Err(TargetSpecError::LiveNotYet { spec: spec.into() });
         }
-        let rest = spec.strip_prefix("image:").ok_or_else(|| TargetSpecError::Shape { spec: spec.into() })?;
+        let rest = spec
+            .strip_prefix("image:")
+            .ok_or_else(|| TargetSpecError::Shape { spec: spec.into() })?;
         let mut parts = rest.split(',');
-        let path = parts.next().filter(|p| !p.is_empty()).ok_or_else(|| TargetSpecError::Shape { spec: spec.into() })?;
+        let path = parts
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| TargetSpecError::Shape { spec: spec.into() })?;
         let mut size_bytes = None;
         let mut format = None;
         for opt in parts {
-            let err = |message: String| TargetSpecError::Option { spec: spec.into(), message };
+            let err = |message: String| TargetSpecError::Option {
+                spec: spec.into(),
+                message,
+            };
             match opt.split_once('=') {
                 Some(("size", v)) => size_bytes = Some(parse_size(v).map_err(err)?),
                 Some(("format", "raw")) => format = Some(ImageFormat::Raw),
                 Some(("format", "qcow2")) => format = Some(ImageFormat::Qcow2),
-                Some(("format", other)) => return Err(err(format!("format {other:?}: use raw or qcow2"))),
-                _ => return Err(err(format!("unknown option {opt:?} (size=SIZE, format=raw|qcow2)"))),
+                Some(("format", other)) => {
+                    return Err(err(format!("format {other:?}: use raw or qcow2")))
+                }
+                _ => {
+                    return Err(err(format!(
+                        "unknown option {opt:?} (size=SIZE, format=raw|qcow2)"
+                    )))
+                }
             }
         }
-        let format = format.unwrap_or(if path.ends_with(".qcow2") { ImageFormat::Qcow2 } else { ImageFormat::Raw });
-        Ok(TargetSpec::Image { path: PathBuf::from(path), format, size_bytes })
+        let format = format.unwrap_or(if path.ends_with(".qcow2") {
+            ImageFormat::Qcow2
+        } else {
+            ImageFormat::Raw
+        });
+        Ok(TargetSpec::Image {
+            path: PathBuf::from(path),
+            format,
+            size_bytes,
+        })
     }
 }
 
@@ -70,21 +92,56 @@ mod tests {
     #[test]
     fn image_targets_with_options_and_defaults() {
         let t: TargetSpec = "image:/vm/web01.qcow2,size=40G".parse().unwrap();
-        assert_eq!(t, TargetSpec::Image { path: "/vm/web01.qcow2".into(), format: ImageFormat::Qcow2, size_bytes: Some(40 << 30) });
+        assert_eq!(
+            t,
+            TargetSpec::Image {
+                path: "/vm/web01.qcow2".into(),
+                format: ImageFormat::Qcow2,
+                size_bytes: Some(40 << 30)
+            }
+        );
         let t: TargetSpec = "image:disk.img,format=qcow2".parse().unwrap();
-        assert!(matches!(t, TargetSpec::Image { format: ImageFormat::Qcow2, size_bytes: None, .. }));
+        assert!(matches!(
+            t,
+            TargetSpec::Image {
+                format: ImageFormat::Qcow2,
+                size_bytes: None,
+                ..
+            }
+        ));
         let t: TargetSpec = "image:disk.img".parse().unwrap();
-        assert!(matches!(t, TargetSpec::Image { format: ImageFormat::Raw, .. }));
+        assert!(matches!(
+            t,
+            TargetSpec::Image {
+                format: ImageFormat::Raw,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn bad_targets_say_what_is_expected() {
-        assert!(matches!("disk.img".parse::<TargetSpec>(), Err(TargetSpecError::Shape { .. })));
-        assert!(matches!("image:".parse::<TargetSpec>(), Err(TargetSpecError::Shape { .. })));
-        assert!(matches!("ssh://root@198.51.100.50".parse::<TargetSpec>(), Err(TargetSpecError::LiveNotYet { .. })));
-        let e = "image:d.img,format=vmdk".parse::<TargetSpec>().unwrap_err().to_string();
+        assert!(matches!(
+            "disk.img".parse::<TargetSpec>(),
+            Err(TargetSpecError::Shape { .. })
+        ));
+        assert!(matches!(
+            "image:".parse::<TargetSpec>(),
+            Err(TargetSpecError::Shape { .. })
+        ));
+        assert!(matches!(
+            "ssh://root@198.51.100.50".parse::<TargetSpec>(),
+            Err(TargetSpecError::LiveNotYet { .. })
+        ));
+        let e = "image:d.img,format=vmdk"
+            .parse::<TargetSpec>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("raw or qcow2"), "{e}");
-        let e = "image:d.img,size=huge".parse::<TargetSpec>().unwrap_err().to_string();
+        let e = "image:d.img,size=huge"
+            .parse::<TargetSpec>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown unit"), "{e}");
     }
 }

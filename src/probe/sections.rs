@@ -67,7 +67,10 @@ pub fn split(output: &[u8]) -> Sections {
             if let Current::Cmd(name) = &current {
                 sections.cmds.insert(
                     name.clone(),
-                    CmdOutput { text: std::mem::take(&mut buf), status: code.trim().parse().ok() },
+                    CmdOutput {
+                        text: std::mem::take(&mut buf),
+                        status: code.trim().parse().ok(),
+                    },
                 );
             }
             buf.clear();
@@ -99,7 +102,13 @@ fn flush(sections: &mut Sections, current: &Current, buf: &mut String) {
         }
         // A command whose status line never came (the connection dropped).
         Current::Cmd(name) => {
-            sections.cmds.insert(name.clone(), CmdOutput { text: std::mem::take(buf), status: None });
+            sections.cmds.insert(
+                name.clone(),
+                CmdOutput {
+                    text: std::mem::take(buf),
+                    status: None,
+                },
+            );
         }
         Current::None => buf.clear(),
     }

@@ -20,7 +20,12 @@ fn assert_golden(name: &str, actual: &str) {
     }
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (create it with HOTCLONE_BLESS=1)", path.display()));
-    pretty_assertions::assert_eq!(expected, actual, "golden {} differs (HOTCLONE_BLESS=1 rewrites it)", path.display());
+    pretty_assertions::assert_eq!(
+        expected,
+        actual,
+        "golden {} differs (HOTCLONE_BLESS=1 rewrites it)",
+        path.display()
+    );
 }
 
 #[test]
@@ -31,15 +36,39 @@ fn debian5_transcript_matches_golden_inventory() {
     assert_eq!(inv.os.codename.as_deref(), Some("lenny"));
     assert_eq!(inv.kernel.running, "2.6.26-2-686");
     assert_eq!(inv.bootloader.kind, BootloaderKind::GrubLegacy);
-    assert_eq!(inv.bootloader.config.as_deref(), Some("/boot/grub/menu.lst"));
+    assert_eq!(
+        inv.bootloader.config.as_deref(),
+        Some("/boot/grub/menu.lst")
+    );
     assert_eq!(inv.init.kind, InitKind::Sysvinit);
     assert!(inv.init.active);
-    assert_eq!(inv.network.interfaces[0].mac.as_deref(), Some("00:16:3e:2a:7c:01"));
-    assert_eq!(inv.network.routes[1].gateway.as_deref(), Some("198.51.100.1"));
-    assert_eq!(inv.services.running, vec!["apache2", "cron", "mysql", "ssh"]);
-    assert_eq!(inv.storage.block_devices.iter().find(|d| d.name == "hda1").unwrap().uuid.as_deref(),
-        Some("3e6be9de-8139-11d1-9106-a43f08d823a6"));
-    assert!(inv.warnings.iter().any(|w| w.contains("no --xattrs")), "{:?}", inv.warnings);
+    assert_eq!(
+        inv.network.interfaces[0].mac.as_deref(),
+        Some("00:16:3e:2a:7c:01")
+    );
+    assert_eq!(
+        inv.network.routes[1].gateway.as_deref(),
+        Some("198.51.100.1")
+    );
+    assert_eq!(
+        inv.services.running,
+        vec!["apache2", "cron", "mysql", "ssh"]
+    );
+    assert_eq!(
+        inv.storage
+            .block_devices
+            .iter()
+            .find(|d| d.name == "hda1")
+            .unwrap()
+            .uuid
+            .as_deref(),
+        Some("3e6be9de-8139-11d1-9106-a43f08d823a6")
+    );
+    assert!(
+        inv.warnings.iter().any(|w| w.contains("no --xattrs")),
+        "{:?}",
+        inv.warnings
+    );
     let json = serde_json::to_string_pretty(&inv).unwrap() + "\n";
     assert_golden("debian5/inventory.json", &json);
 }
@@ -60,14 +89,26 @@ fn run_script_locally(shell: &str) -> Inventory {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(script::script().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script::script().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(!out.stdout.is_empty(), "script printed nothing: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.stdout.is_empty(),
+        "script printed nothing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     from_output("local", &out.stdout)
 }
 
 fn local(cmd: &str, args: &[&str]) -> String {
-    String::from_utf8(Command::new(cmd).args(args).output().unwrap().stdout).unwrap().trim().to_string()
+    String::from_utf8(Command::new(cmd).args(args).output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// The script is valid POSIX sh and its output parses: run it on this
@@ -78,8 +119,20 @@ fn script_runs_under_dash_and_reports_this_machine() {
     assert_eq!(inv.kernel.running, local("uname", &["-r"]));
     assert_eq!(inv.kernel.arch, local("uname", &["-m"]));
     assert_eq!(inv.hostname, local("uname", &["-n"]));
-    let root = inv.storage.mounts.iter().rev().find(|m| m.mount_point == "/").expect("a root mount");
-    assert_eq!(root.fs_type, local("findmnt", &["-n", "-o", "FSTYPE", "/"]).lines().last().unwrap());
+    let root = inv
+        .storage
+        .mounts
+        .iter()
+        .rev()
+        .find(|m| m.mount_point == "/")
+        .expect("a root mount");
+    assert_eq!(
+        root.fs_type,
+        local("findmnt", &["-n", "-o", "FSTYPE", "/"])
+            .lines()
+            .last()
+            .unwrap()
+    );
     assert!(root.bytes_total.unwrap_or(0) > 0, "{root:?}");
     assert_eq!(inv.capabilities.tar.flavour, TarFlavour::Gnu);
     assert!(inv.capabilities.find_printf);
@@ -92,11 +145,25 @@ fn script_runs_to_the_end_under_busybox_ash() {
     let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists())
         .expect("busybox is needed for this test (apt-get install busybox-static; cargo xtask test installs it)");
     use std::io::Write;
-    let mut child = Command::new(busybox).args(["sh", "-s"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(script::script().as_bytes()).unwrap();
+    let mut child = Command::new(busybox)
+        .args(["sh", "-s"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script::script().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let s = sections::split(&out.stdout);
-    assert_eq!(s.cmds["tools"].status, Some(0), "the script did not reach its last section");
+    assert_eq!(
+        s.cmds["tools"].status,
+        Some(0),
+        "the script did not reach its last section"
+    );
     assert!(s.cmd_ok("uname-r").is_some());
 }
 

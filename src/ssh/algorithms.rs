@@ -35,15 +35,24 @@ pub fn classify(err: &russh::Error) -> Option<AlgorithmMismatch> {
                 russh::AlgorithmKind::Mac => "MAC",
                 russh::AlgorithmKind::Compression => return None,
             };
-            Some(AlgorithmMismatch { kind, ours: ours.clone(), theirs: theirs.clone() })
+            Some(AlgorithmMismatch {
+                kind,
+                ours: ours.clone(),
+                theirs: theirs.clone(),
+            })
         }
         _ => None,
     }
 }
 
 const LEGACY_KEX: &[kex::Name] = &[kex::DH_G14_SHA1, kex::DH_GEX_SHA1, kex::DH_G1_SHA1];
-const LEGACY_CIPHERS: &[cipher::Name] =
-    &[cipher::AES_128_CTR, cipher::AES_128_CBC, cipher::AES_192_CBC, cipher::AES_256_CBC, cipher::TRIPLE_DES_CBC];
+const LEGACY_CIPHERS: &[cipher::Name] = &[
+    cipher::AES_128_CTR,
+    cipher::AES_128_CBC,
+    cipher::AES_192_CBC,
+    cipher::AES_256_CBC,
+    cipher::TRIPLE_DES_CBC,
+];
 const LEGACY_MACS: &[mac::Name] = &[mac::HMAC_SHA1_ETM, mac::HMAC_SHA1];
 
 /// russh's modern defaults. `known_key_algorithms` (the types recorded in
@@ -61,8 +70,9 @@ pub fn modern(known_key_algorithms: &[Algorithm]) -> Preferred {
 pub fn legacy(known_key_algorithms: &[Algorithm]) -> Preferred {
     let mut p = modern(known_key_algorithms);
     // Real algorithms go before the ext-info / strict-kex markers.
-    let (real, markers): (Vec<kex::Name>, Vec<kex::Name>) =
-        p.kex.iter().copied().partition(|k| !k.as_ref().starts_with("ext-info") && !k.as_ref().starts_with("kex-strict"));
+    let (real, markers): (Vec<kex::Name>, Vec<kex::Name>) = p.kex.iter().copied().partition(|k| {
+        !k.as_ref().starts_with("ext-info") && !k.as_ref().starts_with("kex-strict")
+    });
     let mut kexes = real;
     kexes.extend(LEGACY_KEX.iter().copied());
     kexes.extend(markers);
@@ -88,8 +98,10 @@ fn same_family(a: &Algorithm, b: &Algorithm) -> bool {
 }
 
 fn prefer_known(list: &[Algorithm], known: &[Algorithm]) -> Vec<Algorithm> {
-    let (mut front, back): (Vec<Algorithm>, Vec<Algorithm>) =
-        list.iter().cloned().partition(|a| known.iter().any(|k| same_family(a, k)));
+    let (mut front, back): (Vec<Algorithm>, Vec<Algorithm>) = list
+        .iter()
+        .cloned()
+        .partition(|a| known.iter().any(|k| same_family(a, k)));
     front.extend(back);
     front
 }
@@ -123,10 +135,18 @@ mod tests {
             (russh::AlgorithmKind::Cipher, "cipher"),
             (russh::AlgorithmKind::Mac, "MAC"),
         ] {
-            let err = russh::Error::NoCommonAlgo { kind, ours: vec![], theirs: vec![] };
+            let err = russh::Error::NoCommonAlgo {
+                kind,
+                ours: vec![],
+                theirs: vec![],
+            };
             assert_eq!(classify(&err).map(|m| m.kind), Some(name));
         }
-        let err = russh::Error::NoCommonAlgo { kind: russh::AlgorithmKind::Compression, ours: vec![], theirs: vec![] };
+        let err = russh::Error::NoCommonAlgo {
+            kind: russh::AlgorithmKind::Compression,
+            ours: vec![],
+            theirs: vec![],
+        };
         assert_eq!(classify(&err), None);
         assert_eq!(classify(&russh::Error::Disconnect), None);
         assert_eq!(classify(&russh::Error::UnknownKey), None);
@@ -141,14 +161,28 @@ mod tests {
         assert!(!mk.iter().any(|k| k.ends_with("sha1")), "{mk:?}");
         assert!(!mm.contains(&"hmac-sha1".to_string()));
         // Modern first, in order, then legacy.
-        assert_eq!(&lk[..mk.iter().filter(|k| !k.starts_with("ext-") && !k.starts_with("kex-")).count()],
-            &mk[..mk.iter().filter(|k| !k.starts_with("ext-") && !k.starts_with("kex-")).count()]);
-        for k in ["diffie-hellman-group14-sha1", "diffie-hellman-group-exchange-sha1", "diffie-hellman-group1-sha1",
-            "ext-info-c"]
-        {
+        assert_eq!(
+            &lk[..mk
+                .iter()
+                .filter(|k| !k.starts_with("ext-") && !k.starts_with("kex-"))
+                .count()],
+            &mk[..mk
+                .iter()
+                .filter(|k| !k.starts_with("ext-") && !k.starts_with("kex-"))
+                .count()]
+        );
+        for k in [
+            "diffie-hellman-group14-sha1",
+            "diffie-hellman-group-exchange-sha1",
+            "diffie-hellman-group1-sha1",
+            "ext-info-c",
+        ] {
             assert!(lk.contains(&k.to_string()), "{k} in {lk:?}");
         }
-        assert!(lk.iter().position(|k| k == "diffie-hellman-group1-sha1") < lk.iter().position(|k| k == "ext-info-c"));
+        assert!(
+            lk.iter().position(|k| k == "diffie-hellman-group1-sha1")
+                < lk.iter().position(|k| k == "ext-info-c")
+        );
         for c in ["aes128-ctr", "aes128-cbc", "3des-cbc"] {
             assert!(lc.contains(&c.to_string()), "{c} in {lc:?}");
         }

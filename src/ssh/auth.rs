@@ -44,12 +44,17 @@ struct State<'a, H: russh::client::Handler> {
 }
 
 fn method_names(m: &russh::MethodSet) -> Vec<String> {
-    m.iter().map(|k| <&'static str>::from(k).to_string()).collect()
+    m.iter()
+        .map(|k| <&'static str>::from(k).to_string())
+        .collect()
 }
 
 impl<'a, H: russh::client::Handler> State<'a, H> {
     fn lost(&self, e: impl std::fmt::Display) -> SshError {
-        SshError::Disconnected { addr: self.req.addr.to_string(), detail: format!("during authentication: {e}") }
+        SshError::Disconnected {
+            addr: self.req.addr.to_string(),
+            detail: format!("during authentication: {e}"),
+        }
     }
 
     fn server_allows(&self, method: &str) -> bool {
@@ -60,7 +65,10 @@ impl<'a, H: russh::client::Handler> State<'a, H> {
     }
 
     fn record_failure(&mut self, r: &AuthResult) {
-        if let AuthResult::Failure { remaining_methods, .. } = r {
+        if let AuthResult::Failure {
+            remaining_methods, ..
+        } = r
+        {
             if !remaining_methods.is_empty() {
                 self.server_methods = Some(method_names(remaining_methods));
             }
@@ -70,7 +78,13 @@ impl<'a, H: russh::client::Handler> State<'a, H> {
     /// The RSA hash the server announced (`None` = plain ssh-rsa), asked once.
     async fn rsa_hash(&mut self) -> Option<HashAlg> {
         if self.rsa_hash.is_none() {
-            let best = self.handle.best_supported_rsa_hash().await.ok().flatten().flatten();
+            let best = self
+                .handle
+                .best_supported_rsa_hash()
+                .await
+                .ok()
+                .flatten()
+                .flatten();
             tracing::debug!("{}: server-sig-algs gives RSA hash {best:?}", self.req.addr);
             self.rsa_hash = Some(best);
         }
@@ -93,7 +107,9 @@ impl<'a, H: russh::client::Handler> State<'a, H> {
         let key = match russh::keys::load_secret_key(path, None) {
             Ok(k) => k,
             Err(russh::keys::Error::KeyIsEncrypted) => {
-                self.tried.push(format!("{name} (encrypted; load it into ssh-agent with ssh-add)"));
+                self.tried.push(format!(
+                    "{name} (encrypted; load it into ssh-agent with ssh-add)"
+                ));
                 return Ok(None);
             }
             Err(e) => {
@@ -111,7 +127,10 @@ impl<'a, H: russh::client::Handler> State<'a, H> {
             let label = sig_label(&public, hash);
             let r = self
                 .handle
-                .authenticate_publickey(self.req.user, PrivateKeyWithHashAlg::new(key.clone(), hash))
+                .authenticate_publickey(
+                    self.req.user,
+                    PrivateKeyWithHashAlg::new(key.clone(), hash),
+                )
                 .await
                 .map_err(|e| self.lost(e))?;
             if r.success() {
@@ -146,21 +165,28 @@ impl<'a, H: russh::client::Handler> State<'a, H> {
             self.tried.push("agent (no keys loaded)".into());
         }
         for identity in identities {
-            let AgentIdentity::PublicKey { key, comment } = identity else { continue };
+            let AgentIdentity::PublicKey { key, comment } = identity else {
+                continue;
+            };
             if self.tried_keys.contains(&key) {
                 continue;
             }
             self.tried_keys.push(key.clone());
             for hash in self.hashes_for(&key).await {
                 let label = sig_label(&key, hash);
-                match self.handle.authenticate_publickey_with(self.req.user, key.clone(), hash, &mut agent).await {
+                match self
+                    .handle
+                    .authenticate_publickey_with(self.req.user, key.clone(), hash, &mut agent)
+                    .await
+                {
                     Ok(r) if r.success() => return Ok(Some(format!("agent ({comment})"))),
                     Ok(r) => {
                         self.record_failure(&r);
                         self.tried.push(format!("agent key {comment:?} ({label})"));
                     }
                     Err(e) => {
-                        self.tried.push(format!("agent key {comment:?} ({label}: {e})"));
+                        self.tried
+                            .push(format!("agent key {comment:?} ({label}: {e})"));
                         if self.handle.is_closed() {
                             return Err(self.lost(e));
                         }
@@ -171,14 +197,21 @@ impl<'a, H: russh::client::Handler> State<'a, H> {
         Ok(None)
     }
 
-    async fn try_password(&mut self, provider: Arc<dyn PasswordProvider>) -> Result<Option<String>, SshError> {
+    async fn try_password(
+        &mut self,
+        provider: Arc<dyn PasswordProvider>,
+    ) -> Result<Option<String>, SshError> {
         let (user, host) = (self.req.user, self.req.host);
         if self.server_allows("password") {
             let Some(password) = provider.password(user, host) else {
                 self.tried.push("password (none given)".into());
                 return Ok(None);
             };
-            let r = self.handle.authenticate_password(user, password).await.map_err(|e| self.lost(e))?;
+            let r = self
+                .handle
+                .authenticate_password(user, password)
+                .await
+                .map_err(|e| self.lost(e))?;
             if r.success() {
                 return Ok(Some("password".into()));
             }
@@ -188,7 +221,8 @@ impl<'a, H: russh::client::Handler> State<'a, H> {
         }
         if self.server_allows("keyboard-interactive") {
             let Some(password) = provider.password(user, host) else {
-                self.tried.push("keyboard-interactive (no password given)".into());
+                self.tried
+                    .push("keyboard-interactive (no password given)".into());
                 return Ok(None);
             };
             let mut resp = self
@@ -200,8 +234,12 @@ impl<'a, H: russh::client::Handler> State<'a, H> {
             // empty rounds get empty answers.
             for _ in 0..4 {
                 match resp {
-                    KeyboardInteractiveAuthResponse::Success => return Ok(Some("keyboard-interactive password".into())),
-                    KeyboardInteractiveAuthResponse::Failure { remaining_methods, .. } => {
+                    KeyboardInteractiveAuthResponse::Success => {
+                        return Ok(Some("keyboard-interactive password".into()))
+                    }
+                    KeyboardInteractiveAuthResponse::Failure {
+                        remaining_methods, ..
+                    } => {
                         if !remaining_methods.is_empty() {
                             self.server_methods = Some(method_names(&remaining_methods));
                         }
@@ -210,7 +248,13 @@ impl<'a, H: russh::client::Handler> State<'a, H> {
                     KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } => {
                         let answers = prompts
                             .iter()
-                            .map(|p| if p.echo { String::new() } else { password.clone() })
+                            .map(|p| {
+                                if p.echo {
+                                    String::new()
+                                } else {
+                                    password.clone()
+                                }
+                            })
                             .collect();
                         resp = self
                             .handle
@@ -220,7 +264,8 @@ impl<'a, H: russh::client::Handler> State<'a, H> {
                     }
                 }
             }
-            self.tried.push("keyboard-interactive password (refused)".into());
+            self.tried
+                .push("keyboard-interactive password (refused)".into());
         }
         Ok(None)
     }
@@ -243,10 +288,21 @@ pub(crate) async fn authenticate<H: russh::client::Handler>(
     handle: &mut Handle<H>,
     req: &AuthRequest<'_>,
 ) -> Result<String, SshError> {
-    let mut st = State { handle, req, tried: Vec::new(), server_methods: None, rsa_hash: None, tried_keys: Vec::new() };
+    let mut st = State {
+        handle,
+        req,
+        tried: Vec::new(),
+        server_methods: None,
+        rsa_hash: None,
+        tried_keys: Vec::new(),
+    };
 
     // "none" first, like OpenSSH: it tells which methods the server accepts.
-    let r = st.handle.authenticate_none(req.user).await.map_err(|e| st.lost(e))?;
+    let r = st
+        .handle
+        .authenticate_none(req.user)
+        .await
+        .map_err(|e| st.lost(e))?;
     if r.success() {
         return Ok("none".into());
     }

@@ -82,7 +82,9 @@ fn split_line(line: &str) -> Option<(String, Vec<String>)> {
         return None;
     }
     // The keyword ends at whitespace or '='.
-    let end = line.find(|c: char| c.is_whitespace() || c == '=').unwrap_or(line.len());
+    let end = line
+        .find(|c: char| c.is_whitespace() || c == '=')
+        .unwrap_or(line.len());
     let keyword = line[..end].to_ascii_lowercase();
     let mut rest = line[end..].trim_start();
     if let Some(r) = rest.strip_prefix('=') {
@@ -144,7 +146,9 @@ fn expand_path(s: &str, alias: &str, user: Option<&str>, home: Option<&Path>) ->
     let s = expand_tokens(s, alias, user, home);
     match (s.strip_prefix("~/"), home) {
         (Some(rest), Some(home)) => home.join(rest),
-        _ if s == "~" => home.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(s)),
+        _ if s == "~" => home
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(s)),
         _ => PathBuf::from(s),
     }
 }
@@ -157,7 +161,9 @@ pub fn resolve_with_home(text: &str, alias: &str, home: Option<&Path>) -> HostCo
     // Lines before the first Host apply to every host.
     let mut active = true;
     for line in text.lines() {
-        let Some((keyword, args)) = split_line(line) else { continue };
+        let Some((keyword, args)) = split_line(line) else {
+            continue;
+        };
         match keyword.as_str() {
             "host" => {
                 active = host_line_matches(&args, alias);
@@ -183,8 +189,12 @@ pub fn resolve_with_home(text: &str, alias: &str, home: Option<&Path>) -> HostCo
                 _ => tracing::warn!("ssh config: ignoring invalid Port {first:?}"),
             },
             "identityfile" => raw_identity.push(first.clone()),
-            "userknownhostsfile" if raw_known_hosts.is_none() => raw_known_hosts = Some(first.clone()),
-            "include" => tracing::debug!("ssh config: Include is not supported; ignoring {first:?}"),
+            "userknownhostsfile" if raw_known_hosts.is_none() => {
+                raw_known_hosts = Some(first.clone())
+            }
+            "include" => {
+                tracing::debug!("ssh config: Include is not supported; ignoring {first:?}")
+            }
             _ => {}
         }
     }
@@ -192,7 +202,10 @@ pub fn resolve_with_home(text: &str, alias: &str, home: Option<&Path>) -> HostCo
     // everything is known, as OpenSSH does.
     let host = cfg.hostname.clone().unwrap_or_else(|| alias.to_string());
     let user = cfg.user.clone();
-    cfg.identity_files = raw_identity.iter().map(|s| expand_path(s, &host, user.as_deref(), home)).collect();
+    cfg.identity_files = raw_identity
+        .iter()
+        .map(|s| expand_path(s, &host, user.as_deref(), home))
+        .collect();
     cfg.user_known_hosts_file = raw_known_hosts
         .filter(|s| !s.eq_ignore_ascii_case("none"))
         .map(|s| expand_path(&s, &host, user.as_deref(), home));
@@ -253,7 +266,10 @@ Host *
                 PathBuf::from("/home/op/.ssh/id_ed25519"),
             ]
         );
-        assert_eq!(c.user_known_hosts_file, Some(PathBuf::from("/home/op/lab/known_hosts")));
+        assert_eq!(
+            c.user_known_hosts_file,
+            Some(PathBuf::from("/home/op/lab/known_hosts"))
+        );
 
         // Negation excludes the host from the first block.
         let c = r(text, "old-skip");
@@ -262,12 +278,16 @@ Host *
 
         let c = r(text, "other");
         assert_eq!(c.user.as_deref(), Some("nobody"));
-        assert_eq!(c.identity_files, vec![PathBuf::from("/home/op/.ssh/id_ed25519")]);
+        assert_eq!(
+            c.identity_files,
+            vec![PathBuf::from("/home/op/.ssh/id_ed25519")]
+        );
     }
 
     #[test]
     fn several_patterns_case_and_equals() {
-        let text = "HOST a b  c\n\thostname=10.0.0.1\n  PORT = 2222\nhost d\nHostName \"with space\"\n";
+        let text =
+            "HOST a b  c\n\thostname=10.0.0.1\n  PORT = 2222\nhost d\nHostName \"with space\"\n";
         for alias in ["a", "b", "c"] {
             let c = r(text, alias);
             assert_eq!(c.hostname.as_deref(), Some("10.0.0.1"), "{alias}");

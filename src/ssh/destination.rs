@@ -15,14 +15,20 @@ pub struct Destination {
 }
 
 fn invalid(input: &str, reason: &str) -> SshError {
-    SshError::InvalidDestination { input: input.to_string(), reason: reason.to_string() }
+    SshError::InvalidDestination {
+        input: input.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 fn parse_port(input: &str, port: &str) -> Result<u16, SshError> {
     match port.parse::<u16>() {
         Ok(0) => Err(invalid(input, "port 0 is not a valid port")),
         Ok(p) => Ok(p),
-        Err(_) => Err(invalid(input, &format!("port {port:?} is not a number from 1 to 65535"))),
+        Err(_) => Err(invalid(
+            input,
+            &format!("port {port:?} is not a number from 1 to 65535"),
+        )),
     }
 }
 
@@ -75,7 +81,10 @@ impl FromStr for Destination {
                 // A bare IPv6 address; a port needs brackets.
                 _ => {
                     if rest.parse::<std::net::Ipv6Addr>().is_err() {
-                        return Err(invalid(input, "too many ':' (write IPv6 addresses as [addr]:port)"));
+                        return Err(invalid(
+                            input,
+                            "too many ':' (write IPv6 addresses as [addr]:port)",
+                        ));
                     }
                     (rest, None)
                 }
@@ -87,7 +96,11 @@ impl FromStr for Destination {
         if host.contains(['[', ']', '@', '/']) {
             return Err(invalid(input, "the host contains '[', ']', '@' or '/'"));
         }
-        Ok(Destination { user, host: host.to_string(), port })
+        Ok(Destination {
+            user,
+            host: host.to_string(),
+            port,
+        })
     }
 }
 
@@ -123,23 +136,76 @@ mod tests {
 
     #[test]
     fn plain_forms() {
-        assert_eq!(d("web1"), Destination { user: None, host: "web1".into(), port: None });
-        assert_eq!(d("root@web1"), Destination { user: Some("root".into()), host: "web1".into(), port: None });
-        assert_eq!(d("web1:2222"), Destination { user: None, host: "web1".into(), port: Some(2222) });
+        assert_eq!(
+            d("web1"),
+            Destination {
+                user: None,
+                host: "web1".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            d("root@web1"),
+            Destination {
+                user: Some("root".into()),
+                host: "web1".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            d("web1:2222"),
+            Destination {
+                user: None,
+                host: "web1".into(),
+                port: Some(2222)
+            }
+        );
         assert_eq!(
             d("admin@198.51.100.11:22"),
-            Destination { user: Some("admin".into()), host: "198.51.100.11".into(), port: Some(22) }
+            Destination {
+                user: Some("admin".into()),
+                host: "198.51.100.11".into(),
+                port: Some(22)
+            }
         );
-        assert_eq!(d("ssh://u@h:2/"), Destination { user: Some("u".into()), host: "h".into(), port: Some(2) });
+        assert_eq!(
+            d("ssh://u@h:2/"),
+            Destination {
+                user: Some("u".into()),
+                host: "h".into(),
+                port: Some(2)
+            }
+        );
         // The user is everything before the last '@'.
         assert_eq!(d("a@b@h").user.as_deref(), Some("a@b"));
     }
 
     #[test]
     fn ipv6() {
-        assert_eq!(d("[2001:db8::1]:2222"), Destination { user: None, host: "2001:db8::1".into(), port: Some(2222) });
-        assert_eq!(d("root@[::1]"), Destination { user: Some("root".into()), host: "::1".into(), port: None });
-        assert_eq!(d("fe80::1"), Destination { user: None, host: "fe80::1".into(), port: None });
+        assert_eq!(
+            d("[2001:db8::1]:2222"),
+            Destination {
+                user: None,
+                host: "2001:db8::1".into(),
+                port: Some(2222)
+            }
+        );
+        assert_eq!(
+            d("root@[::1]"),
+            Destination {
+                user: Some("root".into()),
+                host: "::1".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            d("fe80::1"),
+            Destination {
+                user: None,
+                host: "fe80::1".into(),
+                port: None
+            }
+        );
         assert_eq!(d("[2001:db8::1]:2222").to_string(), "[2001:db8::1]:2222");
         assert_eq!(host_port("::1", 22), "[::1]:22");
         assert_eq!(host_port("h", 22), "h:22");
@@ -147,9 +213,21 @@ mod tests {
 
     #[test]
     fn bad_input() {
-        for bad in ["", "@host", "user@", "host:", "host:0", "host:99999", "host:ssh", "[::1", "[::1]x", "[]:22",
-            "a b", "h:1:2", "user@:22"]
-        {
+        for bad in [
+            "",
+            "@host",
+            "user@",
+            "host:",
+            "host:0",
+            "host:99999",
+            "host:ssh",
+            "[::1",
+            "[::1]x",
+            "[]:22",
+            "a b",
+            "h:1:2",
+            "user@:22",
+        ] {
             let err = bad.parse::<Destination>().expect_err(bad);
             let msg = err.to_string();
             assert!(msg.contains("invalid destination"), "{bad}: {msg}");

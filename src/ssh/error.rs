@@ -53,7 +53,9 @@ pub enum SshError {
     },
 
     /// The SSH handshake failed for another reason.
-    #[error("{addr}: SSH handshake failed: {detail}. Check that this port talks SSH (try `ssh -v`)")]
+    #[error(
+        "{addr}: SSH handshake failed: {detail}. Check that this port talks SSH (try `ssh -v`)"
+    )]
     Handshake { addr: String, detail: String },
 
     /// The host is not in known_hosts and the policy is strict.

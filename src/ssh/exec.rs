@@ -63,7 +63,11 @@ pub struct ChildStdin {
 }
 
 impl AsyncWrite for ChildStdin {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.inner.as_mut().poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -84,7 +88,11 @@ pub struct ChildOutput {
 }
 
 impl AsyncRead for ChildOutput {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -101,8 +109,15 @@ pub struct RemoteChild {
 }
 
 impl RemoteChild {
-    pub(crate) fn spawn(addr: String, read: ChannelReadHalf, write: ChannelWriteHalf<Msg>) -> RemoteChild {
-        let stdin = ChildStdin { inner: Box::pin(write.make_writer()), shut: false };
+    pub(crate) fn spawn(
+        addr: String,
+        read: ChannelReadHalf,
+        write: ChannelWriteHalf<Msg>,
+    ) -> RemoteChild {
+        let stdin = ChildStdin {
+            inner: Box::pin(write.make_writer()),
+            shut: false,
+        };
         let (out_w, out_r) = tokio::io::duplex(PIPE_CAPACITY);
         let (err_w, err_r) = tokio::io::duplex(PIPE_CAPACITY);
         let pump = tokio::spawn(pump(addr.clone(), read, write, out_w, err_w));
@@ -143,7 +158,10 @@ impl RemoteChild {
         drop(self.stderr.take());
         match (&mut self.pump).await {
             Ok(r) => r,
-            Err(e) => Err(SshError::Disconnected { addr: self.addr.clone(), detail: format!("channel task failed: {e}") }),
+            Err(e) => Err(SshError::Disconnected {
+                addr: self.addr.clone(),
+                detail: format!("channel task failed: {e}"),
+            }),
         }
     }
 }
@@ -168,9 +186,16 @@ async fn pump(
         match msg {
             // A dropped reader: discard its data from now on.
             ChannelMsg::Data { data } if out_open => out_open = out.write_all(&data).await.is_ok(),
-            ChannelMsg::ExtendedData { data, ext: 1 } if err_open => err_open = err.write_all(&data).await.is_ok(),
+            ChannelMsg::ExtendedData { data, ext: 1 } if err_open => {
+                err_open = err.write_all(&data).await.is_ok()
+            }
             ChannelMsg::ExitStatus { exit_status } => status = Some(ExitStatus::Code(exit_status)),
-            ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, .. } => {
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                ..
+            } => {
                 let name = format!("{signal_name:?}");
                 let name = match signal_name {
                     russh::Sig::Custom(s) => s,
@@ -184,7 +209,10 @@ async fn pump(
                 let _ = err.shutdown().await;
             }
             ChannelMsg::Failure => {
-                return Err(SshError::Channel { addr, detail: "the server refused the exec request".into() });
+                return Err(SshError::Channel {
+                    addr,
+                    detail: "the server refused the exec request".into(),
+                });
             }
             ChannelMsg::Close => break,
             _ => {}

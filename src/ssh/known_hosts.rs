@@ -31,7 +31,9 @@ pub(crate) fn check(host: &str, port: u16, key: &PublicKey, path: &Path) -> Verd
     match russh::keys::check_known_hosts_path(host, port, key, path) {
         Ok(true) => Verdict::Known,
         Ok(false) => Verdict::Unknown,
-        Err(russh::keys::Error::KeyChanged { line }) => Verdict::Changed { line: real_line(path, line) },
+        Err(russh::keys::Error::KeyChanged { line }) => Verdict::Changed {
+            line: real_line(path, line),
+        },
         Err(e) => Verdict::Error(e.to_string()),
     }
 }
@@ -50,7 +52,9 @@ pub(crate) fn known_algorithms(host: &str, port: u16, path: &Path) -> Vec<Algori
 /// russh 0.65 numbers lines without counting `#` comment lines; turn its
 /// number into the file's real 1-based line number.
 fn real_line(path: &Path, russh_line: usize) -> usize {
-    let Ok(text) = std::fs::read_to_string(path) else { return russh_line };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return russh_line;
+    };
     let mut seen = 0;
     for (i, l) in text.split('\n').enumerate() {
         if !l.starts_with('#') {
@@ -70,7 +74,8 @@ pub(crate) fn learn(host: &str, port: u16, key: &PublicKey, path: &Path) -> Resu
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let existing = std::fs::read(path).unwrap_or_default();
     let mut line = String::new();
@@ -91,7 +96,8 @@ pub(crate) fn learn(host: &str, port: u16, key: &PublicKey, path: &Path) -> Resu
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("cannot open for writing: {e}"))?;
-    f.write_all(line.as_bytes()).map_err(|e| format!("cannot write: {e}"))
+    f.write_all(line.as_bytes())
+        .map_err(|e| format!("cannot write: {e}"))
 }
 
 /// `SHA256:...` as `ssh-keygen -l` prints it.
@@ -127,7 +133,8 @@ mod tests {
             pub fn new() -> Dir {
                 static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let p = std::env::temp_dir().join(format!("hotclone-kh-{}-{n}", std::process::id()));
+                let p =
+                    std::env::temp_dir().join(format!("hotclone-kh-{}-{n}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&p);
                 std::fs::create_dir_all(&p).expect("temp dir");
                 Dir(p)
@@ -149,23 +156,38 @@ mod tests {
         assert_eq!(check("198.51.100.11", 22, &key(ED_A), &p), Verdict::Known);
         assert_eq!(check("web1", 22, &key(ED_A), &p), Verdict::Known);
         // Same type, other key: changed, naming the line (comments count).
-        assert_eq!(check("198.51.100.11", 22, &key(ED_B), &p), Verdict::Changed { line: 3 });
+        assert_eq!(
+            check("198.51.100.11", 22, &key(ED_B), &p),
+            Verdict::Changed { line: 3 }
+        );
         // Non-22 port uses [host]:port.
         assert_eq!(check("198.51.100.12", 2222, &key(ED_A), &p), Verdict::Known);
         assert_eq!(check("198.51.100.12", 22, &key(ED_A), &p), Verdict::Unknown);
         assert_eq!(check("198.51.100.13", 22, &key(ED_A), &p), Verdict::Unknown);
         // Another key type for a known host is not a change.
-        assert_eq!(check("198.51.100.11", 22, &key(RSA_A), &p), Verdict::Unknown);
-        assert_eq!(known_algorithms("198.51.100.11", 22, &p), vec![Algorithm::Ed25519]);
+        assert_eq!(
+            check("198.51.100.11", 22, &key(RSA_A), &p),
+            Verdict::Unknown
+        );
+        assert_eq!(
+            known_algorithms("198.51.100.11", 22, &p),
+            vec![Algorithm::Ed25519]
+        );
     }
 
     #[test]
     fn hashed_entries() {
         let (_d, p) = file(HASHED);
         assert_eq!(check("198.51.100.11", 22, &key(ED_A), &p), Verdict::Known);
-        assert_eq!(check("198.51.100.11", 22, &key(ED_B), &p), Verdict::Changed { line: 1 });
+        assert_eq!(
+            check("198.51.100.11", 22, &key(ED_B), &p),
+            Verdict::Changed { line: 1 }
+        );
         assert_eq!(check("198.51.100.12", 2222, &key(ED_A), &p), Verdict::Known);
-        assert_eq!(check("198.51.100.12", 2222, &key(ED_B), &p), Verdict::Changed { line: 2 });
+        assert_eq!(
+            check("198.51.100.12", 2222, &key(ED_B), &p),
+            Verdict::Changed { line: 2 }
+        );
         assert_eq!(check("198.51.100.13", 22, &key(ED_B), &p), Verdict::Unknown);
     }
 

@@ -154,8 +154,15 @@ pub struct Session {
 /// Host key problems found in the handler, reported after russh gives up.
 #[derive(Debug, Clone)]
 enum HostKeyProblem {
-    Unknown { key_type: String, fingerprint: String },
-    Changed { key_type: String, fingerprint: String, line: usize },
+    Unknown {
+        key_type: String,
+        fingerprint: String,
+    },
+    Changed {
+        key_type: String,
+        fingerprint: String,
+        line: usize,
+    },
     File(String),
 }
 
@@ -189,7 +196,13 @@ impl Client {
         match known_hosts::check(&self.host, self.port, key, &self.known_hosts) {
             known_hosts::Verdict::Known => true,
             known_hosts::Verdict::Changed { line } => {
-                self.set(|s| s.problem = Some(HostKeyProblem::Changed { key_type, fingerprint, line }));
+                self.set(|s| {
+                    s.problem = Some(HostKeyProblem::Changed {
+                        key_type,
+                        fingerprint,
+                        line,
+                    })
+                });
                 false
             }
             known_hosts::Verdict::Error(e) => {
@@ -198,22 +211,33 @@ impl Client {
             }
             known_hosts::Verdict::Unknown => match self.policy {
                 HostKeyPolicy::Strict => {
-                    self.set(|s| s.problem = Some(HostKeyProblem::Unknown { key_type, fingerprint }));
+                    self.set(|s| {
+                        s.problem = Some(HostKeyProblem::Unknown {
+                            key_type,
+                            fingerprint,
+                        })
+                    });
                     false
                 }
-                HostKeyPolicy::AcceptNew => match known_hosts::learn(&self.host, self.port, key, &self.known_hosts) {
-                    Ok(()) => {
-                        tracing::info!(
-                            "{addr}: new host key {key_type} {fingerprint} added to {}",
-                            self.known_hosts.display()
-                        );
-                        true
+                HostKeyPolicy::AcceptNew => {
+                    match known_hosts::learn(&self.host, self.port, key, &self.known_hosts) {
+                        Ok(()) => {
+                            tracing::info!(
+                                "{addr}: new host key {key_type} {fingerprint} added to {}",
+                                self.known_hosts.display()
+                            );
+                            true
+                        }
+                        Err(e) => {
+                            self.set(|s| {
+                                s.problem = Some(HostKeyProblem::File(format!(
+                                    "cannot add the host key: {e}"
+                                )))
+                            });
+                            false
+                        }
                     }
-                    Err(e) => {
-                        self.set(|s| s.problem = Some(HostKeyProblem::File(format!("cannot add the host key: {e}"))));
-                        false
-                    }
-                },
+                }
             },
         }
     }
@@ -222,7 +246,10 @@ impl Client {
 impl client::Handler for Client {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, server_public_key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         match server_public_key {
             PublicKeyOrCertificate::PublicKey { key, .. } => Ok(self.check_key(key)),
             PublicKeyOrCertificate::Certificate(cert) => {
@@ -246,7 +273,12 @@ impl client::Handler for Client {
         } else {
             names.client_mac.as_ref().to_string()
         };
-        let n = (names.kex.as_ref().to_string(), names.key.to_string(), cipher, mac);
+        let n = (
+            names.kex.as_ref().to_string(),
+            names.key.to_string(),
+            cipher,
+            mac,
+        );
         self.set(|s| {
             if s.names.is_none() {
                 s.names = Some(n)
@@ -257,7 +289,10 @@ impl client::Handler for Client {
 }
 
 fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).or_else(dirs::home_dir)
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(dirs::home_dir)
 }
 
 /// The connection target after ssh_config and defaults.
@@ -276,11 +311,17 @@ fn resolve(destination: &str, opts: &ConnectOptions) -> Result<Resolved, SshErro
     let home = home();
     let config_path = match &opts.ssh_config {
         Some(p) => Some(p.clone()),
-        None => home.as_ref().map(|h| h.join(".ssh/config")).filter(|p| p.is_file()),
+        None => home
+            .as_ref()
+            .map(|h| h.join(".ssh/config"))
+            .filter(|p| p.is_file()),
     };
     let cfg = match config_path {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|source| SshError::Config { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| SshError::Config {
+                path: path.clone(),
+                source,
+            })?;
             config::resolve_with_home(&text, &dest.host, home.as_deref())
         }
         None => HostConfig::default(),
@@ -296,7 +337,10 @@ fn resolve(destination: &str, opts: &ConnectOptions) -> Result<Resolved, SshErro
     let mut explicit_keys = opts.identity_files.clone();
     explicit_keys.extend(cfg.identity_files.iter().cloned());
     let default_keys = match &home {
-        Some(h) => ["id_ed25519", "id_ecdsa", "id_rsa"].iter().map(|n| h.join(".ssh").join(n)).collect(),
+        Some(h) => ["id_ed25519", "id_ecdsa", "id_rsa"]
+            .iter()
+            .map(|n| h.join(".ssh").join(n))
+            .collect(),
         None => Vec::new(),
     };
     let known_hosts = opts
@@ -305,7 +349,15 @@ fn resolve(destination: &str, opts: &ConnectOptions) -> Result<Resolved, SshErro
         .or(cfg.user_known_hosts_file.clone())
         .or_else(|| home.as_ref().map(|h| h.join(".ssh/known_hosts")))
         .unwrap_or_else(|| PathBuf::from(".ssh/known_hosts"));
-    Ok(Resolved { alias: dest.host, host, port, user, explicit_keys, default_keys, known_hosts })
+    Ok(Resolved {
+        alias: dest.host,
+        host,
+        port,
+        user,
+        explicit_keys,
+        default_keys,
+        known_hosts,
+    })
 }
 
 fn remaining(deadline: Instant) -> Duration {
@@ -313,16 +365,37 @@ fn remaining(deadline: Instant) -> Duration {
 }
 
 /// TCP connect to every resolved address in turn, within the deadline.
-async fn tcp_connect(r: &Resolved, addr: &str, deadline: Instant, total: Duration) -> Result<tokio::net::TcpStream, SshError> {
-    let timeout = |phase| SshError::Timeout { addr: addr.to_string(), phase, after: total };
-    let addrs: Vec<std::net::SocketAddr> =
-        match tokio::time::timeout(remaining(deadline), tokio::net::lookup_host((r.host.as_str(), r.port))).await {
-            Err(_) => return Err(timeout("DNS resolution")),
-            Ok(Err(e)) => return Err(SshError::Resolve { addr: addr.to_string(), detail: e.to_string() }),
-            Ok(Ok(a)) => a.collect(),
-        };
+async fn tcp_connect(
+    r: &Resolved,
+    addr: &str,
+    deadline: Instant,
+    total: Duration,
+) -> Result<tokio::net::TcpStream, SshError> {
+    let timeout = |phase| SshError::Timeout {
+        addr: addr.to_string(),
+        phase,
+        after: total,
+    };
+    let addrs: Vec<std::net::SocketAddr> = match tokio::time::timeout(
+        remaining(deadline),
+        tokio::net::lookup_host((r.host.as_str(), r.port)),
+    )
+    .await
+    {
+        Err(_) => return Err(timeout("DNS resolution")),
+        Ok(Err(e)) => {
+            return Err(SshError::Resolve {
+                addr: addr.to_string(),
+                detail: e.to_string(),
+            })
+        }
+        Ok(Ok(a)) => a.collect(),
+    };
     if addrs.is_empty() {
-        return Err(SshError::Resolve { addr: addr.to_string(), detail: "no addresses".into() });
+        return Err(SshError::Resolve {
+            addr: addr.to_string(),
+            detail: "no addresses".into(),
+        });
     }
     let mut last = None;
     for sa in addrs {
@@ -371,7 +444,9 @@ async fn handshake(
     preferred: russh::Preferred,
     deadline: Instant,
 ) -> Result<(Handle<Client>, Arc<Mutex<Shared>>), HandshakeError> {
-    let stream = tcp_connect(r, addr, deadline, opts.connect_timeout).await.map_err(HandshakeError::Fatal)?;
+    let stream = tcp_connect(r, addr, deadline, opts.connect_timeout)
+        .await
+        .map_err(HandshakeError::Fatal)?;
     let shared = Arc::new(Mutex::new(Shared::default()));
     let handler = Client {
         host: r.host.clone(),
@@ -381,7 +456,11 @@ async fn handshake(
         shared: shared.clone(),
     };
     let config = client_config(preferred, opts);
-    let result = tokio::time::timeout(remaining(deadline), client::connect_stream(config, stream, handler)).await;
+    let result = tokio::time::timeout(
+        remaining(deadline),
+        client::connect_stream(config, stream, handler),
+    )
+    .await;
     let err = match result {
         Err(_) => {
             return Err(HandshakeError::Fatal(SshError::Timeout {
@@ -399,13 +478,31 @@ async fn handshake(
         let known_hosts = r.known_hosts.clone();
         let addr = addr.to_string();
         return Err(HandshakeError::Fatal(match p {
-            HostKeyProblem::Unknown { key_type, fingerprint } => {
-                SshError::UnknownHostKey { addr, key_type, fingerprint, known_hosts }
-            }
-            HostKeyProblem::Changed { key_type, fingerprint, line } => {
-                SshError::HostKeyChanged { addr, key_type, fingerprint, known_hosts, line }
-            }
-            HostKeyProblem::File(detail) => SshError::KnownHosts { addr, path: known_hosts, detail },
+            HostKeyProblem::Unknown {
+                key_type,
+                fingerprint,
+            } => SshError::UnknownHostKey {
+                addr,
+                key_type,
+                fingerprint,
+                known_hosts,
+            },
+            HostKeyProblem::Changed {
+                key_type,
+                fingerprint,
+                line,
+            } => SshError::HostKeyChanged {
+                addr,
+                key_type,
+                fingerprint,
+                known_hosts,
+                line,
+            },
+            HostKeyProblem::File(detail) => SshError::KnownHosts {
+                addr,
+                path: known_hosts,
+                detail,
+            },
         }));
     }
     if let Some(m) = algorithms::classify(&err) {
@@ -413,10 +510,15 @@ async fn handshake(
     }
     let detail = match &err {
         russh::Error::IO(e) => format!("I/O error: {e}"),
-        russh::Error::Disconnect | russh::Error::HUP => "the server closed the connection".to_string(),
+        russh::Error::Disconnect | russh::Error::HUP => {
+            "the server closed the connection".to_string()
+        }
         e => e.to_string(),
     };
-    Err(HandshakeError::Fatal(SshError::Handshake { addr: addr.to_string(), detail }))
+    Err(HandshakeError::Fatal(SshError::Handshake {
+        addr: addr.to_string(),
+        detail,
+    }))
 }
 
 impl Session {
@@ -431,7 +533,8 @@ impl Session {
         let known = known_hosts::known_algorithms(&r.host, r.port, &r.known_hosts);
 
         let modern = algorithms::modern(&known);
-        let (mut handle, shared, legacy) = match handshake(&r, &addr, opts, modern, deadline).await {
+        let (mut handle, shared, legacy) = match handshake(&r, &addr, opts, modern, deadline).await
+        {
             Ok((h, s)) => (h, s, false),
             Err(HandshakeError::Fatal(e)) => return Err(e),
             Err(HandshakeError::Algorithms(m)) => {
@@ -447,12 +550,20 @@ impl Session {
                     Ok((h, s)) => (h, s, true),
                     Err(HandshakeError::Fatal(e)) => return Err(e),
                     Err(HandshakeError::Algorithms(m)) => {
-                        return Err(SshError::NoCommonAlgorithm { addr, kind: m.kind, ours: m.ours, theirs: m.theirs })
+                        return Err(SshError::NoCommonAlgorithm {
+                            addr,
+                            kind: m.kind,
+                            ours: m.ours,
+                            theirs: m.theirs,
+                        })
                     }
                 }
             }
         };
-        tracing::debug!("{addr}: handshake done after {:?} (legacy: {legacy})", start.elapsed());
+        tracing::debug!(
+            "{addr}: handshake done after {:?} (legacy: {legacy})",
+            start.elapsed()
+        );
 
         let req = auth::AuthRequest {
             addr: &addr,
@@ -463,13 +574,24 @@ impl Session {
             use_agent: opts.use_agent,
             password: opts.password.clone(),
         };
-        let auth_method = match tokio::time::timeout(remaining(deadline), auth::authenticate(&mut handle, &req)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(SshError::Timeout { addr, phase: "authentication", after: opts.connect_timeout });
-            }
-        };
-        tracing::debug!("{addr}: authenticated as {} by {auth_method} after {:?}", r.user, start.elapsed());
+        let auth_method =
+            match tokio::time::timeout(remaining(deadline), auth::authenticate(&mut handle, &req))
+                .await
+            {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(SshError::Timeout {
+                        addr,
+                        phase: "authentication",
+                        after: opts.connect_timeout,
+                    });
+                }
+            };
+        tracing::debug!(
+            "{addr}: authenticated as {} by {auth_method} after {:?}",
+            r.user,
+            start.elapsed()
+        );
 
         let (names, fingerprint) = match shared.lock() {
             Ok(s) => (s.names.clone(), s.fingerprint.clone()),
@@ -501,8 +623,15 @@ impl Session {
     /// Start `command` (interpreted by the remote user's shell) on a new channel.
     pub async fn exec(&self, command: &str) -> Result<RemoteChild, SshError> {
         let addr = self.info.addr();
-        let channel = self.handle.channel_open_session().await.map_err(|e| self.channel_error(e))?;
-        channel.exec(true, command).await.map_err(|e| self.channel_error(e))?;
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| self.channel_error(e))?;
         let (read, write) = channel.split();
         Ok(RemoteChild::spawn(addr, read, write))
     }
@@ -510,9 +639,15 @@ impl Session {
     fn channel_error(&self, e: russh::Error) -> SshError {
         let addr = self.info.addr();
         if self.handle.is_closed() {
-            SshError::Disconnected { addr, detail: e.to_string() }
+            SshError::Disconnected {
+                addr,
+                detail: e.to_string(),
+            }
         } else {
-            SshError::Channel { addr, detail: e.to_string() }
+            SshError::Channel {
+                addr,
+                detail: e.to_string(),
+            }
         }
     }
 
@@ -558,9 +693,16 @@ impl Session {
                 r = &mut readers => break r,
             }
         };
-        let (stdout, stderr) = collected.map_err(|source| SshError::Io { addr: addr.clone(), source })?;
+        let (stdout, stderr) = collected.map_err(|source| SshError::Io {
+            addr: addr.clone(),
+            source,
+        })?;
         let status = child.wait().await?;
-        Ok(Output { status, stdout, stderr })
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
     }
 
     /// Close the connection politely.
@@ -569,7 +711,10 @@ impl Session {
         self.handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await
-            .map_err(|e| SshError::Disconnected { addr, detail: e.to_string() })
+            .map_err(|e| SshError::Disconnected {
+                addr,
+                detail: e.to_string(),
+            })
     }
 }
 
@@ -593,7 +738,10 @@ mod tests {
     use super::*;
 
     fn opts_with_config(text: &str, name: &str) -> (ConnectOptions, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("hotclone-ssh-resolve-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "hotclone-ssh-resolve-{}-{name}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("config");
         std::fs::write(&path, text).expect("write config");
@@ -610,30 +758,53 @@ mod tests {
         let text = "Host old\n HostName 198.51.100.13\n User admin\n Port 2222\n IdentityFile /cfg/key\n UserKnownHostsFile /cfg/kh\n";
         let (opts, dir) = opts_with_config(text, "prec");
         let r = resolve("old", &opts).expect("resolve");
-        assert_eq!((r.host.as_str(), r.port, r.user.as_str()), ("198.51.100.13", 2222, "admin"));
+        assert_eq!(
+            (r.host.as_str(), r.port, r.user.as_str()),
+            ("198.51.100.13", 2222, "admin")
+        );
         assert_eq!(r.alias, "old");
-        assert_eq!(r.explicit_keys, vec![PathBuf::from("/cli/key"), PathBuf::from("/cfg/key")]);
+        assert_eq!(
+            r.explicit_keys,
+            vec![PathBuf::from("/cli/key"), PathBuf::from("/cfg/key")]
+        );
         assert_eq!(r.known_hosts, PathBuf::from("/cfg/kh"));
 
         let r = resolve("root@old:22", &opts).expect("resolve");
-        assert_eq!((r.host.as_str(), r.port, r.user.as_str()), ("198.51.100.13", 22, "root"));
+        assert_eq!(
+            (r.host.as_str(), r.port, r.user.as_str()),
+            ("198.51.100.13", 22, "root")
+        );
 
-        let explicit = ConnectOptions { known_hosts: Some(PathBuf::from("/cli/kh")), ..opts.clone() };
-        assert_eq!(resolve("old", &explicit).expect("resolve").known_hosts, PathBuf::from("/cli/kh"));
+        let explicit = ConnectOptions {
+            known_hosts: Some(PathBuf::from("/cli/kh")),
+            ..opts.clone()
+        };
+        assert_eq!(
+            resolve("old", &explicit).expect("resolve").known_hosts,
+            PathBuf::from("/cli/kh")
+        );
 
         let r = resolve("other", &opts).expect("resolve");
         assert_eq!((r.host.as_str(), r.port), ("other", 22));
-        let expected_user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "root".into());
+        let expected_user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "root".into());
         assert_eq!(r.user, expected_user);
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn missing_explicit_config_and_bad_destination_are_errors() {
-        let opts = ConnectOptions { ssh_config: Some(PathBuf::from("/nonexistent/ssh_config")), ..Default::default() };
+        let opts = ConnectOptions {
+            ssh_config: Some(PathBuf::from("/nonexistent/ssh_config")),
+            ..Default::default()
+        };
         let err = resolve("h", &opts).err().expect("missing config");
         assert!(err.to_string().contains("/nonexistent/ssh_config"), "{err}");
-        let err = resolve("h:notaport", &ConnectOptions::default()).err().expect("bad port");
+        let err = resolve("h:notaport", &ConnectOptions::default())
+            .err()
+            .expect("bad port");
         assert!(matches!(err, SshError::InvalidDestination { .. }), "{err}");
     }
 
@@ -645,7 +816,10 @@ mod tests {
                 Some("hunter2".into())
             }
         }
-        let opts = ConnectOptions { password: Some(Arc::new(P)), ..Default::default() };
+        let opts = ConnectOptions {
+            password: Some(Arc::new(P)),
+            ..Default::default()
+        };
         let s = format!("{opts:?}");
         assert!(!s.contains("hunter2") && s.contains("<provider>"), "{s}");
     }

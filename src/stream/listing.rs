@@ -71,9 +71,15 @@ pub fn sh_quote(bytes: &[u8]) -> String {
 pub fn command(caps: &Capabilities, roots: &[&str]) -> String {
     let roots: Vec<String> = roots.iter().map(|r| sh_quote(r.as_bytes())).collect();
     if caps.find_printf {
-        format!("LC_ALL=C find {} -xdev -printf '{GNU_FORMAT}'", roots.join(" "))
+        format!(
+            "LC_ALL=C find {} -xdev -printf '{GNU_FORMAT}'",
+            roots.join(" ")
+        )
     } else {
-        format!("LC_ALL=C find {} -xdev -exec stat -c '{STAT_FORMAT}' {{}} +", roots.join(" "))
+        format!(
+            "LC_ALL=C find {} -xdev -exec stat -c '{STAT_FORMAT}' {{}} +",
+            roots.join(" ")
+        )
     }
 }
 
@@ -86,7 +92,11 @@ fn parse_time(text: &str) -> Option<(i64, u32)> {
     let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
     let secs: i64 = secs.parse().ok()?;
     let digits: String = frac.chars().take(9).collect();
-    let nsec = if digits.is_empty() { 0 } else { format!("{digits:0<9}").parse().ok()? };
+    let nsec = if digits.is_empty() {
+        0
+    } else {
+        format!("{digits:0<9}").parse().ok()?
+    };
     Some((secs, nsec))
 }
 
@@ -131,7 +141,11 @@ pub fn parse_gnu(output: &[u8]) -> (Vec<ListedFile>, Vec<Unparsed>) {
         };
         match parse_gnu_head(head, path) {
             Some(f) => files.push(f),
-            None => bad.push(Unparsed(format!("{} {}", String::from_utf8_lossy(head), String::from_utf8_lossy(path)))),
+            None => bad.push(Unparsed(format!(
+                "{} {}",
+                String::from_utf8_lossy(head),
+                String::from_utf8_lossy(path)
+            ))),
         }
     }
     (files, bad)
@@ -227,10 +241,24 @@ l 777 0 0 7 1700000000.1 1700000000.1 78 1 2049\0/x\xff\0";
         let (files, bad) = parse_gnu(out);
         assert!(bad.is_empty(), "{bad:?}");
         assert_eq!(files.len(), 3);
-        assert_eq!((files[0].kind, files[0].mode, files[0].mtime, files[0].mtime_nsec), (FileKind::Dir, 0o755, 1700000000, 500000000));
+        assert_eq!(
+            (
+                files[0].kind,
+                files[0].mode,
+                files[0].mtime,
+                files[0].mtime_nsec
+            ),
+            (FileKind::Dir, 0o755, 1700000000, 500000000)
+        );
         assert_eq!(files[1].path, b"/usr/bin/a b\nc");
-        assert_eq!((files[1].mode, files[1].uid, files[1].gid, files[1].inode), (0o4755, 1234, 2345, 77));
-        assert_eq!((files[2].kind, files[2].path.as_slice(), files[2].mtime_nsec), (FileKind::Symlink, b"/x\xff".as_slice(), 100000000));
+        assert_eq!(
+            (files[1].mode, files[1].uid, files[1].gid, files[1].inode),
+            (0o4755, 1234, 2345, 77)
+        );
+        assert_eq!(
+            (files[2].kind, files[2].path.as_slice(), files[2].mtime_nsec),
+            (FileKind::Symlink, b"/x\xff".as_slice(), 100000000)
+        );
     }
 
     #[test]
@@ -243,7 +271,10 @@ garbage line\n";
         assert_eq!(files.len(), 3);
         assert_eq!((files[0].kind, files[0].mode), (FileKind::Dir, 0o755));
         assert_eq!(files[1].kind, FileKind::Symlink);
-        assert_eq!((files[2].path.as_slice(), files[2].nlink, files[2].mode), (b"/home/u/my file.txt".as_slice(), 2, 0o644));
+        assert_eq!(
+            (files[2].path.as_slice(), files[2].nlink, files[2].mode),
+            (b"/home/u/my file.txt".as_slice(), 2, 0o644)
+        );
         assert_eq!(bad, vec![Unparsed("garbage line".into())]);
     }
 

@@ -23,13 +23,23 @@ pub enum ImageError {
     #[error("{path} already exists; hotclone never overwrites a disk image. Remove it or choose another path")]
     Exists { path: PathBuf },
     #[error("creating {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("partitioning {path}: {source}")]
-    Partition { path: PathBuf, source: partition::PartitionError },
+    Partition {
+        path: PathBuf,
+        source: partition::PartitionError,
+    },
     #[error("`{command}` failed: {output}")]
     Command { command: String, output: String },
     #[error("`{command}` could not start: {source}. Is it installed ({package})?")]
-    Missing { command: String, package: &'static str, source: std::io::Error },
+    Missing {
+        command: String,
+        package: &'static str,
+        source: std::io::Error,
+    },
     #[error("partition device {0} did not appear after partx -a")]
     NoPartitionDevice(PathBuf),
     #[error("{0}")]
@@ -42,10 +52,21 @@ pub fn run(program: &str, args: &[&str], package: &'static str) -> Result<String
     let out = Command::new(program)
         .args(args)
         .output()
-        .map_err(|source| ImageError::Missing { command: shown.clone(), package, source })?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        .map_err(|source| ImageError::Missing {
+            command: shown.clone(),
+            package,
+            source,
+        })?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if !out.status.success() {
-        return Err(ImageError::Command { command: shown, output: format!("{} ({})", text.trim(), out.status) });
+        return Err(ImageError::Command {
+            command: shown,
+            output: format!("{} ({})", text.trim(), out.status),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -56,7 +77,14 @@ pub fn new_uuid() -> Result<String, ImageError> {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
 }
 
 /// A filesystem made on the target, for conversion (fstab, bootloader).
@@ -91,8 +119,14 @@ impl LoopDisk {
         }
         args.push(&path);
         let dev = run("losetup", &args, "mount")?;
-        let disk = LoopDisk { device: PathBuf::from(dev.trim()) };
-        run("partx", &["-a", &disk.device.to_string_lossy()], "util-linux")?;
+        let disk = LoopDisk {
+            device: PathBuf::from(dev.trim()),
+        };
+        run(
+            "partx",
+            &["-a", &disk.device.to_string_lossy()],
+            "util-linux",
+        )?;
         Ok(disk)
     }
 
@@ -201,7 +235,12 @@ fn mkfs(fs: FsType, part: &Partition, device: &Path, uuid: &str) -> Result<(), I
             "mke2fs"
         }
         FsType::Xfs => {
-            args.extend(["-q".into(), "-f".into(), "-m".into(), format!("uuid={uuid}")]);
+            args.extend([
+                "-q".into(),
+                "-f".into(),
+                "-m".into(),
+                format!("uuid={uuid}"),
+            ]);
             if let Some(label) = &part.label {
                 args.extend(["-L".into(), label.chars().take(12).collect()]);
             }
@@ -235,9 +274,16 @@ fn mkfs(fs: FsType, part: &Partition, device: &Path, uuid: &str) -> Result<(), I
 }
 
 /// Mount `(mount point, device)` pairs under `root`, parents first.
-fn mount_tree(targets: &[(&str, &Path)], root: &Path, options: &[&str], mounts: &mut Mounts) -> Result<(), ImageError> {
+fn mount_tree(
+    targets: &[(&str, &Path)],
+    root: &Path,
+    options: &[&str],
+    mounts: &mut Mounts,
+) -> Result<(), ImageError> {
     let mut order = targets.to_vec();
-    order.sort_by_key(|(m, _)| m.trim_end_matches('/').matches('/').count() + usize::from(*m != "/"));
+    order.sort_by_key(|(m, _)| {
+        m.trim_end_matches('/').matches('/').count() + usize::from(*m != "/")
+    });
     for (mp, device) in order {
         let point = root.join(mp.trim_start_matches('/'));
         std::fs::create_dir_all(&point)?;
@@ -279,7 +325,17 @@ pub fn open_read_only(plan: &Plan, work: &Path) -> Result<ReadOnlyImage, ImageEr
         ImageFormat::Qcow2 => {
             let tmp = work.join("verify.raw");
             let _ = std::fs::remove_file(&tmp);
-            run("qemu-img", &["convert", "-O", "raw", &path.to_string_lossy(), &tmp.to_string_lossy()], "qemu-utils")?;
+            run(
+                "qemu-img",
+                &[
+                    "convert",
+                    "-O",
+                    "raw",
+                    &path.to_string_lossy(),
+                    &tmp.to_string_lossy(),
+                ],
+                "qemu-utils",
+            )?;
             (tmp.clone(), Some(tmp))
         }
     };
@@ -290,11 +346,27 @@ pub fn open_read_only(plan: &Plan, work: &Path) -> Result<ReadOnlyImage, ImageEr
         temporary,
     };
     let mut devices = Vec::new();
-    for p in plan.disk.partitions.iter().filter(|p| p.role == PartitionRole::Filesystem) {
-        devices.push((p.mount_point.clone().unwrap_or_default(), image.disk.partition(p.number)?));
+    for p in plan
+        .disk
+        .partitions
+        .iter()
+        .filter(|p| p.role == PartitionRole::Filesystem)
+    {
+        devices.push((
+            p.mount_point.clone().unwrap_or_default(),
+            image.disk.partition(p.number)?,
+        ));
     }
-    let targets: Vec<(&str, &Path)> = devices.iter().map(|(m, d)| (m.as_str(), d.as_path())).collect();
-    mount_tree(&targets, &image.root.clone(), &["-o", "ro"], &mut image.mounts)?;
+    let targets: Vec<(&str, &Path)> = devices
+        .iter()
+        .map(|(m, d)| (m.as_str(), d.as_path()))
+        .collect();
+    mount_tree(
+        &targets,
+        &image.root.clone(),
+        &["-o", "ro"],
+        &mut image.mounts,
+    )?;
     Ok(image)
 }
 
@@ -305,7 +377,9 @@ pub fn prepare(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage,
     let TargetSpec::Image { path, .. } = &plan.target;
     for existing in [path.as_path(), raw] {
         if existing.exists() {
-            return Err(ImageError::Exists { path: existing.to_path_buf() });
+            return Err(ImageError::Exists {
+                path: existing.to_path_buf(),
+            });
         }
     }
     // From here on the raw file is ours: a failure removes it again (the
@@ -323,16 +397,31 @@ fn prepare_new(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage,
         .write(true)
         .create_new(true)
         .open(raw)
-        .map_err(|source| ImageError::Create { path: raw.to_path_buf(), source })?;
-    file.set_len(plan.disk.size_bytes).map_err(|source| ImageError::Create { path: raw.to_path_buf(), source })?;
+        .map_err(|source| ImageError::Create {
+            path: raw.to_path_buf(),
+            source,
+        })?;
+    file.set_len(plan.disk.size_bytes)
+        .map_err(|source| ImageError::Create {
+            path: raw.to_path_buf(),
+            source,
+        })?;
     let bootable = plan
         .disk
         .partitions
         .iter()
         .find(|p| p.mount_point.as_deref() == Some("/boot"))
-        .or_else(|| plan.disk.partitions.iter().find(|p| p.mount_point.as_deref() == Some("/")))
+        .or_else(|| {
+            plan.disk
+                .partitions
+                .iter()
+                .find(|p| p.mount_point.as_deref() == Some("/"))
+        })
         .map(|p| p.number);
-    partition::write(&mut file, &plan.disk, bootable).map_err(|source| ImageError::Partition { path: raw.to_path_buf(), source })?;
+    partition::write(&mut file, &plan.disk, bootable).map_err(|source| ImageError::Partition {
+        path: raw.to_path_buf(),
+        source,
+    })?;
     file.sync_all()?;
     drop(file);
 
@@ -359,10 +448,19 @@ fn prepare_new(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage,
 
     std::fs::create_dir_all(staging)?;
     let mut mounts = Mounts::default();
-    let targets: Vec<(&str, &Path)> =
-        filesystems.iter().filter_map(|f| f.mount_point.as_deref().map(|m| (m, f.device.as_path()))).collect();
+    let targets: Vec<(&str, &Path)> = filesystems
+        .iter()
+        .filter_map(|f| f.mount_point.as_deref().map(|m| (m, f.device.as_path())))
+        .collect();
     mount_tree(&targets, staging, &[], &mut mounts)?;
-    Ok(PreparedImage { raw: raw.to_path_buf(), root: staging.to_path_buf(), filesystems, mounts, disk, finished: false })
+    Ok(PreparedImage {
+        raw: raw.to_path_buf(),
+        root: staging.to_path_buf(),
+        filesystems,
+        mounts,
+        disk,
+        finished: false,
+    })
 }
 
 impl PreparedImage {
@@ -381,7 +479,8 @@ impl PreparedImage {
                 // -f: check even if clean; -y: fix. Exit 1 means "fixed".
                 let dev = fs.device.to_string_lossy().into_owned();
                 if let Err(e) = run("e2fsck", &["-f", "-y", &dev], "e2fsprogs") {
-                    if !matches!(&e, ImageError::Command { output, .. } if output.contains("exit status: 1)")) {
+                    if !matches!(&e, ImageError::Command { output, .. } if output.contains("exit status: 1)"))
+                    {
                         return Err(e);
                     }
                 }
@@ -393,7 +492,17 @@ impl PreparedImage {
             ImageFormat::Raw if &self.raw != path => std::fs::rename(&self.raw, path)?,
             ImageFormat::Raw => {}
             ImageFormat::Qcow2 => {
-                run("qemu-img", &["convert", "-O", "qcow2", &self.raw.to_string_lossy(), &path.to_string_lossy()], "qemu-utils")?;
+                run(
+                    "qemu-img",
+                    &[
+                        "convert",
+                        "-O",
+                        "qcow2",
+                        &self.raw.to_string_lossy(),
+                        &path.to_string_lossy(),
+                    ],
+                    "qemu-utils",
+                )?;
                 std::fs::remove_file(&self.raw)?;
             }
         }

@@ -46,13 +46,21 @@ pub fn extents(layout: &DiskLayout) -> Vec<Extent> {
     for p in &layout.partitions {
         if p.role == PartitionRole::Extended {
             extended = Some(out.len());
-            out.push(Extent { number: p.number, start: next, size: 0 });
+            out.push(Extent {
+                number: p.number,
+                start: next,
+                size: 0,
+            });
             continue;
         }
         if extended.is_some() {
             next += ALIGN; // the EBR
         }
-        out.push(Extent { number: p.number, start: next, size: p.size_bytes });
+        out.push(Extent {
+            number: p.number,
+            start: next,
+            size: p.size_bytes,
+        });
         next += p.size_bytes.div_ceil(ALIGN) * ALIGN;
     }
     if let Some(i) = extended {
@@ -75,7 +83,10 @@ pub fn guid_bytes(text: &str) -> [u8; 16] {
     let hex: Vec<u8> = text.bytes().filter(|c| *c != b'-').collect();
     let mut b = [0u8; 16];
     for (i, pair) in hex.chunks(2).take(16).enumerate() {
-        b[i] = std::str::from_utf8(pair).ok().and_then(|p| u8::from_str_radix(p, 16).ok()).unwrap_or(0);
+        b[i] = std::str::from_utf8(pair)
+            .ok()
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+            .unwrap_or(0);
     }
     b[0..4].reverse();
     b[4..6].reverse();
@@ -92,12 +103,19 @@ pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
 
 /// Write the table for `layout` into `disk`. `bootable` marks that MBR
 /// partition active (grub-legacy's stage1 does not need it, some BIOSes do).
-pub fn write<D: Read + Write + Seek>(disk: &mut D, layout: &DiskLayout, bootable: Option<u32>) -> Result<Vec<Extent>, PartitionError> {
+pub fn write<D: Read + Write + Seek>(
+    disk: &mut D,
+    layout: &DiskLayout,
+    bootable: Option<u32>,
+) -> Result<Vec<Extent>, PartitionError> {
     let available = disk.seek(std::io::SeekFrom::End(0))?;
     let ext = extents(layout);
     let end = ext.iter().map(|e| e.start + e.size).max().unwrap_or(0) + ALIGN;
     if end > available {
-        return Err(PartitionError::TooBig { needed: end, available });
+        return Err(PartitionError::TooBig {
+            needed: end,
+            available,
+        });
     }
     match layout.partition_table {
         PartitionTable::Gpt => write_gpt(disk, layout, &ext)?,
@@ -107,7 +125,11 @@ pub fn write<D: Read + Write + Seek>(disk: &mut D, layout: &DiskLayout, bootable
     Ok(ext)
 }
 
-fn write_gpt<D: Read + Write + Seek>(disk: &mut D, layout: &DiskLayout, ext: &[Extent]) -> Result<(), PartitionError> {
+fn write_gpt<D: Read + Write + Seek>(
+    disk: &mut D,
+    layout: &DiskLayout,
+    ext: &[Extent],
+) -> Result<(), PartitionError> {
     let mut gpt = gptman::GPT::new_from(disk, SECTOR, random_bytes::<16>()?)?;
     for (p, e) in layout.partitions.iter().zip(ext) {
         let name = match (&p.mount_point, p.role) {
@@ -130,7 +152,12 @@ fn write_gpt<D: Read + Write + Seek>(disk: &mut D, layout: &DiskLayout, ext: &[E
     Ok(())
 }
 
-fn write_mbr<D: Read + Write + Seek>(disk: &mut D, layout: &DiskLayout, ext: &[Extent], bootable: Option<u32>) -> Result<(), PartitionError> {
+fn write_mbr<D: Read + Write + Seek>(
+    disk: &mut D,
+    layout: &DiskLayout,
+    ext: &[Extent],
+    bootable: Option<u32>,
+) -> Result<(), PartitionError> {
     let last = ext.iter().map(|e| e.start + e.size).max().unwrap_or(0);
     if last / SECTOR > u64::from(u32::MAX) {
         return Err(PartitionError::MbrTooLarge(last));
@@ -145,7 +172,11 @@ fn write_mbr<D: Read + Write + Seek>(disk: &mut D, layout: &DiskLayout, ext: &[E
         };
         if p.number <= 4 {
             mbr[p.number as usize] = mbrman::MBRPartitionEntry {
-                boot: if bootable == Some(p.number) { mbrman::BOOT_ACTIVE } else { mbrman::BOOT_INACTIVE },
+                boot: if bootable == Some(p.number) {
+                    mbrman::BOOT_ACTIVE
+                } else {
+                    mbrman::BOOT_INACTIVE
+                },
                 first_chs: mbrman::CHS::empty(),
                 sys,
                 last_chs: mbrman::CHS::empty(),
@@ -187,7 +218,10 @@ mod tests {
     #[test]
     fn bios_boot_guid_has_gpt_byte_order() {
         // "Hah!IdontNeedEFI" is how the BIOS boot GUID reads as bytes.
-        assert_eq!(&guid_bytes(type_guid(PartitionRole::BiosBoot)), b"Hah!IdontNeedEFI");
+        assert_eq!(
+            &guid_bytes(type_guid(PartitionRole::BiosBoot)),
+            b"Hah!IdontNeedEFI"
+        );
     }
 
     #[test]
@@ -203,13 +237,23 @@ mod tests {
         };
         let mut disk = Cursor::new(vec![0u8; GIB as usize]);
         let ext = write(&mut disk, &layout, None).unwrap();
-        assert_eq!(ext[1], Extent { number: 2, start: 2 * MIB, size: 700 * MIB });
+        assert_eq!(
+            ext[1],
+            Extent {
+                number: 2,
+                start: 2 * MIB,
+                size: 700 * MIB
+            }
+        );
         let gpt = gptman::GPT::find_from(&mut disk).unwrap();
         assert_eq!(gpt[1].partition_type_guid, *b"Hah!IdontNeedEFI");
         assert_eq!(gpt[2].starting_lba, 2 * MIB / 512);
         assert_eq!(gpt[2].size().unwrap(), 700 * MIB / 512);
         assert_eq!(gpt[2].partition_name.as_str(), "/");
-        assert_eq!(gpt[3].partition_type_guid, guid_bytes(type_guid(PartitionRole::Swap)));
+        assert_eq!(
+            gpt[3].partition_type_guid,
+            guid_bytes(type_guid(PartitionRole::Swap))
+        );
         // The protective MBR: type 0xEE at the first entry.
         assert_eq!(disk.get_ref()[446 + 4], 0xEE);
         assert_eq!(&disk.get_ref()[510..512], &[0x55, 0xAA]);
@@ -237,7 +281,13 @@ mod tests {
         assert!(mbr[4].is_extended());
         assert_eq!(mbr.logical_partitions.len(), 2);
         let var = &mbr.logical_partitions[0].partition;
-        assert_eq!((u64::from(var.starting_lba) * 512, u64::from(var.sectors) * 512), (ext[4].start, 100 * MIB));
+        assert_eq!(
+            (
+                u64::from(var.starting_lba) * 512,
+                u64::from(var.sectors) * 512
+            ),
+            (ext[4].start, 100 * MIB)
+        );
         assert_eq!(mbr.logical_partitions[1].partition.sys, 0x82);
         assert_eq!(ext[3].start + ext[3].size, ext[5].start + ext[5].size);
     }
@@ -247,10 +297,19 @@ mod tests {
         let layout = DiskLayout {
             partition_table: PartitionTable::Gpt,
             size_bytes: GIB,
-            partitions: vec![part(1, PartitionRole::BiosBoot, MIB, None), part(2, PartitionRole::Filesystem, GIB, Some("/"))],
+            partitions: vec![
+                part(1, PartitionRole::BiosBoot, MIB, None),
+                part(2, PartitionRole::Filesystem, GIB, Some("/")),
+            ],
         };
         let mut disk = Cursor::new(vec![0u8; (64 * MIB) as usize]);
-        assert!(matches!(write(&mut disk, &layout, None), Err(PartitionError::TooBig { .. })));
-        assert!(disk.get_ref().iter().all(|b| *b == 0), "nothing may be written");
+        assert!(matches!(
+            write(&mut disk, &layout, None),
+            Err(PartitionError::TooBig { .. })
+        ));
+        assert!(
+            disk.get_ref().iter().all(|b| *b == 0),
+            "nothing may be written"
+        );
     }
 }

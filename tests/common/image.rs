@@ -14,7 +14,13 @@ pub struct MountedImage {
 
 impl MountedImage {
     pub fn mount(image: &Path, partition: u32, mount_point: &Path) -> MountedImage {
-        let dev = run_ok(Command::new("losetup").args(["-f", "--show", "-r"]).arg(image)).trim().to_string();
+        let dev = run_ok(
+            Command::new("losetup")
+                .args(["-f", "--show", "-r"])
+                .arg(image),
+        )
+        .trim()
+        .to_string();
         run_ok(Command::new("partx").args(["-a", &dev]));
         std::fs::create_dir_all(mount_point).unwrap();
         let part = format!("{dev}p{partition}");
@@ -24,15 +30,26 @@ impl MountedImage {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        run_ok(Command::new("mount").args(["-o", "ro", &part]).arg(mount_point));
-        MountedImage { loop_dev: dev, mount_point: mount_point.to_path_buf() }
+        run_ok(
+            Command::new("mount")
+                .args(["-o", "ro", &part])
+                .arg(mount_point),
+        );
+        MountedImage {
+            loop_dev: dev,
+            mount_point: mount_point.to_path_buf(),
+        }
     }
 
     /// `find -printf` over the mounted tree: type, mode, owner, size,
     /// mtime (seconds), link target and path relative to the root, sorted.
     pub fn listing(&self, under: &str) -> Vec<String> {
         let dir = self.mount_point.join(under.trim_start_matches('/'));
-        let out = run_ok(Command::new("find").arg(&dir).args(["-printf", "%y %m %U %G %s %T@ %l %P\\n"]));
+        let out = run_ok(
+            Command::new("find")
+                .arg(&dir)
+                .args(["-printf", "%y %m %U %G %s %T@ %l %P\\n"]),
+        );
         let mut lines: Vec<String> = out.lines().map(normalize_line).collect();
         lines.sort();
         lines
@@ -55,6 +72,8 @@ impl Drop for MountedImage {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.mount_point).output();
         let _ = Command::new("partx").args(["-d", &self.loop_dev]).output();
-        let _ = Command::new("losetup").args(["-d", &self.loop_dev]).output();
+        let _ = Command::new("losetup")
+            .args(["-d", &self.loop_dev])
+            .output();
     }
 }

@@ -59,7 +59,8 @@ pub fn lab() -> Lab {
             path.display()
         )
     });
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not a lab description: {e}", path.display()))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not a lab description: {e}", path.display()))
 }
 
 impl Lab {
@@ -67,8 +68,12 @@ impl Lab {
         self.sources
             .iter()
             .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("the lab has no source named {name:?}; lab.json lists {:?}",
-                self.sources.iter().map(|s| &s.name).collect::<Vec<_>>()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the lab has no source named {name:?}; lab.json lists {:?}",
+                    self.sources.iter().map(|s| &s.name).collect::<Vec<_>>()
+                )
+            })
     }
 
     /// A `Command` that runs `program` inside the lab's client namespace.
@@ -90,7 +95,9 @@ impl Lab {
 /// Run a command, returning its output; prints everything a reader needs when
 /// an assertion about it fails later.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
     eprintln!(
         "$ {cmd:?}\n-- exit: {}\n-- stdout:\n{}\n-- stderr:\n{}",
         out.status,
@@ -103,12 +110,21 @@ pub fn run(cmd: &mut Command) -> Output {
 /// Run a command that must succeed; returns its stdout as text.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = run(cmd);
-    assert!(out.status.success(), "command failed: {cmd:?} (see its output above)");
+    assert!(
+        out.status.success(),
+        "command failed: {cmd:?} (see its output above)"
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The filesystem UUID of an image, read on the host with blkid: a value
 /// independent of anything hotclone computes.
 pub fn image_uuid(image: &Path) -> String {
-    run_ok(Command::new("blkid").args(["-o", "value", "-s", "UUID"]).arg(image)).trim().to_string()
+    run_ok(
+        Command::new("blkid")
+            .args(["-o", "value", "-s", "UUID"])
+            .arg(image),
+    )
+    .trim()
+    .to_string()
 }

@@ -15,7 +15,11 @@ pub const BOOT_CLIENT_IP: &str = "198.51.100.3/24";
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub struct BootedVm {
@@ -34,9 +38,39 @@ impl BootedVm {
         ip(&["-n", BOOT_NS, "link", "set", "br0", "up"]);
         ip(&["-n", BOOT_NS, "link", "set", "lo", "up"]);
         ip(&["-n", BOOT_CLIENT_NS, "link", "set", "lo", "up"]);
-        ip(&["link", "add", "eth0", "netns", BOOT_CLIENT_NS, "type", "veth", "peer", "name", "v-bootcli", "netns", BOOT_NS]);
-        ip(&["-n", BOOT_NS, "link", "set", "v-bootcli", "master", "br0", "up"]);
-        ip(&["-n", BOOT_CLIENT_NS, "addr", "add", BOOT_CLIENT_IP, "dev", "eth0"]);
+        ip(&[
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            BOOT_CLIENT_NS,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "v-bootcli",
+            "netns",
+            BOOT_NS,
+        ]);
+        ip(&[
+            "-n",
+            BOOT_NS,
+            "link",
+            "set",
+            "v-bootcli",
+            "master",
+            "br0",
+            "up",
+        ]);
+        ip(&[
+            "-n",
+            BOOT_CLIENT_NS,
+            "addr",
+            "add",
+            BOOT_CLIENT_IP,
+            "dev",
+            "eth0",
+        ]);
         ip(&["-n", BOOT_CLIENT_NS, "link", "set", "eth0", "up"]);
         ip(&["-n", BOOT_NS, "tuntap", "add", "tapvm", "mode", "tap"]);
         ip(&["-n", BOOT_NS, "link", "set", "tapvm", "master", "br0", "up"]);
@@ -55,7 +89,10 @@ impl BootedVm {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("qemu-system-x86_64 (apt-get install qemu-system-x86; cargo xtask test installs it)");
-        BootedVm { child, console: console.to_path_buf() }
+        BootedVm {
+            child,
+            console: console.to_path_buf(),
+        }
     }
 
     pub fn console_text(&self) -> String {
@@ -70,11 +107,17 @@ impl BootedVm {
                 return start.elapsed();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("QEMU exited ({status}) before {marker:?}. Console:\n{}", self.console_text());
+                panic!(
+                    "QEMU exited ({status}) before {marker:?}. Console:\n{}",
+                    self.console_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        panic!("no {marker:?} on the console after {timeout:?}. Console:\n{}", self.console_text());
+        panic!(
+            "no {marker:?} on the console after {timeout:?}. Console:\n{}",
+            self.console_text()
+        );
     }
 
     /// A command run in the boot segment's client namespace.
@@ -90,7 +133,11 @@ impl Drop for BootedVm {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("--- VM console ({}) ---\n{}", self.console.display(), self.console_text());
+            eprintln!(
+                "--- VM console ({}) ---\n{}",
+                self.console.display(),
+                self.console_text()
+            );
         }
         teardown();
     }

@@ -4,7 +4,10 @@ use anyhow::{Context, Result};
 
 /// True if dpkg says `pkg` is installed.
 pub fn is_installed(pkg: &str) -> bool {
-    match sh::cmd("dpkg-query").args(["-W", "-f=${Status}", pkg]).output() {
+    match sh::cmd("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+    {
         Ok(s) => s.contains("install ok installed"),
         Err(_) => false,
     }
@@ -18,7 +21,11 @@ pub fn ensure_packages(pkgs: &[&str]) -> Result<()> {
         install_missing(pkgs)?;
     }
     let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !is_installed(p)).collect();
-    anyhow::ensure!(missing.is_empty(), "still not installed after apt-get: {}", missing.join(" "));
+    anyhow::ensure!(
+        missing.is_empty(),
+        "still not installed after apt-get: {}",
+        missing.join(" ")
+    );
     Ok(())
 }
 
@@ -39,8 +46,14 @@ fn install_missing(pkgs: &[&str]) -> Result<()> {
     if install().is_ok() {
         return Ok(());
     }
-    sh::cmd("apt-get").arg("update").run().context("apt-get update failed")?;
+    sh::cmd("apt-get")
+        .arg("update")
+        .run()
+        .context("apt-get update failed")?;
     install().with_context(|| {
-        format!("could not install {}; install them by hand with apt-get", missing.join(" "))
+        format!(
+            "could not install {}; install them by hand with apt-get",
+            missing.join(" ")
+        )
     })
 }

@@ -22,7 +22,10 @@ pub fn run() -> Result<()> {
     let info = lab::up(&opts)?;
     let hotclone = root.join("target/debug/hotclone");
     for source in &info.sources {
-        println!("\n=== hotclone probe {} ({}, {} sshd) ===", source.name, source.ip, source.sshd);
+        println!(
+            "\n=== hotclone probe {} ({}, {} sshd) ===",
+            source.name, source.ip, source.sshd
+        );
         let status = Command::new("ip")
             .args(["netns", "exec", &info.client_ns])
             .arg(&hotclone)

@@ -44,7 +44,10 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Lab { action } => run_lab(action),
-        Cmd::Test { keep_lab, cargo_args } => suite::run(keep_lab, &cargo_args),
+        Cmd::Test {
+            keep_lab,
+            cargo_args,
+        } => suite::run(keep_lab, &cargo_args),
         Cmd::Demo => demo::run(),
     }
 }
@@ -57,7 +60,11 @@ fn run_lab(action: LabCmd) -> Result<()> {
             for s in &info.sources {
                 println!("{:<11} {:<15} {} pid {}", s.name, s.ip, s.sshd, s.pid);
             }
-            println!("ssh: ip netns exec {} ssh -F {} debian12", info.client_ns, info.ssh_config.display());
+            println!(
+                "ssh: ip netns exec {} ssh -F {} debian12",
+                info.client_ns,
+                info.ssh_config.display()
+            );
             Ok(())
         }
         LabCmd::Down => {

@@ -15,7 +15,11 @@ pub struct Cmd {
 
 /// Start building a command.
 pub fn cmd(program: &str) -> Cmd {
-    Cmd { inner: Command::new(program), shown: program.to_string(), stdin: None }
+    Cmd {
+        inner: Command::new(program),
+        shown: program.to_string(),
+        stdin: None,
+    }
 }
 
 /// A command run inside network namespace `ns` (`ip netns exec NS PROGRAM`).
@@ -30,7 +34,12 @@ pub fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String> {
 
 /// Run a `sh -c SCRIPT` with positional args; return stdout.
 pub fn sh<S: AsRef<OsStr>>(script: &str, args: &[S]) -> Result<String> {
-    cmd("sh").arg("-c").arg(script).arg("sh").args(args).output()
+    cmd("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .args(args)
+        .output()
 }
 
 impl Cmd {
@@ -72,16 +81,23 @@ impl Cmd {
     pub fn raw_output(mut self) -> Result<Output> {
         let shown = self.shown.clone();
         self.inner.stdout(Stdio::piped()).stderr(Stdio::piped());
-        self.inner.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        self.inner.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         let mut child = self
             .inner
             .spawn()
             .with_context(|| format!("cannot start `{shown}` (is it installed and on PATH?)"))?;
         if let Some(data) = self.stdin.take() {
             let mut pipe = child.stdin.take().context("child stdin missing")?;
-            pipe.write_all(&data).with_context(|| format!("writing stdin of `{shown}`"))?;
+            pipe.write_all(&data)
+                .with_context(|| format!("writing stdin of `{shown}`"))?;
         }
-        child.wait_with_output().with_context(|| format!("waiting for `{shown}`"))
+        child
+            .wait_with_output()
+            .with_context(|| format!("waiting for `{shown}`"))
     }
 
     /// Run; return stdout. On a non-zero exit, the error names the command
@@ -146,7 +162,10 @@ fn stdout_note(stdout: &[u8]) -> String {
     if stdout.is_empty() {
         String::new()
     } else {
-        format!("--- stdout ---\n{}", tail(&String::from_utf8_lossy(stdout), 20))
+        format!(
+            "--- stdout ---\n{}",
+            tail(&String::from_utf8_lossy(stdout), 20)
+        )
     }
 }
 
@@ -161,11 +180,18 @@ pub fn tail(text: &str, n: usize) -> String {
 
 /// Shorten long arguments (inline scripts) for messages.
 fn abbrev(s: &str) -> String {
-    let first = s.lines().find(|l| !l.trim().is_empty() && !l.starts_with("#!")).unwrap_or("");
+    let first = s
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.starts_with("#!"))
+        .unwrap_or("");
     if s.len() <= 120 && !s.contains('\n') {
         s.to_string()
     } else {
-        format!("{}... [{} bytes]", first.chars().take(60).collect::<String>(), s.len())
+        format!(
+            "{}... [{} bytes]",
+            first.chars().take(60).collect::<String>(),
+            s.len()
+        )
     }
 }
 

@@ -28,11 +28,15 @@ pub const PACKAGES: &[&str] = &[
 ];
 
 pub fn run(keep_lab: bool, cargo_args: &[String]) -> Result<()> {
-    apt::ensure_packages(PACKAGES).context("installing the Debian packages the test suite needs")?;
+    apt::ensure_packages(PACKAGES)
+        .context("installing the Debian packages the test suite needs")?;
     let opts = lab::LabOptions::from_env();
     let started = std::time::Instant::now();
     lab::up(&opts).context("bringing the lab up (lab tests need it; they never skip)")?;
-    eprintln!("xtask test: lab up in {:.0}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "xtask test: lab up in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
     let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(lab::workspace_root())
         .args(["test", "--workspace", "--no-fail-fast"])
@@ -51,7 +55,10 @@ pub fn run(keep_lab: bool, cargo_args: &[String]) -> Result<()> {
     }
     let status = child.wait().context("waiting for cargo test")?;
     // One closing line for the whole workspace, after cargo's per-binary ones.
-    println!("xtask test: {} passed, {} failed, {} ignored", totals.passed, totals.failed, totals.ignored);
+    println!(
+        "xtask test: {} passed, {} failed, {} ignored",
+        totals.passed, totals.failed, totals.ignored
+    );
     if !keep_lab {
         if let Err(e) = lab::down_with(&opts) {
             eprintln!("xtask test: taking the lab down failed: {e:#}");
@@ -75,10 +82,14 @@ impl Totals {
     /// Add one line of cargo test output (other lines are ignored):
     /// `test result: ok. 85 passed; 0 failed; 1 ignored; 0 measured; ...`.
     pub fn add(&mut self, line: &str) {
-        let Some(rest) = line.strip_prefix("test result: ") else { return };
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
         for part in rest.split(';') {
             let mut words = part.split_whitespace().rev();
-            let (Some(kind), Some(n)) = (words.next(), words.next()) else { continue };
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
             let Ok(n) = n.parse::<u64>() else { continue };
             match kind {
                 "passed" => self.passed += n,
@@ -101,6 +112,13 @@ mod tests {
         t.add("test result: FAILED. 8 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 3.87s");
         t.add("test probe_debian12 ... ok");
         t.add("running 9 tests");
-        assert_eq!(t, Totals { passed: 93, failed: 1, ignored: 1 });
+        assert_eq!(
+            t,
+            Totals {
+                passed: 93,
+                failed: 1,
+                ignored: 1
+            }
+        );
     }
 }

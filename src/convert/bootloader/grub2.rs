@@ -7,7 +7,9 @@ use std::path::Path;
 
 use super::{edit_cmdline, run_noted, Bootloader};
 use crate::convert::chroot::ChrootExec;
-use crate::convert::{map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter};
+use crate::convert::{
+    map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter,
+};
 use crate::probe::DistroFamily;
 use crate::progress::Progress;
 
@@ -32,7 +34,10 @@ impl FileRewriter for Grub2 {
         "grub2"
     }
     fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern { pattern: "etc/default/grub", create: false }]
+        &[FilePattern {
+            pattern: "etc/default/grub",
+            create: false,
+        }]
     }
     fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
         FileAction::from_text(text, rewrite_default(text, ctx))
@@ -46,18 +51,42 @@ impl Bootloader for Grub2 {
     fn device_patterns(&self) -> &'static [&'static str] {
         &["root=", "resume="]
     }
-    fn install(&self, exec: &mut dyn ChrootExec, ctx: &ConvertContext, progress: &mut dyn Progress) -> Result<(), ConvertError> {
-        let disk = ctx.disk_device.as_deref().ok_or_else(|| ConvertError::Context("no target disk device to install GRUB into".into()))?;
-        let tool = if Self::debian_style(ctx) { "grub-install" } else { "grub2-install" };
-        run_noted(exec, &[tool, "--target=i386-pc", "--recheck", disk], progress)?;
+    fn install(
+        &self,
+        exec: &mut dyn ChrootExec,
+        ctx: &ConvertContext,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ConvertError> {
+        let disk = ctx.disk_device.as_deref().ok_or_else(|| {
+            ConvertError::Context("no target disk device to install GRUB into".into())
+        })?;
+        let tool = if Self::debian_style(ctx) {
+            "grub-install"
+        } else {
+            "grub2-install"
+        };
+        run_noted(
+            exec,
+            &[tool, "--target=i386-pc", "--recheck", disk],
+            progress,
+        )?;
         Ok(())
     }
-    fn update(&self, exec: &mut dyn ChrootExec, ctx: &ConvertContext, progress: &mut dyn Progress) -> Result<(), ConvertError> {
+    fn update(
+        &self,
+        exec: &mut dyn ChrootExec,
+        ctx: &ConvertContext,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ConvertError> {
         let cfg = format!("/{}", Self::cfg_path(ctx));
         if Self::debian_style(ctx) && exec.root().join("usr/sbin/update-grub").exists() {
             run_noted(exec, &["update-grub"], progress)?;
         } else {
-            let tool = if Self::debian_style(ctx) { "grub-mkconfig" } else { "grub2-mkconfig" };
+            let tool = if Self::debian_style(ctx) {
+                "grub-mkconfig"
+            } else {
+                "grub2-mkconfig"
+            };
             run_noted(exec, &[tool, "-o", &cfg], progress)?;
         }
         Ok(())
@@ -66,10 +95,14 @@ impl Bootloader for Grub2 {
         let rel = Self::cfg_path(ctx);
         let path = root.join(rel);
         let uuid = ctx.root().map(|r| r.uuid.clone()).unwrap_or_default();
-        let text = std::fs::read_to_string(&path).map_err(|e| ConvertError::Verify(format!("/{rel} was not written ({e})")))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConvertError::Verify(format!("/{rel} was not written ({e})")))?;
         let want = format!("root=UUID={uuid}");
         if !text.contains(&want) {
-            let found: Vec<&str> = text.split_whitespace().filter(|t| t.starts_with("root=")).collect();
+            let found: Vec<&str> = text
+                .split_whitespace()
+                .filter(|t| t.starts_with("root="))
+                .collect();
             return Err(ConvertError::Verify(format!(
                 "/{rel} does not boot the new root: no {want} (it has {}). grub-mkconfig only writes UUIDs when /dev/disk/by-uuid/{uuid} exists in the chroot and GRUB_DISABLE_LINUX_UUID is not true",
                 if found.is_empty() { "no root= at all".to_string() } else { found.join(", ") }
@@ -89,12 +122,18 @@ pub fn rewrite_default(text: &str, ctx: &ConvertContext) -> String {
             Some(b) => ("export ", b),
             None => ("", t),
         };
-        for (key, add) in [("GRUB_CMDLINE_LINUX=", true), ("GRUB_CMDLINE_LINUX_DEFAULT=", false)] {
+        for (key, add) in [
+            ("GRUB_CMDLINE_LINUX=", true),
+            ("GRUB_CMDLINE_LINUX_DEFAULT=", false),
+        ] {
             if let Some(value) = body.strip_prefix(key) {
                 if add {
                     seen_cmdline = true;
                 }
-                return vec![format!("{indent}{export}{key}{}", edit_value(value, ctx, add))];
+                return vec![format!(
+                    "{indent}{export}{key}{}",
+                    edit_value(value, ctx, add)
+                )];
             }
         }
         if let Some(v) = body.strip_prefix("GRUB_DISABLE_LINUX_UUID=") {
@@ -109,7 +148,10 @@ pub fn rewrite_default(text: &str, ctx: &ConvertContext) -> String {
             out.push('\n');
         }
         let tokens = edit_cmdline(&[], ctx, true);
-        out.push_str(&format!("# hotclone: kernel options for the VM\nGRUB_CMDLINE_LINUX=\"{}\"\n", tokens.join(" ")));
+        out.push_str(&format!(
+            "# hotclone: kernel options for the VM\nGRUB_CMDLINE_LINUX=\"{}\"\n",
+            tokens.join(" ")
+        ));
     }
     out
 }

@@ -12,13 +12,23 @@ use std::path::Path;
 
 use super::{edit_cmdline, run_noted, Bootloader};
 use crate::convert::chroot::ChrootExec;
-use crate::convert::{map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter};
+use crate::convert::{
+    map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter,
+};
 use crate::progress::Progress;
 
 pub struct GrubLegacy;
 
-const FILES: &[FilePattern] =
-    &[FilePattern { pattern: "boot/grub/menu.lst", create: false }, FilePattern { pattern: "boot/grub/grub.conf", create: false }];
+const FILES: &[FilePattern] = &[
+    FilePattern {
+        pattern: "boot/grub/menu.lst",
+        create: false,
+    },
+    FilePattern {
+        pattern: "boot/grub/grub.conf",
+        create: false,
+    },
+];
 
 impl FileRewriter for GrubLegacy {
     fn name(&self) -> &'static str {
@@ -39,28 +49,54 @@ impl Bootloader for GrubLegacy {
     fn device_patterns(&self) -> &'static [&'static str] {
         &["root=", "resume=", "# kopt="]
     }
-    fn install(&self, exec: &mut dyn ChrootExec, ctx: &ConvertContext, progress: &mut dyn Progress) -> Result<(), ConvertError> {
-        let disk = ctx.disk_device.as_deref().ok_or_else(|| ConvertError::Context("no target disk device to install GRUB into".into()))?;
-        let boot = ctx.filesystems.iter().find(|f| f.mount_point == "/boot").or_else(|| ctx.root());
+    fn install(
+        &self,
+        exec: &mut dyn ChrootExec,
+        ctx: &ConvertContext,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ConvertError> {
+        let disk = ctx.disk_device.as_deref().ok_or_else(|| {
+            ConvertError::Context("no target disk device to install GRUB into".into())
+        })?;
+        let boot = ctx
+            .filesystems
+            .iter()
+            .find(|f| f.mount_point == "/boot")
+            .or_else(|| ctx.root());
         let part = boot.and_then(|b| b.partition).ok_or_else(|| {
-            ConvertError::Context("grub-legacy needs the partition number of /boot (or /) in the convert context".into())
+            ConvertError::Context(
+                "grub-legacy needs the partition number of /boot (or /) in the convert context"
+                    .into(),
+            )
         })?;
         let map = exec.root().join("boot/grub/device.map");
-        std::fs::write(&map, format!("(hd0)\t{disk}\n")).map_err(|error| ConvertError::Io { path: map.clone(), error })?;
+        std::fs::write(&map, format!("(hd0)\t{disk}\n")).map_err(|error| ConvertError::Io {
+            path: map.clone(),
+            error,
+        })?;
         let script = format!(
             "printf 'device (hd0) {disk}\\nroot (hd0,{})\\nsetup (hd0)\\nquit\\n' | grub --batch --no-floppy --device-map=/boot/grub/device.map",
             part.saturating_sub(1)
         );
         let out = run_noted(exec, &["sh", "-c", &script], progress)?;
         if !out.contains("succeeded") {
-            return Err(ConvertError::Verify(format!("grub setup (hd0) did not report success:\n{out}")));
+            return Err(ConvertError::Verify(format!(
+                "grub setup (hd0) did not report success:\n{out}"
+            )));
         }
         Ok(())
     }
-    fn update(&self, exec: &mut dyn ChrootExec, _ctx: &ConvertContext, progress: &mut dyn Progress) -> Result<(), ConvertError> {
+    fn update(
+        &self,
+        exec: &mut dyn ChrootExec,
+        _ctx: &ConvertContext,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ConvertError> {
         // Debian's update-grub regenerates menu.lst from `# kopt=`; Red Hat
         // has no generator (grubby edits grub.conf, which we rewrote).
-        if exec.root().join("usr/sbin/update-grub").exists() && exec.root().join("boot/grub/menu.lst").exists() {
+        if exec.root().join("usr/sbin/update-grub").exists()
+            && exec.root().join("boot/grub/menu.lst").exists()
+        {
             run_noted(exec, &["update-grub"], progress)?;
         }
         Ok(())
@@ -70,13 +106,22 @@ impl Bootloader for GrubLegacy {
         for f in FILES {
             if let Ok(text) = std::fs::read_to_string(root.join(f.pattern)) {
                 let kernels: Vec<&str> = text.lines().filter(|l| is_kernel_line(l)).collect();
-                if kernels.is_empty() || kernels.iter().any(|l| !l.contains(&format!("root=UUID={uuid}"))) {
-                    return Err(ConvertError::Verify(format!("/{}: not every kernel line boots root=UUID={uuid}", f.pattern)));
+                if kernels.is_empty()
+                    || kernels
+                        .iter()
+                        .any(|l| !l.contains(&format!("root=UUID={uuid}")))
+                {
+                    return Err(ConvertError::Verify(format!(
+                        "/{}: not every kernel line boots root=UUID={uuid}",
+                        f.pattern
+                    )));
                 }
                 return Ok(());
             }
         }
-        Err(ConvertError::Verify("no menu.lst or grub.conf in /boot/grub".into()))
+        Err(ConvertError::Verify(
+            "no menu.lst or grub.conf in /boot/grub".into(),
+        ))
     }
 }
 
@@ -94,20 +139,30 @@ pub fn rewrite_menu(text: &str, ctx: &ConvertContext) -> String {
         if let Some(rest) = t.strip_prefix("# kopt") {
             if let Some((suffix, value)) = rest.split_once('=') {
                 if !suffix.contains(char::is_whitespace) {
-                    let tokens: Vec<String> = value.split_whitespace().map(str::to_string).collect();
-                    return vec![format!("{indent}# kopt{suffix}={}", edit_cmdline(&tokens, ctx, true).join(" "))];
+                    let tokens: Vec<String> =
+                        value.split_whitespace().map(str::to_string).collect();
+                    return vec![format!(
+                        "{indent}# kopt{suffix}={}",
+                        edit_cmdline(&tokens, ctx, true).join(" ")
+                    )];
                 }
             }
             return vec![line.to_string()];
         }
-        let word = t.split(|c: char| c.is_whitespace() || c == '=').next().unwrap_or("");
+        let word = t
+            .split(|c: char| c.is_whitespace() || c == '=')
+            .next()
+            .unwrap_or("");
         let is_kernel = word == "kernel" || (word == "module" && t.contains("root="));
         if !is_kernel {
             return vec![line.to_string()];
         }
         // kernel [--options] /vmlinuz-X args...
         let after = &t[word.len()..];
-        let sep_len = after.len() - after.trim_start_matches(|c: char| c.is_whitespace() || c == '=').len();
+        let sep_len = after.len()
+            - after
+                .trim_start_matches(|c: char| c.is_whitespace() || c == '=')
+                .len();
         let sep = &after[..sep_len];
         let mut parts = after[sep_len..].split_whitespace();
         let mut head = Vec::new();
@@ -122,7 +177,11 @@ pub fn rewrite_menu(text: &str, ctx: &ConvertContext) -> String {
             // The hypervisor's line; the dom0 kernel is the `module` line.
             return vec![line.to_string()];
         }
-        let edited = edit_cmdline(&args, ctx, word == "kernel" || args.iter().any(|a| a.starts_with("root=")));
+        let edited = edit_cmdline(
+            &args,
+            ctx,
+            word == "kernel" || args.iter().any(|a| a.starts_with("root=")),
+        );
         let mut all = head;
         all.extend(edited);
         vec![format!("{indent}{word}{sep}{}", all.join(" "))]

@@ -18,9 +18,19 @@ pub trait Bootloader: FileRewriter {
     /// and for tests: what the rewrite looks for).
     fn device_patterns(&self) -> &'static [&'static str];
     /// Write the boot code into the target disk (`ctx.disk_device`).
-    fn install(&self, exec: &mut dyn ChrootExec, ctx: &ConvertContext, progress: &mut dyn Progress) -> Result<(), ConvertError>;
+    fn install(
+        &self,
+        exec: &mut dyn ChrootExec,
+        ctx: &ConvertContext,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ConvertError>;
     /// Regenerate the generated config with the guest's own tool.
-    fn update(&self, exec: &mut dyn ChrootExec, ctx: &ConvertContext, progress: &mut dyn Progress) -> Result<(), ConvertError>;
+    fn update(
+        &self,
+        exec: &mut dyn ChrootExec,
+        ctx: &ConvertContext,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ConvertError>;
     /// Check the final config boots the new root.
     fn verify(&self, root: &Path, ctx: &ConvertContext) -> Result<(), ConvertError>;
 }
@@ -89,7 +99,11 @@ pub fn edit_cmdline(tokens: &[String], ctx: &ConvertContext, add: bool) -> Vec<S
 
 /// Run a command in the chroot, send its output to the progress notes, and
 /// fail with the command and its output when it fails.
-pub(crate) fn run_noted(exec: &mut dyn ChrootExec, argv: &[&str], progress: &mut dyn Progress) -> Result<String, ConvertError> {
+pub(crate) fn run_noted(
+    exec: &mut dyn ChrootExec,
+    argv: &[&str],
+    progress: &mut dyn Progress,
+) -> Result<String, ConvertError> {
     let cmd = argv.join(" ");
     progress.note(&format!("running in the target: {cmd}"));
     let out = exec.run(argv)?;

@@ -17,7 +17,10 @@ impl FileRewriter for Dracut {
         "dracut"
     }
     fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern { pattern: CONF, create: true }]
+        &[FilePattern {
+            pattern: CONF,
+            create: true,
+        }]
     }
     fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
         FileAction::from_text(text, conf(ctx))
@@ -28,7 +31,12 @@ impl Initramfs for Dracut {
     fn as_rewriter(&self) -> &dyn FileRewriter {
         self
     }
-    fn rebuild(&self, exec: &mut dyn ChrootExec, ctx: &ConvertContext, progress: &mut dyn Progress) -> Result<(), ConvertError> {
+    fn rebuild(
+        &self,
+        exec: &mut dyn ChrootExec,
+        ctx: &ConvertContext,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ConvertError> {
         let k = ctx.guest.kernel.as_str();
         let image = match ctx.guest.family {
             DistroFamily::Suse => format!("/boot/initrd-{k}"),
@@ -36,12 +44,19 @@ impl Initramfs for Dracut {
         };
         // --no-hostonly: the image must hold the VM's drivers, not only the
         // host's (the chroot runs on this machine's hardware).
-        run_noted(exec, &["dracut", "-f", "--no-hostonly", &image, k], progress)?;
+        run_noted(
+            exec,
+            &["dracut", "-f", "--no-hostonly", &image, k],
+            progress,
+        )?;
         Ok(())
     }
 }
 
 /// The whole file, regenerated (it is ours).
 pub fn conf(ctx: &ConvertContext) -> String {
-    format!("# Written by hotclone: drivers the VM needs at boot.\nadd_drivers+=\" {} \"\n", ctx.drivers.join(" "))
+    format!(
+        "# Written by hotclone: drivers the VM needs at boot.\nadd_drivers+=\" {} \"\n",
+        ctx.drivers.join(" ")
+    )
 }

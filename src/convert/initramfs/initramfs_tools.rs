@@ -6,7 +6,9 @@
 use super::{listed, Initramfs};
 use crate::convert::bootloader::run_noted;
 use crate::convert::chroot::ChrootExec;
-use crate::convert::{map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter};
+use crate::convert::{
+    map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter,
+};
 use crate::progress::Progress;
 
 pub struct InitramfsTools;
@@ -19,10 +21,23 @@ impl FileRewriter for InitramfsTools {
         "initramfs-tools"
     }
     fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern { pattern: MODULES, create: true }, FilePattern { pattern: RESUME, create: false }]
+        &[
+            FilePattern {
+                pattern: MODULES,
+                create: true,
+            },
+            FilePattern {
+                pattern: RESUME,
+                create: false,
+            },
+        ]
     }
     fn rewrite(&self, path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
-        let new = if path == RESUME { rewrite_resume(text, ctx) } else { rewrite_modules(text, ctx) };
+        let new = if path == RESUME {
+            rewrite_resume(text, ctx)
+        } else {
+            rewrite_modules(text, ctx)
+        };
         FileAction::from_text(text, new)
     }
 }
@@ -31,10 +46,24 @@ impl Initramfs for InitramfsTools {
     fn as_rewriter(&self) -> &dyn FileRewriter {
         self
     }
-    fn rebuild(&self, exec: &mut dyn ChrootExec, ctx: &ConvertContext, progress: &mut dyn Progress) -> Result<(), ConvertError> {
+    fn rebuild(
+        &self,
+        exec: &mut dyn ChrootExec,
+        ctx: &ConvertContext,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ConvertError> {
         let k = ctx.guest.kernel.as_str();
         let exists = exec.root().join(format!("boot/initrd.img-{k}")).exists();
-        run_noted(exec, &["update-initramfs", if exists { "-u" } else { "-c" }, "-k", k], progress)?;
+        run_noted(
+            exec,
+            &[
+                "update-initramfs",
+                if exists { "-u" } else { "-c" },
+                "-k",
+                k,
+            ],
+            progress,
+        )?;
         Ok(())
     }
 }

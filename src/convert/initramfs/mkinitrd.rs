@@ -5,7 +5,9 @@
 use super::Initramfs;
 use crate::convert::bootloader::run_noted;
 use crate::convert::chroot::ChrootExec;
-use crate::convert::{map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter};
+use crate::convert::{
+    map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter,
+};
 use crate::progress::Progress;
 
 pub struct Mkinitrd;
@@ -17,7 +19,10 @@ impl FileRewriter for Mkinitrd {
         "mkinitrd"
     }
     fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern { pattern: MODPROBE_CONF, create: true }]
+        &[FilePattern {
+            pattern: MODPROBE_CONF,
+            create: true,
+        }]
     }
     fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
         FileAction::from_text(text, rewrite_modprobe(text, ctx))
@@ -28,7 +33,12 @@ impl Initramfs for Mkinitrd {
     fn as_rewriter(&self) -> &dyn FileRewriter {
         self
     }
-    fn rebuild(&self, exec: &mut dyn ChrootExec, ctx: &ConvertContext, progress: &mut dyn Progress) -> Result<(), ConvertError> {
+    fn rebuild(
+        &self,
+        exec: &mut dyn ChrootExec,
+        ctx: &ConvertContext,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ConvertError> {
         let args = mkinitrd_args(ctx);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         run_noted(exec, &argv, progress)?;
@@ -58,8 +68,11 @@ pub fn rewrite_modprobe(text: &str, ctx: &ConvertContext) -> String {
                 adapters += 1;
                 has_virtio_blk |= fields[2] == "virtio_blk";
             }
-            let is_nic = fields[1].starts_with("eth") && fields[1][3..].chars().all(|c| c.is_ascii_digit()) && fields[1].len() > 3;
-            if is_nic && fields[2] != "virtio_net" && ctx.drivers.iter().any(|d| d == "virtio_net") {
+            let is_nic = fields[1].starts_with("eth")
+                && fields[1][3..].chars().all(|c| c.is_ascii_digit())
+                && fields[1].len() > 3;
+            if is_nic && fields[2] != "virtio_net" && ctx.drivers.iter().any(|d| d == "virtio_net")
+            {
                 return vec![format!("alias {} virtio_net", fields[1])];
             }
         }
@@ -69,7 +82,11 @@ pub fn rewrite_modprobe(text: &str, ctx: &ConvertContext) -> String {
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
-        let name = if adapters == 0 { "scsi_hostadapter".to_string() } else { format!("scsi_hostadapter{adapters}") };
+        let name = if adapters == 0 {
+            "scsi_hostadapter".to_string()
+        } else {
+            format!("scsi_hostadapter{adapters}")
+        };
         out.push_str(&format!("alias {name} virtio_blk\n"));
     }
     out

@@ -12,7 +12,12 @@ use crate::progress::Progress;
 pub trait Initramfs: FileRewriter {
     fn as_rewriter(&self) -> &dyn FileRewriter;
     /// Rebuild the initramfs for `ctx.guest.kernel` in the chroot.
-    fn rebuild(&self, exec: &mut dyn ChrootExec, ctx: &ConvertContext, progress: &mut dyn Progress) -> Result<(), ConvertError>;
+    fn rebuild(
+        &self,
+        exec: &mut dyn ChrootExec,
+        ctx: &ConvertContext,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ConvertError>;
 }
 
 /// Whether a driver is already listed: the first word of a non-comment

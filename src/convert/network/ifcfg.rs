@@ -13,13 +13,24 @@ impl FileRewriter for Ifcfg {
     }
     fn files(&self) -> &'static [FilePattern] {
         &[
-            FilePattern { pattern: "etc/sysconfig/network-scripts/ifcfg-*", create: false },
-            FilePattern { pattern: "etc/sysconfig/network/ifcfg-*", create: false },
+            FilePattern {
+                pattern: "etc/sysconfig/network-scripts/ifcfg-*",
+                create: false,
+            },
+            FilePattern {
+                pattern: "etc/sysconfig/network/ifcfg-*",
+                create: false,
+            },
         ]
     }
     fn rewrite(&self, path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
         let file = path.rsplit('/').next().unwrap_or(path);
-        if file == "ifcfg-lo" || file.ends_with('~') || file.contains(".bak") || file.contains(".rpm") || file.ends_with(".orig") {
+        if file == "ifcfg-lo"
+            || file.ends_with('~')
+            || file.contains(".bak")
+            || file.contains(".rpm")
+            || file.ends_with(".orig")
+        {
             return FileAction::Keep;
         }
         let (name, content) = rewrite(file, text, ctx);
@@ -41,12 +52,17 @@ impl NetworkConfig for Ifcfg {
 pub fn rewrite(file_name: &str, text: &str, ctx: &ConvertContext) -> (String, String) {
     let content = map_lines(text, |line| {
         let t = line.trim_start();
-        let Some((key, value)) = t.split_once('=') else { return vec![line.to_string()] };
+        let Some((key, value)) = t.split_once('=') else {
+            return vec![line.to_string()];
+        };
         match key.trim() {
             "HWADDR" | "MACADDR" if !t.starts_with('#') => vec![],
             "DEVICE" | "NAME" if !t.starts_with('#') => {
                 let (q, v) = unquote(value);
-                let renamed: Vec<String> = v.split(' ').map(|w| rename_token(w, ctx).unwrap_or_else(|| w.to_string())).collect();
+                let renamed: Vec<String> = v
+                    .split(' ')
+                    .map(|w| rename_token(w, ctx).unwrap_or_else(|| w.to_string()))
+                    .collect();
                 vec![format!("{}={q}{}{q}", key.trim(), renamed.join(" "))]
             }
             _ => vec![line.to_string()],

@@ -4,7 +4,10 @@
 //! and `hwaddress` lines are dropped.
 
 use super::{rename_token, NetworkConfig};
-use crate::convert::{join_keep_gaps, map_lines, split_keep_gaps, ConvertContext, FileAction, FilePattern, FileRewriter};
+use crate::convert::{
+    join_keep_gaps, map_lines, split_keep_gaps, ConvertContext, FileAction, FilePattern,
+    FileRewriter,
+};
 
 pub struct Ifupdown;
 
@@ -14,8 +17,14 @@ impl FileRewriter for Ifupdown {
     }
     fn files(&self) -> &'static [FilePattern] {
         &[
-            FilePattern { pattern: "etc/network/interfaces", create: false },
-            FilePattern { pattern: "etc/network/interfaces.d/*", create: false },
+            FilePattern {
+                pattern: "etc/network/interfaces",
+                create: false,
+            },
+            FilePattern {
+                pattern: "etc/network/interfaces.d/*",
+                create: false,
+            },
         ]
     }
     fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
@@ -39,7 +48,10 @@ pub fn rewrite(text: &str, ctx: &ConvertContext) -> String {
         if fields.first().is_some_and(|f| f == "hwaddress") {
             return vec![];
         }
-        let new: Vec<String> = fields.iter().map(|f| rename_token(f, ctx).unwrap_or_else(|| f.clone())).collect();
+        let new: Vec<String> = fields
+            .iter()
+            .map(|f| rename_token(f, ctx).unwrap_or_else(|| f.clone()))
+            .collect();
         if new == fields {
             return vec![line.to_string()];
         }

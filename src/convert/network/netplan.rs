@@ -16,7 +16,10 @@ impl FileRewriter for Netplan {
         "netplan"
     }
     fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern { pattern: "etc/netplan/*", create: false }]
+        &[FilePattern {
+            pattern: "etc/netplan/*",
+            create: false,
+        }]
     }
     fn rewrite(&self, path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
         if !(path.ends_with(".yaml") || path.ends_with(".yml")) {
@@ -47,13 +50,27 @@ fn parse(line: &str) -> Line {
     } else {
         match t.split_once(':') {
             Some((k, v)) if !k.contains(' ') || k.starts_with('"') => {
-                let v = v.split(" #").next().unwrap_or("").trim().trim_matches(|c| c == '"' || c == '\'').to_string();
-                (Some(k.trim_matches(|c| c == '"' || c == '\'').to_string()), v)
+                let v = v
+                    .split(" #")
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches(|c| c == '"' || c == '\'')
+                    .to_string();
+                (
+                    Some(k.trim_matches(|c| c == '"' || c == '\'').to_string()),
+                    v,
+                )
             }
             _ => (None, String::new()),
         }
     };
-    Line { text: line.to_string(), indent, key, value }
+    Line {
+        text: line.to_string(),
+        indent,
+        key,
+        value,
+    }
 }
 
 fn is_structural(l: &Line) -> bool {
@@ -82,12 +99,21 @@ pub fn rewrite(text: &str, ctx: &ConvertContext) -> String {
 
 /// The first line after `start` that is a key at `indent` or less.
 fn block_end(lines: &[Line], start: usize, indent: usize) -> usize {
-    (start + 1..lines.len()).find(|&j| is_structural(&lines[j]) && lines[j].indent <= indent).unwrap_or(lines.len())
+    (start + 1..lines.len())
+        .find(|&j| is_structural(&lines[j]) && lines[j].indent <= indent)
+        .unwrap_or(lines.len())
 }
 
 fn rewrite_ethernets(lines: &mut Vec<Line>, start: usize, end: usize, ctx: &ConvertContext) {
-    let Some(c) = (start..end).find(|&j| is_structural(&lines[j])).map(|j| lines[j].indent) else { return };
-    let ids: Vec<usize> = (start..end).filter(|&j| is_structural(&lines[j]) && lines[j].indent == c).collect();
+    let Some(c) = (start..end)
+        .find(|&j| is_structural(&lines[j]))
+        .map(|j| lines[j].indent)
+    else {
+        return;
+    };
+    let ids: Vec<usize> = (start..end)
+        .filter(|&j| is_structural(&lines[j]) && lines[j].indent == c)
+        .collect();
     // Work from the last id up, so indices before stay valid.
     for &id_at in ids.iter().rev() {
         let id_end = block_end(lines, id_at, c);
@@ -97,7 +123,9 @@ fn rewrite_ethernets(lines: &mut Vec<Line>, start: usize, end: usize, ctx: &Conv
 
 fn rewrite_one(lines: &mut Vec<Line>, id_at: usize, id_end: usize, ctx: &ConvertContext) {
     let id = lines[id_at].key.clone().unwrap_or_default();
-    let find = |lines: &Vec<Line>, from: usize, to: usize, key: &str| (from..to).find(|&j| lines[j].key.as_deref() == Some(key));
+    let find = |lines: &Vec<Line>, from: usize, to: usize, key: &str| {
+        (from..to).find(|&j| lines[j].key.as_deref() == Some(key))
+    };
     let match_at = find(lines, id_at + 1, id_end, "match");
     let set_name_at = find(lines, id_at + 1, id_end, "set-name");
     let (mut mac, mut mname) = (None, None);
@@ -120,13 +148,24 @@ fn rewrite_one(lines: &mut Vec<Line>, id_at: usize, id_end: usize, ctx: &Convert
     let mapping = mac
         .as_deref()
         .and_then(|m| ctx.nic_by_mac(m))
-        .or_else(|| set_name.as_deref().and_then(|s| ctx.nics.iter().find(|n| n.source == s)))
-        .or_else(|| mname.as_deref().and_then(|s| ctx.nics.iter().find(|n| n.source == s)))
+        .or_else(|| {
+            set_name
+                .as_deref()
+                .and_then(|s| ctx.nics.iter().find(|n| n.source == s))
+        })
+        .or_else(|| {
+            mname
+                .as_deref()
+                .and_then(|s| ctx.nics.iter().find(|n| n.source == s))
+        })
         .or_else(|| ctx.nics.iter().find(|n| n.source == id))
         .filter(|n| n.source != n.target);
     let target = match mapping {
         Some(n) => n.target.clone(),
-        None => set_name.clone().or(mname.clone()).unwrap_or_else(|| id.clone()),
+        None => set_name
+            .clone()
+            .or(mname.clone())
+            .unwrap_or_else(|| id.clone()),
     };
 
     if let Some(j) = set_name_at {
@@ -135,7 +174,9 @@ fn rewrite_one(lines: &mut Vec<Line>, id_at: usize, id_end: usize, ctx: &Convert
         }
     }
     if let Some(m) = match_at {
-        if let Some(n) = (m + 1..block_end(lines, m, lines[m].indent)).find(|&j| lines[j].key.as_deref() == Some("name")) {
+        if let Some(n) = (m + 1..block_end(lines, m, lines[m].indent))
+            .find(|&j| lines[j].key.as_deref() == Some("name"))
+        {
             if mname.as_deref() != Some(target.as_str()) && mapping.is_some() {
                 lines[n] = with_value(&lines[n], &target);
             }
@@ -147,12 +188,21 @@ fn rewrite_one(lines: &mut Vec<Line>, id_at: usize, id_end: usize, ctx: &Convert
                 lines.remove(j);
             }
             if mname.is_none() {
-                lines.insert(first, parse(&format!("{}name: {target}", " ".repeat(child_indent))));
+                lines.insert(
+                    first,
+                    parse(&format!("{}name: {target}", " ".repeat(child_indent))),
+                );
             }
         }
     } else if id != target && mapping.is_some() {
         let l = &lines[id_at];
-        let rest = l.text.trim_start().split_once(':').map(|x| x.1).unwrap_or("").to_string();
+        let rest = l
+            .text
+            .trim_start()
+            .split_once(':')
+            .map(|x| x.1)
+            .unwrap_or("")
+            .to_string();
         lines[id_at] = parse(&format!("{}{target}:{rest}", " ".repeat(l.indent)));
     }
 }

@@ -13,8 +13,14 @@ impl FileRewriter for UdevPersistentNet {
     }
     fn files(&self) -> &'static [FilePattern] {
         &[
-            FilePattern { pattern: "etc/udev/rules.d/70-persistent-net.rules", create: false },
-            FilePattern { pattern: "etc/udev/rules.d/z25_persistent-net.rules", create: false },
+            FilePattern {
+                pattern: "etc/udev/rules.d/70-persistent-net.rules",
+                create: false,
+            },
+            FilePattern {
+                pattern: "etc/udev/rules.d/z25_persistent-net.rules",
+                create: false,
+            },
         ]
     }
     fn rewrite(&self, _path: &str, _text: &str, _ctx: &ConvertContext) -> FileAction {

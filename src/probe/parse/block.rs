@@ -11,7 +11,11 @@ pub fn parse_lsblk(text: &str) -> Vec<BlockDevice> {
         .filter_map(|line| {
             let pairs = quoted_pairs(line);
             let get = |k: &str| {
-                pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty())
+                pairs
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+                    .filter(|v| !v.is_empty())
             };
             Some(BlockDevice {
                 name: get("KNAME").or_else(|| get("NAME"))?,
@@ -89,7 +93,9 @@ pub fn partition_parent(name: &str) -> Option<String> {
             return Some(disk.to_string());
         }
     }
-    let is_letter_disk = ["sd", "hd", "vd", "xvd"].iter().any(|p| stem.starts_with(p));
+    let is_letter_disk = ["sd", "hd", "vd", "xvd"]
+        .iter()
+        .any(|p| stem.starts_with(p));
     is_letter_disk.then(|| stem.to_string())
 }
 
@@ -123,7 +129,9 @@ pub fn parse_mdstat(text: &str) -> Vec<MdArray> {
             let mut words = rest.split_whitespace();
             let state = words.next()?;
             let active = state == "active";
-            let rest: Vec<&str> = words.filter(|w| *w != "(read-only)" && *w != "(auto-read-only)").collect();
+            let rest: Vec<&str> = words
+                .filter(|w| *w != "(read-only)" && *w != "(auto-read-only)")
+                .collect();
             let (level, members) = match rest.first() {
                 Some(l) if !l.contains('[') => (l.to_string(), &rest[1..]),
                 _ => ("unknown".to_string(), &rest[..]),
@@ -132,7 +140,10 @@ pub fn parse_mdstat(text: &str) -> Vec<MdArray> {
                 name: name.to_string(),
                 level,
                 active,
-                members: members.iter().map(|m| m.split('[').next().unwrap_or(m).to_string()).collect(),
+                members: members
+                    .iter()
+                    .map(|m| m.split('[').next().unwrap_or(m).to_string())
+                    .collect(),
             })
         })
         .collect()
@@ -147,7 +158,10 @@ mod tests {
         assert_eq!(partition_parent("hda1").as_deref(), Some("hda"));
         assert_eq!(partition_parent("sdb12").as_deref(), Some("sdb"));
         assert_eq!(partition_parent("nvme0n1p2").as_deref(), Some("nvme0n1"));
-        assert_eq!(partition_parent("cciss/c0d0p1").as_deref(), Some("cciss/c0d0"));
+        assert_eq!(
+            partition_parent("cciss/c0d0p1").as_deref(),
+            Some("cciss/c0d0")
+        );
         assert_eq!(partition_parent("xvda1").as_deref(), Some("xvda"));
         assert_eq!(partition_parent("sda"), None);
         assert_eq!(partition_parent("md0"), None);

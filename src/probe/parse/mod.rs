@@ -7,7 +7,11 @@
 #[cfg(test)]
 macro_rules! fixture {
     ($path:literal) => {
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/probe/", $path))
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/probe/",
+            $path
+        ))
     };
 }
 
@@ -25,7 +29,11 @@ pub fn unquote(value: &str) -> String {
     for q in ['"', '\''] {
         if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
             let inner = &v[1..v.len() - 1];
-            return if q == '"' { inner.replace("\\\"", "\"").replace("\\\\", "\\") } else { inner.to_string() };
+            return if q == '"' {
+                inner.replace("\\\"", "\"").replace("\\\\", "\\")
+            } else {
+                inner.to_string()
+            };
         }
     }
     v.to_string()
@@ -41,7 +49,9 @@ pub fn unescape_octal(field: &str) -> String {
         if bytes[i] == b'\\' && i + 3 < bytes.len() {
             let oct = &bytes[i + 1..i + 4];
             if oct.iter().all(|b| (b'0'..=b'7').contains(b)) {
-                let value = oct.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+                let value = oct
+                    .iter()
+                    .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
                 if let Ok(byte) = u8::try_from(value) {
                     out.push(byte);
                     i += 4;
@@ -53,6 +63,20 @@ pub fn unescape_octal(field: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `KEY="value" KEY2="value 2"` pairs as printed by `blkid` and `lsblk -P`.
+pub fn quoted_pairs(text: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut rest = text.trim();
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let Some((value, tail)) = after.split_once('"') else {
+            break;
+        };
+        pairs.push((key.trim().to_string(), value.to_string()));
+        rest = tail.trim_start();
+    }
+    pairs
 }
 
 #[cfg(test)]
@@ -73,16 +97,4 @@ mod tests {
         assert_eq!(unescape_octal("/a\\134b"), "/a\\b");
         assert_eq!(unescape_octal("/trailing\\04"), "/trailing\\04");
     }
-}
-
-/// `KEY="value" KEY2="value 2"` pairs as printed by `blkid` and `lsblk -P`.
-pub fn quoted_pairs(text: &str) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
-    let mut rest = text.trim();
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let Some((value, tail)) = after.split_once('"') else { break };
-        pairs.push((key.trim().to_string(), value.to_string()));
-        rest = tail.trim_start();
-    }
-    pairs
 }

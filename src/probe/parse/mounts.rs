@@ -7,18 +7,62 @@ use super::{quoted_pairs, unescape_octal};
 use crate::probe::inventory::{FstabEntry, Mount, MountKind, Swap};
 
 const PSEUDO: &[&str] = &[
-    "proc", "sysfs", "tmpfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs",
-    "tracefs", "pstore", "bpf", "mqueue", "hugetlbfs", "configfs", "fusectl", "binfmt_misc",
-    "autofs", "rpc_pipefs", "nfsd", "usbfs", "rootfs", "efivarfs", "selinuxfs", "ramfs",
-    "fuse.gvfsd-fuse", "fuse.lxcfs", "nsfs", "overlay", "squashfs", "iso9660", "swap",
+    "proc",
+    "sysfs",
+    "tmpfs",
+    "devtmpfs",
+    "devpts",
+    "cgroup",
+    "cgroup2",
+    "securityfs",
+    "debugfs",
+    "tracefs",
+    "pstore",
+    "bpf",
+    "mqueue",
+    "hugetlbfs",
+    "configfs",
+    "fusectl",
+    "binfmt_misc",
+    "autofs",
+    "rpc_pipefs",
+    "nfsd",
+    "usbfs",
+    "rootfs",
+    "efivarfs",
+    "selinuxfs",
+    "ramfs",
+    "fuse.gvfsd-fuse",
+    "fuse.lxcfs",
+    "nsfs",
+    "overlay",
+    "squashfs",
+    "iso9660",
+    "swap",
 ];
 const NETWORK: &[&str] = &[
-    "nfs", "nfs4", "cifs", "smbfs", "smb3", "ncpfs", "fuse.sshfs", "glusterfs", "fuse.glusterfs",
-    "ceph", "fuse.ceph", "9p", "afs", "ocfs2", "gfs2",
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smbfs",
+    "smb3",
+    "ncpfs",
+    "fuse.sshfs",
+    "glusterfs",
+    "fuse.glusterfs",
+    "ceph",
+    "fuse.ceph",
+    "9p",
+    "afs",
+    "ocfs2",
+    "gfs2",
 ];
 
 pub fn classify(device: &str, fs_type: &str) -> MountKind {
-    if NETWORK.contains(&fs_type) || (device.contains(":/") && !device.starts_with('/')) || device.starts_with("//") {
+    if NETWORK.contains(&fs_type)
+        || (device.contains(":/") && !device.starts_with('/'))
+        || device.starts_with("//")
+    {
         MountKind::Network
     } else if PSEUDO.contains(&fs_type) {
         MountKind::Pseudo
@@ -46,7 +90,10 @@ pub fn parse_df(text: &str, scale: u64) -> DfTable {
             continue;
         };
         let mount_point = fields[5..].join(" ");
-        table.insert(mount_point, (total.saturating_mul(scale), used.saturating_mul(scale)));
+        table.insert(
+            mount_point,
+            (total.saturating_mul(scale), used.saturating_mul(scale)),
+        );
     }
     table
 }
@@ -55,7 +102,9 @@ pub fn parse_df(text: &str, scale: u64) -> DfTable {
 pub fn parse_blkid(text: &str) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
-        let Some((device, rest)) = line.split_once(": ") else { continue };
+        let Some((device, rest)) = line.split_once(": ") else {
+            continue;
+        };
         let tags = quoted_pairs(rest).into_iter().collect();
         out.insert(device.trim().to_string(), tags);
     }
@@ -161,7 +210,10 @@ mod tests {
         assert_eq!(root.device, "/dev/hda1");
         assert_eq!(root.fs_type, "ext3");
         assert_eq!(root.kind, MountKind::Disk);
-        assert_eq!(root.uuid.as_deref(), Some("3e6be9de-8139-11d1-9106-a43f08d823a6"));
+        assert_eq!(
+            root.uuid.as_deref(),
+            Some("3e6be9de-8139-11d1-9106-a43f08d823a6")
+        );
         assert_eq!(root.bytes_total, Some(9611492 * 1024));
         assert_eq!(root.bytes_used, Some(3014476 * 1024));
         assert_eq!(root.inodes_used, Some(118342));
@@ -190,7 +242,10 @@ mod tests {
 
     #[test]
     fn fstab_keeps_legacy_devices_labels_and_short_lines() {
-        let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/probe/debian5/fstab"));
+        let text = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/probe/debian5/fstab"
+        ));
         let fstab = parse_fstab(text);
         assert_eq!(fstab.len(), 7);
         assert_eq!(fstab[1].spec, "/dev/hda1");
@@ -205,8 +260,18 @@ mod tests {
     fn swaps_partition_and_file() {
         let swaps = parse_swaps("Filename\t\t\t\tType\t\tSize\tUsed\tPriority\n/dev/hda2                               partition\t1951888\t0\t-1\n/swapfile                               file\t\t1048572\t12\t-2\n");
         assert_eq!(swaps.len(), 2);
-        assert_eq!((swaps[0].path.as_str(), swaps[0].kind.as_str(), swaps[0].size_bytes), ("/dev/hda2", "partition", 1951888 * 1024));
-        assert_eq!((swaps[1].kind.as_str(), swaps[1].used_bytes), ("file", 12 * 1024));
+        assert_eq!(
+            (
+                swaps[0].path.as_str(),
+                swaps[0].kind.as_str(),
+                swaps[0].size_bytes
+            ),
+            ("/dev/hda2", "partition", 1951888 * 1024)
+        );
+        assert_eq!(
+            (swaps[1].kind.as_str(), swaps[1].used_bytes),
+            ("file", 12 * 1024)
+        );
     }
 
     #[test]

@@ -15,7 +15,13 @@ fn interface<'a>(list: &'a mut Vec<Interface>, name: &str) -> &'a mut Interface 
     let idx = match list.iter().position(|i| i.name == name) {
         Some(idx) => idx,
         None => {
-            list.push(Interface { name: name.to_string(), mac: None, mtu: None, up: false, addresses: vec![] });
+            list.push(Interface {
+                name: name.to_string(),
+                mac: None,
+                mtu: None,
+                up: false,
+                addresses: vec![],
+            });
             list.len() - 1
         }
     };
@@ -27,12 +33,18 @@ pub fn parse_ip(link: &str, addr: &str) -> Vec<Interface> {
     let mut list = Vec::new();
     for line in link.lines() {
         let mut parts = line.splitn(3, ": ");
-        let (Some(_idx), Some(name), Some(rest)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (Some(_idx), Some(name), Some(rest)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
         let iface = interface(&mut list, base_name(name));
         let words: Vec<&str> = rest.split_whitespace().collect();
         let flags = words.first().copied().unwrap_or("");
         iface.up = flags.trim_matches(['<', '>']).split(',').any(|f| f == "UP");
-        iface.mtu = words.windows(2).find(|w| w[0] == "mtu").and_then(|w| w[1].parse().ok());
+        iface.mtu = words
+            .windows(2)
+            .find(|w| w[0] == "mtu")
+            .and_then(|w| w[1].parse().ok());
         iface.mac = words
             .windows(2)
             .find(|w| w[0].starts_with("link/") && w[0] != "link/loopback" && w[0] != "link/none")
@@ -68,7 +80,11 @@ pub fn parse_ifconfig(text: &str) -> Vec<Interface> {
             continue;
         }
         if !line.starts_with([' ', '\t']) {
-            let raw = line.split_whitespace().next().unwrap_or("").trim_end_matches(':');
+            let raw = line
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(':');
             let name = base_name(raw).to_string();
             let iface = interface(&mut list, &name);
             let words: Vec<&str> = line.split_whitespace().collect();
@@ -84,16 +100,22 @@ pub fn parse_ifconfig(text: &str) -> Vec<Interface> {
             current = Some(name);
             continue;
         }
-        let Some(name) = current.clone() else { continue };
+        let Some(name) = current.clone() else {
+            continue;
+        };
         let iface = interface(&mut list, &name);
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.first().copied() {
             Some("inet") => {
-                let (addr, mask) = if let Some(a) = words.get(1).and_then(|w| w.strip_prefix("addr:")) {
-                    (a, words.iter().find_map(|w| w.strip_prefix("Mask:")))
-                } else {
-                    (words.get(1).copied().unwrap_or(""), words.windows(2).find(|w| w[0] == "netmask").map(|w| w[1]))
-                };
+                let (addr, mask) =
+                    if let Some(a) = words.get(1).and_then(|w| w.strip_prefix("addr:")) {
+                        (a, words.iter().find_map(|w| w.strip_prefix("Mask:")))
+                    } else {
+                        (
+                            words.get(1).copied().unwrap_or(""),
+                            words.windows(2).find(|w| w[0] == "netmask").map(|w| w[1]),
+                        )
+                    };
                 if let Some(prefix) = mask.and_then(netmask_prefix) {
                     iface.addresses.push(format!("{addr}/{prefix}"));
                 }
@@ -101,7 +123,9 @@ pub fn parse_ifconfig(text: &str) -> Vec<Interface> {
             Some("inet6") => {
                 if let Some(a) = words.get(2).filter(|_| words.get(1) == Some(&"addr:")) {
                     iface.addresses.push(a.to_string());
-                } else if let (Some(a), Some(p)) = (words.get(1), words.windows(2).find(|w| w[0] == "prefixlen")) {
+                } else if let (Some(a), Some(p)) =
+                    (words.get(1), words.windows(2).find(|w| w[0] == "prefixlen"))
+                {
                     iface.addresses.push(format!("{a}/{}", p[1]));
                 }
             }
@@ -129,8 +153,17 @@ pub fn parse_ip_route(text: &str) -> Vec<Route> {
         .filter_map(|line| {
             let words: Vec<&str> = line.split_whitespace().collect();
             let destination = (*words.first()?).to_string();
-            let after = |key: &str| words.windows(2).find(|w| w[0] == key).map(|w| w[1].to_string());
-            Some(Route { destination, gateway: after("via"), device: after("dev") })
+            let after = |key: &str| {
+                words
+                    .windows(2)
+                    .find(|w| w[0] == key)
+                    .map(|w| w[1].to_string())
+            };
+            Some(Route {
+                destination,
+                gateway: after("via"),
+                device: after("dev"),
+            })
         })
         .collect()
 }
@@ -144,9 +177,17 @@ pub fn parse_route_n(text: &str) -> Vec<Route> {
                 return None;
             }
             let prefix = netmask_prefix(w[2])?;
-            let destination = if w[0] == "0.0.0.0" && prefix == 0 { "default".into() } else { format!("{}/{prefix}", w[0]) };
+            let destination = if w[0] == "0.0.0.0" && prefix == 0 {
+                "default".into()
+            } else {
+                format!("{}/{prefix}", w[0])
+            };
             let gateway = (w[1] != "0.0.0.0").then(|| w[1].to_string());
-            Some(Route { destination, gateway, device: Some(w[7].to_string()) })
+            Some(Route {
+                destination,
+                gateway,
+                device: Some(w[7].to_string()),
+            })
         })
         .collect()
 }
@@ -168,9 +209,15 @@ pub fn parse_resolv_conf(text: &str) -> Dns {
 pub fn config_styles(present: &[&str]) -> (Vec<NetConfigStyle>, Vec<String>) {
     let rules: &[(&str, NetConfigStyle)] = &[
         ("/etc/netplan/", NetConfigStyle::Netplan),
-        ("/etc/NetworkManager/system-connections/", NetConfigStyle::NetworkManager),
+        (
+            "/etc/NetworkManager/system-connections/",
+            NetConfigStyle::NetworkManager,
+        ),
         ("/etc/systemd/network/", NetConfigStyle::Networkd),
-        ("/etc/sysconfig/network-scripts/ifcfg-", NetConfigStyle::Ifcfg),
+        (
+            "/etc/sysconfig/network-scripts/ifcfg-",
+            NetConfigStyle::Ifcfg,
+        ),
         ("/etc/sysconfig/network/ifcfg-", NetConfigStyle::Ifcfg),
         ("/etc/network/interfaces", NetConfigStyle::Ifupdown),
     ];
@@ -184,7 +231,10 @@ pub fn config_styles(present: &[&str]) -> (Vec<NetConfigStyle>, Vec<String>) {
             files.push(path.to_string());
         }
     }
-    if let Some(rules) = present.iter().find(|p| p.ends_with("70-persistent-net.rules")) {
+    if let Some(rules) = present
+        .iter()
+        .find(|p| p.ends_with("70-persistent-net.rules"))
+    {
         files.push(rules.to_string());
     }
     (styles, files)
@@ -209,7 +259,14 @@ mod tests {
         assert_eq!(eth0.mac.as_deref(), Some("02:48:43:00:00:11"));
         assert_eq!(eth0.mtu, Some(1500));
         assert!(eth0.up);
-        assert_eq!(eth0.addresses, vec!["198.51.100.11/24", "198.51.100.21/24", "fe80::48:43ff:fe00:11/64"]);
+        assert_eq!(
+            eth0.addresses,
+            vec![
+                "198.51.100.11/24",
+                "198.51.100.21/24",
+                "fe80::48:43ff:fe00:11/64"
+            ]
+        );
         assert_eq!(ifs[0].mac, None);
     }
 
@@ -219,7 +276,14 @@ mod tests {
         let names: Vec<&str> = ifs.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, vec!["eth0", "eth1", "lo"]);
         assert_eq!(ifs[0].mac.as_deref(), Some("00:16:3e:2a:7c:01"));
-        assert_eq!(ifs[0].addresses, vec!["198.51.100.10/24", "fe80::216:3eff:fe2a:7c01/64", "198.51.100.20/25"]);
+        assert_eq!(
+            ifs[0].addresses,
+            vec![
+                "198.51.100.10/24",
+                "fe80::216:3eff:fe2a:7c01/64",
+                "198.51.100.20/25"
+            ]
+        );
         assert!(ifs[0].up);
         assert!(!ifs[1].up);
         assert_eq!(ifs[1].mtu, Some(1500));
@@ -231,7 +295,10 @@ mod tests {
         let ifs = parse_ifconfig(fixture!("nettools/ifconfig_new"));
         assert_eq!(ifs[0].name, "eth0");
         assert_eq!(ifs[0].mac.as_deref(), Some("02:48:43:00:00:11"));
-        assert_eq!(ifs[0].addresses, vec!["198.51.100.11/24", "fe80::48:43ff:fe00:11/64"]);
+        assert_eq!(
+            ifs[0].addresses,
+            vec!["198.51.100.11/24", "fe80::48:43ff:fe00:11/64"]
+        );
         assert!(ifs[0].up);
         assert_eq!(ifs[1].mtu, Some(65536));
     }
@@ -240,9 +307,20 @@ mod tests {
     fn routes_from_iproute2_and_route_n_agree() {
         let ip = parse_ip_route("default via 198.51.100.1 dev eth0 \n198.51.100.0/24 dev eth0 proto kernel scope link src 198.51.100.11 \n");
         let legacy = parse_route_n(fixture!("nettools/route_n"));
-        assert_eq!(ip[0], Route { destination: "default".into(), gateway: Some("198.51.100.1".into()), device: Some("eth0".into()) });
+        assert_eq!(
+            ip[0],
+            Route {
+                destination: "default".into(),
+                gateway: Some("198.51.100.1".into()),
+                device: Some("eth0".into())
+            }
+        );
         assert!(legacy.contains(&ip[0]));
-        assert!(legacy.contains(&Route { destination: "198.51.100.0/24".into(), gateway: None, device: Some("eth0".into()) }));
+        assert!(legacy.contains(&Route {
+            destination: "198.51.100.0/24".into(),
+            gateway: None,
+            device: Some("eth0".into())
+        }));
     }
 
     #[test]
@@ -262,7 +340,10 @@ mod tests {
             "/etc/sysconfig/network-scripts/ifcfg-eth0",
             "/etc/udev/rules.d/70-persistent-net.rules",
         ]);
-        assert_eq!(styles, vec![NetConfigStyle::Ifcfg, NetConfigStyle::Ifupdown]);
+        assert_eq!(
+            styles,
+            vec![NetConfigStyle::Ifcfg, NetConfigStyle::Ifupdown]
+        );
         assert_eq!(files.len(), 3);
     }
 }

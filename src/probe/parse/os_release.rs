@@ -37,7 +37,9 @@ pub fn family_of(id: &str, id_like: &str) -> DistroFamily {
     let words = std::iter::once(id).chain(id_like.split_whitespace());
     for word in words {
         match word.to_ascii_lowercase().as_str() {
-            "debian" | "ubuntu" | "raspbian" | "devuan" | "linuxmint" => return DistroFamily::Debian,
+            "debian" | "ubuntu" | "raspbian" | "devuan" | "linuxmint" => {
+                return DistroFamily::Debian
+            }
             "rhel" | "centos" | "fedora" | "rocky" | "almalinux" | "ol" | "scientific" | "amzn"
             | "redhat" => return DistroFamily::RedHat,
             w if w == "sles" || w == "sled" || w == "suse" || w.starts_with("opensuse") => {
@@ -77,7 +79,11 @@ pub fn parse(files: ReleaseFiles<'_>) -> OsInfo {
         .unwrap_or_else(unknown);
     // Debian's point release ("12.7", "5.0.10") lives only in debian_version.
     if info.family == DistroFamily::Debian && info.id == "debian" {
-        if let Some(dv) = files.debian_version.map(str::trim).filter(|v| v.starts_with(|c: char| c.is_ascii_digit())) {
+        if let Some(dv) = files
+            .debian_version
+            .map(str::trim)
+            .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+        {
             info.version = Some(dv.to_string());
             if info.codename.is_none() {
                 info.codename = debian_codename(dv).map(str::to_string);
@@ -107,9 +113,14 @@ fn from_os_release(text: Option<&str>) -> Option<OsInfo> {
     let id = kv.get("ID")?.to_ascii_lowercase();
     let name = kv.get("NAME").cloned().unwrap_or_else(|| id.clone());
     let version = kv.get("VERSION_ID").cloned();
-    let codename = kv.get("VERSION_CODENAME").cloned().filter(|c| !c.is_empty());
+    let codename = kv
+        .get("VERSION_CODENAME")
+        .cloned()
+        .filter(|c| !c.is_empty());
     let pretty_name = kv.get("PRETTY_NAME").cloned().unwrap_or_else(|| {
-        format!("{name} {}", version.as_deref().unwrap_or("")).trim().to_string()
+        format!("{name} {}", version.as_deref().unwrap_or(""))
+            .trim()
+            .to_string()
     });
     Some(OsInfo {
         family: family_of(&id, kv.get("ID_LIKE").map(String::as_str).unwrap_or("")),
@@ -172,7 +183,13 @@ fn from_suse_release(text: &str) -> Option<OsInfo> {
         (Some(v), Some(p)) if p != "0" => Some(format!("{v}.{p}")),
         (v, _) => v,
     };
-    let id = if first.to_ascii_lowercase().starts_with("opensuse") { "opensuse" } else if first.contains("Desktop") { "sled" } else { "sles" };
+    let id = if first.to_ascii_lowercase().starts_with("opensuse") {
+        "opensuse"
+    } else if first.contains("Desktop") {
+        "sled"
+    } else {
+        "sles"
+    };
     Some(OsInfo {
         family: DistroFamily::Suse,
         id: id.into(),
@@ -190,7 +207,10 @@ fn from_lsb_release(text: &str) -> Option<OsInfo> {
     let id = name.to_ascii_lowercase();
     Some(OsInfo {
         family: family_of(&id, ""),
-        pretty_name: kv.get("DISTRIB_DESCRIPTION").cloned().unwrap_or_else(|| name.clone()),
+        pretty_name: kv
+            .get("DISTRIB_DESCRIPTION")
+            .cloned()
+            .unwrap_or_else(|| name.clone()),
         version: kv.get("DISTRIB_RELEASE").cloned(),
         codename: kv.get("DISTRIB_CODENAME").cloned(),
         id,
@@ -221,7 +241,10 @@ mod tests {
 
     #[test]
     fn debian5_has_only_debian_version() {
-        let os = parse(ReleaseFiles { debian_version: Some(fixture!("debian5/debian_version")), ..Default::default() });
+        let os = parse(ReleaseFiles {
+            debian_version: Some(fixture!("debian5/debian_version")),
+            ..Default::default()
+        });
         assert_eq!(os.family, DistroFamily::Debian);
         assert_eq!(os.version.as_deref(), Some("5.0.10"));
         assert_eq!(os.codename.as_deref(), Some("lenny"));
@@ -234,14 +257,24 @@ mod tests {
             debian_version: Some(fixture!("debian12/debian_version")),
             ..Default::default()
         });
-        assert_eq!((os.id.as_str(), os.version.as_deref(), os.codename.as_deref()), ("debian", Some("12.7"), Some("bookworm")));
+        assert_eq!(
+            (
+                os.id.as_str(),
+                os.version.as_deref(),
+                os.codename.as_deref()
+            ),
+            ("debian", Some("12.7"), Some("bookworm"))
+        );
         assert_eq!(os.pretty_name, "Debian GNU/Linux 12 (bookworm)");
         assert_eq!(os.sources, vec!["/etc/os-release", "/etc/debian_version"]);
     }
 
     #[test]
     fn rhel5_redhat_release() {
-        let os = parse(ReleaseFiles { redhat_release: Some(fixture!("rhel5/redhat-release")), ..Default::default() });
+        let os = parse(ReleaseFiles {
+            redhat_release: Some(fixture!("rhel5/redhat-release")),
+            ..Default::default()
+        });
         assert_eq!(os.family, DistroFamily::RedHat);
         assert_eq!(os.id, "rhel");
         assert_eq!(os.version.as_deref(), Some("5.11"));
@@ -250,13 +283,22 @@ mod tests {
 
     #[test]
     fn centos7_release_line() {
-        let os = parse(ReleaseFiles { redhat_release: Some("CentOS Linux release 7.9.2009 (Core)\n"), ..Default::default() });
-        assert_eq!((os.id.as_str(), os.version.as_deref()), ("centos", Some("7.9.2009")));
+        let os = parse(ReleaseFiles {
+            redhat_release: Some("CentOS Linux release 7.9.2009 (Core)\n"),
+            ..Default::default()
+        });
+        assert_eq!(
+            (os.id.as_str(), os.version.as_deref()),
+            ("centos", Some("7.9.2009"))
+        );
     }
 
     #[test]
     fn sles10_suse_release_with_patchlevel() {
-        let os = parse(ReleaseFiles { suse_release: Some(fixture!("sles10/SuSE-release")), ..Default::default() });
+        let os = parse(ReleaseFiles {
+            suse_release: Some(fixture!("sles10/SuSE-release")),
+            ..Default::default()
+        });
         assert_eq!(os.family, DistroFamily::Suse);
         assert_eq!(os.id, "sles");
         assert_eq!(os.name, "SUSE Linux Enterprise Server 10");
@@ -271,7 +313,14 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(os.family, DistroFamily::Debian);
-        assert_eq!((os.id.as_str(), os.version.as_deref(), os.codename.as_deref()), ("ubuntu", Some("8.04"), Some("hardy")));
+        assert_eq!(
+            (
+                os.id.as_str(),
+                os.version.as_deref(),
+                os.codename.as_deref()
+            ),
+            ("ubuntu", Some("8.04"), Some("hardy"))
+        );
         assert_eq!(os.pretty_name, "Ubuntu 8.04.4 LTS");
     }
 

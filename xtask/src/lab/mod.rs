@@ -17,8 +17,15 @@ use std::time::{Duration, Instant};
 
 /// Packages the lab needs on the host.
 pub const HOST_PACKAGES: &[&str] = &[
-    "debootstrap", "dropbear-bin", "busybox-static", "openssh-client", "e2fsprogs", "iproute2",
-    "util-linux", "tcpdump", "arping",
+    "debootstrap",
+    "dropbear-bin",
+    "busybox-static",
+    "openssh-client",
+    "e2fsprogs",
+    "iproute2",
+    "util-linux",
+    "tcpdump",
+    "arping",
 ];
 
 /// Where the lab lives.
@@ -93,8 +100,9 @@ impl LabInfo {
     /// Read `lab.json` of a lab that is up.
     pub fn load(opts: &LabOptions) -> Result<LabInfo> {
         let p = opts.lab_json();
-        let text = fs::read_to_string(&p)
-            .with_context(|| format!("no lab state at {} (run `cargo xtask lab up`)", p.display()))?;
+        let text = fs::read_to_string(&p).with_context(|| {
+            format!("no lab state at {} (run `cargo xtask lab up`)", p.display())
+        })?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
     }
 
@@ -147,14 +155,19 @@ pub fn up(opts: &LabOptions) -> Result<LabInfo> {
     let info = start_lab(opts, &images).context(
         "lab up failed; inspect target/lab/logs, then run `cargo xtask lab down` before retrying",
     )?;
-    eprintln!("lab up in {:.1}s: {}", t.elapsed().as_secs_f64(), opts.lab_json().display());
+    eprintln!(
+        "lab up in {:.1}s: {}",
+        t.elapsed().as_secs_f64(),
+        opts.lab_json().display()
+    );
     Ok(info)
 }
 
 fn start_lab(opts: &LabOptions, images: &[(&str, PathBuf)]) -> Result<LabInfo> {
     let dir = &opts.lab_dir;
     for sub in ["disks", "logs", "pids", "stage", "mnt"] {
-        fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {}", dir.join(sub).display()))?;
+        fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("creating {}", dir.join(sub).display()))?;
     }
     let keys = ensure_client_keys(dir)?;
     netns::create_lan()?;
@@ -169,10 +182,17 @@ fn start_lab(opts: &LabOptions, images: &[(&str, PathBuf)]) -> Result<LabInfo> {
         infos.push(start_source(opts, spec, &cached, &keys)?);
     }
     for spec in &SOURCES {
-        source::wait_port(spec, &dir.join("logs").join(format!("{}.log", spec.name)), 30)?;
+        source::wait_port(
+            spec,
+            &dir.join("logs").join(format!("{}.log", spec.name)),
+            30,
+        )?;
     }
     if !netns::ping(CLIENT.ns, SOURCES[0].host.ip) {
-        bail!("hc-client cannot ping {}; the bridge is not forwarding", SOURCES[0].host.ip);
+        bail!(
+            "hc-client cannot ping {}; the bridge is not forwarding",
+            SOURCES[0].host.ip
+        );
     }
     let info = LabInfo {
         dir: dir.clone(),
@@ -193,7 +213,12 @@ fn start_lab(opts: &LabOptions, images: &[(&str, PathBuf)]) -> Result<LabInfo> {
     Ok(info)
 }
 
-fn start_source(opts: &LabOptions, spec: &SourceSpec, cached: &Path, keys: &str) -> Result<SourceInfo> {
+fn start_source(
+    opts: &LabOptions,
+    spec: &SourceSpec,
+    cached: &Path,
+    keys: &str,
+) -> Result<SourceInfo> {
     let dir = &opts.lab_dir;
     let disk = dir.join("disks").join(format!("{}.img", spec.name));
     // legacy-ssh reuses the debian12 image; give it its own host keys.
@@ -203,7 +228,13 @@ fn start_source(opts: &LabOptions, spec: &SourceSpec, cached: &Path, keys: &str)
         None
     };
     let facts = spec
-        .prepare_disk(cached, &disk, &dir.join("stage").join(spec.name), keys, host_keys.as_deref())
+        .prepare_disk(
+            cached,
+            &disk,
+            &dir.join("stage").join(spec.name),
+            keys,
+            host_keys.as_deref(),
+        )
         .with_context(|| format!("preparing the disk of {}", spec.name))?;
     netns::create_host(&spec.host)?;
     let log = dir.join("logs").join(format!("{}.log", spec.name));
@@ -228,7 +259,10 @@ fn start_source(opts: &LabOptions, spec: &SourceSpec, cached: &Path, keys: &str)
 
 /// Make id_ed25519, id_rsa and password once; return both public keys.
 fn ensure_client_keys(dir: &Path) -> Result<String> {
-    for (file, args) in [("id_ed25519", ["-t", "ed25519", "-b", "256"]), ("id_rsa", ["-t", "rsa", "-b", "3072"])] {
+    for (file, args) in [
+        ("id_ed25519", ["-t", "ed25519", "-b", "256"]),
+        ("id_rsa", ["-t", "rsa", "-b", "3072"]),
+    ] {
         let key = dir.join(file);
         if !key.exists() || !dir.join(format!("{file}.pub")).exists() {
             let _ = fs::remove_file(&key);
@@ -251,8 +285,15 @@ fn ensure_client_keys(dir: &Path) -> Result<String> {
 fn write_known_hosts(info: &LabInfo) -> Result<()> {
     let mut out = String::new();
     for s in &info.sources {
-        let spec = SOURCES.iter().find(|x| x.name == s.name).context("unknown source")?;
-        let lines = if spec.legacy { scan_legacy(info, s)? } else { keyscan(s)? };
+        let spec = SOURCES
+            .iter()
+            .find(|x| x.name == s.name)
+            .context("unknown source")?;
+        let lines = if spec.legacy {
+            scan_legacy(info, s)?
+        } else {
+            keyscan(s)?
+        };
         if lines.is_empty() {
             bail!("got no host keys from {} ({})", s.name, s.ip);
         }
@@ -269,7 +310,11 @@ fn keyscan(s: &SourceInfo) -> Result<Vec<String>> {
         .args(["-T", "5", "-t", "rsa,ecdsa,ed25519", &s.ip])
         .output()
         .with_context(|| format!("ssh-keyscan of {}", s.name))?;
-    Ok(scan.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).map(String::from).collect())
+    Ok(scan
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(String::from)
+        .collect())
 }
 
 /// ssh-keyscan cannot offer SHA-1 key exchange (and has no -o), so learn
@@ -283,7 +328,14 @@ fn scan_legacy(info: &LabInfo, s: &SourceInfo) -> Result<Vec<String>> {
     }
     c.arg("-o")
         .arg(format!("UserKnownHostsFile={}", tmp.display()))
-        .args(["-o", "StrictHostKeyChecking=accept-new", "-o", "HashKnownHosts=no", "-o", "BatchMode=yes"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "HashKnownHosts=no",
+            "-o",
+            "BatchMode=yes",
+        ])
         .args(["-o", "IdentitiesOnly=yes", "-i"])
         .arg(&info.id_rsa)
         .args([&format!("root@{}", s.ip), "true"])
@@ -291,14 +343,25 @@ fn scan_legacy(info: &LabInfo, s: &SourceInfo) -> Result<Vec<String>> {
         .with_context(|| format!("first connection to legacy source {}", s.name))?;
     let text = fs::read_to_string(&tmp).with_context(|| format!("reading {}", tmp.display()))?;
     let _ = fs::remove_file(&tmp);
-    Ok(text.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect())
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect())
 }
 
 fn write_ssh_config(info: &LabInfo) -> Result<()> {
     let mut out = String::from("# Written by `cargo xtask lab up`. Use from hc-client: ip netns exec hc-client ssh -F THIS NAME\n");
     for s in &info.sources {
-        let spec = SOURCES.iter().find(|x| x.name == s.name).context("unknown source")?;
-        let key = if spec.legacy { &info.id_rsa } else { &info.id_ed25519 };
+        let spec = SOURCES
+            .iter()
+            .find(|x| x.name == s.name)
+            .context("unknown source")?;
+        let key = if spec.legacy {
+            &info.id_rsa
+        } else {
+            &info.id_ed25519
+        };
         out += &format!(
             "\nHost {}\n  HostName {}\n  User root\n  Port 22\n  IdentityFile {}\n  IdentitiesOnly yes\n  \
              UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  BatchMode yes\n  \
@@ -353,7 +416,8 @@ fn lock(opts: &LabOptions) -> Result<fs::File> {
         .write(true)
         .open(&p)
         .with_context(|| format!("opening {}", p.display()))?;
-    f.lock().with_context(|| format!("locking {}", p.display()))?;
+    f.lock()
+        .with_context(|| format!("locking {}", p.display()))?;
     Ok(f)
 }
 
@@ -407,8 +471,11 @@ fn detach_loops(img: &Path) -> Result<()> {
     }
     for _ in 0..20 {
         let out = sh::cmd("losetup").arg("-j").arg(img).output()?;
-        let devs: Vec<String> =
-            out.lines().filter_map(|l| l.split(':').next()).map(String::from).collect();
+        let devs: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.split(':').next())
+            .map(String::from)
+            .collect();
         if devs.is_empty() {
             return Ok(());
         }
@@ -417,7 +484,11 @@ fn detach_loops(img: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    bail!("loop devices still point at {} (see `losetup -j {}`)", img.display(), img.display())
+    bail!(
+        "loop devices still point at {} (see `losetup -j {}`)",
+        img.display(),
+        img.display()
+    )
 }
 
 /// One status line per host; Ok(true) when everything is up.
@@ -448,10 +519,23 @@ pub fn status(opts: &LabOptions) -> Result<bool> {
         all &= e && alive && port;
         any |= e || alive;
     }
-    println!("lab: {}", if all { "UP" } else if any { "PARTIAL" } else { "DOWN" });
+    println!(
+        "lab: {}",
+        if all {
+            "UP"
+        } else if any {
+            "PARTIAL"
+        } else {
+            "DOWN"
+        }
+    );
     Ok(all || !any)
 }
 
 fn yes(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }

@@ -39,7 +39,22 @@ fn add(ns: &str) -> Result<()> {
 /// Create `hc-lan` with its bridge.
 pub fn create_lan() -> Result<()> {
     add(LAN_NS)?;
-    sh::run("ip", &["-n", LAN_NS, "link", "add", BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+    sh::run(
+        "ip",
+        &[
+            "-n",
+            LAN_NS,
+            "link",
+            "add",
+            BRIDGE,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ],
+    )?;
     sh::run("ip", &["-n", LAN_NS, "link", "set", BRIDGE, "up"])?;
     Ok(())
 }
@@ -49,13 +64,30 @@ pub fn create_host(h: &Host) -> Result<()> {
     add(h.ns)?;
     sh::run(
         "ip",
-        &["link", "add", "eth0", "netns", h.ns, "type", "veth", "peer", "name", h.port, "netns", LAN_NS],
+        &[
+            "link", "add", "eth0", "netns", h.ns, "type", "veth", "peer", "name", h.port, "netns",
+            LAN_NS,
+        ],
     )
     .with_context(|| format!("creating veth for {}", h.ns))?;
     sh::run("ip", &["-n", h.ns, "link", "set", "eth0", "address", h.mac])?;
-    sh::run("ip", &["-n", h.ns, "addr", "add", &format!("{}/24", h.ip), "dev", "eth0"])?;
+    sh::run(
+        "ip",
+        &[
+            "-n",
+            h.ns,
+            "addr",
+            "add",
+            &format!("{}/24", h.ip),
+            "dev",
+            "eth0",
+        ],
+    )?;
     sh::run("ip", &["-n", h.ns, "link", "set", "eth0", "up"])?;
-    sh::run("ip", &["-n", LAN_NS, "link", "set", h.port, "master", BRIDGE])?;
+    sh::run(
+        "ip",
+        &["-n", LAN_NS, "link", "set", h.port, "master", BRIDGE],
+    )?;
     sh::run("ip", &["-n", LAN_NS, "link", "set", h.port, "up"])?;
     Ok(())
 }
@@ -70,5 +102,7 @@ pub fn tcp_answers(from_ns: &str, ip: &str, port: u16) -> bool {
 /// One ARP ping from `from_ns` (out of its eth0) to `ip`: proves the
 /// bridge forwards (the host has arping but not necessarily ping).
 pub fn ping(from_ns: &str, ip: &str) -> bool {
-    sh::netns(from_ns, "arping").args(["-q", "-c1", "-w2", "-I", "eth0", ip]).succeeds()
+    sh::netns(from_ns, "arping")
+        .args(["-q", "-c1", "-w2", "-I", "eth0", ip])
+        .succeeds()
 }

@@ -29,24 +29,43 @@ pub struct Recipe {
     pub addr: &'static str,
 }
 
-pub const DEBIAN12: Recipe =
-    Recipe { name: "debian12", suite: Some("bookworm"), hostname: "src-debian12", addr: "198.51.100.11/24" };
-pub const DEBIAN11: Recipe =
-    Recipe { name: "debian11", suite: Some("bullseye"), hostname: "src-debian11", addr: "198.51.100.12/24" };
-pub const BUSYBOX: Recipe =
-    Recipe { name: "busybox", suite: None, hostname: "src-busybox", addr: "198.51.100.14/24" };
+pub const DEBIAN12: Recipe = Recipe {
+    name: "debian12",
+    suite: Some("bookworm"),
+    hostname: "src-debian12",
+    addr: "198.51.100.11/24",
+};
+pub const DEBIAN11: Recipe = Recipe {
+    name: "debian11",
+    suite: Some("bullseye"),
+    hostname: "src-debian11",
+    addr: "198.51.100.12/24",
+};
+pub const BUSYBOX: Recipe = Recipe {
+    name: "busybox",
+    suite: None,
+    hostname: "src-busybox",
+    addr: "198.51.100.14/24",
+};
 
 /// All recipes, in build order.
 pub const ALL: [&Recipe; 3] = [&DEBIAN12, &DEBIAN11, &BUSYBOX];
 
 /// Look up a recipe by name.
 pub fn by_name(name: &str) -> Result<&'static Recipe> {
-    ALL.iter().copied().find(|r| r.name == name).with_context(|| format!("no recipe named {name}"))
+    ALL.iter()
+        .copied()
+        .find(|r| r.name == name)
+        .with_context(|| format!("no recipe named {name}"))
 }
 
 impl Recipe {
     fn script(&self) -> &'static str {
-        if self.suite.is_some() { DEBIAN_SH } else { BUSYBOX_SH }
+        if self.suite.is_some() {
+            DEBIAN_SH
+        } else {
+            BUSYBOX_SH
+        }
     }
 
     /// The text the cache key is computed from.
@@ -86,7 +105,8 @@ impl Recipe {
         };
         eprint!("building {} rootfs ({what})... ", self.name);
         let t = Instant::now();
-        self.build(cache, &img).with_context(|| format!("building the {} rootfs failed", self.name))?;
+        self.build(cache, &img)
+            .with_context(|| format!("building the {} rootfs failed", self.name))?;
         eprintln!("done in {}s ({})", t.elapsed().as_secs(), img.display());
         Ok(img)
     }
@@ -112,7 +132,15 @@ impl Recipe {
     /// debootstrap cannot outlive a killed build.
     fn run_script(&self, tree: &Path, log: &Path) -> Result<()> {
         sh::cmd("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", self.script(), "build"])
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                self.script(),
+                "build",
+            ])
             .env("DIR", tree)
             .env("SUITE", self.suite.unwrap_or(""))
             .env("MIRROR", host_mirror())
@@ -137,7 +165,11 @@ pub fn host_mirror() -> String {
             let words: Vec<&str> = line.split_whitespace().collect();
             let url = match words.as_slice() {
                 ["URIs:", u, ..] => *u,
-                ["deb", rest @ ..] => rest.iter().find(|w| w.starts_with("http")).copied().unwrap_or(""),
+                ["deb", rest @ ..] => rest
+                    .iter()
+                    .find(|w| w.starts_with("http"))
+                    .copied()
+                    .unwrap_or(""),
                 _ => "",
             };
             if url.trim_end_matches('/').ends_with("/debian") {
@@ -150,7 +182,10 @@ pub fn host_mirror() -> String {
 
 /// `mkfs.ext4 -d TREE` into a sparse image sized tree + 30 % (min 256 MiB).
 fn make_ext4(tree: &Path, img: &Path, label: &str, log: &Path) -> Result<()> {
-    let du = sh::cmd("du").args(["-sk", "--one-file-system"]).arg(tree).output()?;
+    let du = sh::cmd("du")
+        .args(["-sk", "--one-file-system"])
+        .arg(tree)
+        .output()?;
     let kib: u64 = du
         .split_whitespace()
         .next()
@@ -170,10 +205,16 @@ fn make_ext4(tree: &Path, img: &Path, label: &str, log: &Path) -> Result<()> {
 /// rm -rf that never crosses into other filesystems.
 pub fn remove_tree(p: &Path) -> Result<()> {
     if p.exists() {
-        sh::cmd("rm").args(["-rf", "--one-file-system"]).arg(p).run()?;
+        sh::cmd("rm")
+            .args(["-rf", "--one-file-system"])
+            .arg(p)
+            .run()?;
     }
     if p.exists() {
-        bail!("could not remove {} (something mounted inside it?)", p.display());
+        bail!(
+            "could not remove {} (something mounted inside it?)",
+            p.display()
+        );
     }
     Ok(())
 }
@@ -187,14 +228,23 @@ mod tests {
         assert_eq!(DEBIAN12.hash12(), DEBIAN12.hash12());
         assert_eq!(DEBIAN12.hash12().len(), 12);
         let keys: Vec<String> = ALL.iter().map(|r| r.hash12()).collect();
-        assert!(keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k)), "{keys:?}");
+        assert!(
+            keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k)),
+            "{keys:?}"
+        );
     }
 
     #[test]
     fn any_change_to_a_recipe_changes_its_key() {
-        let changed = Recipe { addr: "198.51.100.99/24", ..DEBIAN12 };
+        let changed = Recipe {
+            addr: "198.51.100.99/24",
+            ..DEBIAN12
+        };
         assert_ne!(changed.hash12(), DEBIAN12.hash12());
         let path = DEBIAN12.image_path(Path::new("/cache"));
-        assert_eq!(path, PathBuf::from(format!("/cache/debian12-{}.img", DEBIAN12.hash12())));
+        assert_eq!(
+            path,
+            PathBuf::from(format!("/cache/debian12-{}.img", DEBIAN12.hash12()))
+        );
     }
 }

@@ -37,12 +37,22 @@ pub struct SourceSpec {
     pub legacy: bool,
 }
 
-pub const CLIENT: Host = Host { ns: "hc-client", port: "v-client", ip: "198.51.100.2", mac: "02:48:43:00:00:02" };
+pub const CLIENT: Host = Host {
+    ns: "hc-client",
+    port: "v-client",
+    ip: "198.51.100.2",
+    mac: "02:48:43:00:00:02",
+};
 
 pub const SOURCES: [SourceSpec; 4] = [
     SourceSpec {
         name: "debian12",
-        host: Host { ns: "hc-debian12", port: "v-debian12", ip: "198.51.100.11", mac: "02:48:43:00:00:11" },
+        host: Host {
+            ns: "hc-debian12",
+            port: "v-debian12",
+            ip: "198.51.100.11",
+            mac: "02:48:43:00:00:11",
+        },
         hostname: "src-debian12",
         recipe: &recipe::DEBIAN12,
         sshd: Sshd::OpenSsh,
@@ -50,7 +60,12 @@ pub const SOURCES: [SourceSpec; 4] = [
     },
     SourceSpec {
         name: "debian11",
-        host: Host { ns: "hc-debian11", port: "v-debian11", ip: "198.51.100.12", mac: "02:48:43:00:00:12" },
+        host: Host {
+            ns: "hc-debian11",
+            port: "v-debian11",
+            ip: "198.51.100.12",
+            mac: "02:48:43:00:00:12",
+        },
         hostname: "src-debian11",
         recipe: &recipe::DEBIAN11,
         sshd: Sshd::OpenSsh,
@@ -58,7 +73,12 @@ pub const SOURCES: [SourceSpec; 4] = [
     },
     SourceSpec {
         name: "legacy-ssh",
-        host: Host { ns: "hc-legacy", port: "v-legacy", ip: "198.51.100.13", mac: "02:48:43:00:00:13" },
+        host: Host {
+            ns: "hc-legacy",
+            port: "v-legacy",
+            ip: "198.51.100.13",
+            mac: "02:48:43:00:00:13",
+        },
         hostname: "src-legacy",
         recipe: &recipe::DEBIAN12,
         sshd: Sshd::OpenSsh,
@@ -66,7 +86,12 @@ pub const SOURCES: [SourceSpec; 4] = [
     },
     SourceSpec {
         name: "busybox",
-        host: Host { ns: "hc-busybox", port: "v-busybox", ip: "198.51.100.14", mac: "02:48:43:00:00:14" },
+        host: Host {
+            ns: "hc-busybox",
+            port: "v-busybox",
+            ip: "198.51.100.14",
+            mac: "02:48:43:00:00:14",
+        },
         hostname: "src-busybox",
         recipe: &recipe::BUSYBOX,
         sshd: Sshd::Dropbear,
@@ -76,7 +101,10 @@ pub const SOURCES: [SourceSpec; 4] = [
 
 /// Client-side options that match the legacy server's algorithms.
 pub const LEGACY_CLIENT_OPTS: &[(&str, &str)] = &[
-    ("KexAlgorithms", "diffie-hellman-group14-sha1,diffie-hellman-group1-sha1,diffie-hellman-group-exchange-sha1"),
+    (
+        "KexAlgorithms",
+        "diffie-hellman-group14-sha1,diffie-hellman-group1-sha1,diffie-hellman-group-exchange-sha1",
+    ),
     ("HostKeyAlgorithms", "ssh-rsa"),
     ("PubkeyAcceptedAlgorithms", "ssh-rsa"),
     ("Ciphers", "aes128-ctr,aes128-cbc,3des-cbc"),
@@ -117,25 +145,45 @@ impl SourceSpec {
 
     /// Write the per-lab files for this source into `stage` (a tree that is
     /// copied over the image root with `cp -a`).
-    fn stage_overlay(&self, stage: &Path, authorized_keys: &str, host_keys: Option<&Path>) -> Result<()> {
+    fn stage_overlay(
+        &self,
+        stage: &Path,
+        authorized_keys: &str,
+        host_keys: Option<&Path>,
+    ) -> Result<()> {
         recipe::remove_tree(stage)?;
         mkdir_mode(stage, 0o755)?;
         mkdir_mode(&stage.join("etc"), 0o755)?;
         mkdir_mode(&stage.join("etc/network"), 0o755)?;
         mkdir_mode(&stage.join("root"), 0o700)?;
         mkdir_mode(&stage.join("root/.ssh"), 0o700)?;
-        write_mode(&stage.join("etc/hostname"), &format!("{}\n", self.hostname), 0o644)?;
-        let hosts = format!("127.0.0.1\tlocalhost\n{}\t{}\n", self.host.ip, self.hostname);
+        write_mode(
+            &stage.join("etc/hostname"),
+            &format!("{}\n", self.hostname),
+            0o644,
+        )?;
+        let hosts = format!(
+            "127.0.0.1\tlocalhost\n{}\t{}\n",
+            self.host.ip, self.hostname
+        );
         write_mode(&stage.join("etc/hosts"), &hosts, 0o644)?;
         let ifaces = format!(
             "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n\taddress {}\n",
             self.addr()
         );
         write_mode(&stage.join("etc/network/interfaces"), &ifaces, 0o644)?;
-        write_mode(&stage.join("root/.ssh/authorized_keys"), authorized_keys, 0o600)?;
+        write_mode(
+            &stage.join("root/.ssh/authorized_keys"),
+            authorized_keys,
+            0o600,
+        )?;
         if self.legacy {
             mkdir_mode(&stage.join("etc/ssh"), 0o755)?;
-            write_mode(&stage.join("etc/ssh/sshd_config"), LEGACY_SSHD_CONFIG, 0o644)?;
+            write_mode(
+                &stage.join("etc/ssh/sshd_config"),
+                LEGACY_SSHD_CONFIG,
+                0o644,
+            )?;
         }
         if let Some(dir) = host_keys {
             mkdir_mode(&stage.join("etc/ssh"), 0o755)?;
@@ -160,10 +208,22 @@ impl SourceSpec {
         host_keys: Option<&Path>,
     ) -> Result<ImageFacts> {
         let _ = fs::remove_file(disk);
-        sh::cmd("cp").arg("--sparse=always").arg(cached).arg(disk).run()?;
+        sh::cmd("cp")
+            .arg("--sparse=always")
+            .arg(cached)
+            .arg(disk)
+            .run()?;
         self.stage_overlay(stage, keys, host_keys)?;
         let out = sh::cmd("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", OVERLAY_SH, "overlay"])
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                OVERLAY_SH,
+                "overlay",
+            ])
             .arg(disk)
             .arg(stage)
             .output()
@@ -184,7 +244,15 @@ impl SourceSpec {
         };
         let script = format!("{START_SH}\n{daemon}\n");
         let (mut cmd, shown) = sh::netns(self.host.ns, "unshare")
-            .args(["--mount", "--uts", "--pid", "--fork", "--kill-child", "--propagation", "private"])
+            .args([
+                "--mount",
+                "--uts",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--propagation",
+                "private",
+            ])
             .args(["sh", "-c", &script, "start"])
             .arg(self.hostname)
             .arg(disk)
@@ -192,10 +260,18 @@ impl SourceSpec {
             .into_command();
         let logf = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         cmd.env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("LANG", "C")
-            .stdin(Stdio::null()).stdout(logf.try_clone()?).stderr(logf).process_group(0);
-        let child = cmd.spawn().with_context(|| format!("cannot start `{shown}`"))?;
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start `{shown}`"))?;
         Ok(child.id())
     }
 }
@@ -218,7 +294,8 @@ pub fn ensure_own_host_keys(cache: &Path, spec: &SourceSpec) -> Result<PathBuf> 
             .arg(tmp.join(format!("ssh_host_{t}_key")))
             .run()?;
     }
-    fs::rename(&tmp, &dir).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
+    fs::rename(&tmp, &dir)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
     Ok(dir)
 }
 
@@ -295,7 +372,10 @@ fn write_mode(p: &Path, text: &str, mode: u32) -> Result<()> {
 pub fn pid_is_ours(pid: u32) -> bool {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().next());
     let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
     first.ends_with(b"unshare") && state.is_some_and(|s| s != "Z")
 }
@@ -307,7 +387,11 @@ pub fn pid_file(lab: &Path, name: &str) -> PathBuf {
 
 /// Read a recorded PID, if any.
 pub fn read_pid(lab: &Path, name: &str) -> Option<u32> {
-    fs::read_to_string(pid_file(lab, name)).ok()?.trim().parse().ok()
+    fs::read_to_string(pid_file(lab, name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Ensure the source answers on port 22 from the client namespace.
