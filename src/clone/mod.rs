@@ -102,6 +102,7 @@ pub async fn list_source(
         .partitions
         .iter()
         .filter_map(|p| p.mount_point.as_deref())
+        .chain(plan.merged_into_root.iter().map(String::as_str))
         .collect();
     let cmd = listing::command(&inv.capabilities, &roots);
     let out = session.run(&cmd, b"").await.map_err(CloneError::Ssh)?;

@@ -34,6 +34,10 @@ pub struct Plan {
     pub excludes: Vec<Exclude>,
     /// Source interfaces and the VM NIC that takes over their addresses.
     pub network: Vec<NicMapping>,
+    /// Mount points whose files go into the root filesystem instead of a
+    /// partition of their own (`--consolidate`).
+    #[serde(default)]
+    pub merged_into_root: Vec<String>,
     /// The source uses SELinux but its tar cannot copy labels: the clone
     /// gets /.autorelabel and relabels itself at first boot.
     #[serde(default)]
@@ -122,6 +126,8 @@ pub struct PlanOptions {
     pub excludes: Vec<String>,
     /// The kernel the clone boots; default: the newest installed.
     pub kernel: Option<String>,
+    /// One filesystem for everything: every copied mount point goes into /.
+    pub consolidate: bool,
 }
 
 impl PlanOptions {
@@ -133,6 +139,7 @@ impl PlanOptions {
             include_mounts: vec![],
             excludes: vec![],
             kernel: None,
+            consolidate: false,
         }
     }
 }
@@ -213,6 +220,22 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
         });
     }
     copied.sort_by_key(|m| layout::order_key(&m.mount_point));
+    let merged_into_root: Vec<String> = if opts.consolidate {
+        copied.iter().filter(|m| m.mount_point != "/").map(|m| m.mount_point.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    if !merged_into_root.is_empty() {
+        notes.push(format!(
+            "{} go into the / filesystem (--consolidate); their fstab lines are commented out",
+            merged_into_root.join(", ")
+        ));
+    }
+    let merged_usage = |field: fn(&crate::probe::Mount) -> Option<u64>| -> Option<u64> {
+        copied.iter().map(|m| field(m)).sum()
+    };
+    let (root_used, root_inodes) = (merged_usage(|m| m.bytes_used), merged_usage(|m| m.inodes_used));
+    copied.retain(|m| !merged_into_root.contains(&m.mount_point));
     let boot_on_own_fs = copied.iter().any(|m| m.mount_point == "/boot");
 
     let mut partitions = Vec::new();
@@ -222,8 +245,11 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
     for m in &copied {
         let holds_boot = m.mount_point == "/boot" || (m.mount_point == "/" && !boot_on_own_fs);
         let choice = fs_rules::choose(&m.fs_type, kernel, bootloader, holds_boot)?;
-        let used = m.bytes_used.unwrap_or(0);
-        if m.bytes_used.is_none() {
+        let consolidated_root = m.mount_point == "/" && !merged_into_root.is_empty();
+        let (bytes_used, inodes_used) =
+            if consolidated_root { (root_used, root_inodes) } else { (m.bytes_used, m.inodes_used) };
+        let used = bytes_used.unwrap_or(0);
+        if bytes_used.is_none() {
             notes.push(format!(
                 "{}: usage unknown (df failed); sized at the minimum, check it",
                 m.mount_point
@@ -249,10 +275,10 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
             role: PartitionRole::Filesystem,
             size_bytes: size,
             mount_point: Some(m.mount_point.clone()),
-            inodes: layout::inode_count(size, m.inodes_used),
+            inodes: layout::inode_count(size, inodes_used),
             label: m.label.clone(),
             source_device: Some(m.device.clone()),
-            source_used_bytes: m.bytes_used,
+            source_used_bytes: bytes_used,
             fs: Some(choice),
         });
     }
@@ -328,6 +354,7 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
         },
         excludes,
         network: nic_mappings(inv),
+        merged_into_root,
         autorelabel,
     };
     plan.validate()?;
@@ -570,6 +597,13 @@ impl Plan {
                         format_bytes(used)
                     ));
                 }
+            }
+        }
+        for m in &self.merged_into_root {
+            if !m.starts_with('/') || m == "/" || seen.contains(&m.as_str()) {
+                return invalid(format!(
+                    "merged_into_root lists {m:?}: it must be an absolute mount point other than / with no partition of its own"
+                ));
             }
         }
         let numbers: Vec<u32> = parts.iter().map(|p| p.number).collect();
