@@ -7,9 +7,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 use hotclone::clone::{self, AgentCommand};
 use hotclone::migration::{self, Migration};
-use hotclone::plan::{self, Plan, PlanOptions, TargetSpec};
+use hotclone::plan::{self, Plan, TargetSpec};
 use hotclone::units::format_bytes;
 
+use super::plan::PlanFlags;
 use super::progress::CliProgress;
 use super::render;
 use super::ssh_args::SshArgs;
@@ -40,6 +41,9 @@ pub struct CloneArgs {
     /// Progress and the result as JSON lines on stdout.
     #[arg(long)]
     pub json: bool,
+    /// (ignored with --plan, which holds these choices already)
+    #[command(flatten)]
+    pub planning: PlanFlags,
     #[command(flatten)]
     pub ssh: SshArgs,
 }
@@ -59,7 +63,7 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
                 .target
                 .clone()
                 .context("--target is needed without --plan")?;
-            plan::make(&inventory, &PlanOptions::new(target))?
+            plan::make(&inventory, &args.planning.options(target))?
         }
     };
     if plan.source.hostname != inventory.hostname {

@@ -38,6 +38,16 @@ pub struct PlanArgs {
     /// Print the plan as TOML instead of a summary.
     #[arg(long)]
     pub toml: bool,
+    #[command(flatten)]
+    pub planning: PlanFlags,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+}
+
+/// Planning choices, shared by `plan` and `clone`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Planning options")]
+pub struct PlanFlags {
     /// Also copy this mount point although it is on another disk than /
     /// (repeatable).
     #[arg(long, value_name = "MOUNTPOINT")]
@@ -51,8 +61,22 @@ pub struct PlanArgs {
     /// The installed kernel the clone will boot (default: the newest).
     #[arg(long, value_name = "RELEASE")]
     pub kernel: Option<String>,
-    #[command(flatten)]
-    pub ssh: SshArgs,
+    /// Put every copied filesystem into one root filesystem.
+    #[arg(long)]
+    pub consolidate: bool,
+}
+
+impl PlanFlags {
+    pub fn options(&self, target: TargetSpec) -> PlanOptions {
+        PlanOptions {
+            headroom_percent: self.headroom,
+            include_mounts: self.include_mount.clone(),
+            excludes: self.exclude.clone(),
+            kernel: self.kernel.clone(),
+            consolidate: self.consolidate,
+            ..PlanOptions::new(target)
+        }
+    }
 }
 
 async fn inventory(args: &PlanArgs) -> anyhow::Result<Inventory> {
@@ -80,13 +104,7 @@ async fn inventory(args: &PlanArgs) -> anyhow::Result<Inventory> {
 
 pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
     let inventory = inventory(&args).await?;
-    let options = PlanOptions {
-        headroom_percent: args.headroom,
-        include_mounts: args.include_mount.clone(),
-        excludes: args.exclude.clone(),
-        kernel: args.kernel.clone(),
-        ..PlanOptions::new(args.target.clone())
-    };
+    let options = args.planning.options(args.target.clone());
     let plan = plan::make(&inventory, &options)?;
     let toml = plan.to_toml();
     if let Some(path) = &args.output {

@@ -221,7 +221,11 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
     }
     copied.sort_by_key(|m| layout::order_key(&m.mount_point));
     let merged_into_root: Vec<String> = if opts.consolidate {
-        copied.iter().filter(|m| m.mount_point != "/").map(|m| m.mount_point.clone()).collect()
+        copied
+            .iter()
+            .filter(|m| m.mount_point != "/")
+            .map(|m| m.mount_point.clone())
+            .collect()
     } else {
         Vec::new()
     };
@@ -234,7 +238,10 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
     let merged_usage = |field: fn(&crate::probe::Mount) -> Option<u64>| -> Option<u64> {
         copied.iter().map(|m| field(m)).sum()
     };
-    let (root_used, root_inodes) = (merged_usage(|m| m.bytes_used), merged_usage(|m| m.inodes_used));
+    let (root_used, root_inodes) = (
+        merged_usage(|m| m.bytes_used),
+        merged_usage(|m| m.inodes_used),
+    );
     copied.retain(|m| !merged_into_root.contains(&m.mount_point));
     let boot_on_own_fs = copied.iter().any(|m| m.mount_point == "/boot");
 
@@ -246,8 +253,11 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
         let holds_boot = m.mount_point == "/boot" || (m.mount_point == "/" && !boot_on_own_fs);
         let choice = fs_rules::choose(&m.fs_type, kernel, bootloader, holds_boot)?;
         let consolidated_root = m.mount_point == "/" && !merged_into_root.is_empty();
-        let (bytes_used, inodes_used) =
-            if consolidated_root { (root_used, root_inodes) } else { (m.bytes_used, m.inodes_used) };
+        let (bytes_used, inodes_used) = if consolidated_root {
+            (root_used, root_inodes)
+        } else {
+            (m.bytes_used, m.inodes_used)
+        };
         let used = bytes_used.unwrap_or(0);
         if bytes_used.is_none() {
             notes.push(format!(

@@ -266,11 +266,20 @@ fn consolidate_puts_every_copied_filesystem_into_root() {
     let mut opts = target("image:/vm/a.img");
     opts.consolidate = true;
     let plan = make(&debian5(), &opts).unwrap();
-    let mps: Vec<Option<&str>> = plan.disk.partitions.iter().map(|p| p.mount_point.as_deref()).collect();
+    let mps: Vec<Option<&str>> = plan
+        .disk
+        .partitions
+        .iter()
+        .map(|p| p.mount_point.as_deref())
+        .collect();
     assert_eq!(mps, vec![Some("/"), None], "one filesystem and swap");
     assert_eq!(plan.merged_into_root, vec!["/var"]);
     let root = fs_part(&plan, "/");
-    assert_eq!(root.source_used_bytes, Some((3014476 + 8120408) * 1024), "/ holds the data of / and /var");
+    assert_eq!(
+        root.source_used_bytes,
+        Some((3014476 + 8120408) * 1024),
+        "/ holds the data of / and /var"
+    );
     assert!(plan.notes.iter().any(|n| n.contains("--consolidate")));
     assert_eq!(Plan::from_toml(&plan.to_toml()).unwrap(), plan);
     let mut bad = plan.clone();
