@@ -142,13 +142,7 @@ fn clone_and_boot(source: &str) {
         Some("52:54:00:c1:0e:01"),
         "the VM's own MAC, not the source's"
     );
-    let root = inv
-        .storage
-        .mounts
-        .iter()
-        .rev()
-        .find(|m| m.mount_point == "/")
-        .unwrap();
+    let root = inv.root_mount().unwrap();
     assert!(
         root.device.starts_with("/dev/vda"),
         "root on the virtio disk: {root:?}"

@@ -23,13 +23,7 @@ fn probe_json(lab: &Lab, source: &str) -> Inventory {
 /// What every lab source must report, whatever its userland.
 fn assert_common(inv: &Inventory, src: &LabSource) {
     assert_eq!(inv.hostname, src.hostname);
-    let root = inv
-        .storage
-        .mounts
-        .iter()
-        .rev()
-        .find(|m| m.mount_point == "/")
-        .expect("a root mount");
+    let root = inv.root_mount().expect("a root mount");
     assert_eq!(root.fs_type, src.root_fstype, "root mount: {root:?}");
     assert_eq!(root.kind, MountKind::Disk);
     assert!(
@@ -88,13 +82,7 @@ fn assert_common(inv: &Inventory, src: &LabSource) {
 
 fn assert_debian(inv: &Inventory, src: &LabSource) {
     assert_common(inv, src);
-    let root = inv
-        .storage
-        .mounts
-        .iter()
-        .rev()
-        .find(|m| m.mount_point == "/")
-        .unwrap();
+    let root = inv.root_mount().unwrap();
     assert_eq!(
         root.uuid.as_deref(),
         Some(common::image_uuid(&src.image).as_str()),
@@ -196,13 +184,7 @@ fn probe_busybox_source_falls_back_to_busybox_tools() {
         .expect("fstab has /");
     assert_eq!(fstab_root.spec, "/dev/hda1");
     // busybox-static has no blkid applet: the UUID is unknown, not invented.
-    let root = inv
-        .storage
-        .mounts
-        .iter()
-        .rev()
-        .find(|m| m.mount_point == "/")
-        .unwrap();
+    let root = inv.root_mount().unwrap();
     assert_eq!(root.uuid, None);
 }
 

@@ -28,10 +28,8 @@ pub fn disk_of(devices: &[BlockDevice], device_path: &str) -> Option<String> {
 /// the user names their mount point in `include`).
 pub fn select<'a>(inv: &'a Inventory, include: &[String]) -> Vec<Selection<'a>> {
     let mounts = &inv.storage.mounts;
-    let root_disk = mounts
-        .iter()
-        .rev()
-        .find(|m| m.mount_point == "/")
+    let root_disk = inv
+        .root_mount()
         .and_then(|m| disk_of(&inv.storage.block_devices, &m.device));
     let mut seen_devices: Vec<&str> = Vec::new();
     let mut out = Vec::new();

@@ -26,6 +26,18 @@ pub struct Inventory {
     pub warnings: Vec<String>,
 }
 
+impl Inventory {
+    /// The filesystem mounted at / (the last one, as the kernel lists an
+    /// old-style `rootfs` entry first).
+    pub fn root_mount(&self) -> Option<&Mount> {
+        self.storage
+            .mounts
+            .iter()
+            .rev()
+            .find(|m| m.mount_point == "/")
+    }
+}
+
 /// Which family of distributions a source belongs to. Later stages choose
 /// their conversion modules from this, in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -80,10 +80,12 @@ fn golden_inventory_round_trips_through_json() {
     assert_eq!(serde_json::to_string_pretty(&inv).unwrap() + "\n", text);
 }
 
-fn run_script_locally(shell: &str) -> Inventory {
+/// Run the probe script under `program args` (a shell reading stdin) on
+/// this machine; returns its stdout.
+fn run_script_locally(program: &str, args: &[&str]) -> Vec<u8> {
     use std::io::Write;
-    let mut child = Command::new(shell)
-        .arg("-s")
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -101,7 +103,7 @@ fn run_script_locally(shell: &str) -> Inventory {
         "script printed nothing: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    from_output("local", &out.stdout)
+    out.stdout
 }
 
 fn local(cmd: &str, args: &[&str]) -> String {
@@ -115,17 +117,11 @@ fn local(cmd: &str, args: &[&str]) -> String {
 /// machine under dash and compare with what this machine says directly.
 #[test]
 fn script_runs_under_dash_and_reports_this_machine() {
-    let inv = run_script_locally("/bin/sh");
+    let inv = from_output("local", &run_script_locally("/bin/sh", &["-s"]));
     assert_eq!(inv.kernel.running, local("uname", &["-r"]));
     assert_eq!(inv.kernel.arch, local("uname", &["-m"]));
     assert_eq!(inv.hostname, local("uname", &["-n"]));
-    let root = inv
-        .storage
-        .mounts
-        .iter()
-        .rev()
-        .find(|m| m.mount_point == "/")
-        .expect("a root mount");
+    let root = inv.root_mount().expect("a root mount");
     assert_eq!(
         root.fs_type,
         local("findmnt", &["-n", "-o", "FSTYPE", "/"])
@@ -144,21 +140,8 @@ fn script_runs_under_dash_and_reports_this_machine() {
 fn script_runs_to_the_end_under_busybox_ash() {
     let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists())
         .expect("busybox is needed for this test (apt-get install busybox-static; cargo xtask test installs it)");
-    use std::io::Write;
-    let mut child = Command::new(busybox)
-        .args(["sh", "-s"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script::script().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let s = sections::split(&out.stdout);
+    let out = run_script_locally(busybox, &["sh", "-s"]);
+    let s = sections::split(&out);
     assert_eq!(
         s.cmds["tools"].status,
         Some(0),
