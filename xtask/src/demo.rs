@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use crate::{apt, lab, suite};
 
 pub fn run() -> Result<()> {
-    apt::ensure_packages(suite::PACKAGES)?;
+    apt::ensure_packages(&suite::packages())?;
     let root = lab::workspace_root();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)

@@ -11,24 +11,22 @@ use anyhow::{bail, Context, Result};
 
 use crate::{apt, lab};
 
-/// Debian packages the suite needs beyond the Rust toolchain.
-pub const PACKAGES: &[&str] = &[
-    "debootstrap",
-    "dropbear-bin",
-    "busybox-static",
-    "openssh-client",
-    "e2fsprogs",
-    "iproute2",
-    "util-linux",
-    "tcpdump",
-    "arping",
-    // Boot tests of cloned disks (TCG) and qcow2 images.
-    "qemu-system-x86",
-    "qemu-utils",
-];
+/// Debian packages the suite needs beyond the lab's own
+/// ([`lab::HOST_PACKAGES`]): QEMU for the boot tests of cloned disks (TCG)
+/// and qemu-img for qcow2 images.
+pub const BOOT_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-utils"];
+
+/// Everything `test` and `demo` need.
+pub fn packages() -> Vec<&'static str> {
+    lab::HOST_PACKAGES
+        .iter()
+        .chain(BOOT_PACKAGES)
+        .copied()
+        .collect()
+}
 
 pub fn run(keep_lab: bool, cargo_args: &[String]) -> Result<()> {
-    apt::ensure_packages(PACKAGES)
+    apt::ensure_packages(&packages())
         .context("installing the Debian packages the test suite needs")?;
     let opts = lab::LabOptions::from_env();
     let started = std::time::Instant::now();
