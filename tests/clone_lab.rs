@@ -12,7 +12,13 @@ use common::image::MountedImage;
 use common::vm::BootedVm;
 use common::{lab, run, run_ok, Lab};
 
+/// Tests that boot a VM (one boot segment) or change a source's files
+/// (another test's comparison would see it) take turns.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn workdir(tag: &str) -> PathBuf {
     let dir = common::lab_dir()
@@ -25,6 +31,16 @@ fn workdir(tag: &str) -> PathBuf {
 
 /// Run `hotclone clone`; returns the image path.
 fn clone(lab: &Lab, source: &str, dir: &std::path::Path, target: &str) -> PathBuf {
+    clone_with(lab, source, dir, target, &[])
+}
+
+fn clone_with(
+    lab: &Lab,
+    source: &str,
+    dir: &std::path::Path,
+    target: &str,
+    extra: &[&str],
+) -> PathBuf {
     let out = run(lab
         .hotclone()
         .env("HOTCLONE_HOME", dir.join("home"))
@@ -32,7 +48,8 @@ fn clone(lab: &Lab, source: &str, dir: &std::path::Path, target: &str) -> PathBu
         .arg(&lab.ssh_config)
         .arg(source)
         .arg("--target")
-        .arg(target));
+        .arg(target)
+        .args(extra));
     let code = out.status.code();
     assert!(code == Some(0) || code == Some(3), "clone failed");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -63,7 +80,7 @@ fn source_ssh(lab: &Lab, source: &str, command: &str) -> String {
 /// against the lab's record of the source), reports the source's hostname,
 /// and holds the marker written on the source just before the clone.
 fn clone_and_boot(source: &str) {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = one_at_a_time();
     let lab = lab();
     let src = lab.source(source);
     let dir = workdir(source);
@@ -190,13 +207,17 @@ fn sorted_without_dir_sizes(out: &str) -> Vec<String> {
 /// mode, owner, size, mtime, link target) as the source lists them.
 #[test]
 fn clone_busybox_copies_every_file_faithfully() {
+    let _one = one_at_a_time();
     let lab = lab();
     let dir = workdir("busybox");
-    let image = clone(
+    // Small batches: many tar runs (and, on busybox, many xargs'd tars)
+    // feed one stream.
+    let image = clone_with(
         &lab,
         "busybox",
         &dir,
         &format!("image:{}/busybox.img", dir.display()),
+        &["--tar-batch-files", "40"],
     );
     let mounted = MountedImage::mount(&image, 2, &dir.join("mnt"));
     let source: Vec<String> = {
@@ -308,6 +329,7 @@ fn clone_refuses_existing_image_and_small_disk_and_leaves_nothing() {
 /// says nothing about it: the check against the listing must catch it.
 #[test]
 fn clone_marks_a_file_written_during_the_copy_as_dirty() {
+    let _one = one_at_a_time();
     let lab = lab();
     let dir = workdir("hot");
     // A writer on the source that appends for a while, then stops by itself.

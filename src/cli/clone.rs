@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use hotclone::clone::{self, AgentCommand};
+use hotclone::clone::{self, AgentCommand, Batching};
 use hotclone::migration::{self, Migration};
 use hotclone::plan::{self, Plan, TargetSpec};
 use hotclone::units::format_bytes;
@@ -41,6 +41,9 @@ pub struct CloneArgs {
     /// Progress and the result as JSON lines on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Files per tar run on the source; each run is one batch.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub tar_batch_files: usize,
     /// (ignored with --plan, which holds these choices already)
     #[command(flatten)]
     pub planning: PlanFlags,
@@ -103,6 +106,10 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
         &plan,
         &migration,
         &agent,
+        Batching {
+            max_files: args.tar_batch_files.max(1),
+            ..Batching::default()
+        },
         &mut progress,
     )
     .await;

@@ -62,6 +62,54 @@ pub struct AgentCommand {
     pub program: PathBuf,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::listing::FileKind;
+
+    fn f(path: &str, size: u64) -> ListedFile {
+        ListedFile {
+            path: path.as_bytes().to_vec(),
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size,
+            mtime: 0,
+            mtime_nsec: 0,
+            ctime: 0,
+            inode: 0,
+            nlink: 1,
+            dev: 0,
+        }
+    }
+
+    #[test]
+    fn batches_respect_file_and_byte_limits_and_skip_the_root() {
+        let files = [
+            f("/", 0),
+            f("/a", 10),
+            f("/b", 10),
+            f("/c", 10),
+            f("/big", 100),
+            f("/d", 1),
+        ];
+        let refs: Vec<&ListedFile> = files.iter().collect();
+        let lists = batches(
+            &refs,
+            Batching {
+                max_files: 2,
+                max_bytes: 50,
+            },
+        );
+        let shown: Vec<String> = lists
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).replace('\0', " "))
+            .collect();
+        assert_eq!(shown, vec!["a b ", "c ", "big ", "d "]);
+    }
+}
+
 /// What the copy achieved.
 #[derive(Debug, Default)]
 pub struct CopyOutcome {
@@ -73,24 +121,120 @@ pub struct CopyOutcome {
     pub tar_messages: Vec<String>,
 }
 
-/// Send `files` (absolute source paths) into `root`.
+/// How files are grouped into remote tar runs. Each batch is one `tar`
+/// on the source; all batches flow into one wire stream and one agent.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub max_files: usize,
+    pub max_bytes: u64,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            max_files: 20_000,
+            max_bytes: 2 << 30,
+        }
+    }
+}
+
+/// Split `files` into NUL-separated relative path lists, each within the
+/// batching limits (a single file larger than `max_bytes` is a batch alone).
+pub fn batches(files: &[&ListedFile], limits: Batching) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut list, mut count, mut bytes) = (Vec::new(), 0usize, 0u64);
+    for f in files {
+        let rel = f.path.strip_prefix(b"/").unwrap_or(&f.path);
+        if rel.is_empty() {
+            continue;
+        }
+        if count > 0 && (count >= limits.max_files || bytes + f.size > limits.max_bytes) {
+            out.push(std::mem::take(&mut list));
+            (count, bytes) = (0, 0);
+        }
+        list.extend_from_slice(rel);
+        list.push(0);
+        count += 1;
+        bytes += f.size;
+    }
+    if count > 0 {
+        out.push(list);
+    }
+    out
+}
+
+type AgentWire = WireWriter<Counting<std::process::ChildStdin>>;
+
+/// One remote tar run: feed it `list`, pump its stream into `out`.
+/// Returns what was pumped and tar's stderr.
+async fn run_batch(
+    session: &Session,
+    caps: &Capabilities,
+    list: Vec<u8>,
+    out: &mut AgentWire,
+    progress: &mut dyn Progress,
+) -> Result<(PumpStats, String), CloneError> {
+    let mut remote = session
+        .exec(&tar_command(caps))
+        .await
+        .map_err(CloneError::Ssh)?;
+    let mut tar_in = remote
+        .take_stdin()
+        .ok_or_else(|| CloneError::internal("tar stdin"))?;
+    let tar_out = remote
+        .take_stdout()
+        .ok_or_else(|| CloneError::internal("tar stdout"))?;
+    let mut tar_err = remote
+        .take_stderr()
+        .ok_or_else(|| CloneError::internal("tar stderr"))?;
+    let feeder = tokio::spawn(async move {
+        tar_in.write_all(&list).await?;
+        tar_in.shutdown().await
+    });
+    let stderr_task = tokio::spawn(async move {
+        let mut text = Vec::new();
+        let _ = tar_err.read_to_end(&mut text).await;
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    // The pump blocks; block_in_place keeps the other tasks running.
+    let pumped = tokio::task::block_in_place(|| {
+        tar_to_wire::pump(SyncIoBridge::new(tar_out), out, progress)
+    });
+    let tar_stderr = stderr_task.await.unwrap_or_default();
+    let fed = feeder.await;
+    let tar_status = remote.wait().await.map_err(CloneError::Ssh)?;
+    let stats = pumped.map_err(|e| CloneError::Stream {
+        error: e,
+        tar_stderr: tar_stderr.clone(),
+    })?;
+    if let Ok(Err(e)) = fed {
+        return Err(CloneError::Remote {
+            what: format!("sending the file list to the source's tar: {e}"),
+            stderr: tar_stderr,
+        });
+    }
+    // GNU tar: 1 = some files changed while read (reported per file), 2 = fatal.
+    let tar_ok = tar_status.success()
+        || (caps.tar.flavour == TarFlavour::Gnu && tar_status == ExitStatus::Code(1));
+    if !tar_ok {
+        return Err(CloneError::Remote {
+            what: format!("the source's tar failed ({tar_status})"),
+            stderr: tar_stderr,
+        });
+    }
+    Ok((stats, tar_stderr))
+}
+
+/// Send `files` (absolute source paths) into `root`, in batches.
 pub async fn copy(
     session: &Session,
     caps: &Capabilities,
     files: &[&ListedFile],
     root: &Path,
     agent: &AgentCommand,
+    batching: Batching,
     progress: &mut dyn Progress,
 ) -> Result<CopyOutcome, CloneError> {
-    let mut list = Vec::new();
-    for f in files {
-        let rel = f.path.strip_prefix(b"/").unwrap_or(&f.path);
-        if !rel.is_empty() {
-            list.extend_from_slice(rel);
-            list.push(0);
-        }
-    }
-
     let mut agent_child = Command::new(&agent.program)
         .arg("agent")
         .arg("--root")
@@ -118,67 +262,46 @@ pub async fn copy(
             .collect()
     });
 
-    let mut remote = session
-        .exec(&tar_command(caps))
-        .await
-        .map_err(CloneError::Ssh)?;
-    let mut tar_in = remote
-        .take_stdin()
-        .ok_or_else(|| CloneError::internal("tar stdin"))?;
-    let tar_out = remote
-        .take_stdout()
-        .ok_or_else(|| CloneError::internal("tar stdout"))?;
-    let mut tar_err = remote
-        .take_stderr()
-        .ok_or_else(|| CloneError::internal("tar stderr"))?;
-    let feeder = tokio::spawn(async move {
-        tar_in.write_all(&list).await?;
-        tar_in.shutdown().await
-    });
-    let stderr_task = tokio::spawn(async move {
-        let mut text = Vec::new();
-        let _ = tar_err.read_to_end(&mut text).await;
-        String::from_utf8_lossy(&text).into_owned()
-    });
-
-    // The pump blocks; block_in_place keeps the other tasks running.
-    let pumped = tokio::task::block_in_place(|| {
-        let mut out = WireWriter::new(Counting {
-            inner: agent_in,
-            bytes: 0,
-        })?;
-        let stats = tar_to_wire::pump(SyncIoBridge::new(tar_out), &mut out, progress)?;
-        let counted = out.finish()?;
-        Ok::<_, crate::stream::StreamError>((stats, counted.bytes))
-    });
-    let tar_stderr = stderr_task.await.unwrap_or_default();
-    let fed = feeder.await;
-    let tar_status = remote.wait().await.map_err(CloneError::Ssh)?;
+    let mut out = WireWriter::new(Counting {
+        inner: agent_in,
+        bytes: 0,
+    })
+    .map_err(|e| CloneError::Stream {
+        error: e.into(),
+        tar_stderr: String::new(),
+    })?;
+    let mut stats = PumpStats::default();
+    let mut tar_stderr = String::new();
+    for list in batches(files, batching) {
+        let (batch, stderr) = match run_batch(session, caps, list, &mut out, progress).await {
+            Ok(done) => done,
+            Err(e) => {
+                // Close the stream and let the agent finish before the
+                // caller unmounts what it writes to.
+                drop(out);
+                let _ = agent_child.wait();
+                let _ = ack_reader.join();
+                return Err(e);
+            }
+        };
+        stats.entries += batch.entries;
+        stats.files += batch.files;
+        stats.bytes += batch.bytes;
+        stats.skipped += batch.skipped;
+        tar_stderr.push_str(&stderr);
+    }
+    let wire_bytes = out
+        .finish()
+        .map_err(|e| CloneError::Stream {
+            error: e.into(),
+            tar_stderr: tar_stderr.clone(),
+        })?
+        .bytes;
     let agent_status = agent_child.wait().map_err(|source| CloneError::Agent {
         what: "waiting for the agent".into(),
         source,
     })?;
     let ack_lines = ack_reader.join().unwrap_or_default();
-
-    let (stats, wire_bytes) = pumped.map_err(|e| CloneError::Stream {
-        error: e,
-        tar_stderr: tar_stderr.clone(),
-    })?;
-    if let Ok(Err(e)) = fed {
-        return Err(CloneError::Remote {
-            what: format!("sending the file list to the source's tar: {e}"),
-            stderr: tar_stderr,
-        });
-    }
-    // GNU tar: 1 = some files changed while read (reported per file), 2 = fatal.
-    let tar_ok = tar_status.success()
-        || (caps.tar.flavour == TarFlavour::Gnu && tar_status == ExitStatus::Code(1));
-    if !tar_ok {
-        return Err(CloneError::Remote {
-            what: format!("the source's tar failed ({tar_status})"),
-            stderr: tar_stderr,
-        });
-    }
     if !agent_status.success() {
         return Err(CloneError::AgentFailed {
             status: agent_status.to_string(),

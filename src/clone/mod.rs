@@ -28,7 +28,7 @@ use crate::ssh::Session;
 use crate::stream::listing::{self, FileKind, ListedFile};
 use crate::target::image;
 
-pub use copy::AgentCommand;
+pub use copy::{AgentCommand, Batching};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloneError {
@@ -147,6 +147,7 @@ pub async fn run(
     plan: &Plan,
     migration: &Migration,
     agent: &AgentCommand,
+    batching: Batching,
     progress: &mut dyn Progress,
 ) -> Result<CloneReport, CloneError> {
     let started = Instant::now();
@@ -175,6 +176,7 @@ pub async fn run(
         &refs,
         &prepared.root,
         agent,
+        batching,
         progress,
     )
     .await?;
