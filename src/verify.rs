@@ -264,23 +264,6 @@ mod tests {
         }
     }
 
-    fn listed(path: &str, size: u64, mtime: i64) -> ListedFile {
-        ListedFile {
-            path: path.as_bytes().to_vec(),
-            kind: FileKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size,
-            mtime,
-            mtime_nsec: 0,
-            ctime: 0,
-            inode: 1,
-            nlink: 1,
-            dev: 1,
-        }
-    }
-
     #[test]
     fn tree_check_finds_changed_content_mode_and_missing_files() {
         let root = std::env::temp_dir().join(format!("hotclone-verify-{}", std::process::id()));
@@ -363,7 +346,10 @@ mod tests {
             rec("/a", "file", Some(b"12345")),
             rec("/b", "file", Some(b"x")),
         ];
-        let listing = vec![listed("/a", 6, 1_600_000_001), listed("/c", 1, 1)];
+        let listing = vec![
+            ListedFile::test_file("/a", 6, 1_600_000_001),
+            ListedFile::test_file("/c", 1, 1),
+        ];
         let diffs = compare_with_source(&records, &listing);
         assert_eq!(diffs.len(), 3, "{diffs:?}");
         assert!(

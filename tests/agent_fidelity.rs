@@ -228,6 +228,22 @@ fn to_wire(tar: &[u8]) -> (Vec<u8>, hotclone::stream::tar_to_wire::PumpStats) {
     (w.finish().unwrap(), stats)
 }
 
+/// Pump a tar stream of `src` through the agent into a new `dst`: every
+/// entry of `src` is sent, and the agent refuses and warns about nothing.
+fn clean_copy(tar: &[u8], src: &Path, dst: &Path) {
+    let (wire, stats) = to_wire(tar);
+    assert_eq!(stats.entries, walk(src).len() as u64);
+    fs::create_dir(dst).unwrap();
+    let mut acks_out = Vec::new();
+    let astats = agent::run(dst, wire.as_slice(), &mut acks_out).unwrap();
+    assert_eq!(
+        (astats.bad, astats.warnings),
+        (0, 0),
+        "{:?}",
+        acks(&acks_out)
+    );
+}
+
 fn acks(out: &[u8]) -> Vec<Ack> {
     std::str::from_utf8(out)
         .unwrap()
@@ -794,18 +810,8 @@ fn gnu_format_with_old_sparse_and_long_names() {
         !out.stdout.windows(10).any(|w| w == b"PaxHeader"),
         "expected no PAX headers"
     );
-    let (wire, stats) = to_wire(&out.stdout);
-    assert_eq!(stats.entries, walk(&src).len() as u64);
     let dst = tmp.path().join("dst");
-    fs::create_dir(&dst).unwrap();
-    let mut acks_out = Vec::new();
-    let astats = agent::run(&dst, wire.as_slice(), &mut acks_out).unwrap();
-    assert_eq!(
-        (astats.bad, astats.warnings),
-        (0, 0),
-        "{:?}",
-        acks(&acks_out)
-    );
+    clean_copy(&out.stdout, &src, &dst);
     let big = fs::metadata(dst.join("big")).unwrap();
     assert_eq!(big.size(), 9 << 30);
     assert!(
@@ -876,18 +882,8 @@ fn busybox_tar_tree_round_trips() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (wire, stats) = to_wire(&out.stdout);
-    assert_eq!(stats.entries, walk(&src).len() as u64);
     let dst = tmp.path().join("dst");
-    fs::create_dir(&dst).unwrap();
-    let mut acks_out = Vec::new();
-    let astats = agent::run(&dst, wire.as_slice(), &mut acks_out).unwrap();
-    assert_eq!(
-        (astats.bad, astats.warnings),
-        (0, 0),
-        "{:?}",
-        acks(&acks_out)
-    );
+    clean_copy(&out.stdout, &src, &dst);
     assert_same_tree_but(
         &src,
         &dst,

@@ -143,12 +143,7 @@ fn clone_and_boot(source: &str) {
     let inv = inventory
         .expect("the clone never answered SSH on the source's address with the source's host key");
     assert_eq!(inv.hostname, src.hostname);
-    let eth0 = inv
-        .network
-        .interfaces
-        .iter()
-        .find(|i| i.name == "eth0")
-        .expect("the clone's NIC is eth0");
+    let eth0 = inv.interface("eth0").expect("the clone's NIC is eth0");
     assert!(
         eth0.addresses
             .contains(&format!("{}/{}", src.ip, src.prefix)),

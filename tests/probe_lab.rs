@@ -36,12 +36,7 @@ fn assert_common(inv: &Inventory, src: &LabSource) {
         total > used && used > 1 << 20,
         "df for / is implausible: {used} of {total}"
     );
-    let eth0 = inv
-        .network
-        .interfaces
-        .iter()
-        .find(|i| i.name == "eth0")
-        .expect("eth0");
+    let eth0 = inv.interface("eth0").expect("eth0");
     assert_eq!(eth0.mac.as_deref(), Some(src.mac.as_str()));
     assert!(
         eth0.addresses
@@ -115,12 +110,7 @@ fn assert_debian(inv: &Inventory, src: &LabSource) {
     );
     assert_eq!(inv.init.kind, hotclone::probe::InitKind::Systemd);
     assert_eq!(inv.bootloader.kind, hotclone::probe::BootloaderKind::Grub2);
-    let fstab_root = inv
-        .storage
-        .fstab
-        .iter()
-        .find(|e| e.mount_point == "/")
-        .expect("fstab has /");
+    let fstab_root = inv.fstab_entry("/").expect("fstab has /");
     assert_eq!(
         fstab_root.spec, "/dev/sda1",
         "the lab fstab names a device the VM will not have"
@@ -176,12 +166,7 @@ fn probe_busybox_source_falls_back_to_busybox_tools() {
         "{:?}",
         inv.warnings
     );
-    let fstab_root = inv
-        .storage
-        .fstab
-        .iter()
-        .find(|e| e.mount_point == "/")
-        .expect("fstab has /");
+    let fstab_root = inv.fstab_entry("/").expect("fstab has /");
     assert_eq!(fstab_root.spec, "/dev/hda1");
     // busybox-static has no blkid applet: the UUID is unknown, not invented.
     let root = inv.root_mount().unwrap();

@@ -62,54 +62,6 @@ pub struct AgentCommand {
     pub program: PathBuf,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stream::listing::FileKind;
-
-    fn f(path: &str, size: u64) -> ListedFile {
-        ListedFile {
-            path: path.as_bytes().to_vec(),
-            kind: FileKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size,
-            mtime: 0,
-            mtime_nsec: 0,
-            ctime: 0,
-            inode: 0,
-            nlink: 1,
-            dev: 0,
-        }
-    }
-
-    #[test]
-    fn batches_respect_file_and_byte_limits_and_skip_the_root() {
-        let files = [
-            f("/", 0),
-            f("/a", 10),
-            f("/b", 10),
-            f("/c", 10),
-            f("/big", 100),
-            f("/d", 1),
-        ];
-        let refs: Vec<&ListedFile> = files.iter().collect();
-        let lists = batches(
-            &refs,
-            Batching {
-                max_files: 2,
-                max_bytes: 50,
-            },
-        );
-        let shown: Vec<String> = lists
-            .iter()
-            .map(|l| String::from_utf8_lossy(l).replace('\0', " "))
-            .collect();
-        assert_eq!(shown, vec!["a b ", "c ", "big ", "d "]);
-    }
-}
-
 /// What the copy achieved.
 #[derive(Debug, Default)]
 pub struct CopyOutcome {
@@ -389,4 +341,38 @@ impl<W: std::io::Write> std::io::Write for Counting<W> {
 
 fn lossy_abs(rel: &[u8]) -> PathBuf {
     PathBuf::from(format!("/{}", String::from_utf8_lossy(rel)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(path: &str, size: u64) -> ListedFile {
+        ListedFile::test_file(path, size, 0)
+    }
+
+    #[test]
+    fn batches_respect_file_and_byte_limits_and_skip_the_root() {
+        let files = [
+            f("/", 0),
+            f("/a", 10),
+            f("/b", 10),
+            f("/c", 10),
+            f("/big", 100),
+            f("/d", 1),
+        ];
+        let refs: Vec<&ListedFile> = files.iter().collect();
+        let lists = batches(
+            &refs,
+            Batching {
+                max_files: 2,
+                max_bytes: 50,
+            },
+        );
+        let shown: Vec<String> = lists
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).replace('\0', " "))
+            .collect();
+        assert_eq!(shown, vec!["a b ", "c ", "big ", "d "]);
+    }
 }

@@ -36,6 +36,19 @@ impl Inventory {
             .rev()
             .find(|m| m.mount_point == "/")
     }
+
+    /// A network interface by name.
+    pub fn interface(&self, name: &str) -> Option<&Interface> {
+        self.network.interfaces.iter().find(|i| i.name == name)
+    }
+
+    /// The source's fstab line for a mount point.
+    pub fn fstab_entry(&self, mount_point: &str) -> Option<&FstabEntry> {
+        self.storage
+            .fstab
+            .iter()
+            .find(|e| e.mount_point == mount_point)
+    }
 }
 
 /// Which family of distributions a source belongs to. Later stages choose

@@ -55,6 +55,27 @@ pub struct ListedFile {
     pub dev: u64,
 }
 
+impl ListedFile {
+    /// A plain file owned by root, mode 644: a fixture for tests.
+    #[cfg(test)]
+    pub fn test_file(path: &str, size: u64, mtime: i64) -> ListedFile {
+        ListedFile {
+            path: path.as_bytes().to_vec(),
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size,
+            mtime,
+            mtime_nsec: 0,
+            ctime: 0,
+            inode: 1,
+            nlink: 1,
+            dev: 1,
+        }
+    }
+}
+
 /// The GNU find format: fixed fields, then the path, NUL-terminated.
 const GNU_FORMAT: &str = r"%y %m %U %G %s %T@ %C@ %i %n %D\0%p\0";
 /// The busybox/coreutils stat format: raw mode in hex, then the name last.
