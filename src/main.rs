@@ -45,6 +45,8 @@ fn main() -> ExitCode {
             Command::Plan(args) => cli::plan::run(args).await.map(|()| 0),
             Command::Agent(args) => cli::agent::run(args).await.map(|()| 0),
             Command::Clone(args) => cli::clone::run(args).await,
+            Command::Sync(args) => cli::sync::run(args).await,
+            Command::Status(args) => cli::status::run(args),
             Command::Verify(args) => cli::verify::run(args).await,
         }
     });

@@ -15,6 +15,8 @@ pub enum MigrationError {
     Exists { name: String, dir: PathBuf },
     #[error("no migration named {name:?} in {home} (HOTCLONE_HOME); `hotclone clone` creates one")]
     NotFound { name: String, home: PathBuf },
+    #[error("{path} cannot be read back ({why}); it was changed by hand or written by another hotclone version")]
+    Corrupt { path: PathBuf, why: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -112,6 +114,29 @@ impl Migration {
     /// Where the target's filesystems are mounted while they are written.
     pub fn staging_dir(&self) -> PathBuf {
         self.dir.join("staging")
+    }
+
+    /// The inventory and plan the migration acts on (never re-probed).
+    pub fn load(&self) -> Result<(crate::probe::Inventory, crate::plan::Plan), MigrationError> {
+        let read = |path: PathBuf| {
+            std::fs::read_to_string(&path)
+                .map_err(|source| MigrationError::Io {
+                    path: path.clone(),
+                    source,
+                })
+                .map(|text| (path, text))
+        };
+        let (path, text) = read(self.inventory_path())?;
+        let inventory = serde_json::from_str(&text).map_err(|e| MigrationError::Corrupt {
+            path,
+            why: e.to_string(),
+        })?;
+        let (path, text) = read(self.plan_path())?;
+        let plan = crate::plan::Plan::from_toml(&text).map_err(|e| MigrationError::Corrupt {
+            path,
+            why: e.to_string(),
+        })?;
+        Ok((inventory, plan))
     }
 
     pub fn write(&self, path: &Path, text: &str) -> Result<(), MigrationError> {

@@ -42,7 +42,8 @@ pub trait Progress: Send {
     fn phase(&mut self, _name: &str) {}
     /// What the current phase will handle in all, when known.
     fn totals(&mut self, _files: u64, _bytes: u64) {}
-    /// One file was written durably on the target.
+    /// One file's content starts going to the target (its durable write is
+    /// acknowledged shortly after, and recorded in the journal).
     fn file_done(&mut self, _bytes: u64) {}
     /// Raw bytes moved over the wire so far (compressed), for the rate.
     fn wire_bytes(&mut self, _bytes: u64) {}

@@ -260,6 +260,8 @@ mod tests {
             gid: 0,
             mode: 0o644,
             digest: content.map(|c| *blake3::hash(c).as_bytes()),
+            link_target: None,
+            xattr_digest: None,
             dirty: false,
         }
     }

@@ -10,14 +10,14 @@ use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use hotclone::progress::{FileWarning, Progress};
 use hotclone::stream::tar_to_wire::pump;
-use hotclone::stream::wire::{Ack, EntryKind, EntryMeta, Frame, WireWriter};
-use hotclone::target::agent;
+use hotclone::stream::wire::{Ack, EntryKind, EntryMeta, Frame, WireWriter, VERSION};
+use hotclone::target::agent::{self, AgentOptions, AgentStats};
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -537,7 +537,7 @@ fn file_meta(path: &[u8], size: u64) -> EntryMeta {
 
 fn raw_stream(frames: &[Frame]) -> Vec<u8> {
     let mut raw = Vec::new();
-    Frame::Hello { version: 1 }.encode(&mut raw).unwrap();
+    Frame::Hello { version: VERSION }.encode(&mut raw).unwrap();
     for f in frames {
         f.encode(&mut raw).unwrap();
     }
@@ -923,4 +923,849 @@ fn a_stream_cut_short_is_an_error_but_acks_what_was_written() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(names.is_empty(), "the partial file was left: {names:?}");
+}
+
+// ---- Delta passes: Remove and Attrs, type changes, the sweep ----
+
+/// Builds a stream with `build`, runs the agent over `root`, checks the
+/// final Done line and returns the stats and the other acks.
+fn run_stream(
+    root: &Path,
+    options: AgentOptions,
+    build: impl FnOnce(&mut WireWriter<Vec<u8>>),
+) -> (AgentStats, Vec<Ack>) {
+    let mut w = WireWriter::new(Vec::new()).unwrap();
+    build(&mut w);
+    let wire = w.finish().unwrap();
+    let mut out = Vec::new();
+    let stats = agent::run_with(root, options, wire.as_slice(), &mut out).unwrap();
+    let mut acks = acks(&out);
+    assert_eq!(
+        acks.pop(),
+        Some(Ack::Done {
+            files: stats.files,
+            bytes: stats.bytes
+        }),
+        "{acks:?}"
+    );
+    (stats, acks)
+}
+
+/// ("ok" | "warn" | "bad", path) per ack, for comparing outcomes.
+fn verdicts(acks: &[Ack]) -> Vec<(&'static str, Vec<u8>)> {
+    acks.iter()
+        .map(|a| match a {
+            Ack::Ok { path, .. } => ("ok", path.clone()),
+            Ack::Bad { path, .. } => ("bad", path.clone()),
+            Ack::Warn { path, .. } => ("warn", path.clone()),
+            Ack::Done { .. } => ("done", vec![]),
+        })
+        .collect()
+}
+
+fn ok(path: &[u8]) -> Ack {
+    Ack::Ok {
+        path: path.to_vec(),
+        digest: None,
+    }
+}
+
+fn bad_reason<'a>(acks: &'a [Ack], path: &[u8]) -> &'a str {
+    acks.iter()
+        .find_map(|a| match a {
+            Ack::Bad { path: p, reason } if p == path => Some(reason.as_str()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no bad ack for {}: {acks:?}", String::from_utf8_lossy(path)))
+}
+
+fn entry(
+    path: &[u8],
+    kind: EntryKind,
+    mode: u32,
+    owner: (u32, u32),
+    mtime: (i64, u32),
+) -> EntryMeta {
+    EntryMeta {
+        path: path.to_vec(),
+        kind,
+        mode,
+        uid: owner.0,
+        gid: owner.1,
+        mtime: mtime.0,
+        mtime_nsec: mtime.1,
+        size: 0,
+        xattrs: vec![],
+    }
+}
+
+fn send_file(w: &mut WireWriter<Vec<u8>>, path: &[u8], content: &[u8]) {
+    let meta = EntryMeta {
+        size: content.len() as u64,
+        ..file_meta(path, 0)
+    };
+    w.file(&meta, &mut &content[..]).unwrap();
+}
+
+/// (uid, gid, mode & 0o7777, mtime, mtime_nsec) without following symlinks.
+fn owner_mode_mtime(path: &Path) -> (u32, u32, u32, i64, i64) {
+    let m = fs::symlink_metadata(path).unwrap();
+    (
+        m.uid(),
+        m.gid(),
+        m.mode() & 0o7777,
+        m.mtime(),
+        m.mtime_nsec(),
+    )
+}
+
+fn mkfifo(path: &Path) {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: c is a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+}
+
+/// A tmpfs mounted for one test, lazily unmounted on drop (declare it after
+/// the TempDir holding it, so it goes first).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path) -> Tmpfs {
+        fs::create_dir_all(at).unwrap();
+        let c = |s: &[u8]| CString::new(s).unwrap();
+        let (src, target, fstype) = (
+            c(b"hotclone-test"),
+            c(at.as_os_str().as_bytes()),
+            c(b"tmpfs"),
+        );
+        // SAFETY: valid NUL-terminated strings, no data.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mount tmpfs on {}: {}",
+            at.display(),
+            std::io::Error::last_os_error()
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let c = CString::new(self.0.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn remove_deletes_files_trees_and_is_idempotent() {
+    require_root();
+    let tmp = TempDir::new("remove");
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(root.join("tree/sub")).unwrap();
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("keep"), b"outside").unwrap();
+    fs::write(root.join("f"), b"f").unwrap();
+    fs::write(root.join("keep"), b"keep").unwrap();
+    fs::write(root.join("tree/a"), b"a").unwrap();
+    fs::write(root.join("tree/sub/b"), b"b").unwrap();
+    mkfifo(&root.join("tree/sub/fifo"));
+    mknod(&root.join("tree/null"), libc::S_IFCHR, 1, 3);
+    std::os::unix::fs::symlink(&outside, root.join("tree/out")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("tree/sub/out")).unwrap();
+    std::os::unix::fs::symlink("keep", root.join("link")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("dirlink")).unwrap();
+    let paths: [&[u8]; 9] = [
+        b"f",
+        b"tree",
+        b"link",
+        b"dirlink",
+        b"missing",
+        b"missing/deeper",
+        // Under a regular file: nothing can be there.
+        b"keep/x",
+        // Again: already gone is success.
+        b"f",
+        b"tree/",
+    ];
+    let (stats, acks) = run_stream(&root, AgentOptions::default(), |w| {
+        for p in paths {
+            w.remove(p).unwrap();
+        }
+    });
+    assert_eq!(acks, paths.iter().map(|p| ok(p)).collect::<Vec<_>>());
+    assert_eq!(
+        (
+            stats.entries,
+            stats.removed,
+            stats.bad,
+            stats.files,
+            stats.bytes
+        ),
+        (9, 9, 0, 0, 0)
+    );
+    let mut left: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec![OsStr::new("keep").to_os_string()]);
+    assert_eq!(fs::read(root.join("keep")).unwrap(), b"keep");
+    // The symlinks went, not what they point to.
+    assert_eq!(fs::read(outside.join("keep")).unwrap(), b"outside");
+}
+
+#[test]
+fn remove_refuses_escapes_symlinked_parents_and_the_root() {
+    require_root();
+    let tmp = TempDir::new("remove-escape");
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&root).unwrap();
+    fs::create_dir(&outside).unwrap();
+    fs::write(tmp.path().join("x"), b"x").unwrap();
+    fs::write(outside.join("victim"), b"v").unwrap();
+    fs::create_dir(outside.join("vdir")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("sub")).unwrap();
+    fs::create_dir(root.join("real")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("real/sub2")).unwrap();
+    let paths: [&[u8]; 8] = [
+        b"../x",
+        b"a/../../x",
+        b"sub/victim",
+        b"real/sub2/vdir",
+        b"/abs",
+        b".",
+        b"",
+        b"./",
+    ];
+    let (stats, acks) = run_stream(&root, AgentOptions::default(), |w| {
+        for p in paths {
+            w.remove(p).unwrap();
+        }
+    });
+    assert_eq!(
+        verdicts(&acks),
+        paths
+            .iter()
+            .map(|p| ("bad", p.to_vec()))
+            .collect::<Vec<_>>()
+    );
+    assert!(bad_reason(&acks, b"../x").contains("'..'"));
+    assert!(bad_reason(&acks, b"sub/victim").contains("is a symlink on the target"));
+    assert!(bad_reason(&acks, b"real/sub2/vdir").contains("is a symlink on the target"));
+    assert!(bad_reason(&acks, b".").contains("root itself"));
+    assert_eq!((stats.bad, stats.removed, stats.entries), (8, 0, 0));
+    assert_eq!(fs::read(tmp.path().join("x")).unwrap(), b"x");
+    assert_eq!(fs::read(outside.join("victim")).unwrap(), b"v");
+    assert!(outside.join("vdir").is_dir());
+    assert!(fs::symlink_metadata(root.join("sub"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(root.join("real/sub2").exists());
+}
+
+#[test]
+fn remove_stops_at_a_mounted_filesystem() {
+    require_root();
+    let tmp = TempDir::new("remove-mount");
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("d/e")).unwrap();
+    fs::write(root.join("d/e/file"), b"on the root filesystem").unwrap();
+    let _m1 = Tmpfs::mount(&root.join("mnt"));
+    let _m2 = Tmpfs::mount(&root.join("d/mnt"));
+    fs::write(root.join("mnt/precious"), b"1").unwrap();
+    fs::write(root.join("d/mnt/precious"), b"2").unwrap();
+    let (stats, acks) = run_stream(&root, AgentOptions::default(), |w| {
+        w.remove(b"mnt").unwrap();
+        w.remove(b"d").unwrap();
+        // A full entry replacing the mount point refuses the same way.
+        send_file(w, b"mnt", b"not a mount point");
+    });
+    assert_eq!(
+        verdicts(&acks),
+        vec![
+            ("bad", b"mnt".to_vec()),
+            ("bad", b"d".to_vec()),
+            ("bad", b"mnt".to_vec())
+        ]
+    );
+    assert!(
+        bad_reason(&acks, b"d").contains("another filesystem is mounted"),
+        "{acks:?}"
+    );
+    assert_eq!(stats.bad, 3);
+    assert_eq!(fs::read(root.join("mnt/precious")).unwrap(), b"1");
+    assert_eq!(fs::read(root.join("d/mnt/precious")).unwrap(), b"2");
+}
+
+#[test]
+fn attrs_change_metadata_in_place() {
+    require_root();
+    let tmp = TempDir::new("attrs");
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("d")).unwrap();
+    fs::write(root.join("f"), b"content").unwrap();
+    xattr::set(root.join("f"), "user.keep", b"kept").unwrap();
+    fs::write(root.join("d/old"), b"old").unwrap();
+    std::os::unix::fs::symlink("f", root.join("l")).unwrap();
+    mkfifo(&root.join("p"));
+    mknod(&root.join("null"), libc::S_IFCHR, 1, 3);
+    fs::write(root.join("h1"), b"linked").unwrap();
+    fs::hard_link(root.join("h1"), root.join("h2")).unwrap();
+    let inode = |rel: &str| fs::symlink_metadata(root.join(rel)).unwrap().ino();
+    let inodes_before: Vec<u64> = ["f", "d", "l", "p", "null", "h1"].map(inode).to_vec();
+
+    let f = entry(
+        b"f",
+        EntryKind::File,
+        0o4750,
+        (1234, 2345),
+        (1_000_000_123, 456),
+    );
+    let d = EntryMeta {
+        xattrs: vec![(b"user.dir".to_vec(), b"v".to_vec())],
+        ..entry(b"d", EntryKind::Dir, 0o1777, (1, 2), (700_000_000, 5))
+    };
+    let l = entry(
+        b"l",
+        EntryKind::Symlink {
+            target: b"f".to_vec(),
+        },
+        0o777,
+        (3, 4),
+        (600_000_000, 7),
+    );
+    let p = entry(b"p", EntryKind::Fifo, 0o600, (5, 6), (500_000_000, 8));
+    let null = entry(
+        b"null",
+        EntryKind::CharDev { major: 1, minor: 3 },
+        0o660,
+        (7, 8),
+        (400_000_000, 9),
+    );
+    let h2 = entry(
+        b"h2",
+        EntryKind::Hardlink {
+            target: b"h1".to_vec(),
+        },
+        0o640,
+        (9, 10),
+        (300_000_000, 10),
+    );
+    let root_attrs = entry(b".", EntryKind::Dir, 0o700, (11, 12), (200_000_000, 11));
+    let (stats, acks) = run_stream(&root, AgentOptions::default(), |w| {
+        w.attrs(&root_attrs).unwrap();
+        w.attrs(&d).unwrap();
+        // Later changes inside d do not move its mtime.
+        send_file(w, b"d/new", b"new");
+        w.remove(b"d/old").unwrap();
+        w.attrs(&f).unwrap();
+        w.attrs(&l).unwrap();
+        w.attrs(&p).unwrap();
+        w.attrs(&null).unwrap();
+        w.attrs(&h2).unwrap();
+    });
+    let new_digest = Ack::Ok {
+        path: b"d/new".to_vec(),
+        digest: Some(*blake3::hash(b"new").as_bytes()),
+    };
+    assert_eq!(
+        acks,
+        vec![
+            ok(b"."),
+            ok(b"d"),
+            new_digest,
+            ok(b"d/old"),
+            ok(b"f"),
+            ok(b"l"),
+            ok(b"p"),
+            ok(b"null"),
+            ok(b"h2")
+        ]
+    );
+    // Attrs never count as files in the totals.
+    assert_eq!(
+        (
+            stats.entries,
+            stats.attrs,
+            stats.removed,
+            stats.files,
+            stats.bytes,
+            stats.bad
+        ),
+        (9, 7, 1, 1, 3, 0)
+    );
+    // Nothing was recreated.
+    assert_eq!(
+        ["f", "d", "l", "p", "null", "h1"].map(inode).to_vec(),
+        inodes_before
+    );
+    assert_eq!(
+        owner_mode_mtime(&root.join("f")),
+        (1234, 2345, 0o4750, 1_000_000_123, 456)
+    );
+    assert_eq!(fs::read(root.join("f")).unwrap(), b"content");
+    // No xattrs in the Attrs: the existing ones stay.
+    assert_eq!(
+        xattr::get(root.join("f"), "user.keep").unwrap().as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert_eq!(
+        owner_mode_mtime(&root.join("d")),
+        (1, 2, 0o1777, 700_000_000, 5)
+    );
+    assert_eq!(
+        xattr::get(root.join("d"), "user.dir").unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    assert!(root.join("d/new").exists() && !root.join("d/old").exists());
+    // The symlink itself: owner and time; its mode is not a thing.
+    let (uid, gid, _, secs, nsec) = owner_mode_mtime(&root.join("l"));
+    assert_eq!((uid, gid, secs, nsec), (3, 4, 600_000_000, 7));
+    assert_eq!(fs::read_link(root.join("l")).unwrap(), Path::new("f"));
+    assert_eq!(
+        owner_mode_mtime(&root.join("p")),
+        (5, 6, 0o600, 500_000_000, 8)
+    );
+    assert_eq!(
+        owner_mode_mtime(&root.join("null")),
+        (7, 8, 0o660, 400_000_000, 9)
+    );
+    // One inode, two names.
+    assert_eq!(
+        owner_mode_mtime(&root.join("h1")),
+        (9, 10, 0o640, 300_000_000, 10)
+    );
+    assert_eq!(owner_mode_mtime(&root), (11, 12, 0o700, 200_000_000, 11));
+}
+
+#[test]
+fn attrs_owner_change_keeps_file_capabilities() {
+    require_root();
+    let tmp = TempDir::new("attrs-cap");
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("ping"), b"\x7fELF").unwrap();
+    // VFS_CAP_REVISION_2 | effective, CAP_NET_RAW (13) permitted.
+    let mut cap = (0x0200_0000u32 | 1).to_le_bytes().to_vec();
+    for word in [1u32 << 13, 0, 0, 0] {
+        cap.extend_from_slice(&word.to_le_bytes());
+    }
+    xattr::set(root.join("ping"), "security.capability", &cap).unwrap();
+    let (_, acks) = run_stream(&root, AgentOptions::default(), |w| {
+        w.attrs(&entry(b"ping", EntryKind::File, 0o4755, (0, 1000), (1, 0)))
+            .unwrap();
+    });
+    assert_eq!(acks, vec![ok(b"ping")]);
+    assert_eq!(
+        owner_mode_mtime(&root.join("ping")),
+        (0, 1000, 0o4755, 1, 0)
+    );
+    assert_eq!(
+        xattr::get(root.join("ping"), "security.capability")
+            .unwrap()
+            .as_deref(),
+        Some(cap.as_slice())
+    );
+}
+
+#[test]
+fn attrs_refuse_missing_paths_and_other_kinds() {
+    require_root();
+    let tmp = TempDir::new("attrs-bad");
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(root.join("d")).unwrap();
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("o"), b"o").unwrap();
+    fs::write(root.join("f"), b"f").unwrap();
+    fs::write(root.join("g"), b"g").unwrap();
+    std::os::unix::fs::symlink("f", root.join("l")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("out")).unwrap();
+    mkfifo(&root.join("p"));
+    mknod(&root.join("null"), libc::S_IFCHR, 1, 3);
+    let everything = ["f", "g", "d", "l", "p", "null", "out"];
+    let before: Vec<_> = everything
+        .iter()
+        .map(|r| owner_mode_mtime(&root.join(r)))
+        .collect();
+    let outside_before = owner_mode_mtime(&outside.join("o"));
+    let at = |path: &[u8], kind: EntryKind| entry(path, kind, 0o777, (42, 42), (42, 0));
+    let link = |t: &[u8]| EntryKind::Symlink { target: t.to_vec() };
+    let frames = vec![
+        at(b"missing", EntryKind::File),
+        at(b"nodir/x", EntryKind::Dir),
+        at(b"f/x", EntryKind::File),
+        at(b"d", EntryKind::File),
+        at(b"f", EntryKind::Dir),
+        at(b"f", link(b"f")),
+        at(b"l", EntryKind::File),
+        at(b"l", link(b"elsewhere")),
+        at(b"p", EntryKind::BlockDev { major: 1, minor: 3 }),
+        at(b"null", EntryKind::CharDev { major: 1, minor: 5 }),
+        at(b"null", EntryKind::Fifo),
+        at(
+            b"g",
+            EntryKind::Hardlink {
+                target: b"f".to_vec(),
+            },
+        ),
+        at(b"../outside/o", EntryKind::File),
+        at(b"out/o", EntryKind::File),
+        at(b".", EntryKind::File),
+    ];
+    let (stats, acks) = run_stream(&root, AgentOptions::default(), |w| {
+        for m in &frames {
+            w.attrs(m).unwrap();
+        }
+    });
+    assert_eq!(
+        verdicts(&acks),
+        frames
+            .iter()
+            .map(|m| ("bad", m.path.clone()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!((stats.bad, stats.attrs, stats.entries), (15, 0, 0));
+    let reason = |i: usize| match &acks[i] {
+        Ack::Bad { reason, .. } => reason.clone(),
+        a => panic!("{a:?}"),
+    };
+    for i in [0, 1, 2] {
+        assert!(
+            reason(i).contains("is not on the target; send it in full"),
+            "{}",
+            reason(i)
+        );
+    }
+    assert!(
+        reason(3).contains("for a regular file but the target has a directory"),
+        "{}",
+        reason(3)
+    );
+    assert!(reason(4).contains("for a directory but the target has a regular file"));
+    assert!(
+        reason(7).contains("points to f, not elsewhere"),
+        "{}",
+        reason(7)
+    );
+    assert!(reason(9).contains("1:3, not 1:5"), "{}", reason(9));
+    assert!(
+        reason(11).contains("not a hard link to f"),
+        "{}",
+        reason(11)
+    );
+    assert!(
+        reason(13).contains("symlink on the target"),
+        "{}",
+        reason(13)
+    );
+    for reason in (0..acks.len()).map(reason) {
+        assert!(
+            reason.contains("send it in full") || reason.contains("refused"),
+            "{reason}"
+        );
+    }
+    // Nothing created, nothing changed.
+    assert!(!root.join("missing").exists() && !root.join("nodir").exists());
+    let after: Vec<_> = everything
+        .iter()
+        .map(|r| owner_mode_mtime(&root.join(r)))
+        .collect();
+    assert_eq!(after, before);
+    assert_eq!(owner_mode_mtime(&outside.join("o")), outside_before);
+}
+
+/// Full entries replace whatever kind is at their path.
+#[test]
+fn type_changes_replace_what_is_there() {
+    require_root();
+    let tmp = TempDir::new("types");
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let dir = |path: &[u8]| entry(path, EntryKind::Dir, 0o755, (0, 0), (100, 0));
+    let symlink = |path: &[u8], target: &[u8]| {
+        entry(
+            path,
+            EntryKind::Symlink {
+                target: target.to_vec(),
+            },
+            0o777,
+            (0, 0),
+            (100, 0),
+        )
+    };
+    let hardlink = |path: &[u8], target: &[u8]| {
+        entry(
+            path,
+            EntryKind::Hardlink {
+                target: target.to_vec(),
+            },
+            0o644,
+            (0, 0),
+            (100, 0),
+        )
+    };
+    // The first pass.
+    let (stats, _) = run_stream(&root, AgentOptions::default(), |w| {
+        send_file(w, b"file-to-link", b"a file");
+        w.entry(&symlink(b"link-to-file", b"file-to-link")).unwrap();
+        w.entry(&dir(b"dir-to-file")).unwrap();
+        w.entry(&dir(b"dir-to-file/sub")).unwrap();
+        send_file(w, b"dir-to-file/x", b"x");
+        send_file(w, b"dir-to-file/sub/y", b"y");
+        w.entry(&symlink(b"dir-to-file/sub/out", b"/")).unwrap();
+        send_file(w, b"file-to-dir", b"was a file");
+        send_file(w, b"target", b"old content");
+        w.entry(&hardlink(b"linked", b"target")).unwrap();
+        send_file(w, b"plain", b"a plain file at the link path");
+        send_file(w, b"other", b"the other inode");
+    });
+    assert_eq!(stats.bad, 0);
+    let ino = |rel: &str| fs::symlink_metadata(root.join(rel)).unwrap().ino();
+    let old_target = ino("target");
+    assert_eq!(ino("linked"), old_target);
+    let old_plain = ino("plain");
+
+    // The second pass: every path changes kind.
+    let (stats, acks) = run_stream(&root, AgentOptions::default(), |w| {
+        w.entry(&symlink(b"file-to-link", b"elsewhere")).unwrap();
+        send_file(w, b"link-to-file", b"now a file");
+        send_file(w, b"dir-to-file", b"now a file too");
+        w.entry(&dir(b"file-to-dir")).unwrap();
+        send_file(w, b"file-to-dir/inside", b"inside");
+        // The link's target name now holds a new inode.
+        send_file(w, b"target", b"new content");
+        w.entry(&hardlink(b"linked", b"target")).unwrap();
+        // A hard link replacing an unrelated regular file.
+        w.entry(&hardlink(b"plain", b"other")).unwrap();
+    });
+    assert_eq!(
+        (stats.bad, stats.warnings, stats.entries),
+        (0, 0, 8),
+        "{acks:?}"
+    );
+    let l = fs::symlink_metadata(root.join("file-to-link")).unwrap();
+    assert!(l.file_type().is_symlink());
+    assert_eq!(
+        fs::read_link(root.join("file-to-link")).unwrap(),
+        Path::new("elsewhere")
+    );
+    let f = fs::symlink_metadata(root.join("link-to-file")).unwrap();
+    assert!(f.is_file());
+    assert_eq!(fs::read(root.join("link-to-file")).unwrap(), b"now a file");
+    assert!(fs::symlink_metadata(root.join("dir-to-file"))
+        .unwrap()
+        .is_file());
+    assert_eq!(
+        fs::read(root.join("dir-to-file")).unwrap(),
+        b"now a file too"
+    );
+    assert!(fs::symlink_metadata(root.join("file-to-dir"))
+        .unwrap()
+        .is_dir());
+    assert_eq!(
+        fs::read(root.join("file-to-dir/inside")).unwrap(),
+        b"inside"
+    );
+    let (t, h) = (
+        fs::metadata(root.join("target")).unwrap(),
+        fs::metadata(root.join("linked")).unwrap(),
+    );
+    assert_ne!(t.ino(), old_target);
+    assert_eq!((h.ino(), h.nlink()), (t.ino(), 2));
+    assert_eq!(fs::read(root.join("linked")).unwrap(), b"new content");
+    let (o, p) = (
+        fs::metadata(root.join("other")).unwrap(),
+        fs::metadata(root.join("plain")).unwrap(),
+    );
+    assert_ne!(p.ino(), old_plain);
+    assert_eq!((p.ino(), p.nlink()), (o.ino(), 2));
+    assert_eq!(fs::read(root.join("plain")).unwrap(), b"the other inode");
+    let find = Command::new("find")
+        .arg(&root)
+        .arg("-name")
+        .arg("*hotclone-tmp*")
+        .output()
+        .unwrap();
+    assert!(
+        find.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&find.stdout)
+    );
+}
+
+#[test]
+fn sweep_removes_leftover_temp_files_only() {
+    require_root();
+    let tmp = TempDir::new("sweep");
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let near_misses = [
+        "f.hotclone-tmp",
+        ".f.hotclone-tmp.bak",
+        ".hotclone-tmp",
+        ".f.hotclone-tmp~",
+        "f",
+    ];
+    for name in near_misses {
+        fs::write(root.join(name), b"keep").unwrap();
+    }
+    fs::write(root.join(".f.hotclone-tmp"), b"partial").unwrap();
+    // Off by default.
+    let (stats, _) = run_stream(&root, AgentOptions::default(), |_| {});
+    assert_eq!(stats.swept, 0);
+    assert!(root.join(".f.hotclone-tmp").exists());
+    let (stats, acks) = run_stream(&root, AgentOptions { sweep: true }, |_| {});
+    assert_eq!((stats.swept, stats.entries, stats.bad), (1, 0, 0));
+    assert!(acks.is_empty(), "{acks:?}");
+    assert!(!root.join(".f.hotclone-tmp").exists());
+    let mut left: Vec<String> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let mut want = near_misses.map(String::from).to_vec();
+    want.sort();
+    assert_eq!(left, want);
+}
+
+#[test]
+fn sweep_descends_into_mounts_but_never_follows_symlinks() {
+    require_root();
+    let tmp = TempDir::new("sweep-deep");
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(root.join("a/b")).unwrap();
+    fs::create_dir(&outside).unwrap();
+    let _mnt = Tmpfs::mount(&root.join("a/mnt"));
+    fs::create_dir(root.join("a/mnt/deeper")).unwrap();
+    let hashed = format!(".hotclone-tmp-{}", "0123456789abcdef".repeat(2));
+    let swept = [
+        root.join("a/b").join(&hashed),
+        root.join("a/mnt/.x.hotclone-tmp"),
+        root.join("a/mnt/deeper/.y.hotclone-tmp"),
+    ];
+    for p in &swept {
+        fs::write(p, b"partial").unwrap();
+    }
+    // Not regular files, or only reachable through a symlink: kept.
+    fs::write(outside.join(".o.hotclone-tmp"), b"not ours").unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("a/link")).unwrap();
+    fs::create_dir(root.join(".d.hotclone-tmp")).unwrap();
+    std::os::unix::fs::symlink("nowhere", root.join(".s.hotclone-tmp")).unwrap();
+    let (stats, _) = run_stream(&root, AgentOptions { sweep: true }, |w| {
+        send_file(w, b"a/mnt/real", b"written after the sweep");
+    });
+    assert_eq!((stats.swept, stats.files, stats.bad), (3, 1, 0));
+    for p in &swept {
+        assert!(!p.exists(), "{} is still there", p.display());
+    }
+    assert!(outside.join(".o.hotclone-tmp").exists());
+    assert!(root.join(".d.hotclone-tmp").is_dir());
+    assert!(fs::symlink_metadata(root.join(".s.hotclone-tmp")).is_ok());
+    assert_eq!(
+        fs::read(root.join("a/mnt/real")).unwrap(),
+        b"written after the sweep"
+    );
+}
+
+/// A real agent killed (SIGKILL) in the middle of a file leaves its
+/// temporary file; `hotclone agent --sweep` removes it.
+#[test]
+fn killed_agent_leaves_a_temp_file_that_sweep_removes() {
+    require_root();
+    let tmp = TempDir::new("killed");
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let agent = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hotclone"))
+            .args(["agent", "--root"])
+            .arg(&root)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = agent(&[]);
+    // An entry and part of its data, pushed through zstd into the agent;
+    // the rest never comes.
+    let mut w = WireWriter::new(child.stdin.take().unwrap()).unwrap();
+    w.frame(&Frame::Entry(file_meta(b"big", 1 << 20))).unwrap();
+    w.frame(&Frame::Data(vec![7; 4096])).unwrap();
+    w.flush().unwrap();
+    let temp = root.join(".big.hotclone-tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !temp.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never created {}",
+            temp.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(w);
+    assert!(temp.exists(), "SIGKILL leaves the temporary file");
+    assert!(!root.join("big").exists());
+
+    let mut child = agent(&["--sweep"]);
+    let mut stdin = child.stdin.take().unwrap();
+    let wire = WireWriter::new(Vec::new()).unwrap().finish().unwrap();
+    stdin.write_all(&wire).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(acks(&out.stdout), vec![Ack::Done { files: 0, bytes: 0 }]);
+    assert!(!temp.exists(), "not swept; stderr: {stderr}");
+    assert!(
+        stderr.contains("removed 1 leftover temporary file"),
+        "{stderr}"
+    );
+}
+
+/// A directory (dirty, waiting for its fsync) or a file whose metadata
+/// changed, replaced by a FIFO in the same batch: the fsync must not open
+/// the FIFO (that would block forever).
+#[test]
+fn paths_replaced_by_fifos_in_one_batch_do_not_hang() {
+    require_root();
+    let tmp = TempDir::new("fifo-batch");
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("y"), b"y").unwrap();
+    let fifo = |path: &[u8]| entry(path, EntryKind::Fifo, 0o600, (0, 0), (1, 0));
+    let (stats, acks) = run_stream(&root, AgentOptions::default(), |w| {
+        w.entry(&entry(b"x", EntryKind::Dir, 0o755, (0, 0), (1, 0)))
+            .unwrap();
+        send_file(w, b"x/f", b"f");
+        w.entry(&fifo(b"x")).unwrap();
+        w.attrs(&entry(b"y", EntryKind::File, 0o600, (1, 1), (1, 0)))
+            .unwrap();
+        w.entry(&fifo(b"y")).unwrap();
+    });
+    assert_eq!((stats.bad, stats.entries), (0, 5), "{acks:?}");
+    for p in ["x", "y"] {
+        assert!(fs::symlink_metadata(root.join(p))
+            .unwrap()
+            .file_type()
+            .is_fifo());
+    }
 }

@@ -14,22 +14,29 @@ pub struct AgentArgs {
     /// The directory the target filesystem is mounted on.
     #[arg(long, value_name = "DIR")]
     pub root: PathBuf,
+    /// Before reading the stream, remove the temporary files
+    /// (.NAME.hotclone-tmp) an interrupted agent left anywhere under --root.
+    #[arg(long)]
+    pub sweep: bool,
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let root = args.root;
+    let options = hotclone::target::agent::AgentOptions { sweep: args.sweep };
     let stats = tokio::task::spawn_blocking(move || {
         let stdin = std::io::stdin().lock();
         let stdout = std::io::stdout().lock();
-        hotclone::target::agent::run(&root, stdin, stdout)
+        hotclone::target::agent::run_with(&root, options, stdin, stdout)
     })
     .await
     .context("the agent thread failed")??;
     tracing::info!(
-        "agent: {} entries written ({} files, {} bytes), {} refused, {} warnings",
+        "agent: {} entries written ({} files, {} bytes, {} removed, {} metadata changes), {} refused, {} warnings",
         stats.entries,
         stats.files,
         stats.bytes,
+        stats.removed,
+        stats.attrs,
         stats.bad,
         stats.warnings
     );

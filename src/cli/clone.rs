@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use hotclone::clone::{self, AgentCommand, Batching};
+use hotclone::clone::{self, stage, AgentCommand, Batching};
+use hotclone::journal::Journal;
 use hotclone::migration::{self, Migration};
 use hotclone::plan::{self, Plan, TargetSpec};
+use hotclone::probe::Inventory;
 use hotclone::units::format_bytes;
 
 use super::plan::PlanFlags;
@@ -54,7 +56,30 @@ pub struct CloneArgs {
 pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
     let mut progress = CliProgress::new(args.json);
     let session = hotclone::ssh::Session::connect(&args.source, &args.ssh.to_options()?).await?;
+    let home = migration::home();
+    // A clone that was interrupted continues from its journal, on the
+    // inventory and plan it was started with.
+    if let Some(name) = &args.name {
+        if let Some(resumed) = resumable(&home, name, &args)? {
+            return finish(args, session, resumed, &mut progress).await;
+        }
+    }
     let inventory = hotclone::probe::probe(&session, &args.source).await?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| inventory.hostname.clone());
+    if let Some(resumed) = resumable(&home, &name, &args)? {
+        if resumed.inventory.hostname != inventory.hostname {
+            bail!(
+                "the interrupted migration {name} cloned {}, but {} is {}; choose another --name",
+                resumed.inventory.hostname,
+                args.source,
+                inventory.hostname
+            );
+        }
+        return finish(args, session, resumed, &mut progress).await;
+    }
     let plan: Plan = match &args.plan {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -86,19 +111,84 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
     if image_path.exists() {
         bail!("{} already exists; hotclone never overwrites a disk image. Remove it or choose another path", image_path.display());
     }
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| inventory.hostname.clone());
-    let migration = Migration::create(&migration::home(), &name)?;
+    let migration = Migration::create(&home, &name)?;
     migration.write(
         &migration.inventory_path(),
         &serde_json::to_string_pretty(&inventory)?,
     )?;
     migration.write(&migration.plan_path(), &plan.to_toml())?;
+    let started = Started {
+        migration,
+        inventory,
+        plan,
+    };
+    finish(args, session, started, &mut progress).await
+}
 
+/// A migration to clone: new, or interrupted and continued.
+struct Started {
+    migration: Migration,
+    inventory: Inventory,
+    plan: Plan,
+}
+
+/// The migration `name` if a clone of it was interrupted (its journal says
+/// "copying"); an error if it exists in any other state.
+fn resumable(
+    home: &std::path::Path,
+    name: &str,
+    args: &CloneArgs,
+) -> anyhow::Result<Option<Started>> {
+    let Ok(migration) = Migration::open(home, name) else {
+        return Ok(None);
+    };
+    let journal = Journal::open(&migration.journal_path())?;
+    let stage = journal.meta("stage")?;
+    let (inventory, plan) = migration.load()?;
+    // "ready" with the partial disk still there: the last step (finishing
+    // the image) was interrupted; running the clone again redoes it.
+    let unfinished = clone::partial_raw(&plan).exists();
+    if stage.as_deref() == Some(stage::READY) && !unfinished {
+        bail!("migration {name} is already cloned; keep it current with `hotclone sync {name}`, or choose another --name");
+    }
+    if stage.is_none() {
+        bail!(
+            "a migration named {name:?} exists in {} but never got a disk; remove that directory, or choose another --name",
+            migration.dir.display()
+        );
+    }
+    if let Some(TargetSpec::Image { path, .. }) = &args.target {
+        let TargetSpec::Image { path: planned, .. } = &plan.target;
+        if path != planned {
+            bail!(
+                "the interrupted clone {name} writes to {}, not to {}; run it again with the same --target (or none)",
+                planned.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(Some(Started {
+        migration,
+        inventory,
+        plan,
+    }))
+}
+
+async fn finish(
+    args: CloneArgs,
+    session: hotclone::ssh::Session,
+    started: Started,
+    progress: &mut CliProgress,
+) -> anyhow::Result<u8> {
+    let Started {
+        migration,
+        inventory,
+        plan,
+    } = started;
+    let name = migration.name.clone();
     let agent = AgentCommand {
         program: std::env::current_exe().context("finding the hotclone binary for the agent")?,
+        sweep: false,
     };
     let report = clone::run(
         &session,
@@ -110,7 +200,7 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
             max_files: args.tar_batch_files.max(1),
             ..Batching::default()
         },
-        &mut progress,
+        progress,
     )
     .await;
     progress.finish();
@@ -120,6 +210,20 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
     let report = match report {
         Ok(report) => report,
         Err(e) => {
+            let kept = Journal::open(&migration.journal_path())
+                .and_then(|j| j.meta("stage"))
+                .ok()
+                .flatten()
+                .is_some();
+            if kept {
+                let held = Journal::open(&migration.journal_path())
+                    .and_then(|j| j.counts())
+                    .map(|c| c.0)
+                    .unwrap_or(0);
+                return Err(anyhow::Error::from(e).context(format!(
+                    "the clone stopped; {held} entries are safely on the target disk. Run the same command again (with --name {name}) to continue"
+                )));
+            }
             // Nothing usable was made (the image is gone too): leave no
             // migration behind that would block running the clone again.
             if let Err(rm) = std::fs::remove_dir_all(&migration.dir) {

@@ -9,6 +9,8 @@ pub mod probe;
 pub mod progress;
 pub mod render;
 pub mod ssh_args;
+pub mod status;
+pub mod sync;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
@@ -44,5 +46,7 @@ pub enum Command {
     #[command(hide = true)]
     Agent(agent::AgentArgs),
     Clone(clone::CloneArgs),
+    Sync(sync::SyncArgs),
+    Status(status::StatusArgs),
     Verify(verify::VerifyArgs),
 }

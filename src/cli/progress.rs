@@ -104,6 +104,9 @@ impl Progress for CliProgress {
                 b.inc(bytes);
                 b.set_message(format!("{}/{} files", self.counts.files, self.totals.0));
             }
+            // One line per file: a consumer can account for every byte
+            // sent, even when the run is killed a moment later.
+            Display::Json => Self::json(serde_json::json!({"event": "file", "bytes": bytes})),
             Display::Lines { last } if last.elapsed() > Duration::from_secs(10) => {
                 *last = Instant::now();
                 eprintln!(

@@ -41,6 +41,11 @@ pub struct SshArgs {
     /// Seconds allowed for connecting, the handshake and authentication.
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     pub connect_timeout: u64,
+    /// Send a keepalive after this many seconds of silence from the
+    /// server; three unanswered ones end the connection (a dead link is
+    /// noticed after about four times this).
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub keepalive: u64,
 }
 
 impl SshArgs {
@@ -66,7 +71,7 @@ impl SshArgs {
             use_agent: !self.no_agent,
             password,
             connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
-            ..ConnectOptions::default()
+            keepalive_interval: Duration::from_secs(self.keepalive.max(1)),
         })
     }
 }

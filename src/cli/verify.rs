@@ -1,12 +1,9 @@
 //! `hotclone verify NAME`: re-hash the target against the journal and
 //! compare the journal with a fresh listing of the source.
 
-use anyhow::Context;
 use clap::Args;
 use hotclone::journal::Journal;
 use hotclone::migration::{self, Migration};
-use hotclone::plan::Plan;
-use hotclone::probe::Inventory;
 use hotclone::progress::Silent;
 
 use super::ssh_args::SshArgs;
@@ -32,14 +29,8 @@ pub struct VerifyArgs {
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     let migration = Migration::open(&migration::home(), &args.name)?;
-    let plan_text =
-        std::fs::read_to_string(migration.plan_path()).context("reading the migration's plan")?;
-    let plan = Plan::from_toml(&plan_text)?;
-    let inventory: Inventory = serde_json::from_str(
-        &std::fs::read_to_string(migration.inventory_path())
-            .context("reading the migration's inventory")?,
-    )?;
-    let journal = Journal::open(&migration.journal_path())?;
+    let (inventory, plan) = migration.load()?;
+    let mut journal = Journal::open(&migration.journal_path())?;
     let records = journal.files()?;
     let converted = journal.converted()?;
 
@@ -57,6 +48,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
         diffs.extend(hotclone::verify::compare_with_source(&records, &listing));
     }
 
+    journal.record_verify(target_checked as u64, diffs.len() as u64)?;
     if args.json {
         let list: Vec<_> = diffs
             .iter()

@@ -14,20 +14,22 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::io::SyncIoBridge;
 
 use super::{tar_messages, CloneError};
-use crate::journal::FileRecord;
+use crate::journal::{FileRecord, Journal};
 use crate::probe::{Capabilities, TarFlavour};
 use crate::progress::{FileWarning, Progress};
 use crate::ssh::{ExitStatus, Session};
-use crate::stream::listing::ListedFile;
+use crate::stream::listing::{FileKind, ListedFile};
 use crate::stream::tar_to_wire::{self, PumpStats};
-use crate::stream::wire::{Ack, WireWriter};
+use crate::stream::wire::{Ack, EntryKind, EntryMeta, WireError, WireWriter};
 
 /// The remote tar command for this source, reading NUL-separated relative
 /// paths on stdin and writing one tar stream (or, for busybox, several
@@ -60,6 +62,9 @@ pub fn tar_command(caps: &Capabilities) -> String {
 #[derive(Debug, Clone)]
 pub struct AgentCommand {
     pub program: PathBuf,
+    /// Remove temporary files an interrupted agent left (`--sweep`) before
+    /// writing.
+    pub sweep: bool,
 }
 
 /// What the copy achieved.
@@ -67,7 +72,10 @@ pub struct AgentCommand {
 pub struct CopyOutcome {
     pub stats: PumpStats,
     pub wire_bytes: u64,
+    /// What was acknowledged and committed to the journal.
     pub records: Vec<FileRecord>,
+    pub removed: u64,
+    pub attrs: u64,
     pub warnings: Vec<FileWarning>,
     /// Lines of tar's stderr that named no file.
     pub tar_messages: Vec<String>,
@@ -92,15 +100,25 @@ impl Default for Batching {
 
 /// Split `files` into NUL-separated relative path lists, each within the
 /// batching limits (a single file larger than `max_bytes` is a batch alone).
+/// Names of one hardlinked inode, adjacent in `files`, are never split:
+/// tar links names only within one run.
 pub fn batches(files: &[&ListedFile], limits: Batching) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let (mut list, mut count, mut bytes) = (Vec::new(), 0usize, 0u64);
-    for f in files {
+    let mut prev = None;
+    for f in files.iter().copied() {
         let rel = f.path.strip_prefix(b"/").unwrap_or(&f.path);
         if rel.is_empty() {
             continue;
         }
-        if count > 0 && (count >= limits.max_files || bytes + f.size > limits.max_bytes) {
+        let same_inode = prev.is_some_and(|p: &ListedFile| {
+            p.nlink > 1 && p.kind == FileKind::File && (p.dev, p.inode) == (f.dev, f.inode)
+        });
+        prev = Some(f);
+        if count > 0
+            && !same_inode
+            && (count >= limits.max_files || bytes + f.size > limits.max_bytes)
+        {
             out.push(std::mem::take(&mut list));
             (count, bytes) = (0, 0);
         }
@@ -177,20 +195,55 @@ async fn run_batch(
     Ok((stats, tar_stderr))
 }
 
-/// Send `files` (absolute source paths) into `root`, in batches.
+/// What one pass hands to the agent: removals and metadata updates first
+/// (client-made frames), then contents through the source's tar.
+#[derive(Debug, Default)]
+pub struct Work<'a> {
+    pub remove: &'a [Vec<u8>],
+    /// Metadata-only updates, with the content digest the journal holds.
+    pub attrs: Vec<(&'a ListedFile, Option<[u8; 32]>)>,
+    pub send: Vec<&'a ListedFile>,
+}
+
+/// Where acknowledged writes are recorded as they arrive.
+#[derive(Debug, Clone)]
+pub struct JournalSink {
+    pub path: PathBuf,
+    pub pass: i64,
+    /// A copy of the journal kept on the target itself (refreshed every
+    /// [`TARGET_COPY_EVERY`] and by the caller at the end of the pass).
+    pub target_copy: Option<PathBuf>,
+}
+
+/// Acknowledged records are committed at least this often.
+const COMMIT_EVERY: Duration = Duration::from_millis(50);
+/// ...or when this many are waiting.
+const COMMIT_BATCH: usize = 2000;
+/// How often the journal copy on the target is refreshed during a pass.
+pub const TARGET_COPY_EVERY: Duration = Duration::from_secs(20);
+
+/// Run `work` against the target mounted at `root`. Every acknowledged
+/// write is committed to the journal within [`COMMIT_EVERY`], so when the
+/// pass is interrupted (the link drops, the agent or tar is killed, or
+/// this process is), the journal still says exactly what the target holds,
+/// and the next pass sends only the rest.
+#[allow(clippy::too_many_arguments)]
 pub async fn copy(
     session: &Session,
     caps: &Capabilities,
-    files: &[&ListedFile],
+    work: &Work<'_>,
     root: &Path,
     agent: &AgentCommand,
     batching: Batching,
+    journal: &JournalSink,
     progress: &mut dyn Progress,
 ) -> Result<CopyOutcome, CloneError> {
-    let mut agent_child = Command::new(&agent.program)
-        .arg("agent")
-        .arg("--root")
-        .arg(root)
+    let mut command = Command::new(&agent.program);
+    command.arg("agent").arg("--root").arg(root);
+    if agent.sweep {
+        command.arg("--sweep");
+    }
+    let mut agent_child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -207,12 +260,24 @@ pub async fn copy(
         .stdout
         .take()
         .ok_or_else(|| CloneError::internal("agent stdout"))?;
-    let ack_reader = std::thread::spawn(move || -> Vec<String> {
-        BufReader::new(agent_out)
-            .lines()
-            .map_while(Result::ok)
-            .collect()
+    let book = AckBook::new(work, root, journal.clone())?;
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(agent_out).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
     });
+    let committer = std::thread::spawn(move || book.run(lines_rx));
+    let finish_threads = |agent_child: &mut std::process::Child| {
+        let status = agent_child.wait();
+        let _ = reader.join();
+        let booked = committer
+            .join()
+            .unwrap_or_else(|_| Err(CloneError::internal("the journal thread")));
+        (status, booked)
+    };
 
     let mut out = WireWriter::new(Counting {
         inner: agent_in,
@@ -224,36 +289,59 @@ pub async fn copy(
     })?;
     let mut stats = PumpStats::default();
     let mut tar_stderr = String::new();
-    for list in batches(files, batching) {
-        let (batch, stderr) = match run_batch(session, caps, list, &mut out, progress).await {
-            Ok(done) => done,
-            Err(e) => {
-                // Close the stream and let the agent finish before the
-                // caller unmounts what it writes to.
-                drop(out);
-                let _ = agent_child.wait();
-                let _ = ack_reader.join();
-                return Err(e);
+    let mut sent = (|| -> Result<(), WireError> {
+        for path in work.remove {
+            out.remove(relative(path))?;
+        }
+        for (f, _) in &work.attrs {
+            out.attrs(&attrs_meta(f))?;
+        }
+        out.flush()
+    })()
+    .map_err(|e| CloneError::Stream {
+        error: e.into(),
+        tar_stderr: String::new(),
+    });
+    if sent.is_ok() {
+        for list in batches(&work.send, batching) {
+            match run_batch(session, caps, list, &mut out, progress).await {
+                Ok((batch, stderr)) => {
+                    stats.entries += batch.entries;
+                    stats.files += batch.files;
+                    stats.bytes += batch.bytes;
+                    stats.skipped += batch.skipped;
+                    tar_stderr.push_str(&stderr);
+                }
+                Err(e) => {
+                    sent = Err(e);
+                    break;
+                }
             }
-        };
-        stats.entries += batch.entries;
-        stats.files += batch.files;
-        stats.bytes += batch.bytes;
-        stats.skipped += batch.skipped;
-        tar_stderr.push_str(&stderr);
+        }
     }
-    let wire_bytes = out
-        .finish()
-        .map_err(|e| CloneError::Stream {
-            error: e.into(),
-            tar_stderr: tar_stderr.clone(),
-        })?
-        .bytes;
-    let agent_status = agent_child.wait().map_err(|source| CloneError::Agent {
+    let wire_bytes = match sent {
+        Ok(()) => out
+            .finish()
+            .map(|c| c.bytes)
+            .map_err(|e| CloneError::Stream {
+                error: e.into(),
+                tar_stderr: tar_stderr.clone(),
+            }),
+        Err(e) => {
+            // Close the stream and let the agent finish (and the journal
+            // record what it acknowledged) before the caller unmounts.
+            drop(out);
+            let _ = finish_threads(&mut agent_child);
+            return Err(e);
+        }
+    };
+    let (agent_status, booked) = finish_threads(&mut agent_child);
+    let booked = booked?;
+    let wire_bytes = wire_bytes?;
+    let agent_status = agent_status.map_err(|source| CloneError::Agent {
         what: "waiting for the agent".into(),
         source,
     })?;
-    let ack_lines = ack_reader.join().unwrap_or_default();
     if !agent_status.success() {
         return Err(CloneError::AgentFailed {
             status: agent_status.to_string(),
@@ -261,29 +349,176 @@ pub async fn copy(
     }
 
     let (mut warnings, tar_messages) = tar_messages::parse(&tar_stderr);
-    let dirty: Vec<PathBuf> = warnings
+    warnings.extend(booked.warnings);
+    let dirty: std::collections::HashSet<Vec<u8>> = warnings
         .iter()
         .filter(|w| matches!(w, FileWarning::Dirty { .. }))
-        .map(|w| w.path().clone())
+        .map(|w| w.path().as_os_str().as_bytes().to_vec())
         .collect();
-    let by_path: HashMap<&[u8], &ListedFile> =
-        files.iter().map(|f| (f.path.as_slice(), *f)).collect();
-    let mut records = Vec::new();
-    for line in &ack_lines {
-        let ack = Ack::parse(line).map_err(|e| CloneError::Remote {
-            what: e.to_string(),
-            stderr: String::new(),
-        })?;
+    let mut records = booked.records;
+    for r in &mut records {
+        if dirty.contains(&r.path) {
+            r.dirty = true;
+        }
+    }
+    for w in &warnings {
+        progress.warning(w);
+    }
+    Ok(CopyOutcome {
+        stats,
+        wire_bytes,
+        records,
+        removed: booked.removed,
+        attrs: booked.attrs,
+        warnings,
+        tar_messages,
+    })
+}
+
+/// The wire's form of a source path: relative to the root, "." for it.
+fn relative(abs: &[u8]) -> &[u8] {
+    if abs == b"/" {
+        return b".";
+    }
+    abs.strip_prefix(b"/").unwrap_or(abs)
+}
+
+/// The metadata-only update for a listed file or directory.
+fn attrs_meta(f: &ListedFile) -> EntryMeta {
+    EntryMeta {
+        path: relative(&f.path).to_vec(),
+        kind: if f.kind == FileKind::Dir {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        },
+        mode: f.mode & 0o7777,
+        uid: f.uid,
+        gid: f.gid,
+        mtime: f.mtime,
+        mtime_nsec: f.mtime_nsec,
+        size: 0,
+        xattrs: Vec::new(),
+    }
+}
+
+/// What the journal thread recorded.
+struct Booked {
+    records: Vec<FileRecord>,
+    removed: u64,
+    attrs: u64,
+    warnings: Vec<FileWarning>,
+}
+
+/// Turns acknowledgements into journal records and commits them.
+struct AckBook {
+    listed: HashMap<Vec<u8>, ListedFile>,
+    /// Metadata-only updates keep the content digest the journal had.
+    kept_digest: HashMap<Vec<u8>, Option<[u8; 32]>>,
+    removing: std::collections::HashSet<Vec<u8>>,
+    root: PathBuf,
+    sink: JournalSink,
+    journal: Journal,
+}
+
+impl AckBook {
+    fn new(work: &Work<'_>, root: &Path, sink: JournalSink) -> Result<AckBook, CloneError> {
+        let journal = Journal::open(&sink.path)?;
+        Ok(AckBook {
+            listed: work
+                .send
+                .iter()
+                .copied()
+                .chain(work.attrs.iter().map(|(f, _)| *f))
+                .map(|f| (f.path.clone(), f.clone()))
+                .collect(),
+            kept_digest: work
+                .attrs
+                .iter()
+                .map(|(f, d)| (f.path.clone(), *d))
+                .collect(),
+            removing: work.remove.iter().cloned().collect(),
+            root: root.to_path_buf(),
+            sink,
+            journal,
+        })
+    }
+
+    fn run(mut self, lines: std::sync::mpsc::Receiver<String>) -> Result<Booked, CloneError> {
+        use std::sync::mpsc::RecvTimeoutError;
+        let mut booked = Booked {
+            records: Vec::new(),
+            removed: 0,
+            attrs: 0,
+            warnings: Vec::new(),
+        };
+        let (mut pending, mut gone) = (Vec::new(), Vec::new());
+        let mut pending_bytes = 0u64;
+        let mut last_commit = Instant::now();
+        let mut last_copy = Instant::now();
+        loop {
+            let next = lines.recv_timeout(COMMIT_EVERY);
+            if let Ok(line) = &next {
+                let ack = Ack::parse(line).map_err(|e| CloneError::Remote {
+                    what: e.to_string(),
+                    stderr: String::new(),
+                })?;
+                pending_bytes += self.take(ack, &mut pending, &mut gone, &mut booked);
+            }
+            let ended = matches!(next, Err(RecvTimeoutError::Disconnected));
+            let due = last_commit.elapsed() >= COMMIT_EVERY || pending.len() >= COMMIT_BATCH;
+            if (due || ended) && !(pending.is_empty() && gone.is_empty()) {
+                self.journal
+                    .record(self.sink.pass, &pending, &gone, pending_bytes)?;
+                pending_bytes = 0;
+                booked.records.append(&mut pending);
+                gone.clear();
+                last_commit = Instant::now();
+            }
+            if let Some(copy) = &self.sink.target_copy {
+                if last_copy.elapsed() >= TARGET_COPY_EVERY {
+                    self.journal.copy_to(copy)?;
+                    last_copy = Instant::now();
+                }
+            }
+            if ended {
+                return Ok(booked);
+            }
+        }
+    }
+
+    /// Book one acknowledgement; returns the content bytes it confirms.
+    fn take(
+        &mut self,
+        ack: Ack,
+        pending: &mut Vec<FileRecord>,
+        gone: &mut Vec<Vec<u8>>,
+        booked: &mut Booked,
+    ) -> u64 {
         match ack {
             Ack::Ok { path, digest } => {
-                let mut abs = b"/".to_vec();
-                abs.extend_from_slice(&path);
-                let Some(listed) = by_path.get(abs.as_slice()) else {
-                    continue;
+                let abs = absolute(&path);
+                if self.removing.remove(&abs) {
+                    gone.push(abs);
+                    booked.removed += 1;
+                    return 0;
+                }
+                let Some(listed) = self.listed.get(&abs) else {
+                    return 0;
                 };
-                let shown = PathBuf::from(String::from_utf8_lossy(&abs).into_owned());
-                progress.file_done(listed.size);
-                records.push(FileRecord {
+                let (digest, content) = match self.kept_digest.get(&abs) {
+                    Some(kept) => {
+                        booked.attrs += 1;
+                        (*kept, 0)
+                    }
+                    None => (digest, if digest.is_some() { listed.size } else { 0 }),
+                };
+                let target = if path == b"." {
+                    self.root.clone()
+                } else {
+                    self.root.join(std::ffi::OsStr::from_bytes(&path))
+                };
+                pending.push(FileRecord {
                     path: abs,
                     kind: listed.kind.name().into(),
                     size: listed.size,
@@ -295,30 +530,59 @@ pub async fn copy(
                     gid: listed.gid,
                     mode: listed.mode,
                     digest,
-                    dirty: dirty.contains(&shown),
+                    link_target: (listed.kind == FileKind::Symlink)
+                        .then(|| std::fs::read_link(&target).ok())
+                        .flatten()
+                        .map(|t| t.into_os_string().into_vec()),
+                    xattr_digest: xattr_digest(&target),
+                    dirty: false,
                 });
+                content
             }
-            Ack::Warn { path, reason } => warnings.push(FileWarning::Degraded {
-                path: lossy_abs(&path),
-                reason,
-            }),
-            Ack::Bad { path, reason } => warnings.push(FileWarning::Unreadable {
-                path: lossy_abs(&path),
-                reason: format!("not written on the target: {reason}"),
-            }),
-            Ack::Done { .. } => {}
+            Ack::Warn { path, reason } => {
+                booked.warnings.push(FileWarning::Degraded {
+                    path: lossy_abs(&path),
+                    reason,
+                });
+                0
+            }
+            Ack::Bad { path, reason } => {
+                booked.warnings.push(FileWarning::Unreadable {
+                    path: lossy_abs(&path),
+                    reason: format!("not written on the target: {reason}"),
+                });
+                0
+            }
+            Ack::Done { .. } => 0,
         }
     }
-    for w in &warnings {
-        progress.warning(w);
+}
+
+fn absolute(rel: &[u8]) -> Vec<u8> {
+    if rel == b"." {
+        return b"/".to_vec();
     }
-    Ok(CopyOutcome {
-        stats,
-        wire_bytes,
-        records,
-        warnings,
-        tar_messages,
-    })
+    let mut abs = b"/".to_vec();
+    abs.extend_from_slice(rel);
+    abs
+}
+
+/// BLAKE3 over an entry's extended attributes, names sorted; None without any.
+fn xattr_digest(path: &Path) -> Option<[u8; 32]> {
+    let mut names: Vec<std::ffi::OsString> = xattr::list(path).ok()?.collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    let mut h = blake3::Hasher::new();
+    for name in names {
+        let value = xattr::get(path, &name).ok().flatten().unwrap_or_default();
+        h.update(name.as_bytes());
+        h.update(&[0]);
+        h.update(&(value.len() as u64).to_le_bytes());
+        h.update(&value);
+    }
+    Some(*h.finalize().as_bytes())
 }
 
 /// Counts the compressed bytes that go to the agent.

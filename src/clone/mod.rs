@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::convert;
-use crate::journal::{Journal, PassStats};
+use crate::journal::Journal;
 use crate::migration::Migration;
 use crate::plan::{Exclude, Plan, TargetSpec};
 use crate::probe::{BootloaderKind, DistroFamily, Inventory};
@@ -54,6 +54,10 @@ pub enum CloneError {
     Journal(#[from] crate::journal::JournalError),
     #[error(transparent)]
     Migration(#[from] crate::migration::MigrationError),
+    #[error("on the target: {0}")]
+    Target(String),
+    #[error("{0}")]
+    Stage(String),
     #[error("converting the copy: {0}")]
     Convert(String),
     #[error("internal error: {0} is missing")]
@@ -140,7 +144,24 @@ pub async fn list_source(
     Ok(by_path.into_values().collect())
 }
 
-/// The whole clone, phase by phase.
+/// The working raw disk of a clone while it is being made (renamed, or
+/// converted to qcow2, when the clone finishes).
+pub fn partial_raw(plan: &Plan) -> PathBuf {
+    let TargetSpec::Image { path, .. } = &plan.target;
+    path.with_extension("raw.partial")
+}
+
+/// The journal's "stage" of a migration.
+pub mod stage {
+    /// The disk exists and files are being copied; `clone` continues it.
+    pub const COPYING: &str = "copying";
+    /// Copied, converted and finished: `sync` keeps it current.
+    pub const READY: &str = "ready";
+}
+
+/// The whole clone, phase by phase. When the migration's journal says a
+/// clone of it was interrupted (stage "copying" and its partial disk still
+/// there), it continues that clone instead of starting over.
 pub async fn run(
     session: &Session,
     inv: &Inventory,
@@ -151,58 +172,46 @@ pub async fn run(
     progress: &mut dyn Progress,
 ) -> Result<CloneReport, CloneError> {
     let started = Instant::now();
-    let TargetSpec::Image { path, .. } = &plan.target;
-    let raw = path.with_extension("raw.partial");
-
-    progress.phase("preparing the target disk");
-    let prepared = image::prepare(plan, &raw, &migration.staging_dir())?;
-
-    progress.phase("listing the source");
-    let files = list_source(session, inv, plan, progress).await?;
-    let total_bytes: u64 = files
-        .iter()
-        .filter(|f| f.kind == FileKind::File)
-        .map(|f| f.size)
-        .sum();
-    progress.totals(files.len() as u64, total_bytes);
-
-    progress.phase("copying");
+    let raw = partial_raw(plan);
     let mut journal = Journal::open(&migration.journal_path())?;
-    let pass = journal.begin_pass("clone")?;
-    let refs: Vec<&ListedFile> = files.iter().collect();
-    let mut copied = copy::copy(
+    let resuming = journal.meta("stage")?.is_some();
+    if resuming && !raw.exists() {
+        return Err(image::ImageError::DiskGone { path: raw }.into());
+    }
+    let mut prepared = if resuming {
+        progress.phase("attaching the partly copied disk");
+        let (files, _) = journal.counts()?;
+        progress.note(&format!(
+            "continuing an interrupted clone: {files} entries are already on the target"
+        ));
+        image::attach(plan, &raw, &migration.staging_dir())?
+    } else {
+        progress.phase("preparing the target disk");
+        image::prepare(plan, &raw, &migration.staging_dir())?
+    };
+    // From here on the disk holds acknowledged files the journal describes:
+    // a failure keeps both, and running the clone again continues.
+    prepared.keep();
+    journal.set_meta("stage", stage::COPYING)?;
+
+    let pass = crate::sync::pass(
         session,
-        &inv.capabilities,
-        &refs,
+        inv,
+        plan,
+        migration,
         &prepared.root,
         agent,
-        batching,
+        "clone",
+        &crate::sync::PassOptions { batching },
         progress,
     )
     .await?;
-    for w in crate::verify::mark_changed_since_listing(&prepared.root, &mut copied.records) {
-        progress.warning(&w);
-        copied.warnings.push(w);
-    }
-    forgive_mount_points(&mut copied, &plan.excludes);
-    journal.record(pass, &copied.records)?;
-    let dirty = copied.records.iter().filter(|r| r.dirty).count() as u64;
-    journal.finish_pass(
-        pass,
-        &PassStats {
-            files: copied.stats.files,
-            bytes: copied.stats.bytes,
-            wire_bytes: copied.wire_bytes,
-            dirty,
-            warnings: copied.warnings.len() as u64,
-        },
-    )?;
 
     progress.phase("converting");
     let notes = convert_phase(inv, plan, &prepared, progress)?;
     journal.record_converted(&crate::verify::converted_files(
         &prepared.root,
-        &copied.records,
+        &journal.files()?,
     ))?;
     if plan.autorelabel {
         let flag = prepared.root.join(".autorelabel");
@@ -210,18 +219,23 @@ pub async fn run(
             .map_err(|e| CloneError::Convert(format!("writing {}: {e}", flag.display())))?;
         progress.note("SELinux labels were not copied: /.autorelabel makes the clone relabel itself at first boot");
     }
+    journal.set_meta("stage", stage::READY)?;
+    crate::sync::write_target_state(&prepared.root, migration, &journal)?;
 
     progress.phase("finishing the image");
-    let image = prepared.finish(plan)?;
+    let image = prepared.finish(plan).inspect_err(|_| {
+        let _ = journal.set_meta("stage", stage::COPYING);
+    })?;
+    let (files, _) = journal.counts()?;
     Ok(CloneReport {
         image,
-        files: copied.stats.files,
-        bytes: copied.stats.bytes,
-        wire_bytes: copied.wire_bytes,
+        files,
+        bytes: pass.sent_bytes,
+        wire_bytes: pass.wire_bytes,
         duration: started.elapsed(),
-        dirty,
-        warnings: copied.warnings,
-        notes: notes.into_iter().chain(copied.tar_messages).collect(),
+        dirty: pass.dirty,
+        warnings: pass.warnings,
+        notes: notes.into_iter().chain(pass.tar_messages).collect(),
     })
 }
 
@@ -229,7 +243,7 @@ pub async fn run(
 /// mount) is read by tar as the mounted filesystem's root, which changes
 /// all the time. Only the directory is kept, so such a change is no reason
 /// to distrust it.
-fn forgive_mount_points(copied: &mut copy::CopyOutcome, excludes: &[Exclude]) {
+pub(crate) fn forgive_mount_points(copied: &mut copy::CopyOutcome, excludes: &[Exclude]) {
     let is_mount_point = |p: &std::path::Path| {
         excludes
             .iter()
@@ -249,7 +263,7 @@ fn forgive_mount_points(copied: &mut copy::CopyOutcome, excludes: &[Exclude]) {
 /// source hotclone cannot convert (no known distribution family, no
 /// bootloader, e.g. a busybox box) is copied faithfully and left as it is,
 /// with a note saying so.
-fn convert_phase(
+pub(crate) fn convert_phase(
     inv: &Inventory,
     plan: &Plan,
     prepared: &image::PreparedImage,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Bump when the schema changes; an old journal is refused, not guessed at.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 #[error("journal {path}: {what}: {source}")]
@@ -41,6 +41,11 @@ pub struct FileRecord {
     pub mode: u32,
     /// BLAKE3 of the content, for regular files.
     pub digest: Option<[u8; 32]>,
+    /// Where a symlink points, as written on the target.
+    pub link_target: Option<Vec<u8>>,
+    /// BLAKE3 over the target's extended attributes (sorted name, value
+    /// pairs); None when it has none.
+    pub xattr_digest: Option<[u8; 32]>,
     /// Changed while read: the copy is not trusted until a later pass.
     pub dirty: bool,
 }
@@ -48,13 +53,48 @@ pub struct FileRecord {
 /// A file conversion rewrote (its new digest) or removed (None).
 pub type ConvertedFile = (Vec<u8>, Option<[u8; 32]>);
 
+/// What one pass did, recorded when it finishes. (Files and bytes
+/// written are counted as they are acknowledged, see [`Journal::record`].)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassStats {
+    pub wire_bytes: u64,
+    pub dirty: u64,
+    pub warnings: u64,
+    /// Entries removed on the target (deleted on the source).
+    pub removed: u64,
+    /// Entries whose metadata alone was updated.
+    pub attrs: u64,
+    /// Entries of the source the pass found unchanged.
+    pub unchanged: u64,
+}
+
+/// One pass as the journal remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PassRow {
+    pub id: i64,
+    /// "clone" or "sync".
+    pub kind: String,
+    /// Unix seconds.
+    pub started: i64,
+    /// None while running, or when the pass was interrupted.
+    pub finished: Option<i64>,
+    /// Entries acknowledged (content or metadata) and their content bytes.
     pub files: u64,
     pub bytes: u64,
     pub wire_bytes: u64,
     pub dirty: u64,
     pub warnings: u64,
+    pub removed: u64,
+    pub attrs: u64,
+    pub unchanged: u64,
+}
+
+/// The outcome of the last `verify`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VerifyRow {
+    pub at: i64,
+    pub checked: u64,
+    pub differences: u64,
 }
 
 pub struct Journal {
@@ -89,12 +129,18 @@ impl Journal {
                 path BLOB PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL,
                 mtime INTEGER NOT NULL, mtime_nsec INTEGER NOT NULL, ctime INTEGER NOT NULL,
                 inode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL, mode INTEGER NOT NULL,
-                digest BLOB, dirty INTEGER NOT NULL, pass INTEGER NOT NULL);
+                digest BLOB, link_target BLOB, xattr_digest BLOB,
+                dirty INTEGER NOT NULL, pass INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS converted (path BLOB PRIMARY KEY, digest BLOB);
              CREATE TABLE IF NOT EXISTS passes (
                 id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
                 started INTEGER NOT NULL, finished INTEGER,
-                files INTEGER, bytes INTEGER, wire_bytes INTEGER, dirty INTEGER, warnings INTEGER);",
+                files INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,
+                wire_bytes INTEGER NOT NULL DEFAULT 0, dirty INTEGER NOT NULL DEFAULT 0,
+                warnings INTEGER NOT NULL DEFAULT 0, removed INTEGER NOT NULL DEFAULT 0,
+                attrs INTEGER NOT NULL DEFAULT 0, unchanged INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE IF NOT EXISTS verifies (
+                at INTEGER NOT NULL, checked INTEGER NOT NULL, differences INTEGER NOT NULL);",
         )
         .map_err(wrap("creating the schema"))?;
         let version: Option<String> = conn
@@ -136,18 +182,37 @@ impl Journal {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// Close a pass with its totals. A pass that never gets here was
+    /// interrupted: what it wrote is recorded all the same.
     pub fn finish_pass(&mut self, pass: i64, stats: &PassStats) -> Result<(), JournalError> {
         self.conn
             .execute(
-                "UPDATE passes SET finished = strftime('%s','now'), files = ?2, bytes = ?3, wire_bytes = ?4, dirty = ?5, warnings = ?6 WHERE id = ?1",
-                params![pass, stats.files as i64, stats.bytes as i64, stats.wire_bytes as i64, stats.dirty as i64, stats.warnings as i64],
+                "UPDATE passes SET finished = strftime('%s','now'), wire_bytes = ?2, dirty = ?3,
+                 warnings = ?4, removed = ?5, attrs = ?6, unchanged = ?7 WHERE id = ?1",
+                params![
+                    pass,
+                    stats.wire_bytes as i64,
+                    stats.dirty as i64,
+                    stats.warnings as i64,
+                    stats.removed as i64,
+                    stats.attrs as i64,
+                    stats.unchanged as i64
+                ],
             )
             .map_err(self.err("finishing a pass"))?;
         Ok(())
     }
 
-    /// Record acknowledged files, all in one transaction.
-    pub fn record(&mut self, pass: i64, records: &[FileRecord]) -> Result<(), JournalError> {
+    /// Record acknowledged files, and paths acknowledged as removed, in one
+    /// transaction, adding them (and `content_bytes`, what of them was sent
+    /// as content) to the pass's counts.
+    pub fn record(
+        &mut self,
+        pass: i64,
+        records: &[FileRecord],
+        removed: &[Vec<u8>],
+        content_bytes: u64,
+    ) -> Result<(), JournalError> {
         let path = self.path.clone();
         let wrap = |source| JournalError {
             path: path.clone(),
@@ -158,8 +223,8 @@ impl Journal {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO files (path, kind, size, mtime, mtime_nsec, ctime, inode, uid, gid, mode, digest, dirty, pass)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    "INSERT OR REPLACE INTO files (path, kind, size, mtime, mtime_nsec, ctime, inode, uid, gid, mode, digest, link_target, xattr_digest, dirty, pass)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )
                 .map_err(wrap)?;
             for r in records {
@@ -175,11 +240,40 @@ impl Journal {
                     r.gid,
                     r.mode,
                     r.digest.map(|d| d.to_vec()),
+                    r.link_target,
+                    r.xattr_digest.map(|d| d.to_vec()),
                     r.dirty,
                     pass
                 ])
                 .map_err(wrap)?;
             }
+            let mut gone = tx
+                .prepare_cached("DELETE FROM files WHERE path = ?1")
+                .map_err(wrap)?;
+            for p in removed {
+                gone.execute([p]).map_err(wrap)?;
+            }
+            tx.execute(
+                "UPDATE passes SET files = files + ?2, bytes = bytes + ?3 WHERE id = ?1",
+                params![pass, records.len() as i64, content_bytes as i64],
+            )
+            .map_err(wrap)?;
+        }
+        tx.commit().map_err(wrap)
+    }
+
+    /// Mark files dirty (changed while read): the next pass sends them again.
+    pub fn mark_dirty(&mut self, paths: &[Vec<u8>]) -> Result<(), JournalError> {
+        let path = self.path.clone();
+        let wrap = |source| JournalError {
+            path: path.clone(),
+            what: "marking files dirty".into(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        for p in paths {
+            tx.execute("UPDATE files SET dirty = 1 WHERE path = ?1", [p])
+                .map_err(wrap)?;
         }
         tx.commit().map_err(wrap)
     }
@@ -187,11 +281,11 @@ impl Journal {
     pub fn files(&self) -> Result<Vec<FileRecord>, JournalError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT path, kind, size, mtime, mtime_nsec, ctime, inode, uid, gid, mode, digest, dirty FROM files ORDER BY path")
+            .prepare("SELECT path, kind, size, mtime, mtime_nsec, ctime, inode, uid, gid, mode, digest, link_target, xattr_digest, dirty FROM files ORDER BY path")
             .map_err(self.err("listing files"))?;
+        let digest = |d: Option<Vec<u8>>| d.and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok());
         let rows = stmt
             .query_map([], |r| {
-                let digest: Option<Vec<u8>> = r.get(10)?;
                 Ok(FileRecord {
                     path: r.get(0)?,
                     kind: r.get(1)?,
@@ -203,13 +297,118 @@ impl Journal {
                     uid: r.get(7)?,
                     gid: r.get(8)?,
                     mode: r.get(9)?,
-                    digest: digest.and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok()),
-                    dirty: r.get(11)?,
+                    digest: digest(r.get(10)?),
+                    link_target: r.get(11)?,
+                    xattr_digest: digest(r.get(12)?),
+                    dirty: r.get(13)?,
                 })
             })
             .map_err(self.err("listing files"))?;
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(self.err("reading a file record"))
+    }
+
+    /// A value kept about the migration ("stage", ...).
+    pub fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(self.err("reading the migration's state"))
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), JournalError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                [key, value],
+            )
+            .map_err(self.err("recording the migration's state"))?;
+        Ok(())
+    }
+
+    /// Every pass, oldest first.
+    pub fn passes(&self) -> Result<Vec<PassRow>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, kind, started, finished, files, bytes, wire_bytes, dirty, warnings, removed, attrs, unchanged FROM passes ORDER BY id")
+            .map_err(self.err("listing passes"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+                Ok(PassRow {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    started: r.get(2)?,
+                    finished: r.get(3)?,
+                    files: n(4)?,
+                    bytes: n(5)?,
+                    wire_bytes: n(6)?,
+                    dirty: n(7)?,
+                    warnings: n(8)?,
+                    removed: n(9)?,
+                    attrs: n(10)?,
+                    unchanged: n(11)?,
+                })
+            })
+            .map_err(self.err("listing passes"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(self.err("reading a pass"))
+    }
+
+    pub fn record_verify(&mut self, checked: u64, differences: u64) -> Result<(), JournalError> {
+        self.conn
+            .execute(
+                "INSERT INTO verifies (at, checked, differences) VALUES (strftime('%s','now'), ?1, ?2)",
+                params![checked as i64, differences as i64],
+            )
+            .map_err(self.err("recording a verify"))?;
+        Ok(())
+    }
+
+    pub fn last_verify(&self) -> Result<Option<VerifyRow>, JournalError> {
+        self.conn
+            .query_row(
+                "SELECT at, checked, differences FROM verifies ORDER BY rowid DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(VerifyRow {
+                        at: r.get(0)?,
+                        checked: r.get::<_, i64>(1)? as u64,
+                        differences: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err("reading the last verify"))
+    }
+
+    /// Write a consistent copy of the journal to `dest` (a temporary file
+    /// beside it, fsynced, then renamed over it): a reader of `dest` sees
+    /// the old copy or the new one, never half of one.
+    pub fn copy_to(&self, dest: &Path) -> Result<(), JournalError> {
+        let tmp = dest.with_extension("sqlite.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let wrap = |what: &str| {
+            let what = format!("{what} {}", dest.display());
+            move |source| JournalError {
+                path: self.path.clone(),
+                what: what.clone(),
+                source,
+            }
+        };
+        self.conn
+            .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
+            .map_err(wrap("copying the journal to"))?;
+        let io = |e: std::io::Error| JournalError {
+            path: self.path.clone(),
+            what: format!("copying the journal to {}: {e}", dest.display()),
+            source: rusqlite::Error::InvalidQuery,
+        };
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, dest).map_err(io)?;
+        Ok(())
     }
 
     /// Files the conversion rewrote (digest of the new content) or
@@ -279,6 +478,8 @@ mod tests {
             gid: 0,
             mode: 0o644,
             digest: Some(*blake3::hash(b"hello").as_bytes()),
+            link_target: None,
+            xattr_digest: None,
             dirty,
         }
     }
@@ -292,13 +493,23 @@ mod tests {
         {
             let mut j = Journal::open(&path).unwrap();
             let pass = j.begin_pass("clone").unwrap();
-            j.record(pass, &[rec(b"/etc/a", false), rec(b"/x\xff", true)])
+            j.record(
+                pass,
+                &[
+                    rec(b"/etc/a", false),
+                    rec(b"/x\xff", true),
+                    rec(b"/gone", false),
+                ],
+                &[],
+                15,
+            )
+            .unwrap();
+            j.record(pass, &[rec(b"/etc/a", true)], &[b"/gone".to_vec()], 5)
                 .unwrap();
-            j.record(pass, &[rec(b"/etc/a", true)]).unwrap();
             j.finish_pass(
                 pass,
                 &PassStats {
-                    files: 2,
+                    removed: 1,
                     ..Default::default()
                 },
             )
@@ -309,6 +520,17 @@ mod tests {
         let files = j.files().unwrap();
         assert_eq!(files[0], rec(b"/etc/a", true));
         assert_eq!(files[1].path, b"/x\xff");
+        let passes = j.passes().unwrap();
+        assert_eq!(passes.len(), 1);
+        assert_eq!(
+            (passes[0].files, passes[0].bytes, passes[0].removed),
+            (4, 20, 1)
+        );
+        assert!(passes[0].finished.is_some());
+        // A consistent copy opens as a journal with the same records.
+        let copy = dir.join("copy.sqlite");
+        j.copy_to(&copy).unwrap();
+        assert_eq!(Journal::open(&copy).unwrap().files().unwrap(), files);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

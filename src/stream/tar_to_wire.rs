@@ -149,6 +149,10 @@ pub fn pump(
             None => SparseMap::from_pax(&raw.pax, &shown)?,
         };
         let mut data = (&mut tar.inner).take(raw.stored);
+        progress.file_done(match &sparse {
+            Some(map) => map.real_size,
+            None => raw.stored,
+        });
         match sparse {
             Some(SparseMap {
                 real_size,

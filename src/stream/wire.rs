@@ -1,19 +1,32 @@
-//! The wire format between the client and `hotclone agent`, version 1.
+//! The wire format between the client and `hotclone agent`, version 2.
 //!
 //! The whole stream is one zstd stream. Inside it are frames:
 //! `[u8 tag][u32 LE length][payload]`, in this order:
 //!
 //! ```text
-//! Hello ( Entry | Entry Data* Hole* ... FileEnd )* Done
+//! Hello ( Entry | Entry ( Data | Hole )* FileEnd | Remove | Attrs )* Done
 //! ```
 //!
 //! A regular file is an `Entry` followed by its content as `Data` frames
 //! (at most 1 MiB each) and `Hole` frames (a run of zero bytes, so sparse
 //! and zero-filled regions cost nothing on the wire), then `FileEnd` with the
 //! BLAKE3 of the whole logical content, zeros included. Every other kind is
-//! a lone `Entry`. `Done` carries the sender's totals.
+//! a lone `Entry`. `Done` carries the sender's totals (regular files sent
+//! with content, and their bytes).
 //!
-//! The agent answers on its stdout with one [`Ack`] line per entry.
+//! Delta ("sync") passes add two frames, both outside files:
+//!
+//! - `Remove` (payload: the raw path, same rules as [`EntryMeta::path`]):
+//!   remove that path on the target, a directory with everything in it.
+//!   Already missing is success.
+//! - `Attrs` (payload: an [`EntryMeta`] like `Entry`): change only the owner,
+//!   mode, mtime (and xattrs, when any are listed) of an entry that is
+//!   already on the target with that kind. Nothing is created.
+//!
+//! Version 2 added `Remove` (tag 7) and `Attrs` (tag 8).
+//!
+//! The agent answers on its stdout with one [`Ack`] line per `Entry`,
+//! `Remove` and `Attrs`.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -26,10 +39,11 @@ pub use blake3::Hash as Digest;
 /// "HOTCLONE", the first bytes of the Hello payload.
 pub const MAGIC: &[u8; 8] = b"HOTCLONE";
 /// The version this build speaks. Bump it on any incompatible change.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Largest Data payload.
 pub const MAX_DATA: usize = 1 << 20;
-/// Largest Entry payload (path plus xattrs; Linux caps one xattr at 64 KiB).
+/// Largest Entry and Attrs payload (path plus xattrs; Linux caps one xattr
+/// at 64 KiB). Also the largest Remove payload (a path).
 pub const MAX_META: usize = 16 << 20;
 /// Granularity of hole detection: all-zero blocks of this size (aligned to
 /// the file offset) become holes.
@@ -44,6 +58,8 @@ const TAG_DATA: u8 = 3;
 const TAG_FILE_END: u8 = 4;
 const TAG_DONE: u8 = 5;
 const TAG_HOLE: u8 = 6;
+const TAG_REMOVE: u8 = 7;
+const TAG_ATTRS: u8 = 8;
 
 /// What a file system entry is, with what its kind needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +127,14 @@ pub enum Frame {
         files: u64,
         bytes: u64,
     },
+    /// Remove this path (relative to the root, raw bytes, the rules of
+    /// [`EntryMeta::path`]; the root itself is refused). A directory goes
+    /// with everything in it. A path already missing is success.
+    Remove(Vec<u8>),
+    /// Set owner, mode (not for symlinks), mtime and, when the list is not
+    /// empty, xattrs of an existing entry of the same kind. Creates nothing;
+    /// `size` is ignored.
+    Attrs(EntryMeta),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +169,8 @@ fn max_len(tag: u8) -> Option<usize> {
         TAG_FILE_END => Some(32),
         TAG_DONE => Some(16),
         TAG_HOLE => Some(8),
+        TAG_REMOVE => Some(MAX_META),
+        TAG_ATTRS => Some(MAX_META),
         _ => None,
     }
 }
@@ -158,6 +184,8 @@ impl Frame {
             Frame::Hole(_) => TAG_HOLE,
             Frame::FileEnd { .. } => TAG_FILE_END,
             Frame::Done { .. } => TAG_DONE,
+            Frame::Remove(_) => TAG_REMOVE,
+            Frame::Attrs(_) => TAG_ATTRS,
         }
     }
 
@@ -169,15 +197,17 @@ impl Frame {
                 p.extend_from_slice(&version.to_le_bytes());
                 p.into()
             }
-            Frame::Entry(meta) => meta_options()
+            Frame::Entry(meta) | Frame::Attrs(meta) => meta_options()
                 .serialize(meta)
                 .map_err(|e| {
                     WireError::Corrupt(format!(
-                        "cannot encode the entry {}: {e}",
+                        "cannot encode the {} frame for {}: {e}",
+                        self.name(),
                         meta.display_path()
                     ))
                 })?
                 .into(),
+            Frame::Remove(path) => path.as_slice().into(),
             Frame::Data(bytes) => bytes.as_slice().into(),
             Frame::Hole(len) => len.to_le_bytes().to_vec().into(),
             Frame::FileEnd { blake3 } => blake3.as_slice().into(),
@@ -236,44 +266,49 @@ impl Frame {
                 )))
             }
         };
-        let frame = match tag {
-            TAG_HELLO => {
-                if len < 8 || &payload[..8] != MAGIC {
-                    return Err(WireError::BadMagic {
-                        found: String::from_utf8_lossy(&payload[..len.min(8)]).into_owned(),
-                    });
+        let frame =
+            match tag {
+                TAG_HELLO => {
+                    if len < 8 || &payload[..8] != MAGIC {
+                        return Err(WireError::BadMagic {
+                            found: String::from_utf8_lossy(&payload[..len.min(8)]).into_owned(),
+                        });
+                    }
+                    exact(12)?;
+                    let version = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes"));
+                    Frame::Hello { version }
                 }
-                exact(12)?;
-                let version = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes"));
-                Frame::Hello { version }
-            }
-            TAG_ENTRY => Frame::Entry(
-                meta_options()
-                    .deserialize(&payload)
-                    .map_err(|e| WireError::Corrupt(format!("an entry does not decode: {e}")))?,
-            ),
-            TAG_DATA => Frame::Data(payload),
-            TAG_HOLE => {
-                exact(8)?;
-                Frame::Hole(u64::from_le_bytes(
-                    payload[..8].try_into().expect("8 bytes"),
-                ))
-            }
-            TAG_FILE_END => {
-                exact(32)?;
-                Frame::FileEnd {
-                    blake3: payload[..32].try_into().expect("32 bytes"),
+                TAG_ENTRY => {
+                    Frame::Entry(meta_options().deserialize(&payload).map_err(|e| {
+                        WireError::Corrupt(format!("an entry does not decode: {e}"))
+                    })?)
                 }
-            }
-            TAG_DONE => {
-                exact(16)?;
-                Frame::Done {
-                    files: u64::from_le_bytes(payload[..8].try_into().expect("8 bytes")),
-                    bytes: u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes")),
+                TAG_ATTRS => Frame::Attrs(meta_options().deserialize(&payload).map_err(|e| {
+                    WireError::Corrupt(format!("an Attrs frame does not decode: {e}"))
+                })?),
+                TAG_REMOVE => Frame::Remove(payload),
+                TAG_DATA => Frame::Data(payload),
+                TAG_HOLE => {
+                    exact(8)?;
+                    Frame::Hole(u64::from_le_bytes(
+                        payload[..8].try_into().expect("8 bytes"),
+                    ))
                 }
-            }
-            _ => unreachable!("max_len rejected unknown tags"),
-        };
+                TAG_FILE_END => {
+                    exact(32)?;
+                    Frame::FileEnd {
+                        blake3: payload[..32].try_into().expect("32 bytes"),
+                    }
+                }
+                TAG_DONE => {
+                    exact(16)?;
+                    Frame::Done {
+                        files: u64::from_le_bytes(payload[..8].try_into().expect("8 bytes")),
+                        bytes: u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes")),
+                    }
+                }
+                _ => unreachable!("max_len rejected unknown tags"),
+            };
         Ok(Some(frame))
     }
 }
@@ -312,7 +347,7 @@ impl<W: Write> WireWriter<W> {
     pub fn frame(&mut self, frame: &Frame) -> Result<(), WireError> {
         frame.encode(&mut self.enc)?;
         self.since_flush += 5 + match frame {
-            Frame::Data(d) => d.len() as u64,
+            Frame::Data(d) | Frame::Remove(d) => d.len() as u64,
             _ => 16,
         };
         Ok(())
@@ -321,6 +356,22 @@ impl<W: Write> WireWriter<W> {
     /// Sends an entry that has no content (anything but a regular file).
     pub fn entry(&mut self, meta: &EntryMeta) -> Result<(), WireError> {
         self.frame(&Frame::Entry(meta.clone()))?;
+        self.maybe_flush()
+    }
+
+    /// Asks the agent to remove `path` (relative to the root), recursively
+    /// for a directory. Acked like an entry; already missing is `ok`.
+    pub fn remove(&mut self, path: &[u8]) -> Result<(), WireError> {
+        self.frame(&Frame::Remove(path.to_vec()))?;
+        self.maybe_flush()
+    }
+
+    /// Asks the agent to change only the metadata of `meta.path`, which
+    /// must already be on the target with the kind `meta.kind` (`size` is
+    /// ignored, empty `xattrs` leave the existing ones alone). Does not
+    /// count in the Done totals.
+    pub fn attrs(&mut self, meta: &EntryMeta) -> Result<(), WireError> {
+        self.frame(&Frame::Attrs(meta.clone()))?;
         self.maybe_flush()
     }
 
@@ -505,14 +556,17 @@ impl Frame {
             Frame::Hole(_) => "Hole",
             Frame::FileEnd { .. } => "FileEnd",
             Frame::Done { .. } => "Done",
+            Frame::Remove(_) => "Remove",
+            Frame::Attrs(_) => "Attrs",
         }
     }
 }
 
-/// One line the agent writes back per entry, and the last line.
+/// One line the agent writes back per Entry, Remove and Attrs frame, and
+/// the last line.
 ///
 /// ```text
-/// ok <hex path> <blake3 hex | ->   written durably (files with their digest)
+/// ok <hex path> <blake3 hex | ->   written (removed, changed) durably; files with their digest
 /// warn <hex path> <reason>         written, but something was not kept (an xattr)
 /// bad <hex path> <reason>          not written
 /// done files=N bytes=N
@@ -756,12 +810,26 @@ mod tests {
         Frame::Hello { version: 7 }.encode(&mut raw).unwrap();
         let stream = zstd::encode_all(raw.as_slice(), 3).unwrap();
         let err = WireReader::new(stream.as_slice()).err().unwrap();
-        assert!(matches!(err, WireError::Version { theirs: 7, ours: 1 }));
+        assert!(matches!(
+            err,
+            WireError::Version {
+                theirs: 7,
+                ours: VERSION
+            }
+        ));
         let msg = err.to_string();
         assert!(
-            msg.contains("version 7") && msg.contains("version 1"),
+            msg.contains("version 7") && msg.contains(&format!("version {VERSION}")),
             "{msg}"
         );
+        // A version 1 sender (no Remove, no Attrs) is refused too.
+        let mut raw = Vec::new();
+        Frame::Hello { version: 1 }.encode(&mut raw).unwrap();
+        let stream = zstd::encode_all(raw.as_slice(), 3).unwrap();
+        assert!(matches!(
+            WireReader::new(stream.as_slice()).err().unwrap(),
+            WireError::Version { theirs: 1, ours: 2 }
+        ));
     }
 
     #[test]
@@ -817,6 +885,114 @@ mod tests {
         // The compressed stream itself cut in half.
         let full = encode(|w| w.entry(&meta(b"d", EntryKind::Dir, 0)).unwrap());
         assert!(frames(&full[..full.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn remove_and_attrs_round_trip() {
+        let attrs = meta(b"dir\xff\n/f", EntryKind::File, 0);
+        let sym = meta(
+            b"l",
+            EntryKind::Symlink {
+                target: b"x".to_vec(),
+            },
+            0,
+        );
+        let content = b"abc".to_vec();
+        let file = meta(b"f", EntryKind::File, 3);
+        let stream = encode(|w| {
+            w.remove(b"gone/\xfe\n").unwrap();
+            w.attrs(&attrs).unwrap();
+            w.file(&file, &mut content.as_slice()).unwrap();
+            w.attrs(&sym).unwrap();
+            w.remove(b"").unwrap();
+            // Neither counts in the totals.
+            assert_eq!(w.totals(), (1, 3));
+        });
+        assert_eq!(
+            frames(&stream).unwrap(),
+            vec![
+                Frame::Remove(b"gone/\xfe\n".to_vec()),
+                Frame::Attrs(attrs),
+                Frame::Entry(file),
+                Frame::Data(content.clone()),
+                Frame::FileEnd {
+                    blake3: *blake3::hash(&content).as_bytes()
+                },
+                Frame::Attrs(sym),
+                Frame::Remove(vec![]),
+                Frame::Done { files: 1, bytes: 3 },
+            ]
+        );
+        // The raw layout: tag, length, the path bytes as they are.
+        let mut raw = Vec::new();
+        Frame::Remove(b"a/b".to_vec()).encode(&mut raw).unwrap();
+        assert_eq!(raw, [&[TAG_REMOVE, 3, 0, 0, 0][..], b"a/b"].concat());
+        let mut raw = Vec::new();
+        Frame::Attrs(meta(b"p", EntryKind::Fifo, 0))
+            .encode(&mut raw)
+            .unwrap();
+        assert_eq!(raw[0], TAG_ATTRS);
+        assert_eq!(
+            Frame::decode(&mut raw.as_slice()).unwrap(),
+            Some(Frame::Attrs(meta(b"p", EntryKind::Fifo, 0)))
+        );
+        assert_eq!(Frame::Remove(vec![]).name(), "Remove");
+        assert_eq!(Frame::Attrs(meta(b"p", EntryKind::Fifo, 0)).name(), "Attrs");
+    }
+
+    #[test]
+    fn corrupt_and_oversized_remove_and_attrs_are_errors() {
+        let over = (MAX_META as u32 + 1).to_le_bytes();
+        // Lengths over the limit: refused from the header alone.
+        for tag in [TAG_REMOVE, TAG_ATTRS] {
+            let err = frames(&raw_stream(&[&[tag][..], &over, b"xx"].concat())).unwrap_err();
+            assert!(
+                matches!(err, WireError::Corrupt(ref m) if m.contains(&format!("tag {tag} claims {}", MAX_META + 1))),
+                "{err}"
+            );
+            // Cut short.
+            let err = frames(&raw_stream(&[tag, 10, 0, 0, 0, 1, 2])).unwrap_err();
+            assert!(matches!(err, WireError::Truncated(_)), "{err}");
+        }
+        // Garbage as Attrs; an Entry's bytes with one more trailing byte.
+        let err = frames(&raw_stream(&[TAG_ATTRS, 3, 0, 0, 0, 1, 2, 3])).unwrap_err();
+        assert!(
+            matches!(err, WireError::Corrupt(ref m) if m.contains("Attrs")),
+            "{err}"
+        );
+        let mut raw = Vec::new();
+        Frame::Attrs(meta(b"p", EntryKind::Fifo, 0))
+            .encode(&mut raw)
+            .unwrap();
+        let len = u32::from_le_bytes(raw[1..5].try_into().unwrap()) + 1;
+        raw[1..5].copy_from_slice(&len.to_le_bytes());
+        raw.push(0);
+        let err = frames(&raw_stream(&raw)).unwrap_err();
+        assert!(matches!(err, WireError::Corrupt(_)), "{err}");
+        // An Attrs whose kind tag is out of range.
+        let mut raw = Vec::new();
+        Frame::Attrs(meta(b"p", EntryKind::Fifo, 0))
+            .encode(&mut raw)
+            .unwrap();
+        // path: u64 length + 1 byte, then the u32 enum tag.
+        let kind_at = 5 + 8 + 1;
+        raw[kind_at..kind_at + 4].copy_from_slice(&99u32.to_le_bytes());
+        let err = frames(&raw_stream(&raw)).unwrap_err();
+        assert!(matches!(err, WireError::Corrupt(_)), "{err}");
+        // The sender refuses to encode an oversized Remove.
+        let err = Frame::Remove(vec![b'a'; MAX_META + 1])
+            .encode(&mut Vec::new())
+            .unwrap_err();
+        assert!(matches!(err, WireError::Corrupt(_)), "{err}");
+        let mut w = WireWriter::new(Vec::new()).unwrap();
+        assert!(w.remove(&vec![b'a'; MAX_META + 1]).is_err());
+        // ... and an Attrs whose xattrs do not fit.
+        let mut big = meta(b"f", EntryKind::File, 0);
+        big.xattrs = vec![(b"user.big".to_vec(), vec![1; MAX_META])];
+        assert!(matches!(
+            Frame::Attrs(big).encode(&mut Vec::new()).unwrap_err(),
+            WireError::Corrupt(_)
+        ));
     }
 
     #[test]

@@ -5,6 +5,12 @@
 //! directory is fsynced before the ack is written. Acks are batched: they
 //! go out (after one fsync per changed directory) whenever the agent is
 //! about to wait for more input, and at the end.
+//!
+//! Delta passes also send `Remove` (acked `ok` once the path is gone, also
+//! when it already was) and `Attrs` (metadata of an existing entry; `bad`
+//! when it is missing or of another kind, so the client sends it in full).
+//! With [`AgentOptions::sweep`], temporary files left by a killed agent are
+//! removed before the stream is read.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -17,7 +23,8 @@ use crate::stream::wire::{Ack, EntryKind, EntryMeta, Frame, WireError, WireReade
 /// What one run wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AgentStats {
-    /// Entries acknowledged `ok` (all kinds).
+    /// Acknowledged `ok`: entries of all kinds, removals and attribute
+    /// changes.
     pub entries: u64,
     /// Regular files written and verified.
     pub files: u64,
@@ -27,6 +34,23 @@ pub struct AgentStats {
     pub bad: u64,
     /// `warn` lines (written, but something not kept).
     pub warnings: u64,
+    /// Of `entries`: `Remove` frames done (including paths already gone).
+    pub removed: u64,
+    /// Of `entries`: `Attrs` frames applied.
+    pub attrs: u64,
+    /// Leftover temporary files removed before reading (with
+    /// [`AgentOptions::sweep`]).
+    pub swept: u64,
+}
+
+/// How [`run_with`] works beyond the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentOptions {
+    /// Before reading the stream, remove every leftover temporary file
+    /// (`.NAME.hotclone-tmp`, `.hotclone-tmp-HASH`) under the root, in
+    /// mounted filesystems too, never following symlinks. Only while no
+    /// other agent writes under the root.
+    pub sweep: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,36 +99,53 @@ impl<W: Write> AckOut<W> {
         self.pending.push(ack);
     }
 
+    /// Acks an Entry (with its content for files, counted in the totals).
     fn result(
         &mut self,
         meta: &EntryMeta,
         r: Result<Vec<String>, EntryError>,
         digest: Option<[u8; 32]>,
     ) {
+        let content = (meta.kind == EntryKind::File).then_some(meta.size);
+        self.ack(&meta.path, r, content, digest);
+    }
+
+    /// Acks one frame for `path`: its warnings, then `ok` or `bad`.
+    /// `content` is the size of a regular file received with its content.
+    /// Returns whether it was `ok`.
+    fn ack(
+        &mut self,
+        path: &[u8],
+        r: Result<Vec<String>, EntryError>,
+        content: Option<u64>,
+        digest: Option<[u8; 32]>,
+    ) -> bool {
         match r {
             Ok(warnings) => {
                 for reason in warnings {
                     self.push(Ack::Warn {
-                        path: meta.path.clone(),
+                        path: path.to_vec(),
                         reason,
                     });
                 }
-                if meta.kind == EntryKind::File {
+                if let Some(size) = content {
                     self.stats.files += 1;
-                    self.stats.bytes += meta.size;
+                    self.stats.bytes += size;
                 }
-                tracing::trace!(path = %meta.display_path(), "written");
+                tracing::trace!(path = %String::from_utf8_lossy(path), "written");
                 self.push(Ack::Ok {
-                    path: meta.path.clone(),
+                    path: path.to_vec(),
                     digest,
                 });
+                true
             }
             Err(e) => {
                 tracing::warn!("{e}");
                 self.push(Ack::Bad {
-                    path: meta.path.clone(),
+                    path: path.to_vec(),
                     reason: e.0,
                 });
+                false
             }
         }
     }
@@ -138,17 +179,45 @@ enum State {
     },
 }
 
-/// Decodes the stream from `input`, writes under `root`, acks to `acks`.
+/// Decodes the stream from `input`, writes under `root`, acks to `acks`,
+/// with the default [`AgentOptions`].
 pub fn run(root: &Path, input: impl Read, acks: impl Write) -> Result<AgentStats, AgentError> {
-    let writer = Writer::new(root).map_err(|source| AgentError::Root {
+    run_with(root, AgentOptions::default(), input, acks)
+}
+
+/// [`run`] with options.
+pub fn run_with(
+    root: &Path,
+    options: AgentOptions,
+    input: impl Read,
+    acks: impl Write,
+) -> Result<AgentStats, AgentError> {
+    let mut writer = Writer::new(root).map_err(|source| AgentError::Root {
         root: root.display().to_string(),
         source,
     })?;
+    let mut stats = AgentStats::default();
+    if options.sweep {
+        let sweep = writer.sweep_temp_files();
+        for e in &sweep.errors {
+            tracing::warn!("sweep: {e}");
+        }
+        tracing::info!(
+            "sweep: removed {} leftover temporary files under {}{}",
+            sweep.removed,
+            root.display(),
+            match sweep.errors.len() {
+                0 => String::new(),
+                n => format!(" ({n} places could not be swept, see above)"),
+            }
+        );
+        stats.swept = sweep.removed;
+    }
     let out = Rc::new(RefCell::new(AckOut {
         out: acks,
         pending: Vec::new(),
         writer,
-        stats: AgentStats::default(),
+        stats,
     }));
     let failed = Rc::new(RefCell::new(None));
     let wrapped = FlushBeforeRead {
@@ -184,6 +253,20 @@ pub fn run(root: &Path, input: impl Read, acks: impl Write) -> Result<AgentStats
                 (State::Idle, Frame::Entry(meta)) => {
                     let r = o.writer.entry(&meta);
                     o.result(&meta, r, None);
+                    State::Idle
+                }
+                (State::Idle, Frame::Remove(path)) => {
+                    let r = o.writer.remove(&path).map(|()| Vec::new());
+                    if o.ack(&path, r, None, None) {
+                        o.stats.removed += 1;
+                    }
+                    State::Idle
+                }
+                (State::Idle, Frame::Attrs(meta)) => {
+                    let r = o.writer.attrs(&meta);
+                    if o.ack(&meta.path, r, None, None) {
+                        o.stats.attrs += 1;
+                    }
                     State::Idle
                 }
                 (

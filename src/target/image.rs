@@ -40,6 +40,10 @@ pub enum ImageError {
         package: &'static str,
         source: std::io::Error,
     },
+    #[error("the target disk {path} is gone; the journal describes a disk that no longer exists. Start over with `hotclone forget NAME` and a new clone")]
+    DiskGone { path: PathBuf },
+    #[error("{point} is still mounted by an interrupted run and will not unmount ({why}); find its user with `fuser -vm {point}`")]
+    Busy { point: PathBuf, why: String },
     #[error("partition device {0} did not appear after partx -a")]
     NoPartitionDevice(PathBuf),
     #[error("{0}")]
@@ -199,6 +203,10 @@ impl Drop for Mounts {
 /// The image, partitioned, formatted and mounted at `root`. Dropped
 /// without [`PreparedImage::finish`], it unmounts, detaches and deletes the
 /// half-made raw file: a failed clone leaves nothing behind.
+///
+/// Once files were copied into it, [`PreparedImage::keep`] makes a drop
+/// keep the raw file (unmounted and detached): the journal describes it,
+/// and the next run continues from it. [`attach`] opens such a disk again.
 #[derive(Debug)]
 pub struct PreparedImage {
     pub raw: PathBuf,
@@ -207,6 +215,7 @@ pub struct PreparedImage {
     mounts: Mounts,
     disk: LoopDisk,
     finished: bool,
+    keep: bool,
 }
 
 impl Drop for PreparedImage {
@@ -216,8 +225,111 @@ impl Drop for PreparedImage {
         }
         self.mounts.release();
         let _ = self.disk.detach();
-        let _ = std::fs::remove_file(&self.raw);
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.raw);
+        }
     }
+}
+
+/// Attach and mount an existing target disk (made by [`prepare`], possibly
+/// by a run that was interrupted) read-write under `staging`. Whatever an
+/// interrupted run left attached or mounted is released first. Dropped, it
+/// unmounts and detaches; the disk is never deleted.
+pub fn attach(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage, ImageError> {
+    if !raw.exists() {
+        return Err(ImageError::DiskGone {
+            path: raw.to_path_buf(),
+        });
+    }
+    release_stale(raw, staging)?;
+    let disk = LoopDisk::attach(raw)?;
+    let mut filesystems = Vec::new();
+    for part in &plan.disk.partitions {
+        let fs_type = match (part.role, &part.fs) {
+            (PartitionRole::Swap, _) => FsType::Swap,
+            (PartitionRole::Filesystem, Some(choice)) => choice.fs_type,
+            _ => continue,
+        };
+        let device = disk.partition(part.number)?;
+        let uuid = run(
+            "blkid",
+            &["-p", "-s", "UUID", "-o", "value", &device.to_string_lossy()],
+            "util-linux",
+        )?
+        .trim()
+        .to_string();
+        filesystems.push(NewFilesystem {
+            number: part.number,
+            mount_point: part.mount_point.clone(),
+            fs_type,
+            uuid,
+            device,
+            source_device: part.source_device.clone(),
+        });
+    }
+    std::fs::create_dir_all(staging)?;
+    let mut image = PreparedImage {
+        raw: raw.to_path_buf(),
+        root: staging.to_path_buf(),
+        filesystems,
+        mounts: Mounts::default(),
+        disk,
+        finished: false,
+        keep: true,
+    };
+    let targets: Vec<(String, PathBuf)> = image
+        .filesystems
+        .iter()
+        .filter_map(|f| f.mount_point.clone().map(|m| (m, f.device.clone())))
+        .collect();
+    let refs: Vec<(&str, &Path)> = targets
+        .iter()
+        .map(|(m, d)| (m.as_str(), d.as_path()))
+        .collect();
+    mount_tree(&refs, staging, &[], &mut image.mounts)?;
+    Ok(image)
+}
+
+/// Undo what a killed run left behind for this disk: mounts at or under
+/// `staging` (deepest first; a mount still busy is retried for a while,
+/// since a killed client's agent may still be finishing its last write)
+/// and loop devices backed by `raw`. Mounting the same filesystem through
+/// a second loop device would corrupt it, so a leftover that cannot be
+/// released is an error.
+pub fn release_stale(raw: &Path, staging: &Path) -> Result<(), ImageError> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut stale: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(staging))
+        .collect();
+    stale.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in stale {
+        let at = point.to_string_lossy().into_owned();
+        let mut tries = 0;
+        while let Err(e) = run("umount", &[&at], "mount") {
+            tries += 1;
+            if tries > 60 {
+                return Err(ImageError::Busy {
+                    point: point.clone(),
+                    why: e.to_string(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        tracing::info!("unmounted {at}, left mounted by an interrupted run");
+    }
+    if raw.exists() {
+        let raw_s = raw.to_string_lossy().into_owned();
+        let held = run("losetup", &["-j", &raw_s, "-n", "-O", "NAME"], "mount")?;
+        for dev in held.split_whitespace() {
+            let _ = run("partx", &["-d", dev], "util-linux");
+            run("losetup", &["-d", dev], "mount")?;
+            tracing::info!("detached {dev}, left attached to {raw_s} by an interrupted run");
+        }
+    }
+    Ok(())
 }
 
 fn mkfs(fs: FsType, part: &Partition, device: &Path, uuid: &str) -> Result<(), ImageError> {
@@ -460,10 +572,26 @@ fn prepare_new(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage,
         mounts,
         disk,
         finished: false,
+        keep: false,
     })
 }
 
 impl PreparedImage {
+    /// From now on a failure keeps the disk (see the type's docs).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// Flush, unmount and detach, keeping the raw disk as it is (the end
+    /// of a sync pass).
+    pub fn close(mut self) -> Result<(), ImageError> {
+        run("sync", &[], "coreutils")?;
+        self.mounts.unmount_all()?;
+        self.disk.detach()?;
+        self.finished = true;
+        Ok(())
+    }
+
     /// The loop device of the whole disk (for grub-install).
     pub fn disk_device(&self) -> &Path {
         &self.disk.device

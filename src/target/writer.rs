@@ -5,13 +5,21 @@
 //! Paths come from the network and are not trusted: absolute paths, `..`
 //! and parents that are symlinks (which could lead out of the root) are
 //! refused. Parents are checked with `symlink_metadata`, never followed.
+//!
+//! Delta passes also remove entries ([`Writer::remove`]) and change the
+//! metadata of existing ones ([`Writer::attrs`]). Removing a directory tree
+//! never follows symlinks and stops at a mounted filesystem.
+//!
+//! A regular file is written to a temporary name beside its target
+//! ([`is_temp_name`]) and renamed into place; an agent killed in between
+//! leaves that file, which [`Writer::sweep_temp_files`] removes.
 
 use std::collections::BTreeSet;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
@@ -43,10 +51,28 @@ struct Resolved {
     name: OsString,
 }
 
+/// A path looked up without creating parents.
+enum Lookup {
+    Found(Resolved),
+    /// The named parent is missing or not a directory: nothing can be at
+    /// the path.
+    Absent(PathBuf),
+}
+
+/// What [`Writer::sweep_temp_files`] did.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// Temporary files removed.
+    pub removed: u64,
+    /// Directories that could not be listed, files that could not be removed.
+    pub errors: Vec<EntryError>,
+}
+
 /// The writing side of the agent for one root.
 pub struct Writer {
     root: PathBuf,
-    /// Directories whose entries changed: fsynced by [`Writer::sync_dirs`].
+    /// Directories whose entries changed, and regular files whose metadata
+    /// changed ([`Writer::attrs`]): fsynced by [`Writer::sync_dirs`].
     dirty_dirs: BTreeSet<PathBuf>,
     /// Directory mtimes, set last (writing children changes them).
     dir_times: Vec<(usize, PathBuf, FileTime)>,
@@ -67,7 +93,21 @@ impl Writer {
 
     /// Splits and checks a relative path; creates missing parents (0755,
     /// root-owned; their own entry, if sent, fixes them).
-    fn resolve(&mut self, path: &[u8], create_parents: bool) -> Result<Resolved, EntryError> {
+    fn resolve(&mut self, path: &[u8]) -> Result<Resolved, EntryError> {
+        match self.walk(path, true)? {
+            Lookup::Found(r) => Ok(r),
+            Lookup::Absent(_) => unreachable!("parents are created"),
+        }
+    }
+
+    /// Splits and checks a relative path like [`Writer::resolve`], but
+    /// creates nothing: a missing parent (or one that is not a directory)
+    /// means the path is absent. A symlinked parent is still an error.
+    fn lookup(&mut self, path: &[u8]) -> Result<Lookup, EntryError> {
+        self.walk(path, false)
+    }
+
+    fn walk(&mut self, path: &[u8], create_parents: bool) -> Result<Lookup, EntryError> {
         if path.first() == Some(&b'/') {
             return Err(EntryError(format!(
                 "{}: absolute path refused (paths must be relative to the root)",
@@ -85,11 +125,11 @@ impl Writer {
             )));
         }
         let Some((name, parents)) = parts.split_last() else {
-            return Ok(Resolved {
+            return Ok(Lookup::Found(Resolved {
                 full: self.root.clone(),
                 parent: self.root.clone(),
                 name: OsString::new(),
-            });
+            }));
         };
         let mut cur = self.root.clone();
         for c in parents {
@@ -103,10 +143,14 @@ impl Writer {
                         cur.display()
                     )))
                 }
+                Ok(_) if !create_parents => return Ok(Lookup::Absent(cur)),
                 Ok(_) => {
                     return Err(EntryError(format!("{}: its parent {} is not a directory", show(path), cur.display())))
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound && create_parents => {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !create_parents => {
+                    return Ok(Lookup::Absent(cur))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir(&cur).map_err(|e| io_err("cannot create the parent directory", &cur, e))?;
                     fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
                         .map_err(|e| io_err("cannot chmod", &cur, e))?;
@@ -120,29 +164,275 @@ impl Writer {
         let parent = cur.clone();
         let name = OsStr::from_bytes(name).to_os_string();
         cur.push(&name);
-        Ok(Resolved {
+        Ok(Lookup::Found(Resolved {
             full: cur,
             parent,
             name,
-        })
+        }))
     }
 
-    /// Removes whatever is at `full` (without following symlinks).
+    /// Removes whatever is at `full` (without following symlinks; a
+    /// directory with everything in it, but never a mounted filesystem:
+    /// see [`remove_tree`]). Already missing is fine.
     fn clear(full: &Path) -> Result<(), EntryError> {
         match fs::symlink_metadata(full) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(full)
-                .map_err(|e| io_err("cannot remove the old directory", full, e)),
-            Ok(_) => {
-                fs::remove_file(full).map_err(|e| io_err("cannot remove the old entry", full, e))
+            Ok(m) if m.is_dir() => {
+                let parent = full.parent().unwrap_or(full);
+                let dev = fs::symlink_metadata(parent)
+                    .map_err(|e| io_err("cannot look at", parent, e))?
+                    .dev();
+                remove_tree(full, dev)
             }
+            Ok(_) => match fs::remove_file(full) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    Err(io_err("cannot remove", full, e))
+                }
+                _ => Ok(()),
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("cannot look at", full, e)),
         }
     }
 
+    /// Removes `path` (a [`crate::stream::wire::Frame::Remove`]): a
+    /// directory with everything in it, anything else with unlink, never
+    /// following symlinks (a symlink is removed itself). Already missing
+    /// (or under a parent that is missing or not a directory) is success,
+    /// so an interrupted pass can run again. Refused: the root itself, a
+    /// symlinked parent, `..`, absolute paths, and a tree with another
+    /// filesystem mounted in it.
+    ///
+    /// The parent is fsynced before the ack. Its mtime becomes the time of
+    /// the removal, unless the stream also carries the parent's Entry or
+    /// Attrs (which a sync pass does, since the source's parent changed
+    /// too): directory times are set at the end, see [`Writer::finish`].
+    pub fn remove(&mut self, path: &[u8]) -> Result<(), EntryError> {
+        let r = match self.lookup(path)? {
+            Lookup::Found(r) => r,
+            Lookup::Absent(_) => return Ok(()),
+        };
+        if r.name.is_empty() {
+            return Err(EntryError(format!(
+                "{}: the root itself cannot be removed",
+                show(path)
+            )));
+        }
+        Self::clear(&r.full)?;
+        self.dirty_dirs.insert(r.parent);
+        Ok(())
+    }
+
+    /// Changes the metadata of an existing entry (a
+    /// [`crate::stream::wire::Frame::Attrs`]) in the order full entries use:
+    /// owner (lchown), then mode (not for symlinks: chown clears suid and
+    /// sgid), then xattrs when `meta.xattrs` is not empty (else the ones on
+    /// the target are left alone), then the mtime (directories: at the
+    /// end, like full entries, so later writes into them do not change it).
+    /// Creates nothing: a missing path, or one whose kind (symlink target,
+    /// device numbers, hard link inode) differs from `meta.kind`, is an
+    /// error that asks for the entry in full. Returns warnings (xattrs not
+    /// kept).
+    pub fn attrs(&mut self, meta: &EntryMeta) -> Result<Vec<String>, EntryError> {
+        let missing = || {
+            EntryError(format!(
+                "{}: is not on the target; send it in full",
+                show(&meta.path)
+            ))
+        };
+        let r = match self.lookup(&meta.path)? {
+            Lookup::Found(r) => r,
+            Lookup::Absent(_) => return Err(missing()),
+        };
+        let full = &r.full;
+        let m = match fs::symlink_metadata(full) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+            Err(e) => return Err(io_err("cannot look at", full, e)),
+        };
+        self.check_kind(meta, &m, full)?;
+        let is_link = m.file_type().is_symlink();
+        let mut warnings = Vec::new();
+        // chown, even to the same owner, drops suid/sgid (the mode below
+        // restores them) and the file capability (restored here unless
+        // the meta lists xattrs, which are then set in full).
+        let owner_changes = m.uid() != meta.uid || m.gid() != meta.gid;
+        let capability = if owner_changes && !is_link && meta.xattrs.is_empty() {
+            xattr::get(full, CAPABILITY).ok().flatten()
+        } else {
+            None
+        };
+        if owner_changes {
+            std::os::unix::fs::lchown(full, Some(meta.uid), Some(meta.gid))
+                .map_err(|e| io_err("cannot set the owner of", full, e))?;
+        }
+        if !is_link {
+            fs::set_permissions(full, fs::Permissions::from_mode(meta.mode & 0o7777))
+                .map_err(|e| io_err("cannot chmod", full, e))?;
+        }
+        if let Some(cap) = capability {
+            if let Err(e) = xattr::set(full, CAPABILITY, &cap) {
+                warnings.push(format!(
+                    "{}: xattr {CAPABILITY} lost when its owner changed: {e}",
+                    show(&meta.path)
+                ));
+            }
+        }
+        set_xattrs(full, None, meta, &mut warnings);
+        if m.is_dir() {
+            self.dir_times
+                .push((depth(&meta.path), full.clone(), mtime(meta)));
+            self.dirty_dirs.insert(full.clone());
+        } else {
+            filetime::set_symlink_file_times(full, mtime(meta), mtime(meta))
+                .map_err(|e| io_err("cannot set the times of", full, e))?;
+            // Regular files are fsynced themselves; other kinds cannot be
+            // opened safely (a FIFO blocks, a device has side effects), so
+            // their directory is, as for their full entries.
+            self.dirty_dirs
+                .insert(if m.is_file() { full.clone() } else { r.parent });
+        }
+        Ok(warnings)
+    }
+
+    /// Whether what is at `full` is what `meta.kind` says.
+    fn check_kind(
+        &mut self,
+        meta: &EntryMeta,
+        m: &fs::Metadata,
+        full: &Path,
+    ) -> Result<(), EntryError> {
+        let path = show(&meta.path);
+        let ft = m.file_type();
+        let dev_nums = |major: u32, minor: u32| -> Result<(), EntryError> {
+            let (ma, mi) = (libc::major(m.rdev()), libc::minor(m.rdev()));
+            if (ma, mi) == (major, minor) {
+                Ok(())
+            } else {
+                Err(EntryError(format!(
+                    "{path}: the device on the target is {ma}:{mi}, not {major}:{minor}; send it in full"
+                )))
+            }
+        };
+        let (same, want) = match &meta.kind {
+            EntryKind::File => (ft.is_file(), "a regular file"),
+            EntryKind::Dir => (ft.is_dir(), "a directory"),
+            EntryKind::Fifo => (ft.is_fifo(), "a FIFO"),
+            EntryKind::CharDev { major, minor } => {
+                if ft.is_char_device() {
+                    return dev_nums(*major, *minor);
+                }
+                (false, "a character device")
+            }
+            EntryKind::BlockDev { major, minor } => {
+                if ft.is_block_device() {
+                    return dev_nums(*major, *minor);
+                }
+                (false, "a block device")
+            }
+            EntryKind::Symlink { target } => {
+                if ft.is_symlink() {
+                    let on_disk =
+                        fs::read_link(full).map_err(|e| io_err("cannot read the link", full, e))?;
+                    if on_disk.as_os_str().as_bytes() == target.as_slice() {
+                        return Ok(());
+                    }
+                    return Err(EntryError(format!(
+                        "{path}: the symlink on the target points to {}, not {}; send it in full",
+                        on_disk.display(),
+                        show(target)
+                    )));
+                }
+                (false, "a symlink")
+            }
+            EntryKind::Hardlink { target } => {
+                if ft.is_file() {
+                    let t = match self.lookup(target)? {
+                        Lookup::Found(t) => fs::symlink_metadata(&t.full).ok(),
+                        Lookup::Absent(_) => None,
+                    };
+                    if t.is_some_and(|t| (t.dev(), t.ino()) == (m.dev(), m.ino())) {
+                        return Ok(());
+                    }
+                    return Err(EntryError(format!(
+                        "{path}: is not a hard link to {} on the target; send it in full",
+                        show(target)
+                    )));
+                }
+                (false, "a hard link to a regular file")
+            }
+        };
+        if same {
+            return Ok(());
+        }
+        Err(EntryError(format!(
+            "{path}: the change is for {want} but the target has {} there; send it in full",
+            kind_name(ft)
+        )))
+    }
+
+    /// Removes every leftover temporary file ([`is_temp_name`], regular
+    /// files only) under the root: what an agent killed while receiving a
+    /// file leaves. Descends into every directory, mounted filesystems
+    /// included, but never follows a symlink. Run it only while no other
+    /// agent writes under the root.
+    pub fn sweep_temp_files(&mut self) -> Sweep {
+        let mut sweep = Sweep::default();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) => {
+                    sweep.errors.push(io_err("cannot list", &dir, e));
+                    continue;
+                }
+            };
+            for entry in entries {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        sweep.errors.push(io_err("cannot list", &dir, e));
+                        break;
+                    }
+                };
+                // The entry's own type: a symlink is never followed.
+                let ft = match entry.file_type() {
+                    Ok(ft) => ft,
+                    Err(e) => {
+                        sweep
+                            .errors
+                            .push(io_err("cannot look at", &entry.path(), e));
+                        continue;
+                    }
+                };
+                if ft.is_dir() {
+                    stack.push(entry.path());
+                } else if ft.is_file() && is_temp_name(entry.file_name().as_bytes()) {
+                    let path = entry.path();
+                    match fs::remove_file(&path) {
+                        Ok(()) => {
+                            tracing::debug!(
+                                "removed the leftover temporary file {}",
+                                path.display()
+                            );
+                            sweep.removed += 1;
+                            self.dirty_dirs.insert(dir.clone());
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => sweep.errors.push(io_err(
+                            "cannot remove the leftover temporary file",
+                            &path,
+                            e,
+                        )),
+                    }
+                }
+            }
+        }
+        sweep
+    }
+
     /// Starts a regular file: a temp file beside the target.
     pub fn begin_file(&mut self, meta: &EntryMeta) -> Result<FileSink, EntryError> {
-        let r = self.resolve(&meta.path, true)?;
+        let r = self.resolve(&meta.path)?;
         if r.name.is_empty() {
             return Err(EntryError("the root itself cannot be a file".into()));
         }
@@ -203,7 +493,7 @@ impl Writer {
 
     /// Writes anything but a regular file.
     pub fn entry(&mut self, meta: &EntryMeta) -> Result<Vec<String>, EntryError> {
-        let r = self.resolve(&meta.path, true)?;
+        let r = self.resolve(&meta.path)?;
         let full = &r.full;
         if r.name.is_empty() && meta.kind != EntryKind::Dir {
             return Err(EntryError("the root itself can only be a directory".into()));
@@ -232,12 +522,8 @@ impl Writer {
                 }
                 owner_mode(full, meta)?;
                 set_xattrs(full, None, meta, &mut warnings);
-                let depth = meta
-                    .path
-                    .split(|&b| b == b'/')
-                    .filter(|c| !c.is_empty() && *c != b".")
-                    .count();
-                self.dir_times.push((depth, full.clone(), mtime(meta)));
+                self.dir_times
+                    .push((depth(&meta.path), full.clone(), mtime(meta)));
                 self.dirty_dirs.insert(full.clone());
             }
             EntryKind::Symlink { target } => {
@@ -251,9 +537,23 @@ impl Writer {
                     .map_err(|e| io_err("cannot set the times of", full, e))?;
             }
             EntryKind::Hardlink { target } => {
-                let t = self.resolve(target, false).map_err(|e| {
-                    EntryError(format!("{}: hard link target: {e}", show(&meta.path)))
-                })?;
+                let t = match self.lookup(target) {
+                    Ok(Lookup::Found(t)) => t,
+                    Ok(Lookup::Absent(parent)) => {
+                        return Err(EntryError(format!(
+                            "{}: hard link target {} is not on the target ({} is missing or not a directory); it was not sent or not written",
+                            show(&meta.path),
+                            show(target),
+                            parent.display()
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(EntryError(format!(
+                            "{}: hard link target: {e}",
+                            show(&meta.path)
+                        )))
+                    }
+                };
                 match fs::symlink_metadata(&t.full) {
                     Ok(m) if !m.is_dir() => {}
                     Ok(_) => return Err(EntryError(format!("{}: hard link target {} is a directory", show(&meta.path), show(target)))),
@@ -312,12 +612,25 @@ impl Writer {
         Ok(warnings)
     }
 
-    /// fsyncs every directory whose entries changed since the last call.
+    /// fsyncs every directory whose entries changed (and every regular file
+    /// whose metadata changed) since the last call.
     pub fn sync_dirs(&mut self) -> Result<(), EntryError> {
         for dir in std::mem::take(&mut self.dirty_dirs) {
-            let f = match File::open(&dir) {
+            // Replaced by a later entry (a dir that became a file, a FIFO,
+            // a symlink) or removed: nothing of it to sync here, the later
+            // entry dirtied its own parent. Never open a FIFO or a device.
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() || m.is_file() => {}
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("cannot look at", &dir, e)),
+            }
+            let f = match OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&dir)
+            {
                 Ok(f) => f,
-                // Replaced by a later entry (a dir that became a file).
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err("cannot open for fsync", &dir, e)),
             };
@@ -354,19 +667,143 @@ impl Writer {
     }
 }
 
+/// Ends the plain temporary name `.<name>.hotclone-tmp`.
+const TEMP_SUFFIX: &[u8] = b".hotclone-tmp";
+/// Starts the hashed temporary name `.hotclone-tmp-<32 hex digits>`.
+const TEMP_HASHED_PREFIX: &[u8] = b".hotclone-tmp-";
+/// Lowercase hex digits of BLAKE3 in the hashed form.
+const TEMP_HASH_HEX: usize = 32;
+/// NAME_MAX on Linux.
+const NAME_MAX: usize = 255;
+
+/// Whether the plain temporary name for a name of this length fits.
+fn plain_temp_fits(name_len: usize) -> bool {
+    1 + name_len + TEMP_SUFFIX.len() <= NAME_MAX
+}
+
+/// Whether `file_name` is a name [`temp_name`] gives: `.<name>.hotclone-tmp`
+/// (a non-empty name) or `.hotclone-tmp-<32 lowercase hex digits>`. The one
+/// definition of the pattern, for the writer and the sweep.
+pub fn is_temp_name(file_name: &[u8]) -> bool {
+    if let Some(hash) = file_name.strip_prefix(TEMP_HASHED_PREFIX) {
+        if hash.len() == TEMP_HASH_HEX
+            && hash
+                .iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        {
+            return true;
+        }
+    }
+    match file_name
+        .strip_prefix(b".")
+        .and_then(|n| n.strip_suffix(TEMP_SUFFIX))
+    {
+        Some(name) => !name.is_empty() && plain_temp_fits(name.len()),
+        None => false,
+    }
+}
+
 /// `.<name>.hotclone-tmp`, or a hashed short form when that would be
 /// longer than NAME_MAX (255).
 fn temp_name(name: &[u8]) -> OsString {
-    let mut t = Vec::with_capacity(name.len() + 14);
-    if name.len() + 14 <= 255 {
+    let mut t = Vec::with_capacity(1 + name.len() + TEMP_SUFFIX.len());
+    if plain_temp_fits(name.len()) {
         t.push(b'.');
         t.extend_from_slice(name);
-        t.extend_from_slice(b".hotclone-tmp");
+        t.extend_from_slice(TEMP_SUFFIX);
     } else {
-        t.extend_from_slice(b".hotclone-tmp-");
-        t.extend_from_slice(blake3::hash(name).to_hex()[..32].as_bytes());
+        t.extend_from_slice(TEMP_HASHED_PREFIX);
+        t.extend_from_slice(blake3::hash(name).to_hex()[..TEMP_HASH_HEX].as_bytes());
     }
+    debug_assert!(is_temp_name(&t), "temp_name and is_temp_name disagree");
     OsString::from_vec(t)
+}
+
+/// The security.capability xattr (file capabilities), which chown drops.
+const CAPABILITY: &str = "security.capability";
+
+/// Path components below the root ("." and empty ones do not count).
+fn depth(path: &[u8]) -> usize {
+    path.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .count()
+}
+
+fn kind_name(ft: fs::FileType) -> &'static str {
+    if ft.is_file() {
+        "a regular file"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "something unknown"
+    }
+}
+
+/// Removes the directory `top` with everything in it, never following a
+/// symlink (one is removed itself). A directory on another device than
+/// `dev` (the device of `top`'s parent), i.e. a mounted filesystem, is not
+/// entered: the removal stops there with an error, so a tree never takes a
+/// filesystem mounted in it along. Iterative: deep trees cost neither stack
+/// nor open descriptors. Entries that vanish meanwhile are fine.
+fn remove_tree(top: &Path, dev: u64) -> Result<(), EntryError> {
+    // (directory, its children are gone)
+    let mut stack = vec![(top.to_path_buf(), false)];
+    while let Some((dir, emptied)) = stack.pop() {
+        if emptied {
+            match fs::remove_dir(&dir) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_err("cannot remove the directory", &dir, e))
+                }
+                _ => continue,
+            }
+        }
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if !m.is_dir() => continue,
+            Ok(m) if m.dev() != dev => {
+                return Err(EntryError(format!(
+                "{}: another filesystem is mounted there; refused to remove it (unmount it first)",
+                dir.display()
+            )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("cannot look at", &dir, e)),
+        }
+        stack.push((dir.clone(), true));
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("cannot list", &dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("cannot list", &dir, e))?;
+            let path = entry.path();
+            let ft = entry
+                .file_type()
+                .map_err(|e| io_err("cannot look at", &path, e))?;
+            if ft.is_dir() {
+                stack.push((path, false));
+            } else {
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(io_err("cannot remove", &path, e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn cstring(p: &Path) -> Result<CString, EntryError> {
@@ -542,5 +979,86 @@ impl FileSink {
 
     pub fn meta(&self) -> &EntryMeta {
         &self.meta
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_what_the_sweep_matches() {
+        for len in [1usize, 2, 100, 241, 242, 255] {
+            let name = vec![b'n'; len];
+            let t = temp_name(&name);
+            assert!(t.len() <= NAME_MAX, "{len}: {t:?}");
+            assert!(is_temp_name(t.as_bytes()), "{len}: {t:?}");
+            // The plain form up to 241 bytes (1 + 241 + 13 = 255), hashed after.
+            assert_eq!(
+                t.as_bytes().starts_with(TEMP_HASHED_PREFIX),
+                len > 241,
+                "{len}"
+            );
+        }
+        assert_eq!(
+            temp_name(b"f\xff"),
+            OsStr::from_bytes(b".f\xff.hotclone-tmp")
+        );
+        for yes in [
+            &b".a.hotclone-tmp"[..],
+            b"..hidden.hotclone-tmp",
+            b".x.hotclone-tmp.hotclone-tmp",
+            b".hotclone-tmp-0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(is_temp_name(yes), "{}", show(yes));
+        }
+        for no in [
+            &b""[..],
+            b"a.hotclone-tmp",
+            b".hotclone-tmp",
+            b"..hotclone-tmp",
+            b".a.hotclone-tmp~",
+            b".a.hotclone-tmp.bak",
+            b".a.hotclone-TMP",
+            b"a",
+            b".hotclone-tmp-0123456789abcdef0123456789abcde",
+            b".hotclone-tmp-0123456789abcdef0123456789abcdef0",
+            b".hotclone-tmp-0123456789ABCDEF0123456789abcdef",
+            b".hotclone-tmp-0123456789abcdef0123456789abcdeg",
+        ] {
+            assert!(!is_temp_name(no), "{}", show(no));
+        }
+    }
+
+    #[test]
+    fn remove_tree_keeps_what_symlinks_point_to() {
+        let base = std::env::temp_dir().join(format!("hotclone-writer-rt-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let outside = base.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("keep"), b"k").unwrap();
+        let top = base.join("top");
+        // Deeper than one would like to recurse with an open directory each.
+        let mut deep = top.clone();
+        for _ in 0..300 {
+            deep.push("d");
+        }
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("f"), b"x").unwrap();
+        std::os::unix::fs::symlink(&outside, top.join("to-outside")).unwrap();
+        std::os::unix::fs::symlink(&outside, deep.join("to-outside")).unwrap();
+        fs::write(top.join("file"), b"y").unwrap();
+        let dev = fs::symlink_metadata(&base).unwrap().dev();
+        remove_tree(&top, dev).unwrap();
+        assert!(!top.exists());
+        assert_eq!(fs::read(outside.join("keep")).unwrap(), b"k");
+        // Gone already: fine. Another device: refused, nothing touched.
+        remove_tree(&top, dev).unwrap();
+        fs::create_dir(&top).unwrap();
+        fs::write(top.join("f"), b"x").unwrap();
+        let err = remove_tree(&top, dev.wrapping_add(1)).unwrap_err();
+        assert!(err.0.contains("another filesystem is mounted"), "{err}");
+        assert!(top.join("f").exists());
+        fs::remove_dir_all(&base).unwrap();
     }
 }

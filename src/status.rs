@@ -1,0 +1,80 @@
+//! The state of a migration, read from its journal only (the source and
+//! the target are not contacted): its stage, passes, lag, dirty files, last
+//! verify, and whether it is ready for cutover, with the reasons if not.
+
+use serde::Serialize;
+
+use crate::journal::{Journal, JournalError, PassRow, VerifyRow};
+use crate::migration::Migration;
+
+/// A pass longer than this is not "small": the final sync in the
+/// maintenance window would take about as long.
+pub const SMALL_PASS_SECONDS: i64 = 120;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub name: String,
+    /// "copying", "ready", or "new" (no disk yet).
+    pub stage: String,
+    pub files: u64,
+    pub dirty: u64,
+    pub passes: Vec<PassRow>,
+    pub last_verify: Option<VerifyRow>,
+    /// True when cutover can start; otherwise `not_ready` says why.
+    pub ready_for_cutover: bool,
+    pub not_ready: Vec<String>,
+    /// The last finished pass's duration: about what the final sync costs.
+    pub final_sync_estimate_seconds: Option<i64>,
+}
+
+pub fn read(migration: &Migration) -> Result<Status, JournalError> {
+    let journal = Journal::open(&migration.journal_path())?;
+    let stage = journal.meta("stage")?.unwrap_or_else(|| "new".into());
+    let (files, dirty) = journal.counts()?;
+    let passes = journal.passes()?;
+    let last_verify = journal.last_verify()?;
+    let mut not_ready = Vec::new();
+    if stage != crate::clone::stage::READY {
+        not_ready.push(format!(
+            "the clone is not finished (stage {stage}); run `hotclone clone` again"
+        ));
+    }
+    let last = passes.last();
+    if last.is_some_and(|p| p.finished.is_none()) {
+        not_ready.push(format!(
+            "the last pass was interrupted; run `hotclone sync {}`",
+            migration.name
+        ));
+    }
+    if dirty > 0 {
+        not_ready.push(format!(
+            "{dirty} file(s) changed while read; another `hotclone sync {}` sends them",
+            migration.name
+        ));
+    }
+    let last_finished = passes.iter().rev().find(|p| p.finished.is_some());
+    let estimate = last_finished.and_then(|p| Some(p.finished? - p.started));
+    if let Some(secs) = estimate.filter(|s| *s > SMALL_PASS_SECONDS) {
+        not_ready.push(format!(
+            "the last pass took {secs} s; sync until a pass takes under {SMALL_PASS_SECONDS} s (try `hotclone sync {} --watch 300`)",
+            migration.name
+        ));
+    }
+    if let Some(v) = last_verify.as_ref().filter(|v| v.differences > 0) {
+        not_ready.push(format!(
+            "the last verify found {} difference(s); sync, then `hotclone verify {}`",
+            v.differences, migration.name
+        ));
+    }
+    Ok(Status {
+        name: migration.name.clone(),
+        stage,
+        files,
+        dirty,
+        passes,
+        last_verify,
+        ready_for_cutover: not_ready.is_empty(),
+        not_ready,
+        final_sync_estimate_seconds: estimate,
+    })
+}

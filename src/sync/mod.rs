@@ -1,0 +1,338 @@
+//! Delta passes: make the target equal to the source as it is now, sending
+//! only what changed since the journal's record. The first copy of a clone
+//! is a pass against an empty journal; `hotclone sync` runs the later ones.
+//!
+//! A pass: list the source, compare with the journal ([`delta`]), send
+//! removals and metadata updates, then new and changed contents through the
+//! source's tar ([`crate::clone::copy`]), recording every acknowledged
+//! write as it arrives. Files that changed while read stay dirty and go
+//! again next pass. When a file that decides how the clone boots changed,
+//! the copy is converted again.
+//!
+//! On failure (the link drops, the agent, tar or this process is killed)
+//! the journal holds exactly what was acknowledged; running the pass again
+//! continues and re-sends at most what was in flight. A copy of the
+//! journal, the inventory and the plan is kept on the target itself, in
+//! [`TARGET_STATE_DIR`], so another client machine can take over.
+
+pub mod adopt;
+pub mod delta;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::clone::copy::{self, AgentCommand, Batching, JournalSink, Work};
+use crate::clone::{forgive_mount_points, list_source, CloneError};
+use crate::journal::{Journal, PassStats};
+use crate::migration::Migration;
+use crate::plan::Plan;
+use crate::probe::Inventory;
+use crate::progress::{FileWarning, Progress};
+use crate::ssh::Session;
+use crate::target::image;
+
+/// Where the target keeps its copy of the migration's state, relative to
+/// the root of the target's root filesystem. It is not part of the cloned
+/// tree: passes never list, send or remove it. Cutover removes it.
+pub const TARGET_STATE_DIR: &str = ".hotclone";
+
+/// The journal copy, inventory and plan on the target, for `root`.
+pub fn target_state(root: &Path) -> PathBuf {
+    root.join(TARGET_STATE_DIR)
+}
+
+/// What a pass did.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    pub pass: i64,
+    /// Entries on the source (after the plan's excludes).
+    pub listed: u64,
+    pub unchanged: u64,
+    /// Entries whose content was sent, and their bytes.
+    pub sent_files: u64,
+    pub sent_bytes: u64,
+    pub wire_bytes: u64,
+    pub attrs: u64,
+    pub removed: u64,
+    pub dirty: u64,
+    pub warnings: Vec<FileWarning>,
+    pub tar_messages: Vec<String>,
+    pub duration: Duration,
+    /// A boot-relevant file changed: the caller converts the copy again.
+    pub reconvert: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PassOptions {
+    pub batching: Batching,
+}
+
+/// Keep the target's copy of the state current: inventory, plan, journal.
+pub fn write_target_state(
+    root: &Path,
+    migration: &Migration,
+    journal: &Journal,
+) -> Result<(), CloneError> {
+    let dir = target_state(root);
+    let io = |what: &str, e: std::io::Error| {
+        CloneError::Target(format!("{what} {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io("protecting", e))?;
+    for (from, name) in [
+        (migration.inventory_path(), "inventory.json"),
+        (migration.plan_path(), "plan.toml"),
+    ] {
+        std::fs::copy(&from, dir.join(name)).map_err(|e| io("copying the state into", e))?;
+    }
+    journal.copy_to(&dir.join("journal.sqlite"))?;
+    Ok(())
+}
+
+/// One pass into the target mounted at `root`.
+#[allow(clippy::too_many_arguments)]
+pub async fn pass(
+    session: &Session,
+    inv: &Inventory,
+    plan: &Plan,
+    migration: &Migration,
+    root: &Path,
+    agent: &AgentCommand,
+    kind: &str,
+    options: &PassOptions,
+    progress: &mut dyn Progress,
+) -> Result<PassReport, CloneError> {
+    let started = Instant::now();
+    progress.phase("listing the source");
+    let listing = list_source(session, inv, plan, progress).await?;
+    let mut journal = Journal::open(&migration.journal_path())?;
+    let held = journal.files()?;
+    let converted = journal.converted()?;
+    let mut delta = delta::compute(&listing, &held, &converted);
+    let interrupted = journal
+        .passes()?
+        .last()
+        .is_some_and(|p| p.finished.is_none());
+    if interrupted {
+        delta.reassert_directories(&listing);
+    }
+    let pass = journal.begin_pass(kind)?;
+    write_target_state(root, migration, &journal)?;
+
+    progress.phase(if kind == "clone" {
+        "copying"
+    } else {
+        "sending changes"
+    });
+    progress.totals(delta.send.len() as u64, delta.send_bytes);
+    let digests: std::collections::HashMap<&[u8], Option<[u8; 32]>> =
+        held.iter().map(|r| (r.path.as_slice(), r.digest)).collect();
+    let work = Work {
+        remove: &delta.remove,
+        attrs: delta
+            .attrs
+            .iter()
+            .map(|f| (*f, digests.get(f.path.as_slice()).copied().flatten()))
+            .collect(),
+        send: delta.send_files(),
+    };
+    let agent = AgentCommand {
+        sweep: agent.sweep || interrupted,
+        ..agent.clone()
+    };
+    let sink = JournalSink {
+        path: migration.journal_path(),
+        pass,
+        target_copy: Some(target_state(root).join("journal.sqlite")),
+    };
+    let mut copied = copy::copy(
+        session,
+        &inv.capabilities,
+        &work,
+        root,
+        &agent,
+        options.batching,
+        &sink,
+        progress,
+    )
+    .await?;
+    for w in crate::verify::mark_changed_since_listing(root, &mut copied.records) {
+        progress.warning(&w);
+        copied.warnings.push(w);
+    }
+    forgive_mount_points(&mut copied, &plan.excludes);
+    let dirty: Vec<Vec<u8>> = copied
+        .records
+        .iter()
+        .filter(|r| r.dirty)
+        .map(|r| r.path.clone())
+        .collect();
+    journal.mark_dirty(&dirty)?;
+    journal.finish_pass(
+        pass,
+        &PassStats {
+            wire_bytes: copied.wire_bytes,
+            dirty: dirty.len() as u64,
+            warnings: copied.warnings.len() as u64,
+            removed: copied.removed,
+            attrs: copied.attrs,
+            unchanged: delta.unchanged,
+        },
+    )?;
+    write_target_state(root, migration, &journal)?;
+    Ok(PassReport {
+        pass,
+        listed: listing.len() as u64,
+        unchanged: delta.unchanged,
+        sent_files: copied.stats.files,
+        sent_bytes: copied.stats.bytes,
+        wire_bytes: copied.wire_bytes,
+        attrs: copied.attrs,
+        removed: copied.removed,
+        dirty: dirty.len() as u64,
+        warnings: copied.warnings,
+        tar_messages: copied.tar_messages,
+        duration: started.elapsed(),
+        reconvert: delta.reconvert,
+    })
+}
+
+/// What `hotclone sync` did.
+#[derive(Debug)]
+pub struct SyncReport {
+    pub pass: PassReport,
+    /// The copy was converted again (a boot-relevant file changed).
+    pub reconverted: bool,
+    /// Since the previous pass finished, and the rate the source changed
+    /// at over that time (content bytes sent per second).
+    pub since_previous: Option<Duration>,
+    pub change_rate: Option<f64>,
+    pub notes: Vec<String>,
+}
+
+/// The raw disk a sync pass writes: the image itself, or for a qcow2
+/// image a raw working copy beside it (this host mounts raw disks only),
+/// converted back when the pass ends. A pass that was interrupted leaves
+/// its working copy, which the next pass continues from: the journal
+/// describes it, not the older qcow2.
+pub fn working_disk(plan: &Plan) -> (PathBuf, bool) {
+    let crate::plan::TargetSpec::Image { path, format, .. } = &plan.target;
+    match format {
+        crate::plan::ImageFormat::Raw => (path.clone(), false),
+        crate::plan::ImageFormat::Qcow2 => (path.with_extension("sync.raw"), true),
+    }
+}
+
+/// One `hotclone sync` pass of a migration whose clone is ready.
+pub async fn run(
+    session: &Session,
+    inv: &Inventory,
+    plan: &Plan,
+    migration: &Migration,
+    agent: &AgentCommand,
+    options: &PassOptions,
+    progress: &mut dyn Progress,
+) -> Result<SyncReport, CloneError> {
+    let journal = Journal::open(&migration.journal_path())?;
+    match journal.meta("stage")?.as_deref() {
+        Some(crate::clone::stage::READY) => {}
+        Some(_) => {
+            return Err(CloneError::Stage(format!(
+                "the clone of {} did not finish; run the same `hotclone clone ... --name {}` again to continue it",
+                migration.name, migration.name
+            )))
+        }
+        None => {
+            return Err(CloneError::Stage(format!(
+                "migration {} has no target disk yet; `hotclone clone` makes it",
+                migration.name
+            )))
+        }
+    }
+    let previous = journal
+        .passes()?
+        .into_iter()
+        .rev()
+        .find(|p| p.finished.is_some());
+    drop(journal);
+    let crate::plan::TargetSpec::Image { path, .. } = &plan.target;
+    let (disk, qcow2) = working_disk(plan);
+    if qcow2 && !disk.exists() {
+        progress.phase("unpacking the qcow2 image for writing");
+        image::run(
+            "qemu-img",
+            &[
+                "convert",
+                "-O",
+                "raw",
+                &path.to_string_lossy(),
+                &disk.to_string_lossy(),
+            ],
+            "qemu-utils",
+        )?;
+    }
+    progress.phase("attaching the target disk");
+    let target = image::attach(plan, &disk, &migration.staging_dir())?;
+    let report = pass(
+        session,
+        inv,
+        plan,
+        migration,
+        &target.root,
+        agent,
+        "sync",
+        options,
+        progress,
+    )
+    .await?;
+    let mut notes = Vec::new();
+    if report.reconvert {
+        progress.phase("converting again (a boot-relevant file changed)");
+        notes = crate::clone::convert_phase(inv, plan, &target, progress)?;
+        let mut journal = Journal::open(&migration.journal_path())?;
+        journal.record_converted(&crate::verify::converted_files(
+            &target.root,
+            &journal.files()?,
+        ))?;
+        write_target_state(&target.root, migration, &journal)?;
+    }
+    progress.phase("closing the target disk");
+    target.close()?;
+    if qcow2 {
+        progress.phase("writing the qcow2 image");
+        let tmp = path.with_extension("qcow2.tmp");
+        image::run(
+            "qemu-img",
+            &[
+                "convert",
+                "-O",
+                "qcow2",
+                &disk.to_string_lossy(),
+                &tmp.to_string_lossy(),
+            ],
+            "qemu-utils",
+        )?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| CloneError::Target(format!("replacing {}: {e}", path.display())))?;
+        std::fs::remove_file(&disk)
+            .map_err(|e| CloneError::Target(format!("removing {}: {e}", disk.display())))?;
+    }
+    let since_previous = previous.and_then(|p| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs() as i64;
+        let finished = p.finished?;
+        Some(Duration::from_secs((now - finished).max(1) as u64))
+    });
+    let change_rate = since_previous.map(|d| report.sent_bytes as f64 / d.as_secs_f64());
+    Ok(SyncReport {
+        reconverted: report.reconvert,
+        pass: report,
+        since_previous,
+        change_rate,
+        notes,
+    })
+}

@@ -1,0 +1,596 @@
+//! `hotclone sync` and resume on the lab: delta passes that follow every
+//! kind of change, a quiet pass that sends nothing, a migration taken over
+//! from the journal copy on the target, and a fault-injection run that
+//! interrupts clone and sync passes at random points (link down, client,
+//! agent and the source's tar killed) while a churn generator writes,
+//! renames and deletes on the source. The busybox source is used: no
+//! conversion, so the target must equal the source file for file.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::image::MountedImage;
+use common::{lab, run, run_ok, Lab};
+
+/// Every test here changes the busybox source's files.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn workdir(tag: &str) -> PathBuf {
+    let dir = common::lab_dir()
+        .join("work")
+        .join(format!("sync-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn on_source(lab: &Lab, command: &str) -> String {
+    run_ok(
+        lab.client_command("ssh")
+            .arg("-F")
+            .arg(&lab.ssh_config)
+            .arg("busybox")
+            .arg(command),
+    )
+}
+
+/// `hotclone ARGS --batch -F ssh_config` with its own state directory.
+fn hotclone(lab: &Lab, home: &Path, args: &[&str]) -> Command {
+    let mut cmd = lab.hotclone();
+    cmd.env("HOTCLONE_HOME", home)
+        .args(args)
+        .arg("--batch")
+        .arg("-F")
+        .arg(&lab.ssh_config);
+    cmd
+}
+
+/// The JSON `pass` event of a sync run's stdout.
+fn pass_event(stdout: &str) -> serde_json::Value {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "pass")
+        .unwrap_or_else(|| panic!("no pass event in:\n{stdout}"))
+}
+
+/// Type, mode, owner, size (not for directories), mtime, link count and
+/// name of everything under `dirs`, plus an md5 per regular file, sorted.
+/// Run by the source's busybox and by the host on the mounted target.
+const TREE: &str = "find DIRS -type f -exec sh -c 'for f; do echo \"$(stat -c \"%F|%a|%u|%g|%s|%Y|%h\" \"$f\")|$(md5sum < \"$f\" | cut -c1-32)|$f\"; done' _ {} + ; find DIRS -type l -exec sh -c 'for f; do echo \"link|$(readlink \"$f\")|$f\"; done' _ {} + ; find DIRS ! -type f ! -type l -exec stat -c '%F|%a|%u|%g|-|%Y|%n' {} +";
+
+fn tree(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+fn source_tree(lab: &Lab, dirs: &str) -> Vec<String> {
+    tree(&on_source(
+        lab,
+        &format!("cd / && {}", TREE.replace("DIRS", dirs)),
+    ))
+}
+
+fn target_tree(root: &Path, dirs: &str) -> Vec<String> {
+    tree(&run_ok(Command::new("sh").arg("-c").arg(format!(
+        "cd {} && {}",
+        root.display(),
+        TREE.replace("DIRS", dirs)
+    ))))
+}
+
+fn clone_busybox(lab: &Lab, home: &Path, image: &Path) {
+    let out = run(&mut hotclone(
+        lab,
+        home,
+        &[
+            "clone",
+            "busybox",
+            "--name",
+            "bb",
+            "--target",
+            &format!("image:{},format=raw", image.display()),
+        ],
+    ));
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "the clone failed"
+    );
+}
+
+fn sync_json(lab: &Lab, home: &Path) -> serde_json::Value {
+    let out = run(&mut hotclone(lab, home, &["sync", "bb", "--json"]));
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "the sync failed"
+    );
+    pass_event(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn sync_applies_every_kind_of_change_and_a_quiet_pass_sends_nothing() {
+    let _one = one_at_a_time();
+    let lab = lab();
+    let dir = workdir("kinds");
+    let home = dir.join("home");
+    let image = dir.join("bb.img");
+    on_source(
+        &lab,
+        "rm -rf /srv/t && mkdir -p /srv/t/dir/sub /srv/t/todir/inner && cd /srv/t && \
+         echo a > keep && echo b > chmod && echo c > del && echo d > dir/sub/x && \
+         echo e > tolink && echo f > todir/inner/y && echo g > hl1 && ln hl1 hl2 && \
+         echo i > other && mkdir wasdir-now-link",
+    );
+    clone_busybox(&lab, &home, &image);
+
+    // Every kind of change a pass must carry. mtimes move a second on.
+    std::thread::sleep(Duration::from_millis(1100));
+    on_source(
+        &lab,
+        "cd /srv/t && chmod 600 chmod && chown 7:7 chmod && rm del && rm -r dir && \
+         rm tolink && ln -s keep tolink && rm -r todir && echo now-a-file > todir && \
+         echo grown >> keep && rm hl2 && ln other hl2 && echo new > new && \
+         rmdir wasdir-now-link && ln -s /srv wasdir-now-link && mkdir -p fresh/deep && \
+         echo deep > fresh/deep/z",
+    );
+    let pass = sync_json(&lab, &home);
+    assert!(pass["removed"].as_u64().unwrap() >= 5, "{pass}");
+    assert!(
+        pass["attrs"].as_u64().unwrap() >= 1,
+        "chmod is metadata-only: {pass}"
+    );
+    assert!(pass["sent_files"].as_u64().unwrap() >= 4, "{pass}");
+
+    {
+        let mounted = MountedImage::mount(&image, 2, &dir.join("mnt"));
+        let dirs = "bin sbin usr etc root srv";
+        pretty_assertions::assert_eq!(
+            source_tree(&lab, dirs),
+            target_tree(&mounted.mount_point, dirs)
+        );
+        // The hardlink moved: hl2 now shares other's inode on the target.
+        let inode = |p: &str| {
+            std::os::unix::fs::MetadataExt::ino(
+                &std::fs::metadata(mounted.mount_point.join(p)).unwrap(),
+            )
+        };
+        assert_eq!(inode("srv/t/hl2"), inode("srv/t/other"));
+        assert_ne!(inode("srv/t/hl2"), inode("srv/t/hl1"));
+    }
+
+    // Nothing changed: no file data moves.
+    let quiet = sync_json(&lab, &home);
+    assert_eq!(quiet["sent_files"], 0, "{quiet}");
+    assert_eq!(quiet["sent_bytes"], 0, "{quiet}");
+    assert_eq!(quiet["removed"], 0, "{quiet}");
+    assert_eq!(quiet["dirty"], 0, "{quiet}");
+
+    let status = run_ok(&mut {
+        let mut c = lab.hotclone();
+        c.env("HOTCLONE_HOME", &home)
+            .args(["status", "bb", "--json"]);
+        c
+    });
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["stage"], "ready");
+    assert_eq!(status["passes"].as_array().unwrap().len(), 3);
+    assert_eq!(status["ready_for_cutover"], true, "{status}");
+
+    on_source(&lab, "rm -rf /srv/t");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The four ways a pass gets interrupted.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    LinkDown,
+    KillClient,
+    KillAgent,
+    KillSourceTar,
+}
+
+const FAULTS: [Fault; 4] = [
+    Fault::LinkDown,
+    Fault::KillClient,
+    Fault::KillAgent,
+    Fault::KillSourceTar,
+];
+
+/// A small deterministic generator (no rand crate); the seed is printed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// The direct children of `pid` (threads included).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// How one attempt ended.
+struct Attempt {
+    /// Content bytes the client started sending (from its JSON `file` events).
+    started_bytes: u64,
+    finished_ok: bool,
+    faulted: bool,
+}
+
+/// Run `args` once; once it sends file data, wait a random moment and
+/// inject `fault` (unless it finished first).
+fn attempt(
+    lab: &Lab,
+    home: &Path,
+    args: &[&str],
+    fault: Fault,
+    max_delay_ms: u64,
+    rng: &mut Lcg,
+    log: &Path,
+) -> Attempt {
+    let mut cmd = hotclone(lab, home, args);
+    cmd.args(["--json", "--keepalive", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::options()
+                .append(true)
+                .create(true)
+                .open(log)
+                .unwrap(),
+        ));
+    let mut child: Child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut started_bytes = 0u64;
+    let count = |line: &str, started: &mut u64| {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if v["event"] == "file" {
+                *started += v["bytes"].as_u64().unwrap_or(0);
+                return true;
+            }
+        }
+        false
+    };
+    // Wait for the first file, then a random moment more.
+    let mut sending = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let hard_deadline = Instant::now() + Duration::from_secs(300);
+    while !sending && Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => sending |= count(&line, &mut started_bytes),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(_) => {}
+        }
+    }
+    let fire_at = Instant::now() + Duration::from_millis(rng.below(max_delay_ms));
+    while Instant::now() < fire_at {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(10)) {
+            count(&line, &mut started_bytes);
+        }
+    }
+    let mut faulted = false;
+    if sending && child.try_wait().unwrap().is_none() {
+        faulted = true;
+        eprintln!("fault: {fault:?} into pid {pid}");
+        match fault {
+            Fault::LinkDown => {
+                run_ok(Command::new("ip").args([
+                    "-n",
+                    "hc-busybox",
+                    "link",
+                    "set",
+                    "eth0",
+                    "down",
+                ]));
+            }
+            Fault::KillClient => {
+                let _ = child.kill();
+            }
+            Fault::KillAgent => {
+                for c in children(pid) {
+                    let cmdline = std::fs::read(format!("/proc/{c}/cmdline")).unwrap_or_default();
+                    if cmdline.split(|b| *b == 0).any(|a| a == b"agent") {
+                        unsafe { libc::kill(c as i32, libc::SIGKILL) };
+                    }
+                }
+            }
+            Fault::KillSourceTar => {
+                on_source(lab, "for p in $(pidof tar); do kill -9 $p; done; true");
+            }
+        }
+    }
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(20)) {
+            count(&line, &mut started_bytes);
+        }
+        if Instant::now() > hard_deadline {
+            let _ = child.kill();
+        }
+    };
+    let _ = reader.join();
+    for line in rx.try_iter() {
+        count(&line, &mut started_bytes);
+    }
+    if matches!(fault, Fault::LinkDown) {
+        run_ok(Command::new("ip").args(["-n", "hc-busybox", "link", "set", "eth0", "up"]));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let finished_ok = matches!(status.code(), Some(0) | Some(3));
+    Attempt {
+        started_bytes,
+        finished_ok,
+        // A fault that hit after the work was done does not count.
+        faulted: faulted && !finished_ok,
+    }
+}
+
+/// What a churn generator on the source does until /tmp/churn.stop exists:
+/// new files, rewrites of data files, renames, deletions, appends.
+const CHURN: &str = r#"
+mkdir -p /srv/data/churn; n=0
+while [ ! -e /tmp/churn.stop ]; do
+  n=$((n+1))
+  head -c $(( (n % 7 + 1) * 37000 )) /dev/urandom > /srv/data/churn/new$n
+  [ $((n % 3)) -eq 0 ] && mv /srv/data/churn/new$((n-1)) /srv/data/churn/renamed$n 2>/dev/null
+  [ $((n % 4)) -eq 0 ] && rm -f /srv/data/churn/new$((n-2))
+  [ $((n % 5)) -eq 0 ] && head -c 200000 /dev/urandom > /srv/data/f$((n % 170))
+  echo "line $n" >> /srv/data/churn/app.log
+  sleep 0.1
+done
+rm -f /tmp/churn.running
+"#;
+
+#[test]
+fn sync_resumes_after_twenty_random_interruptions_under_churn() {
+    let _one = one_at_a_time();
+    let lab = lab();
+    let dir = workdir("faults");
+    let home = dir.join("home");
+    let image = dir.join("bb.img");
+    let log = dir.join("hotclone.log");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("fault seed {seed}");
+    let mut rng = Lcg(seed);
+
+    // About 110 MiB of incompressible data in 680 files, so every byte
+    // resent shows up.
+    on_source(
+        &lab,
+        "rm -rf /srv/data /tmp/churn.stop /tmp/churn.running && mkdir -p /srv/data && i=0; \
+         while [ $i -lt 170 ]; do head -c 524288 /dev/urandom > /srv/data/f$i; \
+         head -c 131072 /dev/urandom > /srv/data/g$i; head -c 4096 /dev/urandom > /srv/data/h$i; \
+         head -c 100 /dev/urandom > /srv/data/s$i; i=$((i+1)); done",
+    );
+
+    let clone_args = [
+        "clone",
+        "busybox",
+        "--name",
+        "bb",
+        "--tar-batch-files",
+        "50",
+        "--target",
+        &format!("image:{},format=raw", image.display()),
+    ];
+    let clone_args: Vec<&str> = clone_args.iter().map(|s| &**s).collect();
+    let sync_args = ["sync", "bb", "--tar-batch-files", "50"];
+    let (mut faults, mut started_bytes) = (0usize, 0u64);
+    let mut kinds = [0usize; 4];
+
+    // The clone, interrupted until it gets through.
+    loop {
+        let fault = FAULTS[faults % 4];
+        let a = attempt(&lab, &home, &clone_args, fault, 800, &mut rng, &log);
+        started_bytes += a.started_bytes;
+        if a.faulted {
+            kinds[faults % 4] += 1;
+            faults += 1;
+        }
+        if a.finished_ok {
+            break;
+        }
+        assert!(faults < 200, "the clone never finished");
+    }
+    eprintln!("clone done after {faults} interruptions");
+
+    // Churn, and sync passes interrupted until there were at least 24
+    // interruptions in all, including the clone's.
+    on_source(
+        &lab,
+        &format!(
+            "cat > /tmp/churn.sh <<'EOF'\n{CHURN}\nEOF\ntouch /tmp/churn.running; setsid sh /tmp/churn.sh >/dev/null 2>&1 </dev/null &"
+        ),
+    );
+    let (mut passes_done, mut tries) = (0, 0);
+    while faults < 24 || passes_done < 2 {
+        tries += 1;
+        assert!(
+            tries < 200,
+            "only {faults} interruptions hit a sync pass in {tries} tries"
+        );
+        std::thread::sleep(Duration::from_millis(2000));
+        let fault = FAULTS[faults % 4];
+        let a = attempt(&lab, &home, &sync_args, fault, 150, &mut rng, &log);
+        started_bytes += a.started_bytes;
+        if a.faulted {
+            kinds[faults % 4] += 1;
+            faults += 1;
+        }
+        if a.finished_ok {
+            passes_done += 1;
+        }
+    }
+
+    // Stop the churn, then one clean pass.
+    on_source(
+        &lab,
+        "touch /tmp/churn.stop; while [ -e /tmp/churn.running ]; do sleep 0.2; done",
+    );
+    let final_pass = run(&mut hotclone(&lab, &home, &["sync", "bb", "--json"]));
+    assert_eq!(
+        final_pass.status.code(),
+        Some(0),
+        "the final pass must be clean"
+    );
+    for line in String::from_utf8_lossy(&final_pass.stdout).lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if v["event"] == "file" {
+                started_bytes += v["bytes"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    eprintln!("faults by kind (link, client, agent, tar): {kinds:?}");
+    assert!(faults >= 20, "only {faults} interruptions");
+    assert!(
+        kinds.iter().all(|k| *k >= 3),
+        "every kind of fault, several times: {kinds:?}"
+    );
+
+    // The target equals the source exactly: content, metadata, links,
+    // deletions (whatever the churn deleted is gone).
+    {
+        let mounted = MountedImage::mount(&image, 2, &dir.join("mnt"));
+        let dirs = "bin sbin usr etc root srv";
+        let source = source_tree(&lab, dirs);
+        assert!(source.len() > 900, "{}", source.len());
+        pretty_assertions::assert_eq!(source, target_tree(&mounted.mount_point, dirs));
+        let strays = run_ok(Command::new("sh").arg("-c").arg(format!(
+            "find {} -name '*hotclone-tmp*'",
+            mounted.mount_point.display()
+        )));
+        assert_eq!(strays.trim(), "", "temporary files left on the target");
+    }
+
+    // Bytes re-sent: what the client started sending but the journal never
+    // recorded as written (partly sent files count whole).
+    let status = run_ok(&mut {
+        let mut c = lab.hotclone();
+        c.env("HOTCLONE_HOME", &home)
+            .args(["status", "bb", "--json"]);
+        c
+    });
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let committed: u64 = status["passes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["bytes"].as_u64().unwrap())
+        .sum();
+    let data: u64 = on_source(
+        &lab,
+        "find / -xdev -type f -exec stat -c %s {} + | awk '{s+=$1} END {print s}'",
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let resent = started_bytes.saturating_sub(committed);
+    eprintln!(
+        "data {data} B; started {started_bytes} B; committed {committed} B; re-sent {resent} B ({:.2} %) over {faults} interruptions",
+        resent as f64 * 100.0 / data as f64
+    );
+    assert!(
+        started_bytes >= committed,
+        "the journal records more than was sent"
+    );
+    assert!(
+        resent * 10 < data,
+        "re-sent {resent} B of {data} B: 10 % or more"
+    );
+
+    on_source(&lab, "rm -rf /srv/data /tmp/churn.stop /tmp/churn.sh");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client machine that lost the state (a new HOTCLONE_HOME) takes the
+/// migration over from the journal copy on the target and continues.
+#[test]
+fn sync_takes_over_from_the_journal_copy_on_the_target() {
+    let _one = one_at_a_time();
+    let lab = lab();
+    let dir = workdir("adopt");
+    let image = dir.join("bb.img");
+    clone_busybox(&lab, &dir.join("home"), &image);
+    on_source(
+        &lab,
+        "mkdir -p /srv/adopt && echo moved-machines > /srv/adopt/marker",
+    );
+
+    let elsewhere = dir.join("other-home");
+    let out = run(&mut hotclone(
+        &lab,
+        &elsewhere,
+        &[
+            "sync",
+            "bb",
+            "--json",
+            "--from-target",
+            &image.to_string_lossy(),
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(0));
+    let pass = pass_event(&String::from_utf8_lossy(&out.stdout));
+    // Only the change goes: the rest is known from the target's journal.
+    assert_eq!(pass["sent_files"], 1, "{pass}");
+    let status: serde_json::Value = serde_json::from_str(&run_ok(&mut {
+        let mut c = lab.hotclone();
+        c.env("HOTCLONE_HOME", &elsewhere)
+            .args(["status", "bb", "--json"]);
+        c
+    }))
+    .unwrap();
+    assert_eq!(status["passes"].as_array().unwrap().len(), 2, "{status}");
+    {
+        let mounted = MountedImage::mount(&image, 2, &dir.join("mnt"));
+        assert_eq!(
+            std::fs::read_to_string(mounted.mount_point.join("srv/adopt/marker")).unwrap(),
+            "moved-machines\n"
+        );
+    }
+    // Taking over twice is refused: the state exists now.
+    let again = run(&mut hotclone(
+        &lab,
+        &elsewhere,
+        &["sync", "bb", "--from-target", &image.to_string_lossy()],
+    ));
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    on_source(&lab, "rm -rf /srv/adopt");
+    let _ = std::fs::remove_dir_all(&dir);
+}
