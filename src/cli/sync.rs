@@ -139,7 +139,7 @@ fn show(args: &SyncArgs, r: &SyncReport) {
             serde_json::json!({"event": "pass", "migration": args.name, "pass": p.pass,
                 "listed": p.listed, "unchanged": p.unchanged, "sent_files": p.sent_files,
                 "sent_bytes": p.sent_bytes, "wire_bytes": p.wire_bytes, "attrs": p.attrs,
-                "removed": p.removed, "dirty": p.dirty, "warnings": p.warnings.len(),
+                "removed": p.removed, "dirty": p.dirty, "recent": p.recent, "warnings": p.warnings.len(),
                 "seconds": secs, "reconverted": r.reconverted,
                 "since_previous_seconds": r.since_previous.map(|d| d.as_secs()),
                 "change_rate_bytes_per_second": r.change_rate})
@@ -169,6 +169,12 @@ fn show(args: &SyncArgs, r: &SyncReport) {
         "  dirty      {} (changed while read; the next pass sends them again)",
         p.dirty
     );
+    if p.recent > 0 {
+        println!(
+            "  recent     {} (modified within the last second; the next pass sends them again)",
+            p.recent
+        );
+    }
     println!("  warnings   {}", p.warnings.len());
     if r.reconverted {
         println!("  converted again: a kernel, module, fstab, bootloader or network file changed");

@@ -262,6 +262,52 @@ impl Journal {
         tx.commit().map_err(wrap)
     }
 
+    /// Before content is sent: every path about to go is recorded dirty (a
+    /// new path with the listing's metadata and no digest). Its
+    /// acknowledgement replaces the record; if the pass is interrupted
+    /// first, the next pass sends it again, or removes it from the target
+    /// when the source deleted it meanwhile. So nothing the agent may have
+    /// written is ever unknown to the journal.
+    pub fn mark_in_flight(
+        &mut self,
+        pass: i64,
+        files: &[&crate::stream::listing::ListedFile],
+    ) -> Result<(), JournalError> {
+        let path = self.path.clone();
+        let wrap = |source| JournalError {
+            path: path.clone(),
+            what: "recording files in flight".into(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO files (path, kind, size, mtime, mtime_nsec, ctime, inode, uid, gid, mode, digest, dirty, pass)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 1, ?11)
+                     ON CONFLICT(path) DO UPDATE SET dirty = 1",
+                )
+                .map_err(wrap)?;
+            for f in files {
+                stmt.execute(params![
+                    f.path,
+                    f.kind.name(),
+                    f.size as i64,
+                    f.mtime,
+                    f.mtime_nsec,
+                    f.ctime,
+                    f.inode as i64,
+                    f.uid,
+                    f.gid,
+                    f.mode,
+                    pass
+                ])
+                .map_err(wrap)?;
+            }
+        }
+        tx.commit().map_err(wrap)
+    }
+
     /// Mark files dirty (changed while read): the next pass sends them again.
     pub fn mark_dirty(&mut self, paths: &[Vec<u8>]) -> Result<(), JournalError> {
         let path = self.path.clone();

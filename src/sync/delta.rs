@@ -227,7 +227,43 @@ pub fn compute<'a>(
         delta.reconvert = true;
     }
     delta.remove = remove;
+
+    // The agent writes a changed file beside the old one and renames it
+    // into place, and removes what the source deleted: both change the
+    // parent's mtime on the target. The parent's metadata goes along (the
+    // agent sets directory times last), so the target keeps the source's.
+    let parents: HashSet<&[u8]> = delta
+        .send
+        .iter()
+        .map(|(f, _)| parent(&f.path))
+        .chain(delta.remove.iter().map(|p| parent(p)))
+        .collect();
+    let chosen: HashSet<&[u8]> = delta
+        .send
+        .iter()
+        .map(|(f, _)| f.path.as_slice())
+        .chain(delta.attrs.iter().map(|f| f.path.as_slice()))
+        .collect();
+    let mut touched: Vec<&'a ListedFile> = listing
+        .iter()
+        .filter(|f| {
+            f.kind == FileKind::Dir
+                && parents.contains(f.path.as_slice())
+                && !chosen.contains(f.path.as_slice())
+        })
+        .collect();
+    delta.unchanged = delta.unchanged.saturating_sub(touched.len() as u64);
+    delta.attrs.append(&mut touched);
     delta
+}
+
+/// "/a/b" -> "/a", "/a" -> "/".
+fn parent(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|b| *b == b'/') {
+        Some(0) => b"/",
+        Some(i) => &path[..i],
+        None => b"",
+    }
 }
 
 #[cfg(test)]
@@ -364,6 +400,25 @@ mod tests {
         assert_eq!(attrs, vec![b"/".as_slice(), b"/d"]);
         assert_eq!(sent(&d), vec![("/new".into(), Reason::New)]);
         assert_eq!(d.unchanged, 1);
+    }
+
+    #[test]
+    fn a_rewritten_file_brings_its_unchanged_parent_as_metadata() {
+        let listing = vec![
+            listed("/", FileKind::Dir, 0, 1, 2),
+            listed("/d", FileKind::Dir, 0, 1, 3),
+            file("/d/f", 1, 1),
+            listed("/e", FileKind::Dir, 0, 1, 4),
+        ];
+        let journal: Vec<FileRecord> = listing.iter().map(held).collect();
+        let mut changed = listing.clone();
+        changed[2].size = 2;
+        let d = compute(&changed, &journal, &[]);
+        let attrs: Vec<&[u8]> = d.attrs.iter().map(|f| f.path.as_slice()).collect();
+        assert_eq!(attrs, vec![b"/d".as_slice()]);
+        assert_eq!(d.unchanged, 2);
+        assert_eq!(parent(b"/a/b"), b"/a");
+        assert_eq!(parent(b"/a"), b"/");
     }
 
     #[test]

@@ -54,7 +54,11 @@ pub struct PassReport {
     pub wire_bytes: u64,
     pub attrs: u64,
     pub removed: u64,
+    /// Changed while read (reported as warnings).
     pub dirty: u64,
+    /// Modified less than a second before the listing: recorded dirty too,
+    /// so the next pass sends them again, but not a warning.
+    pub recent: u64,
     pub warnings: Vec<FileWarning>,
     pub tar_messages: Vec<String>,
     pub duration: Duration,
@@ -106,6 +110,7 @@ pub async fn pass(
 ) -> Result<PassReport, CloneError> {
     let started = Instant::now();
     progress.phase("listing the source");
+    let source_now = source_clock(session).await?;
     let listing = list_source(session, inv, plan, progress).await?;
     let mut journal = Journal::open(&migration.journal_path())?;
     let held = journal.files()?;
@@ -163,6 +168,20 @@ pub async fn pass(
         copied.warnings.push(w);
     }
     forgive_mount_points(&mut copied, &plan.excludes);
+    // Racily clean: modified in the second the listing began (busybox
+    // lists whole seconds), a later change in that same second would look
+    // like no change. Such files go again next pass.
+    let mut recent = 0u64;
+    for r in copied
+        .records
+        .iter_mut()
+        .filter(|r| !r.dirty && r.kind != "dir")
+    {
+        if r.mtime >= source_now {
+            r.dirty = true;
+            recent += 1;
+        }
+    }
     let dirty: Vec<Vec<u8>> = copied
         .records
         .iter()
@@ -170,11 +189,12 @@ pub async fn pass(
         .map(|r| r.path.clone())
         .collect();
     journal.mark_dirty(&dirty)?;
+    let dirty_count = dirty.len() as u64 - recent;
     journal.finish_pass(
         pass,
         &PassStats {
             wire_bytes: copied.wire_bytes,
-            dirty: dirty.len() as u64,
+            dirty: dirty_count,
             warnings: copied.warnings.len() as u64,
             removed: copied.removed,
             attrs: copied.attrs,
@@ -191,7 +211,8 @@ pub async fn pass(
         wire_bytes: copied.wire_bytes,
         attrs: copied.attrs,
         removed: copied.removed,
-        dirty: dirty.len() as u64,
+        dirty: dirty_count,
+        recent,
         warnings: copied.warnings,
         tar_messages: copied.tar_messages,
         duration: started.elapsed(),
@@ -335,4 +356,19 @@ pub async fn run(
         change_rate,
         notes,
     })
+}
+
+/// The source's clock (Unix seconds), read just before its listing.
+async fn source_clock(session: &Session) -> Result<i64, CloneError> {
+    let out = session
+        .run("date +%s", b"")
+        .await
+        .map_err(CloneError::Ssh)?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| CloneError::Remote {
+            what: "reading the clock with `date +%s`".into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
 }
