@@ -586,12 +586,7 @@ fn tampered_file_is_not_left_in_place() {
 
 #[test]
 fn paths_leaving_the_root_are_refused() {
-    require_root();
-    let tmp = TempDir::new("escape");
-    let root = tmp.path().join("root");
-    let outside = tmp.path().join("outside");
-    fs::create_dir(&root).unwrap();
-    fs::create_dir(&outside).unwrap();
+    let (tmp, root, outside) = root_and_outside("escape");
     let dir = |path: &[u8]| EntryMeta {
         kind: EntryKind::Dir,
         mode: 0o755,
@@ -1019,6 +1014,18 @@ fn owner_mode_mtime(path: &Path) -> (u32, u32, u32, i64, i64) {
     )
 }
 
+/// A temporary directory holding `root` (what the agent writes into) and
+/// `outside` (what no entry may reach), both created; as root only.
+fn root_and_outside(tag: &str) -> (TempDir, PathBuf, PathBuf) {
+    require_root();
+    let tmp = TempDir::new(tag);
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&root).unwrap();
+    fs::create_dir(&outside).unwrap();
+    (tmp, root, outside)
+}
+
 fn mkfifo(path: &Path) {
     let c = CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: c is a valid path.
@@ -1069,12 +1076,8 @@ impl Drop for Tmpfs {
 
 #[test]
 fn remove_deletes_files_trees_and_is_idempotent() {
-    require_root();
-    let tmp = TempDir::new("remove");
-    let root = tmp.path().join("root");
-    let outside = tmp.path().join("outside");
+    let (_tmp, root, outside) = root_and_outside("remove");
     fs::create_dir_all(root.join("tree/sub")).unwrap();
-    fs::create_dir(&outside).unwrap();
     fs::write(outside.join("keep"), b"outside").unwrap();
     fs::write(root.join("f"), b"f").unwrap();
     fs::write(root.join("keep"), b"keep").unwrap();
@@ -1128,12 +1131,7 @@ fn remove_deletes_files_trees_and_is_idempotent() {
 
 #[test]
 fn remove_refuses_escapes_symlinked_parents_and_the_root() {
-    require_root();
-    let tmp = TempDir::new("remove-escape");
-    let root = tmp.path().join("root");
-    let outside = tmp.path().join("outside");
-    fs::create_dir(&root).unwrap();
-    fs::create_dir(&outside).unwrap();
+    let (tmp, root, outside) = root_and_outside("remove-escape");
     fs::write(tmp.path().join("x"), b"x").unwrap();
     fs::write(outside.join("victim"), b"v").unwrap();
     fs::create_dir(outside.join("vdir")).unwrap();
@@ -1384,12 +1382,8 @@ fn attrs_owner_change_keeps_file_capabilities() {
 
 #[test]
 fn attrs_refuse_missing_paths_and_other_kinds() {
-    require_root();
-    let tmp = TempDir::new("attrs-bad");
-    let root = tmp.path().join("root");
-    let outside = tmp.path().join("outside");
+    let (_tmp, root, outside) = root_and_outside("attrs-bad");
     fs::create_dir_all(root.join("d")).unwrap();
-    fs::create_dir(&outside).unwrap();
     fs::write(outside.join("o"), b"o").unwrap();
     fs::write(root.join("f"), b"f").unwrap();
     fs::write(root.join("g"), b"g").unwrap();
@@ -1645,12 +1639,8 @@ fn sweep_removes_leftover_temp_files_only() {
 
 #[test]
 fn sweep_descends_into_mounts_but_never_follows_symlinks() {
-    require_root();
-    let tmp = TempDir::new("sweep-deep");
-    let root = tmp.path().join("root");
-    let outside = tmp.path().join("outside");
+    let (_tmp, root, outside) = root_and_outside("sweep-deep");
     fs::create_dir_all(root.join("a/b")).unwrap();
-    fs::create_dir(&outside).unwrap();
     let _mnt = Tmpfs::mount(&root.join("a/mnt"));
     fs::create_dir(root.join("a/mnt/deeper")).unwrap();
     let hashed = format!(".hotclone-tmp-{}", "0123456789abcdef".repeat(2));

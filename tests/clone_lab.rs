@@ -5,29 +5,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::image::MountedImage;
 use common::vm::BootedVm;
-use common::{lab, run, run_ok, Lab};
-
-/// Tests that boot a VM (one boot segment) or change a source's files
-/// (another test's comparison would see it) take turns.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn workdir(tag: &str) -> PathBuf {
-    let dir = common::lab_dir()
-        .join("work")
-        .join(format!("{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{lab, run, run_ok, source_ssh, Lab};
 
 /// Run `hotclone clone`; returns the image path.
 fn clone(lab: &Lab, source: &str, dir: &std::path::Path, target: &str) -> PathBuf {
@@ -65,25 +47,15 @@ fn clone_with(
     PathBuf::from(path)
 }
 
-fn source_ssh(lab: &Lab, source: &str, command: &str) -> String {
-    run_ok(
-        lab.client_command("ssh")
-            .arg("-F")
-            .arg(&lab.ssh_config)
-            .arg(source)
-            .arg(command),
-    )
-}
-
 /// Clone, boot, and prove the identity: the clone answers SSH on the
 /// source's address with the source's host key (strict known_hosts check
 /// against the lab's record of the source), reports the source's hostname,
 /// and holds the marker written on the source just before the clone.
 fn clone_and_boot(source: &str) {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let lab = lab();
     let src = lab.source(source);
-    let dir = workdir(source);
+    let dir = common::workdir(source);
     let marker = format!("marker-{}-{}", source, std::process::id());
     source_ssh(
         &lab,
@@ -202,9 +174,9 @@ fn sorted_without_dir_sizes(out: &str) -> Vec<String> {
 /// mode, owner, size, mtime, link target) as the source lists them.
 #[test]
 fn clone_busybox_copies_every_file_faithfully() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let lab = lab();
-    let dir = workdir("busybox");
+    let dir = common::workdir("busybox");
     // Small batches: many tar runs (and, on busybox, many xargs'd tars)
     // feed one stream.
     let image = clone_with(
@@ -280,7 +252,7 @@ fn clone_busybox_copies_every_file_faithfully() {
 #[test]
 fn clone_refuses_existing_image_and_small_disk_and_leaves_nothing() {
     let lab = lab();
-    let dir = workdir("refuse");
+    let dir = common::workdir("refuse");
     let home = dir.join("home");
     let existing = dir.join("existing.img");
     std::fs::write(&existing, b"precious").unwrap();
@@ -324,9 +296,9 @@ fn clone_refuses_existing_image_and_small_disk_and_leaves_nothing() {
 /// says nothing about it: the check against the listing must catch it.
 #[test]
 fn clone_marks_a_file_written_during_the_copy_as_dirty() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let lab = lab();
-    let dir = workdir("hot");
+    let dir = common::workdir("hot");
     // A writer on the source that appends for a while, then stops by itself.
     let writer = source_ssh(&lab, "busybox", "rm -f /root/hot.log; (i=0; while [ $i -lt 3000 ]; do echo line-$i >> /root/hot.log; i=$((i+1)); usleep 2000; done) >/dev/null 2>&1 </dev/null & echo $!; sleep 1");
     let writer: u32 = writer.trim().parse().expect("the writer's PID");

@@ -9,38 +9,23 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::image::MountedImage;
 use common::{lab, run, run_ok, Lab};
 
-/// Every test here changes the busybox source's files.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn workdir(tag: &str) -> PathBuf {
-    let dir = common::lab_dir()
-        .join("work")
-        .join(format!("sync-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn on_source(lab: &Lab, command: &str) -> String {
-    run_ok(
-        lab.client_command("ssh")
-            .arg("-F")
-            .arg(&lab.ssh_config)
-            .arg("busybox")
-            .arg(command),
-    )
+    common::source_ssh(lab, "busybox", command)
+}
+
+/// `hotclone status bb --json`.
+fn status_json(lab: &Lab, home: &Path) -> serde_json::Value {
+    let mut c = lab.hotclone();
+    c.env("HOTCLONE_HOME", home)
+        .args(["status", "bb", "--json"]);
+    serde_json::from_str(&run_ok(&mut c)).unwrap()
 }
 
 /// `hotclone ARGS --batch -F ssh_config` with its own state directory.
@@ -119,9 +104,9 @@ fn sync_json(lab: &Lab, home: &Path) -> serde_json::Value {
 
 #[test]
 fn sync_applies_every_kind_of_change_and_a_quiet_pass_sends_nothing() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let lab = lab();
-    let dir = workdir("kinds");
+    let dir = common::workdir("sync-kinds");
     let home = dir.join("home");
     let image = dir.join("bb.img");
     on_source(
@@ -178,13 +163,7 @@ fn sync_applies_every_kind_of_change_and_a_quiet_pass_sends_nothing() {
     assert_eq!(quiet["removed"], 0, "{quiet}");
     assert_eq!(quiet["dirty"], 0, "{quiet}");
 
-    let status = run_ok(&mut {
-        let mut c = lab.hotclone();
-        c.env("HOTCLONE_HOME", &home)
-            .args(["status", "bb", "--json"]);
-        c
-    });
-    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let status = status_json(&lab, &home);
     assert_eq!(status["stage"], "ready");
     assert_eq!(status["passes"].as_array().unwrap().len(), 3);
     assert_eq!(status["ready_for_cutover"], true, "{status}");
@@ -379,9 +358,9 @@ rm -f /tmp/churn.running
 
 #[test]
 fn sync_resumes_after_twenty_random_interruptions_under_churn() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let lab = lab();
-    let dir = workdir("faults");
+    let dir = common::workdir("sync-faults");
     let home = dir.join("home");
     let image = dir.join("bb.img");
     let log = dir.join("hotclone.log");
@@ -519,13 +498,7 @@ fn sync_resumes_after_twenty_random_interruptions_under_churn() {
 
     // Bytes re-sent: what the client started sending but the journal never
     // recorded as written (partly sent files count whole).
-    let status = run_ok(&mut {
-        let mut c = lab.hotclone();
-        c.env("HOTCLONE_HOME", &home)
-            .args(["status", "bb", "--json"]);
-        c
-    });
-    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let status = status_json(&lab, &home);
     let committed: u64 = status["passes"]
         .as_array()
         .unwrap()
@@ -564,9 +537,9 @@ fn sync_resumes_after_twenty_random_interruptions_under_churn() {
 /// migration over from the journal copy on the target and continues.
 #[test]
 fn sync_takes_over_from_the_journal_copy_on_the_target() {
-    let _one = one_at_a_time();
+    let _one = common::one_at_a_time();
     let lab = lab();
-    let dir = workdir("adopt");
+    let dir = common::workdir("sync-adopt");
     let image = dir.join("bb.img");
     clone_busybox(&lab, &dir.join("home"), &image);
     on_source(
@@ -591,13 +564,7 @@ fn sync_takes_over_from_the_journal_copy_on_the_target() {
     let pass = pass_event(&String::from_utf8_lossy(&out.stdout));
     // Only the change goes: the rest is known from the target's journal.
     assert_eq!(pass["sent_files"], 1, "{pass}");
-    let status: serde_json::Value = serde_json::from_str(&run_ok(&mut {
-        let mut c = lab.hotclone();
-        c.env("HOTCLONE_HOME", &elsewhere)
-            .args(["status", "bb", "--json"]);
-        c
-    }))
-    .unwrap();
+    let status = status_json(&lab, &elsewhere);
     assert_eq!(status["passes"].as_array().unwrap().len(), 2, "{status}");
     {
         let mounted = MountedImage::mount(&image, 2, &dir.join("mnt"));

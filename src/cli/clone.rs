@@ -210,16 +210,13 @@ async fn finish(
     let report = match report {
         Ok(report) => report,
         Err(e) => {
+            // Once the disk holds files (the journal has a stage), both
+            // are kept and the same command continues.
             let kept = Journal::open(&migration.journal_path())
-                .and_then(|j| j.meta("stage"))
                 .ok()
-                .flatten()
-                .is_some();
-            if kept {
-                let held = Journal::open(&migration.journal_path())
-                    .and_then(|j| j.counts())
-                    .map(|c| c.0)
-                    .unwrap_or(0);
+                .filter(|j| j.meta("stage").ok().flatten().is_some())
+                .and_then(|j| j.counts().ok());
+            if let Some((held, _)) = kept {
                 return Err(anyhow::Error::from(e).context(format!(
                     "the clone stopped; {held} entries are safely on the target disk. Run the same command again (with --name {name}) to continue"
                 )));

@@ -260,7 +260,6 @@ pub async fn copy(
         .stdout
         .take()
         .ok_or_else(|| CloneError::internal("agent stdout"))?;
-    Journal::open(&journal.path)?.mark_in_flight(journal.pass, &work.send)?;
     let book = AckBook::new(work, root, journal.clone())?;
     let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {

@@ -102,25 +102,23 @@ pub struct Journal {
     path: PathBuf,
 }
 
+/// Turns a SQLite error into one naming the journal and the operation.
+fn wrap(path: &Path, what: &str) -> impl Fn(rusqlite::Error) -> JournalError {
+    let (path, what) = (path.to_path_buf(), what.to_string());
+    move |source| JournalError {
+        path: path.clone(),
+        what: what.clone(),
+        source,
+    }
+}
+
 impl Journal {
-    fn err(&self, what: &str) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
-        let what = what.to_string();
-        move |source| JournalError {
-            path: self.path.clone(),
-            what: what.clone(),
-            source,
-        }
+    fn err(&self, what: &str) -> impl Fn(rusqlite::Error) -> JournalError {
+        wrap(&self.path, what)
     }
 
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
-        let wrap = |what: &str| {
-            let what = what.to_string();
-            move |source| JournalError {
-                path: path.to_path_buf(),
-                what: what.clone(),
-                source,
-            }
-        };
+        let wrap = |what: &str| wrap(path, what);
         let conn = Connection::open(path).map_err(wrap("opening"))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
@@ -213,20 +211,15 @@ impl Journal {
         removed: &[Vec<u8>],
         content_bytes: u64,
     ) -> Result<(), JournalError> {
-        let path = self.path.clone();
-        let wrap = |source| JournalError {
-            path: path.clone(),
-            what: "recording files".into(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(wrap)?;
+        let wrap = self.err("recording files");
+        let tx = self.conn.transaction().map_err(&wrap)?;
         {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO files (path, kind, size, mtime, mtime_nsec, ctime, inode, uid, gid, mode, digest, link_target, xattr_digest, dirty, pass)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )
-                .map_err(wrap)?;
+                .map_err(&wrap)?;
             for r in records {
                 stmt.execute(params![
                     r.path,
@@ -245,21 +238,21 @@ impl Journal {
                     r.dirty,
                     pass
                 ])
-                .map_err(wrap)?;
+                .map_err(&wrap)?;
             }
             let mut gone = tx
                 .prepare_cached("DELETE FROM files WHERE path = ?1")
-                .map_err(wrap)?;
+                .map_err(&wrap)?;
             for p in removed {
-                gone.execute([p]).map_err(wrap)?;
+                gone.execute([p]).map_err(&wrap)?;
             }
             tx.execute(
                 "UPDATE passes SET files = files + ?2, bytes = bytes + ?3 WHERE id = ?1",
                 params![pass, records.len() as i64, content_bytes as i64],
             )
-            .map_err(wrap)?;
+            .map_err(&wrap)?;
         }
-        tx.commit().map_err(wrap)
+        tx.commit().map_err(&wrap)
     }
 
     /// Before content is sent: every path about to go is recorded dirty (a
@@ -273,13 +266,8 @@ impl Journal {
         pass: i64,
         files: &[&crate::stream::listing::ListedFile],
     ) -> Result<(), JournalError> {
-        let path = self.path.clone();
-        let wrap = |source| JournalError {
-            path: path.clone(),
-            what: "recording files in flight".into(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(wrap)?;
+        let wrap = self.err("recording files in flight");
+        let tx = self.conn.transaction().map_err(&wrap)?;
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -287,7 +275,7 @@ impl Journal {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, 1, ?11)
                      ON CONFLICT(path) DO UPDATE SET dirty = 1",
                 )
-                .map_err(wrap)?;
+                .map_err(&wrap)?;
             for f in files {
                 stmt.execute(params![
                     f.path,
@@ -302,26 +290,21 @@ impl Journal {
                     f.mode,
                     pass
                 ])
-                .map_err(wrap)?;
+                .map_err(&wrap)?;
             }
         }
-        tx.commit().map_err(wrap)
+        tx.commit().map_err(&wrap)
     }
 
     /// Mark files dirty (changed while read): the next pass sends them again.
     pub fn mark_dirty(&mut self, paths: &[Vec<u8>]) -> Result<(), JournalError> {
-        let path = self.path.clone();
-        let wrap = |source| JournalError {
-            path: path.clone(),
-            what: "marking files dirty".into(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(wrap)?;
+        let wrap = self.err("marking files dirty");
+        let tx = self.conn.transaction().map_err(&wrap)?;
         for p in paths {
             tx.execute("UPDATE files SET dirty = 1 WHERE path = ?1", [p])
-                .map_err(wrap)?;
+                .map_err(&wrap)?;
         }
-        tx.commit().map_err(wrap)
+        tx.commit().map_err(&wrap)
     }
 
     pub fn files(&self) -> Result<Vec<FileRecord>, JournalError> {
@@ -434,17 +417,9 @@ impl Journal {
     pub fn copy_to(&self, dest: &Path) -> Result<(), JournalError> {
         let tmp = dest.with_extension("sqlite.tmp");
         let _ = std::fs::remove_file(&tmp);
-        let wrap = |what: &str| {
-            let what = format!("{what} {}", dest.display());
-            move |source| JournalError {
-                path: self.path.clone(),
-                what: what.clone(),
-                source,
-            }
-        };
         self.conn
             .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
-            .map_err(wrap("copying the journal to"))?;
+            .map_err(self.err(&format!("copying the journal to {}", dest.display())))?;
         let io = |e: std::io::Error| JournalError {
             path: self.path.clone(),
             what: format!("copying the journal to {}: {e}", dest.display()),
@@ -460,21 +435,16 @@ impl Journal {
     /// Files the conversion rewrote (digest of the new content) or
     /// removed (no digest): they differ from the source on purpose.
     pub fn record_converted(&mut self, files: &[ConvertedFile]) -> Result<(), JournalError> {
-        let path = self.path.clone();
-        let wrap = |source| JournalError {
-            path: path.clone(),
-            what: "recording converted files".into(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(wrap)?;
+        let wrap = self.err("recording converted files");
+        let tx = self.conn.transaction().map_err(&wrap)?;
         for (p, d) in files {
             tx.execute(
                 "INSERT OR REPLACE INTO converted (path, digest) VALUES (?1, ?2)",
                 params![p, d.map(|d| d.to_vec())],
             )
-            .map_err(wrap)?;
+            .map_err(&wrap)?;
         }
-        tx.commit().map_err(wrap)
+        tx.commit().map_err(&wrap)
     }
 
     pub fn converted(&self) -> Result<Vec<ConvertedFile>, JournalError> {

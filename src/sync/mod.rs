@@ -147,6 +147,8 @@ pub async fn pass(
         sweep: agent.sweep || interrupted,
         ..agent.clone()
     };
+    // Recorded before anything is sent: see `Journal::mark_in_flight`.
+    journal.mark_in_flight(pass, &work.send)?;
     let sink = JournalSink {
         path: migration.journal_path(),
         pass,

@@ -243,51 +243,15 @@ pub fn attach(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage, 
     }
     release_stale(raw, staging)?;
     let disk = LoopDisk::attach(raw)?;
-    let mut filesystems = Vec::new();
-    for part in &plan.disk.partitions {
-        let fs_type = match (part.role, &part.fs) {
-            (PartitionRole::Swap, _) => FsType::Swap,
-            (PartitionRole::Filesystem, Some(choice)) => choice.fs_type,
-            _ => continue,
-        };
-        let device = disk.partition(part.number)?;
+    let filesystems = filesystems(plan, &disk, |_, _, device| {
         let uuid = run(
             "blkid",
             &["-p", "-s", "UUID", "-o", "value", &device.to_string_lossy()],
             "util-linux",
-        )?
-        .trim()
-        .to_string();
-        filesystems.push(NewFilesystem {
-            number: part.number,
-            mount_point: part.mount_point.clone(),
-            fs_type,
-            uuid,
-            device,
-            source_device: part.source_device.clone(),
-        });
-    }
-    std::fs::create_dir_all(staging)?;
-    let mut image = PreparedImage {
-        raw: raw.to_path_buf(),
-        root: staging.to_path_buf(),
-        filesystems,
-        mounts: Mounts::default(),
-        disk,
-        finished: false,
-        keep: true,
-    };
-    let targets: Vec<(String, PathBuf)> = image
-        .filesystems
-        .iter()
-        .filter_map(|f| f.mount_point.clone().map(|m| (m, f.device.clone())))
-        .collect();
-    let refs: Vec<(&str, &Path)> = targets
-        .iter()
-        .map(|(m, d)| (m.as_str(), d.as_path()))
-        .collect();
-    mount_tree(&refs, staging, &[], &mut image.mounts)?;
-    Ok(image)
+        )?;
+        Ok(uuid.trim().to_string())
+    })?;
+    mounted(raw, staging, filesystems, disk, true)
 }
 
 /// Undo what a killed run left behind for this disk: mounts at or under
@@ -538,7 +502,22 @@ fn prepare_new(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage,
     drop(file);
 
     let disk = LoopDisk::attach(raw)?;
-    let mut filesystems = Vec::new();
+    let filesystems = filesystems(plan, &disk, |fs_type, part, device| {
+        let uuid = new_uuid()?;
+        mkfs(fs_type, part, device, &uuid)?;
+        Ok(uuid)
+    })?;
+    mounted(raw, staging, filesystems, disk, false)
+}
+
+/// The plan's filesystems on `disk` (swap included), each with the UUID
+/// `uuid` gives it (made by mkfs, or read back).
+fn filesystems(
+    plan: &Plan,
+    disk: &LoopDisk,
+    mut uuid: impl FnMut(FsType, &Partition, &Path) -> Result<String, ImageError>,
+) -> Result<Vec<NewFilesystem>, ImageError> {
+    let mut out = Vec::new();
     for part in &plan.disk.partitions {
         let fs_type = match (part.role, &part.fs) {
             (PartitionRole::Swap, _) => FsType::Swap,
@@ -546,9 +525,8 @@ fn prepare_new(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage,
             _ => continue,
         };
         let device = disk.partition(part.number)?;
-        let uuid = new_uuid()?;
-        mkfs(fs_type, part, &device, &uuid)?;
-        filesystems.push(NewFilesystem {
+        let uuid = uuid(fs_type, part, &device)?;
+        out.push(NewFilesystem {
             number: part.number,
             mount_point: part.mount_point.clone(),
             fs_type,
@@ -557,23 +535,36 @@ fn prepare_new(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage,
             source_device: part.source_device.clone(),
         });
     }
+    Ok(out)
+}
 
+/// Mount `filesystems` under `staging`, parents first. On failure the
+/// returned guard's drop releases everything (and, unless `keep`, deletes
+/// `raw`).
+fn mounted(
+    raw: &Path,
+    staging: &Path,
+    filesystems: Vec<NewFilesystem>,
+    disk: LoopDisk,
+    keep: bool,
+) -> Result<PreparedImage, ImageError> {
     std::fs::create_dir_all(staging)?;
-    let mut mounts = Mounts::default();
-    let targets: Vec<(&str, &Path)> = filesystems
-        .iter()
-        .filter_map(|f| f.mount_point.as_deref().map(|m| (m, f.device.as_path())))
-        .collect();
-    mount_tree(&targets, staging, &[], &mut mounts)?;
-    Ok(PreparedImage {
+    let mut image = PreparedImage {
         raw: raw.to_path_buf(),
         root: staging.to_path_buf(),
         filesystems,
-        mounts,
+        mounts: Mounts::default(),
         disk,
         finished: false,
-        keep: false,
-    })
+        keep,
+    };
+    let targets: Vec<(&str, &Path)> = image
+        .filesystems
+        .iter()
+        .filter_map(|f| f.mount_point.as_deref().map(|m| (m, f.device.as_path())))
+        .collect();
+    mount_tree(&targets, staging, &[], &mut image.mounts)?;
+    Ok(image)
 }
 
 impl PreparedImage {

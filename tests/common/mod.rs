@@ -128,3 +128,32 @@ pub fn image_uuid(image: &Path) -> String {
     .trim()
     .to_string()
 }
+
+/// Lab tests that boot a VM (one boot segment) or change a source's files
+/// (another test's comparison would see it) take turns within a test binary.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A fresh work directory under the lab's, unique to this test run.
+pub fn workdir(tag: &str) -> PathBuf {
+    let dir = lab_dir()
+        .join("work")
+        .join(format!("{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Run `command` on a lab source with the system ssh client; its stdout.
+pub fn source_ssh(lab: &Lab, source: &str, command: &str) -> String {
+    run_ok(
+        lab.client_command("ssh")
+            .arg("-F")
+            .arg(&lab.ssh_config)
+            .arg(source)
+            .arg(command),
+    )
+}
