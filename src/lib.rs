@@ -10,11 +10,15 @@
 
 pub mod clone;
 pub mod convert;
+#[cfg(test)]
+pub(crate) mod golden;
 pub mod journal;
+pub mod launch;
 pub mod migration;
 pub mod plan;
 pub mod probe;
 pub mod progress;
+pub mod rescue;
 pub mod ssh;
 pub mod status;
 pub mod stream;

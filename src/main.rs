@@ -21,6 +21,7 @@ fn init_logging(cli: &Cli) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .without_time()
         .init();
@@ -48,6 +49,10 @@ fn main() -> ExitCode {
             Command::Sync(args) => cli::sync::run(args).await,
             Command::Status(args) => cli::status::run(args),
             Command::Verify(args) => cli::verify::run(args).await,
+            Command::Rescue(args) => cli::rescue::run(args).map(|()| 0),
+            Command::Launch(args) => cli::launch::run(args).await.map(|()| 0),
+            Command::Export(args) => cli::export::run(args).map(|()| 0),
+            Command::Target(args) => cli::target::run(args).map(|()| 0),
         }
     });
     match result {

@@ -87,6 +87,15 @@ impl Migration {
         })
     }
 
+    /// The migration `name`, created when it does not exist yet (`launch`
+    /// may come before `clone`).
+    pub fn open_or_create(home: &Path, name: &str) -> Result<Migration, MigrationError> {
+        match Migration::create(home, name) {
+            Err(MigrationError::Exists { .. }) => Migration::open(home, name),
+            other => other,
+        }
+    }
+
     pub fn open(home: &Path, name: &str) -> Result<Migration, MigrationError> {
         validate_name(name)?;
         let dir = home.join(name);
@@ -137,6 +146,19 @@ impl Migration {
             why: e.to_string(),
         })?;
         Ok((inventory, plan))
+    }
+
+    /// Only the inventory (a launched VM is sized like the source).
+    pub fn inventory(&self) -> Result<crate::probe::Inventory, MigrationError> {
+        let path = self.inventory_path();
+        let text = std::fs::read_to_string(&path).map_err(|source| MigrationError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| MigrationError::Corrupt {
+            path,
+            why: e.to_string(),
+        })
     }
 
     pub fn write(&self, path: &Path, text: &str) -> Result<(), MigrationError> {

@@ -5,11 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use hotclone::clone::{self, stage, AgentCommand, Batching};
+use hotclone::clone::{self, stage, Batching};
 use hotclone::journal::Journal;
+use hotclone::launch::{VmFiles, VmState};
 use hotclone::migration::{self, Migration};
 use hotclone::plan::{self, Plan, TargetSpec};
 use hotclone::probe::Inventory;
+use hotclone::progress::Progress;
+use hotclone::target::{live, Opener};
 use hotclone::units::format_bytes;
 
 use super::plan::PlanFlags;
@@ -17,21 +20,27 @@ use super::progress::CliProgress;
 use super::render;
 use super::ssh_args::SshArgs;
 
-/// Clone a running source into a VM disk image: probe it, plan the disk,
-/// create and format the image, copy every file with a BLAKE3 check, and
+/// Clone a running source into a VM disk: probe it, plan the disk,
+/// partition and format it, copy every file with a BLAKE3 check, and
 /// convert the copy (fstab, bootloader, initramfs, network) so it boots as
-/// a VM. The source is only read. State goes to $HOTCLONE_HOME/NAME.
+/// a VM. The disk is an image here, or the disk of a VM booted from the
+/// rescue image (`hotclone launch`), written over SSH. The source is only
+/// read. State goes to $HOTCLONE_HOME/NAME.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
 hotclone clone root@web01 --target image:/var/lib/vm/web01.qcow2\n  \
+hotclone launch web01 --disk /var/lib/vm/web01.qcow2,size=40G --net bridge:br0 --ip 192.0.2.50/24\n  \
+hotclone clone root@web01 --name web01                # into the launched VM\n  \
 hotclone plan root@web01 --target image:web01.img -o web01.toml   # review, edit\n  \
 hotclone clone root@web01 --plan web01.toml --name web01")]
 pub struct CloneArgs {
     /// The source: [user@]host[:port] or an ssh_config Host alias.
     #[arg(value_name = "SOURCE")]
     pub source: String,
-    /// Where the clone goes: image:PATH[,size=SIZE][,format=raw|qcow2].
-    #[arg(long, value_name = "TARGET", required_unless_present = "plan")]
+    /// Where the clone goes: image:PATH[,size=SIZE][,format=raw|qcow2], or
+    /// ssh://[USER@]HOST[:PORT][,disk=DEVICE] for a VM running the rescue
+    /// image. Default: the VM `hotclone launch NAME` started.
+    #[arg(long, value_name = "TARGET")]
     pub target: Option<TargetSpec>,
     /// Use this plan (from `hotclone plan -o`, possibly edited) instead of
     /// planning anew. It is validated first.
@@ -60,7 +69,7 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
     // A clone that was interrupted continues from its journal, on the
     // inventory and plan it was started with.
     if let Some(name) = &args.name {
-        if let Some(resumed) = resumable(&home, name, &args)? {
+        if let Some(resumed) = resumable(&home, name, &args, &mut progress).await? {
             return finish(args, session, resumed, &mut progress).await;
         }
     }
@@ -69,7 +78,7 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
         .name
         .clone()
         .unwrap_or_else(|| inventory.hostname.clone());
-    if let Some(resumed) = resumable(&home, &name, &args)? {
+    if let Some(resumed) = resumable(&home, &name, &args, &mut progress).await? {
         if resumed.inventory.hostname != inventory.hostname {
             bail!(
                 "the interrupted migration {name} cloned {}, but {} is {}; choose another --name",
@@ -80,20 +89,9 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
         }
         return finish(args, session, resumed, &mut progress).await;
     }
-    let plan: Plan = match &args.plan {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the plan {}", path.display()))?;
-            Plan::from_toml(&text).with_context(|| format!("the plan {}", path.display()))?
-        }
-        None => {
-            let target = args
-                .target
-                .clone()
-                .context("--target is needed without --plan")?;
-            plan::make(&inventory, &args.planning.options(target))?
-        }
-    };
+    let existing = Migration::open(&home, &name).ok();
+    let (plan, opener) =
+        plan_target(&args, &inventory, existing.as_ref(), &name, &mut progress).await?;
     if plan.source.hostname != inventory.hostname {
         bail!(
             "the plan was made for {} but {} is {}; make a plan for this source with `hotclone plan`",
@@ -105,13 +103,16 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
     if !args.json {
         eprint!("{}", render::plan(&plan));
     }
-    let TargetSpec::Image {
-        path: image_path, ..
-    } = &plan.target;
-    if image_path.exists() {
-        bail!("{} already exists; hotclone never overwrites a disk image. Remove it or choose another path", image_path.display());
+    if let TargetSpec::Image { path, .. } = &plan.target {
+        if path.exists() {
+            bail!("{} already exists; hotclone never overwrites a disk image. Remove it or choose another path", path.display());
+        }
     }
-    let migration = Migration::create(&home, &name)?;
+    // A migration that only has its VM yet (`hotclone launch`) is used.
+    let migration = match existing {
+        Some(m) => m,
+        None => Migration::create(&home, &name)?,
+    };
     migration.write(
         &migration.inventory_path(),
         &serde_json::to_string_pretty(&inventory)?,
@@ -121,8 +122,114 @@ pub async fn run(args: CloneArgs) -> anyhow::Result<u8> {
         migration,
         inventory,
         plan,
+        opener,
     };
     finish(args, session, started, &mut progress).await
+}
+
+/// The plan (made now, or read from --plan) and how to reach its target.
+/// A live target is asked for its disks first: the plan fills the chosen
+/// disk, which must exist and be free.
+async fn plan_target(
+    args: &CloneArgs,
+    inventory: &Inventory,
+    migration: Option<&Migration>,
+    name: &str,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<(Plan, Opener)> {
+    if let Some(path) = &args.plan {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the plan {}", path.display()))?;
+        let plan =
+            Plan::from_toml(&text).with_context(|| format!("the plan {}", path.display()))?;
+        let opener = opener(&plan, migration, &args.ssh, progress).await?;
+        if let (Opener::Live(conn), TargetSpec::Live { disk, .. }) = (&opener, &plan.target) {
+            let disk = conn.choose_disk(disk.as_deref())?;
+            if disk.size_bytes < plan.disk.size_bytes {
+                bail!(
+                    "the plan needs a disk of {}, but {} on {} has {}",
+                    format_bytes(plan.disk.size_bytes),
+                    disk.device.display(),
+                    conn.destination,
+                    format_bytes(disk.size_bytes)
+                );
+            }
+        }
+        return Ok((plan, opener));
+    }
+    let vm = migration.and_then(|m| VmState::load(m).ok().flatten());
+    let target = match (&args.target, vm.as_ref().and_then(VmState::ssh_destination)) {
+        (Some(t), _) => t.clone(),
+        (None, Some(dest)) => TargetSpec::Live {
+            destination: dest,
+            disk: None,
+            size_bytes: None,
+        },
+        (None, None) => bail!(
+            "name the target with --target (image:PATH or ssh://HOST), or start a VM for it first with `hotclone launch {name} ...`"
+        ),
+    };
+    match target {
+        TargetSpec::Live {
+            destination, disk, ..
+        } => {
+            let opts = live_options(&destination, migration, &args.ssh)?;
+            let conn = live::connect(&destination, &opts, progress).await?;
+            let chosen = conn.choose_disk(disk.as_deref())?;
+            let target = TargetSpec::Live {
+                destination,
+                disk: Some(chosen.device),
+                size_bytes: Some(chosen.size_bytes),
+            };
+            let plan = plan::make(inventory, &args.planning.options(target))?;
+            Ok((plan, Opener::Live(conn)))
+        }
+        image => {
+            let plan = plan::make(inventory, &args.planning.options(image))?;
+            let opener = opener(&plan, migration, &args.ssh, progress).await?;
+            Ok((plan, opener))
+        }
+    }
+}
+
+/// How to reach `plan`'s target: the image here, or the live target over
+/// SSH (as the migration's launched VM when it is that VM).
+pub async fn opener(
+    plan: &Plan,
+    migration: Option<&Migration>,
+    ssh: &SshArgs,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Opener> {
+    match &plan.target {
+        TargetSpec::Image { .. } => Ok(Opener::Image {
+            agent_program: std::env::current_exe()
+                .context("finding the hotclone binary for the agent")?,
+        }),
+        TargetSpec::Live { destination, .. } => {
+            let opts = live_options(destination, migration, ssh)?;
+            Ok(Opener::Live(
+                live::connect(destination, &opts, progress).await?,
+            ))
+        }
+    }
+}
+
+/// The migration's own VM is reached with the keys `launch` made for it
+/// (strictly: its known_hosts holds only the key it was given); any other
+/// live target with the usual SSH options.
+fn live_options(
+    destination: &str,
+    migration: Option<&Migration>,
+    ssh: &SshArgs,
+) -> anyhow::Result<hotclone::ssh::ConnectOptions> {
+    if let Some(m) = migration {
+        if let Some(vm) = VmState::load(m)? {
+            if vm.ssh_destination().as_deref() == Some(destination) {
+                return Ok(hotclone::launch::rescue_connect_options(&VmFiles::of(m)));
+            }
+        }
+    }
+    ssh.to_options()
 }
 
 /// A migration to clone: new, or interrupted and continued.
@@ -130,47 +237,64 @@ struct Started {
     migration: Migration,
     inventory: Inventory,
     plan: Plan,
+    opener: Opener,
 }
 
 /// The migration `name` if a clone of it was interrupted (its journal says
 /// "copying"); an error if it exists in any other state.
-fn resumable(
+async fn resumable(
     home: &std::path::Path,
     name: &str,
     args: &CloneArgs,
+    progress: &mut dyn Progress,
 ) -> anyhow::Result<Option<Started>> {
     let Ok(migration) = Migration::open(home, name) else {
         return Ok(None);
     };
     let journal = Journal::open(&migration.journal_path())?;
     let stage = journal.meta("stage")?;
-    let (inventory, plan) = migration.load()?;
-    // "ready" with the partial disk still there: the last step (finishing
-    // the image) was interrupted; running the clone again redoes it.
-    let unfinished = clone::partial_raw(&plan).exists();
-    if stage.as_deref() == Some(stage::READY) && !unfinished {
-        bail!("migration {name} is already cloned; keep it current with `hotclone sync {name}`, or choose another --name");
-    }
     if stage.is_none() {
+        if VmState::load(&migration)?.is_some() {
+            // Only its VM so far (`hotclone launch`): a new clone into it.
+            return Ok(None);
+        }
         bail!(
             "a migration named {name:?} exists in {} but never got a disk; remove that directory, or choose another --name",
             migration.dir.display()
         );
     }
-    if let Some(TargetSpec::Image { path, .. }) = &args.target {
-        let TargetSpec::Image { path: planned, .. } = &plan.target;
-        if path != planned {
+    let (inventory, plan) = migration.load()?;
+    // "ready" but not finished: the last step (finishing the disk) was
+    // interrupted; running the clone again redoes it.
+    let unfinished = match &plan.target {
+        TargetSpec::Image { path, .. } => hotclone::target::local::partial_raw(path).exists(),
+        TargetSpec::Live { .. } => journal.meta(clone::FINISHED)?.as_deref() != Some("yes"),
+    };
+    if stage.as_deref() == Some(stage::READY) && !unfinished {
+        bail!("migration {name} is already cloned; keep it current with `hotclone sync {name}`, or choose another --name");
+    }
+    if let Some(given) = &args.target {
+        let same = match (given, &plan.target) {
+            (TargetSpec::Image { path: a, .. }, TargetSpec::Image { path: b, .. }) => a == b,
+            (TargetSpec::Live { destination: a, .. }, TargetSpec::Live { destination: b, .. }) => {
+                a == b
+            }
+            _ => false,
+        };
+        if !same {
             bail!(
                 "the interrupted clone {name} writes to {}, not to {}; run it again with the same --target (or none)",
-                planned.display(),
-                path.display()
+                plan.target.display(),
+                given.display()
             );
         }
     }
+    let opener = opener(&plan, Some(&migration), &args.ssh, progress).await?;
     Ok(Some(Started {
         migration,
         inventory,
         plan,
+        opener,
     }))
 }
 
@@ -184,18 +308,15 @@ async fn finish(
         migration,
         inventory,
         plan,
+        opener,
     } = started;
     let name = migration.name.clone();
-    let agent = AgentCommand {
-        program: std::env::current_exe().context("finding the hotclone binary for the agent")?,
-        sweep: false,
-    };
     let report = clone::run(
         &session,
         &inventory,
         &plan,
         &migration,
-        &agent,
+        opener,
         Batching {
             max_files: args.tar_batch_files.max(1),
             ..Batching::default()
@@ -222,10 +343,9 @@ async fn finish(
                 )));
             }
             // Nothing usable was made (the image is gone too): leave no
-            // migration behind that would block running the clone again.
-            if let Err(rm) = std::fs::remove_dir_all(&migration.dir) {
-                tracing::warn!("could not remove {}: {rm}", migration.dir.display());
-            }
+            // migration behind that would block running the clone again;
+            // a launched VM's state stays, the VM is still there.
+            forget_clone(&migration);
             return Err(e.into());
         }
     };
@@ -240,8 +360,7 @@ async fn finish(
     } else {
         println!(
             "Cloned {} into {} (migration {name})",
-            args.source,
-            report.image.display()
+            args.source, report.image
         );
         println!("  files      {}", report.files);
         println!(
@@ -270,4 +389,27 @@ async fn finish(
     } else {
         0
     })
+}
+
+/// Remove what a clone that got nowhere wrote into the migration.
+fn forget_clone(migration: &Migration) {
+    let launched = VmState::load(migration).ok().flatten().is_some();
+    let result = if launched {
+        [
+            "inventory.json",
+            "plan.toml",
+            "journal.sqlite",
+            "journal.sqlite-wal",
+            "journal.sqlite-shm",
+        ]
+        .iter()
+        .map(|f| migration.dir.join(f))
+        .filter(|p| p.exists())
+        .try_for_each(std::fs::remove_file)
+    } else {
+        std::fs::remove_dir_all(&migration.dir)
+    };
+    if let Err(rm) = result {
+        tracing::warn!("could not clean up {}: {rm}", migration.dir.display());
+    }
 }

@@ -3,14 +3,18 @@
 
 pub mod agent;
 pub mod clone;
+pub mod export;
+pub mod launch;
 pub mod password;
 pub mod plan;
 pub mod probe;
 pub mod progress;
 pub mod render;
+pub mod rescue;
 pub mod ssh_args;
 pub mod status;
 pub mod sync;
+pub mod target;
 pub mod verify;
 
 use clap::{Parser, Subcommand};
@@ -49,4 +53,9 @@ pub enum Command {
     Sync(sync::SyncArgs),
     Status(status::StatusArgs),
     Verify(verify::VerifyArgs),
+    Rescue(rescue::RescueArgs),
+    Launch(launch::LaunchArgs),
+    Export(export::ExportArgs),
+    #[command(hide = true)]
+    Target(target::TargetArgs),
 }

@@ -328,12 +328,15 @@ pub fn plan(p: &Plan) -> String {
         s.kernel,
         name(&s.bootloader)
     );
-    let TargetSpec::Image { path, format, .. } = &p.target;
+    let what = match &p.target {
+        TargetSpec::Image { path, format, .. } => {
+            format!("image {} ({})", path.display(), name(format))
+        }
+        TargetSpec::Live { .. } => format!("live {}", p.target.display()),
+    };
     let _ = writeln!(
         o,
-        "Target: image {} ({}), {}, {} partition table\n",
-        path.display(),
-        name(format),
+        "Target: {what}, {}, {} partition table\n",
         bytes(p.disk.size_bytes),
         name(&p.disk.partition_table)
     );

@@ -4,9 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
-use hotclone::clone::{AgentCommand, Batching};
+use hotclone::clone::Batching;
 use hotclone::migration::{self, Migration};
 use hotclone::sync::{PassOptions, SyncReport};
 use hotclone::units::format_bytes;
@@ -61,15 +60,12 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<u8> {
     }
     let migration = Migration::open(&home, &args.name)?;
     let (inventory, plan) = migration.load()?;
-    let agent = AgentCommand {
-        program: std::env::current_exe().context("finding the hotclone binary for the agent")?,
-        sweep: false,
-    };
     let options = PassOptions {
         batching: Batching {
             max_files: args.tar_batch_files.max(1),
             ..Batching::default()
         },
+        sweep: false,
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if args.watch.is_some() {
@@ -86,12 +82,14 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<u8> {
         let mut progress = CliProgress::new(args.json);
         let session =
             hotclone::ssh::Session::connect(&inventory.source, &args.ssh.to_options()?).await?;
+        let opener =
+            super::clone::opener(&plan, Some(&migration), &args.ssh, &mut progress).await?;
         let report = hotclone::sync::run(
             &session,
             &inventory,
             &plan,
             &migration,
-            &agent,
+            opener,
             &options,
             &mut progress,
         )

@@ -13,10 +13,9 @@
 //! trusted, and the next pass sends it again.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::io::BufRead;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,15 +55,6 @@ pub fn tar_command(caps: &Capabilities) -> String {
             cmd
         }
     }
-}
-
-/// The `hotclone agent` to run locally (the running binary, normally).
-#[derive(Debug, Clone)]
-pub struct AgentCommand {
-    pub program: PathBuf,
-    /// Remove temporary files an interrupted agent left (`--sweep`) before
-    /// writing.
-    pub sweep: bool,
 }
 
 /// What the copy achieved.
@@ -133,7 +123,7 @@ pub fn batches(files: &[&ListedFile], limits: Batching) -> Vec<Vec<u8>> {
     out
 }
 
-type AgentWire = WireWriter<Counting<std::process::ChildStdin>>;
+type AgentWire = WireWriter<Counting<Box<dyn std::io::Write + Send>>>;
 
 /// One remote tar run: feed it `list`, pump its stream into `out`.
 /// Returns what was pumped and tar's stderr.
@@ -200,19 +190,27 @@ async fn run_batch(
 #[derive(Debug, Default)]
 pub struct Work<'a> {
     pub remove: &'a [Vec<u8>],
-    /// Metadata-only updates, with the content digest the journal holds.
-    pub attrs: Vec<(&'a ListedFile, Option<[u8; 32]>)>,
+    /// Metadata-only updates, with what the journal holds of the entry.
+    pub attrs: Vec<(&'a ListedFile, Kept)>,
     pub send: Vec<&'a ListedFile>,
 }
 
+/// What a metadata-only update keeps of the journal's record.
+#[derive(Debug, Clone, Default)]
+pub struct Kept {
+    pub digest: Option<[u8; 32]>,
+    pub xattr_digest: Option<[u8; 32]>,
+    pub link_target: Option<Vec<u8>>,
+}
+
 /// Where acknowledged writes are recorded as they arrive.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JournalSink {
     pub path: PathBuf,
     pub pass: i64,
-    /// A copy of the journal kept on the target itself (refreshed every
-    /// [`TARGET_COPY_EVERY`] and by the caller at the end of the pass).
-    pub target_copy: Option<PathBuf>,
+    /// Refreshes the copy of the journal kept on the target itself (every
+    /// [`TARGET_COPY_EVERY`], and by the caller at the end of the pass).
+    pub target_copy: Option<crate::target::StateWriter>,
 }
 
 /// Acknowledged records are committed at least this often.
@@ -222,106 +220,103 @@ const COMMIT_BATCH: usize = 2000;
 /// How often the journal copy on the target is refreshed during a pass.
 pub const TARGET_COPY_EVERY: Duration = Duration::from_secs(20);
 
-/// Run `work` against the target mounted at `root`. Every acknowledged
-/// write is committed to the journal within [`COMMIT_EVERY`], so when the
-/// pass is interrupted (the link drops, the agent or tar is killed, or
-/// this process is), the journal still says exactly what the target holds,
-/// and the next pass sends only the rest.
+/// Run `work` against `target`. Every acknowledged write is committed to
+/// the journal within [`COMMIT_EVERY`], so when the pass is interrupted
+/// (the link drops, the agent or tar is killed, or this process is), the
+/// journal still says exactly what the target holds, and the next pass
+/// sends only the rest.
+///
+/// The agent's stream is written from blocking sections
+/// (`block_in_place`): for a live target it is an SSH channel bridged to
+/// blocking I/O.
 #[allow(clippy::too_many_arguments)]
 pub async fn copy(
     session: &Session,
     caps: &Capabilities,
     work: &Work<'_>,
-    root: &Path,
-    agent: &AgentCommand,
+    target: &dyn crate::target::Target,
+    sweep: bool,
     batching: Batching,
     journal: &JournalSink,
     progress: &mut dyn Progress,
 ) -> Result<CopyOutcome, CloneError> {
-    let mut command = Command::new(&agent.program);
-    command.arg("agent").arg("--root").arg(root);
-    if agent.sweep {
-        command.arg("--sweep");
-    }
-    let mut agent_child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|source| CloneError::Agent {
-            what: format!("starting {} agent", agent.program.display()),
-            source,
-        })?;
-    let agent_in = agent_child
-        .stdin
-        .take()
-        .ok_or_else(|| CloneError::internal("agent stdin"))?;
-    let agent_out = agent_child
-        .stdout
-        .take()
-        .ok_or_else(|| CloneError::internal("agent stdout"))?;
-    let book = AckBook::new(work, root, journal.clone())?;
+    let crate::target::AgentLink {
+        input,
+        acks,
+        process,
+    } = target.agent(sweep).await?;
+    let sent: SentEntries = Default::default();
+    let book = AckBook::new(work, journal.clone(), sent.clone())?;
     let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
-        for line in BufReader::new(agent_out).lines().map_while(Result::ok) {
+        for line in acks.lines().map_while(Result::ok) {
             if lines_tx.send(line).is_err() {
                 break;
             }
         }
     });
     let committer = std::thread::spawn(move || book.run(lines_rx));
-    let finish_threads = |agent_child: &mut std::process::Child| {
-        let status = agent_child.wait();
-        let _ = reader.join();
-        let booked = committer
-            .join()
-            .unwrap_or_else(|_| Err(CloneError::internal("the journal thread")));
-        (status, booked)
+    let finish_threads = |process: Box<dyn crate::target::AgentProcess>| {
+        tokio::task::block_in_place(|| {
+            let status = process.wait();
+            let _ = reader.join();
+            let booked = committer
+                .join()
+                .unwrap_or_else(|_| Err(CloneError::internal("the journal thread")));
+            (status, booked)
+        })
     };
-
-    let mut out = WireWriter::new(Counting {
-        inner: agent_in,
-        bytes: 0,
-    })
-    .map_err(|e| CloneError::Stream {
+    let stream_err = |e: WireError| CloneError::Stream {
         error: e.into(),
         tar_stderr: String::new(),
-    })?;
-    let mut stats = PumpStats::default();
-    let mut tar_stderr = String::new();
-    let mut sent = (|| -> Result<(), WireError> {
+    };
+    let started = tokio::task::block_in_place(|| {
+        let mut out = WireWriter::new(Counting {
+            inner: input,
+            bytes: 0,
+        })?;
+        let remember = sent.clone();
+        out.on_entry(Box::new(move |meta: &EntryMeta| {
+            if let Ok(mut m) = remember.lock() {
+                m.insert(meta.path.clone(), meta.clone());
+            }
+        }));
         for path in work.remove {
             out.remove(relative(path))?;
         }
         for (f, _) in &work.attrs {
             out.attrs(&attrs_meta(f))?;
         }
-        out.flush()
-    })()
-    .map_err(|e| CloneError::Stream {
-        error: e.into(),
-        tar_stderr: String::new(),
+        out.flush()?;
+        Ok::<_, WireError>(out)
     });
-    if sent.is_ok() {
-        for list in batches(&work.send, batching) {
-            match run_batch(session, caps, list, &mut out, progress).await {
-                Ok((batch, stderr)) => {
-                    stats.entries += batch.entries;
-                    stats.files += batch.files;
-                    stats.bytes += batch.bytes;
-                    stats.skipped += batch.skipped;
-                    tar_stderr.push_str(&stderr);
-                }
-                Err(e) => {
-                    sent = Err(e);
-                    break;
-                }
+    let mut out = match started {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = finish_threads(process);
+            return Err(stream_err(e));
+        }
+    };
+    let mut stats = PumpStats::default();
+    let mut tar_stderr = String::new();
+    let mut sent_ok = Ok(());
+    for list in batches(&work.send, batching) {
+        match run_batch(session, caps, list, &mut out, progress).await {
+            Ok((batch, stderr)) => {
+                stats.entries += batch.entries;
+                stats.files += batch.files;
+                stats.bytes += batch.bytes;
+                stats.skipped += batch.skipped;
+                tar_stderr.push_str(&stderr);
+            }
+            Err(e) => {
+                sent_ok = Err(e);
+                break;
             }
         }
     }
-    let wire_bytes = match sent {
-        Ok(()) => out
-            .finish()
+    let wire_bytes = match sent_ok {
+        Ok(()) => tokio::task::block_in_place(|| out.finish())
             .map(|c| c.bytes)
             .map_err(|e| CloneError::Stream {
                 error: e.into(),
@@ -331,21 +326,15 @@ pub async fn copy(
             // Close the stream and let the agent finish (and the journal
             // record what it acknowledged) before the caller unmounts.
             drop(out);
-            let _ = finish_threads(&mut agent_child);
+            let _ = finish_threads(process);
             return Err(e);
         }
     };
-    let (agent_status, booked) = finish_threads(&mut agent_child);
+    let (agent_status, booked) = finish_threads(process);
     let booked = booked?;
     let wire_bytes = wire_bytes?;
-    let agent_status = agent_status.map_err(|source| CloneError::Agent {
-        what: "waiting for the agent".into(),
-        source,
-    })?;
-    if !agent_status.success() {
-        return Err(CloneError::AgentFailed {
-            status: agent_status.to_string(),
-        });
+    if let Some(status) = agent_status? {
+        return Err(CloneError::AgentFailed { status });
     }
 
     let (mut warnings, tar_messages) = tar_messages::parse(&tar_stderr);
@@ -374,6 +363,10 @@ pub async fn copy(
         tar_messages,
     })
 }
+
+/// What the client sent of each entry still waiting for its ack, by the
+/// wire path: the record is made from it, not read back from the target.
+type SentEntries = std::sync::Arc<std::sync::Mutex<HashMap<Vec<u8>, EntryMeta>>>;
 
 /// The wire's form of a source path: relative to the root, "." for it.
 fn relative(abs: &[u8]) -> &[u8] {
@@ -413,16 +406,16 @@ struct Booked {
 /// Turns acknowledgements into journal records and commits them.
 struct AckBook {
     listed: HashMap<Vec<u8>, ListedFile>,
-    /// Metadata-only updates keep the content digest the journal had.
-    kept_digest: HashMap<Vec<u8>, Option<[u8; 32]>>,
+    /// Metadata-only updates keep what the journal had of the content.
+    kept: HashMap<Vec<u8>, Kept>,
     removing: std::collections::HashSet<Vec<u8>>,
-    root: PathBuf,
+    sent: SentEntries,
     sink: JournalSink,
     journal: Journal,
 }
 
 impl AckBook {
-    fn new(work: &Work<'_>, root: &Path, sink: JournalSink) -> Result<AckBook, CloneError> {
+    fn new(work: &Work<'_>, sink: JournalSink, sent: SentEntries) -> Result<AckBook, CloneError> {
         let journal = Journal::open(&sink.path)?;
         Ok(AckBook {
             listed: work
@@ -432,13 +425,13 @@ impl AckBook {
                 .chain(work.attrs.iter().map(|(f, _)| *f))
                 .map(|f| (f.path.clone(), f.clone()))
                 .collect(),
-            kept_digest: work
+            kept: work
                 .attrs
                 .iter()
-                .map(|(f, d)| (f.path.clone(), *d))
+                .map(|(f, k)| (f.path.clone(), k.clone()))
                 .collect(),
             removing: work.remove.iter().cloned().collect(),
-            root: root.to_path_buf(),
+            sent,
             sink,
             journal,
         })
@@ -477,7 +470,7 @@ impl AckBook {
             }
             if let Some(copy) = &self.sink.target_copy {
                 if last_copy.elapsed() >= TARGET_COPY_EVERY {
-                    self.journal.copy_to(copy)?;
+                    copy("journal.sqlite", &self.journal.snapshot()?)?;
                     last_copy = Instant::now();
                 }
             }
@@ -506,18 +499,39 @@ impl AckBook {
                 let Some(listed) = self.listed.get(&abs) else {
                     return 0;
                 };
-                let (digest, content) = match self.kept_digest.get(&abs) {
+                let sent = self.sent.lock().ok().and_then(|mut m| m.remove(&path));
+                let (digest, content, xattr_digest, link_target) = match self.kept.get(&abs) {
                     Some(kept) => {
                         booked.attrs += 1;
-                        (*kept, 0)
+                        (kept.digest, 0, kept.xattr_digest, kept.link_target.clone())
                     }
-                    None => (digest, if digest.is_some() { listed.size } else { 0 }),
+                    None => (
+                        digest,
+                        if digest.is_some() { listed.size } else { 0 },
+                        sent.as_ref().and_then(|m| xattr_digest(&m.xattrs)),
+                        sent.as_ref().and_then(|m| match &m.kind {
+                            EntryKind::Symlink { target } => Some(target.clone()),
+                            _ => None,
+                        }),
+                    ),
                 };
-                let target = if path == b"." {
-                    self.root.clone()
-                } else {
-                    self.root.join(std::ffi::OsStr::from_bytes(&path))
-                };
+                // The copy has what tar read; a regular file read with
+                // another size or mtime than listed changed in between (busybox
+                // tar does not always say so): not trusted, sent again.
+                let changed = sent.as_ref().filter(|m| {
+                    m.kind == EntryKind::File
+                        && listed.kind == FileKind::File
+                        && (m.size != listed.size || m.mtime != listed.mtime)
+                });
+                if let Some(m) = changed {
+                    booked.warnings.push(FileWarning::Dirty {
+                        path: lossy_abs(&path),
+                        reason: format!(
+                            "size/mtime {}/{} when read, {}/{} when listed",
+                            m.size, m.mtime, listed.size, listed.mtime
+                        ),
+                    });
+                }
                 pending.push(FileRecord {
                     path: abs,
                     kind: listed.kind.name().into(),
@@ -530,12 +544,9 @@ impl AckBook {
                     gid: listed.gid,
                     mode: listed.mode,
                     digest,
-                    link_target: (listed.kind == FileKind::Symlink)
-                        .then(|| std::fs::read_link(&target).ok())
-                        .flatten()
-                        .map(|t| t.into_os_string().into_vec()),
-                    xattr_digest: xattr_digest(&target),
-                    dirty: false,
+                    link_target,
+                    xattr_digest,
+                    dirty: changed.is_some(),
                 });
                 content
             }
@@ -567,20 +578,20 @@ fn absolute(rel: &[u8]) -> Vec<u8> {
     abs
 }
 
-/// BLAKE3 over an entry's extended attributes, names sorted; None without any.
-fn xattr_digest(path: &Path) -> Option<[u8; 32]> {
-    let mut names: Vec<std::ffi::OsString> = xattr::list(path).ok()?.collect();
-    if names.is_empty() {
+/// BLAKE3 over an entry's extended attributes (as sent), names sorted;
+/// None without any.
+pub fn xattr_digest(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Option<[u8; 32]> {
+    if xattrs.is_empty() {
         return None;
     }
-    names.sort();
+    let mut sorted: Vec<&(Vec<u8>, Vec<u8>)> = xattrs.iter().collect();
+    sorted.sort();
     let mut h = blake3::Hasher::new();
-    for name in names {
-        let value = xattr::get(path, &name).ok().flatten().unwrap_or_default();
-        h.update(name.as_bytes());
+    for (name, value) in sorted {
+        h.update(name);
         h.update(&[0]);
         h.update(&(value.len() as u64).to_le_bytes());
-        h.update(&value);
+        h.update(value);
     }
     Some(*h.finalize().as_bytes())
 }

@@ -2,15 +2,19 @@
 //! readable sequence of phases. Each phase takes the records it needs (the
 //! Inventory, the Plan, the journal) and returns what the next one needs:
 //!
-//! 1. prepare the target disk (partition, mkfs, mount), [`crate::target::image`]
+//! 1. prepare the target disk (partition, mkfs, mount), [`crate::target`]
 //! 2. list the source, [`crate::stream::listing`]
 //! 3. copy, [`copy`]
 //! 4. convert the copy so it boots as a VM, [`crate::convert`]
-//! 5. finish the image (sync, unmount, fsck, detach, qcow2)
+//! 5. finish the disk (sync, unmount, fsck; detach and qcow2 for images)
 //!
-//! On failure every mount and loop device is released, the half-made image
-//! is removed, and the error says which phase failed and why. The source is
-//! only read.
+//! The target is an image on this machine or the disk of a rescue VM over
+//! SSH ([`crate::target::Opener`]); the phases are the same.
+//!
+//! On failure before any file was copied, every mount and loop device is
+//! released, a half-made image is removed, and the error says which phase
+//! failed and why. Once files are on the target, they are kept and the
+//! same command continues. The source is only read.
 
 pub mod copy;
 pub mod tar_messages;
@@ -21,14 +25,14 @@ use std::time::{Duration, Instant};
 use crate::convert;
 use crate::journal::Journal;
 use crate::migration::Migration;
-use crate::plan::{Exclude, Plan, TargetSpec};
+use crate::plan::{Exclude, Plan};
 use crate::probe::{BootloaderKind, DistroFamily, Inventory};
 use crate::progress::{FileWarning, Progress};
 use crate::ssh::Session;
 use crate::stream::listing::{self, FileKind, ListedFile};
-use crate::target::image;
+use crate::target::{image, Opener};
 
-pub use copy::{AgentCommand, Batching};
+pub use copy::Batching;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloneError {
@@ -62,10 +66,12 @@ pub enum CloneError {
     Convert(String),
     #[error("internal error: {0} is missing")]
     Internal(String),
+    #[error(transparent)]
+    Launch(#[from] crate::launch::LaunchError),
 }
 
 impl CloneError {
-    fn internal(what: &str) -> CloneError {
+    pub(crate) fn internal(what: &str) -> CloneError {
         CloneError::Internal(what.to_string())
     }
 }
@@ -73,7 +79,8 @@ impl CloneError {
 /// What a clone did, for the summary.
 #[derive(Debug)]
 pub struct CloneReport {
-    pub image: PathBuf,
+    /// The clone: an image file, or the rescue VM's disk.
+    pub image: String,
     pub files: u64,
     pub bytes: u64,
     pub wire_bytes: u64,
@@ -144,13 +151,6 @@ pub async fn list_source(
     Ok(by_path.into_values().collect())
 }
 
-/// The working raw disk of a clone while it is being made (renamed, or
-/// converted to qcow2, when the clone finishes).
-pub fn partial_raw(plan: &Plan) -> PathBuf {
-    let TargetSpec::Image { path, .. } = &plan.target;
-    path.with_extension("raw.partial")
-}
-
 /// The journal's "stage" of a migration.
 pub mod stage {
     /// The disk exists and files are being copied; `clone` continues it.
@@ -159,73 +159,75 @@ pub mod stage {
     pub const READY: &str = "ready";
 }
 
+/// The journal's meta key set once the target disk is finished (a live
+/// target; an image target shows it by its partial file being gone).
+pub const FINISHED: &str = "finished";
+
 /// The whole clone, phase by phase. When the migration's journal says a
-/// clone of it was interrupted (stage "copying" and its partial disk still
-/// there), it continues that clone instead of starting over.
+/// clone of it was interrupted (stage "copying" and its disk still there),
+/// it continues that clone instead of starting over.
 pub async fn run(
     session: &Session,
     inv: &Inventory,
     plan: &Plan,
     migration: &Migration,
-    agent: &AgentCommand,
+    opener: Opener,
     batching: Batching,
     progress: &mut dyn Progress,
 ) -> Result<CloneReport, CloneError> {
     let started = Instant::now();
-    let raw = partial_raw(plan);
     let mut journal = Journal::open(&migration.journal_path())?;
     let resuming = journal.meta("stage")?.is_some();
-    if resuming && !raw.exists() {
-        return Err(image::ImageError::DiskGone { path: raw }.into());
-    }
-    let mut prepared = if resuming {
+    if resuming {
         progress.phase("attaching the partly copied disk");
         let (files, _) = journal.counts()?;
         progress.note(&format!(
             "continuing an interrupted clone: {files} entries are already on the target"
         ));
-        image::attach(plan, &raw, &migration.staging_dir())?
     } else {
         progress.phase("preparing the target disk");
-        image::prepare(plan, &raw, &migration.staging_dir())?
-    };
+    }
     // From here on the disk holds acknowledged files the journal describes:
     // a failure keeps both, and running the clone again continues.
-    prepared.keep();
+    let mut target = opener
+        .for_clone(plan, migration, resuming, progress)
+        .await?;
     journal.set_meta("stage", stage::COPYING)?;
+    journal.set_meta(FINISHED, "")?;
 
     let pass = crate::sync::pass(
         session,
         inv,
         plan,
         migration,
-        &prepared.root,
-        agent,
+        target.as_ref(),
         "clone",
-        &crate::sync::PassOptions { batching },
+        &crate::sync::PassOptions {
+            batching,
+            sweep: false,
+        },
         progress,
     )
     .await?;
 
-    progress.phase("converting");
-    let notes = convert_phase(inv, plan, &prepared, progress)?;
-    journal.record_converted(&crate::verify::converted_files(
-        &prepared.root,
-        &journal.files()?,
-    ))?;
-    if plan.autorelabel {
-        let flag = prepared.root.join(".autorelabel");
-        std::fs::write(&flag, b"")
-            .map_err(|e| CloneError::Convert(format!("writing {}: {e}", flag.display())))?;
-        progress.note("SELinux labels were not copied: /.autorelabel makes the clone relabel itself at first boot");
-    }
+    let converted = target
+        .convert(inv, plan, &journal.files()?, progress)
+        .await?;
+    journal.record_converted(&converted.files)?;
     journal.set_meta("stage", stage::READY)?;
-    crate::sync::write_target_state(&prepared.root, migration, &journal)?;
-
-    progress.phase("finishing the image");
-    let image = prepared.finish(plan).inspect_err(|_| {
-        let _ = journal.set_meta("stage", stage::COPYING);
+    tokio::task::block_in_place(|| {
+        crate::sync::write_target_state(target.as_ref(), migration, &journal)
     })?;
+
+    progress.phase("finishing the disk");
+    let image = match target.finish(plan, progress).await {
+        Ok(image) => image,
+        Err(e) => {
+            let _ = journal.set_meta("stage", stage::COPYING);
+            return Err(e);
+        }
+    };
+    journal.set_meta(FINISHED, "yes")?;
     let (files, _) = journal.counts()?;
     Ok(CloneReport {
         image,
@@ -235,7 +237,11 @@ pub async fn run(
         duration: started.elapsed(),
         dirty: pass.dirty,
         warnings: pass.warnings,
-        notes: notes.into_iter().chain(pass.tar_messages).collect(),
+        notes: converted
+            .notes
+            .into_iter()
+            .chain(pass.tar_messages)
+            .collect(),
     })
 }
 
@@ -302,7 +308,16 @@ pub(crate) fn convert_phase(
         std::fs::remove_dir_all(&ours)
             .map_err(|e| CloneError::Convert(format!("removing {}: {e}", ours.display())))?;
     }
-    Ok(report.notes)
+    let mut notes = report.notes;
+    if plan.autorelabel {
+        let flag = prepared.root.join(".autorelabel");
+        std::fs::write(&flag, b"")
+            .map_err(|e| CloneError::Convert(format!("writing {}: {e}", flag.display())))?;
+        let note = "SELinux labels were not copied: /.autorelabel makes the clone relabel itself at first boot";
+        progress.note(note);
+        notes.push(note.to_string());
+    }
+    Ok(notes)
 }
 
 #[cfg(test)]

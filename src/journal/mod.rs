@@ -432,6 +432,22 @@ impl Journal {
         Ok(())
     }
 
+    /// A consistent copy of the whole journal as bytes (for the copy kept
+    /// on the target), made through a temporary file beside it.
+    pub fn snapshot(&self) -> Result<Vec<u8>, JournalError> {
+        let tmp = self
+            .path
+            .with_extension(format!("snapshot-{}", std::process::id()));
+        self.copy_to(&tmp)?;
+        let bytes = std::fs::read(&tmp).map_err(|e| JournalError {
+            path: self.path.clone(),
+            what: format!("reading the journal copy {}: {e}", tmp.display()),
+            source: rusqlite::Error::InvalidQuery,
+        });
+        let _ = std::fs::remove_file(&tmp);
+        bytes
+    }
+
     /// Files the conversion rewrote (digest of the new content) or
     /// removed (no digest): they differ from the source on purpose.
     pub fn record_converted(&mut self, files: &[ConvertedFile]) -> Result<(), JournalError> {

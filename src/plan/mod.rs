@@ -309,7 +309,7 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
 
     let needed = space_needed(&partitions);
     let target_size = match &opts.target {
-        TargetSpec::Image { size_bytes, .. } => *size_bytes,
+        TargetSpec::Image { size_bytes, .. } | TargetSpec::Live { size_bytes, .. } => *size_bytes,
     };
     let size_bytes = match target_size {
         Some(available) if available < needed => {

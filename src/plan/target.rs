@@ -1,5 +1,7 @@
 //! Where the clone goes, as the user writes it on the command line:
-//! `image:PATH[,size=SIZE][,format=raw|qcow2]`.
+//! `image:PATH[,size=SIZE][,format=raw|qcow2]` for a disk image here, or
+//! `ssh://[USER@]HOST[:PORT][,disk=DEVICE]` for the disk of a VM booted
+//! from the rescue image (`hotclone launch` makes one).
 
 use std::path::PathBuf;
 
@@ -24,14 +26,37 @@ pub enum TargetSpec {
         /// `None`: sized from the plan.
         size_bytes: Option<u64>,
     },
+    /// The whole disk of a rescue VM, reached over SSH.
+    Live {
+        /// `[user@]host[:port]`, as for the source.
+        destination: String,
+        /// The disk to write (`None`: the only free disk it has; the plan
+        /// always names one).
+        disk: Option<PathBuf>,
+        /// The disk's size, read from the target when planning.
+        size_bytes: Option<u64>,
+    },
+}
+
+impl TargetSpec {
+    /// How the user would write it again.
+    pub fn display(&self) -> String {
+        match self {
+            TargetSpec::Image { path, .. } => format!("image:{}", path.display()),
+            TargetSpec::Live {
+                destination, disk, ..
+            } => match disk {
+                Some(d) => format!("ssh://{destination},disk={}", d.display()),
+                None => format!("ssh://{destination}"),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetSpecError {
-    #[error("target {spec:?}: expected image:PATH[,size=SIZE][,format=raw|qcow2], e.g. image:/var/lib/vm/web01.qcow2,size=40G")]
+    #[error("target {spec:?}: expected image:PATH[,size=SIZE][,format=raw|qcow2] (e.g. image:/var/lib/vm/web01.qcow2,size=40G) or ssh://[USER@]HOST[:PORT][,disk=DEVICE] (e.g. ssh://root@192.0.2.50)")]
     Shape { spec: String },
-    #[error("target {spec:?}: live targets (ssh://) are not available yet; use image:PATH")]
-    LiveNotYet { spec: String },
     #[error("target {spec:?}: {message}")]
     Option { spec: String, message: String },
 }
@@ -40,8 +65,29 @@ impl std::str::FromStr for TargetSpec {
     type Err = TargetSpecError;
 
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
-        if spec.starts_with("ssh://") {
-            return Err(TargetSpecError::LiveNotYet { spec: spec.into() });
+        if let Some(rest) = spec.strip_prefix("ssh://") {
+            let mut parts = rest.split(',');
+            let destination = parts
+                .next()
+                .filter(|d| !d.is_empty() && !d.contains('/'))
+                .ok_or_else(|| TargetSpecError::Shape { spec: spec.into() })?;
+            let mut disk = None;
+            for opt in parts {
+                match opt.split_once('=') {
+                    Some(("disk", d)) if d.starts_with("/dev/") => disk = Some(PathBuf::from(d)),
+                    _ => {
+                        return Err(TargetSpecError::Option {
+                            spec: spec.into(),
+                            message: format!("unknown option {opt:?} (disk=/dev/NAME)"),
+                        })
+                    }
+                }
+            }
+            return Ok(TargetSpec::Live {
+                destination: destination.into(),
+                disk,
+                size_bytes: None,
+            });
         }
         let rest = spec
             .strip_prefix("image:")
@@ -129,10 +175,22 @@ mod tests {
             "image:".parse::<TargetSpec>(),
             Err(TargetSpecError::Shape { .. })
         ));
-        assert!(matches!(
-            "ssh://root@198.51.100.50".parse::<TargetSpec>(),
-            Err(TargetSpecError::LiveNotYet { .. })
-        ));
+        assert_eq!(
+            "ssh://root@198.51.100.50".parse::<TargetSpec>().unwrap(),
+            TargetSpec::Live {
+                destination: "root@198.51.100.50".into(),
+                disk: None,
+                size_bytes: None
+            }
+        );
+        let t: TargetSpec = "ssh://vm:2222,disk=/dev/vdb".parse().unwrap();
+        assert_eq!(t.display(), "ssh://vm:2222,disk=/dev/vdb");
+        assert!("ssh://".parse::<TargetSpec>().is_err());
+        let e = "ssh://vm,disk=vdb"
+            .parse::<TargetSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("disk=/dev/NAME"), "{e}");
         let e = "image:d.img,format=vmdk"
             .parse::<TargetSpec>()
             .unwrap_err()

@@ -13,19 +13,7 @@ fn fixtures() -> &'static Path {
 
 /// Compare `actual` with the golden file, or rewrite it when blessing.
 fn assert_golden(name: &str, actual: &str) {
-    let path = fixtures().join(name);
-    if std::env::var_os("HOTCLONE_BLESS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (create it with HOTCLONE_BLESS=1)", path.display()));
-    pretty_assertions::assert_eq!(
-        expected,
-        actual,
-        "golden {} differs (HOTCLONE_BLESS=1 rewrites it)",
-        path.display()
-    );
+    crate::golden::assert_golden("probe", name, actual);
 }
 
 #[test]

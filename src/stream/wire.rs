@@ -321,7 +321,11 @@ pub struct WireWriter<W: Write> {
     bytes: u64,
     since_flush: u64,
     buf: Vec<u8>,
+    on_entry: Option<EntryHook>,
 }
+
+/// Called with every entry's metadata just before it is sent.
+pub type EntryHook = Box<dyn FnMut(&EntryMeta) + Send>;
 
 impl<W: Write> WireWriter<W> {
     /// Starts a stream at zstd level 3.
@@ -337,6 +341,7 @@ impl<W: Write> WireWriter<W> {
             bytes: 0,
             since_flush: 0,
             buf: Vec::new(),
+            on_entry: None,
         };
         w.frame(&Frame::Hello { version: VERSION })?;
         Ok(w)
@@ -353,8 +358,21 @@ impl<W: Write> WireWriter<W> {
         Ok(())
     }
 
+    /// Have `hook` see every entry (with or without content) before it is
+    /// sent: the client remembers what it sent, to book the agent's acks.
+    pub fn on_entry(&mut self, hook: EntryHook) {
+        self.on_entry = Some(hook);
+    }
+
+    fn announce(&mut self, meta: &EntryMeta) {
+        if let Some(hook) = self.on_entry.as_mut() {
+            hook(meta);
+        }
+    }
+
     /// Sends an entry that has no content (anything but a regular file).
     pub fn entry(&mut self, meta: &EntryMeta) -> Result<(), WireError> {
+        self.announce(meta);
         self.frame(&Frame::Entry(meta.clone()))?;
         self.maybe_flush()
     }
@@ -380,6 +398,7 @@ impl<W: Write> WireWriter<W> {
     /// is returned. Fewer bytes than `meta.size` is an error (the stream is
     /// then unusable: the agent waits for the rest).
     pub fn file(&mut self, meta: &EntryMeta, data: &mut dyn Read) -> Result<Digest, WireError> {
+        self.announce(meta);
         self.frame(&Frame::Entry(meta.clone()))?;
         let mut hasher = blake3::Hasher::new();
         let mut remaining = meta.size;

@@ -21,7 +21,7 @@ pub mod delta;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::clone::copy::{self, AgentCommand, Batching, JournalSink, Work};
+use crate::clone::copy::{self, Batching, JournalSink, Kept, Work};
 use crate::clone::{forgive_mount_points, list_source, CloneError};
 use crate::journal::{Journal, PassStats};
 use crate::migration::Migration;
@@ -29,7 +29,7 @@ use crate::plan::Plan;
 use crate::probe::Inventory;
 use crate::progress::{FileWarning, Progress};
 use crate::ssh::Session;
-use crate::target::image;
+use crate::target::{Opener, Target};
 
 /// Where the target keeps its copy of the migration's state, relative to
 /// the root of the target's root filesystem. It is not part of the cloned
@@ -69,41 +69,37 @@ pub struct PassReport {
 #[derive(Debug, Clone, Default)]
 pub struct PassOptions {
     pub batching: Batching,
+    /// Have the agent remove leftover temporary files first (always done
+    /// after an interrupted pass).
+    pub sweep: bool,
 }
 
 /// Keep the target's copy of the state current: inventory, plan, journal.
 pub fn write_target_state(
-    root: &Path,
+    target: &dyn Target,
     migration: &Migration,
     journal: &Journal,
 ) -> Result<(), CloneError> {
-    let dir = target_state(root);
-    let io = |what: &str, e: std::io::Error| {
-        CloneError::Target(format!("{what} {}: {e}", dir.display()))
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| io("protecting", e))?;
+    let put = target.state_writer();
     for (from, name) in [
         (migration.inventory_path(), "inventory.json"),
         (migration.plan_path(), "plan.toml"),
     ] {
-        std::fs::copy(&from, dir.join(name)).map_err(|e| io("copying the state into", e))?;
+        let bytes = std::fs::read(&from)
+            .map_err(|e| CloneError::Target(format!("reading {}: {e}", from.display())))?;
+        put(name, &bytes)?;
     }
-    journal.copy_to(&dir.join("journal.sqlite"))?;
-    Ok(())
+    put("journal.sqlite", &journal.snapshot()?)
 }
 
-/// One pass into the target mounted at `root`.
+/// One pass into `target`.
 #[allow(clippy::too_many_arguments)]
 pub async fn pass(
     session: &Session,
     inv: &Inventory,
     plan: &Plan,
     migration: &Migration,
-    root: &Path,
-    agent: &AgentCommand,
+    target: &dyn Target,
     kind: &str,
     options: &PassOptions,
     progress: &mut dyn Progress,
@@ -124,7 +120,7 @@ pub async fn pass(
         delta.reassert_directories(&listing);
     }
     let pass = journal.begin_pass(kind)?;
-    write_target_state(root, migration, &journal)?;
+    tokio::task::block_in_place(|| write_target_state(target, migration, &journal))?;
 
     progress.phase(if kind == "clone" {
         "copying"
@@ -132,43 +128,44 @@ pub async fn pass(
         "sending changes"
     });
     progress.totals(delta.send.len() as u64, delta.send_bytes);
-    let digests: std::collections::HashMap<&[u8], Option<[u8; 32]>> =
-        held.iter().map(|r| (r.path.as_slice(), r.digest)).collect();
+    let kept: std::collections::HashMap<&[u8], Kept> = held
+        .iter()
+        .map(|r| {
+            let k = Kept {
+                digest: r.digest,
+                xattr_digest: r.xattr_digest,
+                link_target: r.link_target.clone(),
+            };
+            (r.path.as_slice(), k)
+        })
+        .collect();
     let work = Work {
         remove: &delta.remove,
         attrs: delta
             .attrs
             .iter()
-            .map(|f| (*f, digests.get(f.path.as_slice()).copied().flatten()))
+            .map(|f| (*f, kept.get(f.path.as_slice()).cloned().unwrap_or_default()))
             .collect(),
         send: delta.send_files(),
-    };
-    let agent = AgentCommand {
-        sweep: agent.sweep || interrupted,
-        ..agent.clone()
     };
     // Recorded before anything is sent: see `Journal::mark_in_flight`.
     journal.mark_in_flight(pass, &work.send)?;
     let sink = JournalSink {
         path: migration.journal_path(),
         pass,
-        target_copy: Some(target_state(root).join("journal.sqlite")),
+        target_copy: Some(target.state_writer()),
     };
     let mut copied = copy::copy(
         session,
         &inv.capabilities,
         &work,
-        root,
-        &agent,
+        target,
+        options.sweep || interrupted,
         options.batching,
         &sink,
         progress,
     )
     .await?;
-    for w in crate::verify::mark_changed_since_listing(root, &mut copied.records) {
-        progress.warning(&w);
-        copied.warnings.push(w);
-    }
     forgive_mount_points(&mut copied, &plan.excludes);
     // Racily clean: modified in the second the listing began (busybox
     // lists whole seconds), a later change in that same second would look
@@ -203,7 +200,7 @@ pub async fn pass(
             unchanged: delta.unchanged,
         },
     )?;
-    write_target_state(root, migration, &journal)?;
+    tokio::task::block_in_place(|| write_target_state(target, migration, &journal))?;
     Ok(PassReport {
         pass,
         listed: listing.len() as u64,
@@ -235,26 +232,13 @@ pub struct SyncReport {
     pub notes: Vec<String>,
 }
 
-/// The raw disk a sync pass writes: the image itself, or for a qcow2
-/// image a raw working copy beside it (this host mounts raw disks only),
-/// converted back when the pass ends. A pass that was interrupted leaves
-/// its working copy, which the next pass continues from: the journal
-/// describes it, not the older qcow2.
-pub fn working_disk(plan: &Plan) -> (PathBuf, bool) {
-    let crate::plan::TargetSpec::Image { path, format, .. } = &plan.target;
-    match format {
-        crate::plan::ImageFormat::Raw => (path.clone(), false),
-        crate::plan::ImageFormat::Qcow2 => (path.with_extension("sync.raw"), true),
-    }
-}
-
 /// One `hotclone sync` pass of a migration whose clone is ready.
 pub async fn run(
     session: &Session,
     inv: &Inventory,
     plan: &Plan,
     migration: &Migration,
-    agent: &AgentCommand,
+    opener: Opener,
     options: &PassOptions,
     progress: &mut dyn Progress,
 ) -> Result<SyncReport, CloneError> {
@@ -280,31 +264,13 @@ pub async fn run(
         .rev()
         .find(|p| p.finished.is_some());
     drop(journal);
-    let crate::plan::TargetSpec::Image { path, .. } = &plan.target;
-    let (disk, qcow2) = working_disk(plan);
-    if qcow2 && !disk.exists() {
-        progress.phase("unpacking the qcow2 image for writing");
-        image::run(
-            "qemu-img",
-            &[
-                "convert",
-                "-O",
-                "raw",
-                &path.to_string_lossy(),
-                &disk.to_string_lossy(),
-            ],
-            "qemu-utils",
-        )?;
-    }
-    progress.phase("attaching the target disk");
-    let target = image::attach(plan, &disk, &migration.staging_dir())?;
+    let mut target = opener.for_sync(plan, migration, progress).await?;
     let report = pass(
         session,
         inv,
         plan,
         migration,
-        &target.root,
-        agent,
+        target.as_ref(),
         "sync",
         options,
         progress,
@@ -313,35 +279,15 @@ pub async fn run(
     let mut notes = Vec::new();
     if report.reconvert {
         progress.phase("converting again (a boot-relevant file changed)");
-        notes = crate::clone::convert_phase(inv, plan, &target, progress)?;
         let mut journal = Journal::open(&migration.journal_path())?;
-        journal.record_converted(&crate::verify::converted_files(
-            &target.root,
-            &journal.files()?,
-        ))?;
-        write_target_state(&target.root, migration, &journal)?;
+        let converted = target
+            .convert(inv, plan, &journal.files()?, progress)
+            .await?;
+        notes = converted.notes;
+        journal.record_converted(&converted.files)?;
+        tokio::task::block_in_place(|| write_target_state(target.as_ref(), migration, &journal))?;
     }
-    progress.phase("closing the target disk");
-    target.close()?;
-    if qcow2 {
-        progress.phase("writing the qcow2 image");
-        let tmp = path.with_extension("qcow2.tmp");
-        image::run(
-            "qemu-img",
-            &[
-                "convert",
-                "-O",
-                "qcow2",
-                &disk.to_string_lossy(),
-                &tmp.to_string_lossy(),
-            ],
-            "qemu-utils",
-        )?;
-        std::fs::rename(&tmp, path)
-            .map_err(|e| CloneError::Target(format!("replacing {}: {e}", path.display())))?;
-        std::fs::remove_file(&disk)
-            .map_err(|e| CloneError::Target(format!("removing {}: {e}", disk.display())))?;
-    }
+    target.close(progress).await?;
     let since_previous = previous.and_then(|p| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -44,7 +44,19 @@ pub enum ImageError {
     DiskGone { path: PathBuf },
     #[error("{point} is still mounted by an interrupted run and will not unmount ({why}); find its user with `fuser -vm {point}`")]
     Busy { point: PathBuf, why: String },
-    #[error("partition device {0} did not appear after partx -a")]
+    #[error("{device} is too small for the plan: it needs {}, the disk has {}. Give the VM a larger disk", crate::units::format_bytes(*needed), crate::units::format_bytes(*available))]
+    TooSmall {
+        device: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+    #[error("the target {0} is not a disk image on this machine")]
+    NotAnImage(String),
+    #[error("{device} is not the disk the plan names ({planned}); hotclone writes only to the planned disk. Plan again for this disk")]
+    NotPlanned { device: PathBuf, planned: String },
+    #[error("{device} is in use ({what}); hotclone only writes to a disk nothing uses. Unmount or release it first, or name another disk")]
+    InUse { device: PathBuf, what: String },
+    #[error("partition device {0} did not appear after the partition table was read")]
     NoPartitionDevice(PathBuf),
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -92,7 +104,7 @@ pub fn new_uuid() -> Result<String, ImageError> {
 }
 
 /// A filesystem made on the target, for conversion (fstab, bootloader).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewFilesystem {
     pub number: u32,
     /// None for swap.
@@ -135,15 +147,7 @@ impl LoopDisk {
     }
 
     pub fn partition(&self, number: u32) -> Result<PathBuf, ImageError> {
-        let dev = PathBuf::from(format!("{}p{number}", self.device.display()));
-        // devtmpfs creates the node asynchronously; give it a moment.
-        for _ in 0..50 {
-            if dev.exists() {
-                return Ok(dev);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Err(ImageError::NoPartitionDevice(dev))
+        wait_for_node(partition_path(&self.device, number))
     }
 
     fn detach(&mut self) -> Result<(), ImageError> {
@@ -162,6 +166,61 @@ impl Drop for LoopDisk {
     fn drop(&mut self) {
         let _ = self.detach();
     }
+}
+
+/// The disk the target's filesystems are made on: an image file attached
+/// to a loop device (on the client), or a whole block device (the VM's
+/// disk, seen from the rescue system).
+#[derive(Debug)]
+pub enum DiskHandle {
+    Loop(LoopDisk),
+    Device(PathBuf),
+}
+
+impl DiskHandle {
+    pub fn device(&self) -> &Path {
+        match self {
+            DiskHandle::Loop(l) => &l.device,
+            DiskHandle::Device(d) => d,
+        }
+    }
+
+    /// Partition `number`'s device node (`vda1`, `loop0p1`, `nvme0n1p1`).
+    pub fn partition(&self, number: u32) -> Result<PathBuf, ImageError> {
+        match self {
+            DiskHandle::Loop(l) => l.partition(number),
+            DiskHandle::Device(d) => wait_for_node(partition_path(d, number)),
+        }
+    }
+
+    fn detach(&mut self) -> Result<(), ImageError> {
+        match self {
+            DiskHandle::Loop(l) => l.detach(),
+            DiskHandle::Device(_) => Ok(()),
+        }
+    }
+}
+
+/// The device node of partition `number` of the disk `disk`.
+pub fn partition_path(disk: &Path, number: u32) -> PathBuf {
+    let d = disk.display().to_string();
+    let sep = if d.ends_with(|c: char| c.is_ascii_digit()) {
+        "p"
+    } else {
+        ""
+    };
+    PathBuf::from(format!("{d}{sep}{number}"))
+}
+
+/// devtmpfs creates partition nodes asynchronously; give it a moment.
+fn wait_for_node(dev: PathBuf) -> Result<PathBuf, ImageError> {
+    for _ in 0..100 {
+        if dev.exists() {
+            return Ok(dev);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(ImageError::NoPartitionDevice(dev))
 }
 
 /// Mount points made by us, unmounted in reverse order on drop.
@@ -213,7 +272,7 @@ pub struct PreparedImage {
     pub root: PathBuf,
     pub filesystems: Vec<NewFilesystem>,
     mounts: Mounts,
-    disk: LoopDisk,
+    disk: DiskHandle,
     finished: bool,
     keep: bool,
 }
@@ -225,7 +284,8 @@ impl Drop for PreparedImage {
         }
         self.mounts.release();
         let _ = self.disk.detach();
-        if !self.keep {
+        // A block device is never removed; only an image file made here.
+        if !self.keep && matches!(self.disk, DiskHandle::Loop(_)) {
             let _ = std::fs::remove_file(&self.raw);
         }
     }
@@ -242,7 +302,33 @@ pub fn attach(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage, 
         });
     }
     release_stale(raw, staging)?;
-    let disk = LoopDisk::attach(raw)?;
+    let disk = DiskHandle::Loop(LoopDisk::attach(raw)?);
+    reattached(plan, raw, staging, disk)
+}
+
+/// Mount the filesystems of an existing target on the block device
+/// `device` (the rescue system's view of the VM's disk) under `staging`,
+/// after releasing what an interrupted run left mounted there.
+pub fn attach_device(
+    plan: &Plan,
+    device: &Path,
+    staging: &Path,
+) -> Result<PreparedImage, ImageError> {
+    release_stale(Path::new(""), staging)?;
+    reattached(
+        plan,
+        device,
+        staging,
+        DiskHandle::Device(device.to_path_buf()),
+    )
+}
+
+fn reattached(
+    plan: &Plan,
+    raw: &Path,
+    staging: &Path,
+    disk: DiskHandle,
+) -> Result<PreparedImage, ImageError> {
     let filesystems = filesystems(plan, &disk, |_, _, device| {
         let uuid = run(
             "blkid",
@@ -284,7 +370,7 @@ pub fn release_stale(raw: &Path, staging: &Path) -> Result<(), ImageError> {
         }
         tracing::info!("unmounted {at}, left mounted by an interrupted run");
     }
-    if raw.exists() {
+    if raw.is_file() {
         let raw_s = raw.to_string_lossy().into_owned();
         let held = run("losetup", &["-j", &raw_s, "-n", "-O", "NAME"], "mount")?;
         for dev in held.split_whitespace() {
@@ -394,7 +480,9 @@ impl Drop for ReadOnlyImage {
 }
 
 pub fn open_read_only(plan: &Plan, work: &Path) -> Result<ReadOnlyImage, ImageError> {
-    let TargetSpec::Image { path, format, .. } = &plan.target;
+    let TargetSpec::Image { path, format, .. } = &plan.target else {
+        return Err(ImageError::NotAnImage(plan.target.display()));
+    };
     std::fs::create_dir_all(work)?;
     let (raw, temporary) = match format {
         ImageFormat::Raw => (path.clone(), None),
@@ -450,7 +538,9 @@ pub fn open_read_only(plan: &Plan, work: &Path) -> Result<ReadOnlyImage, ImageEr
 /// The raw image is written at `raw` (for a qcow2 target, a temporary file
 /// that [`PreparedImage::finish`] converts).
 pub fn prepare(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage, ImageError> {
-    let TargetSpec::Image { path, .. } = &plan.target;
+    let TargetSpec::Image { path, .. } = &plan.target else {
+        return Err(ImageError::NotAnImage(plan.target.display()));
+    };
     for existing in [path.as_path(), raw] {
         if existing.exists() {
             return Err(ImageError::Exists {
@@ -482,8 +572,36 @@ fn prepare_new(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage,
             path: raw.to_path_buf(),
             source,
         })?;
-    let bootable = plan
-        .disk
+    partition::write(&mut file, &plan.disk, bootable(plan)).map_err(|source| {
+        ImageError::Partition {
+            path: raw.to_path_buf(),
+            source,
+        }
+    })?;
+    file.sync_all()?;
+    drop(file);
+
+    let disk = DiskHandle::Loop(LoopDisk::attach(raw)?);
+    formatted(plan, raw, staging, disk)
+}
+
+fn formatted(
+    plan: &Plan,
+    raw: &Path,
+    staging: &Path,
+    disk: DiskHandle,
+) -> Result<PreparedImage, ImageError> {
+    let filesystems = filesystems(plan, &disk, |fs_type, part, device| {
+        let uuid = new_uuid()?;
+        mkfs(fs_type, part, device, &uuid)?;
+        Ok(uuid)
+    })?;
+    mounted(raw, staging, filesystems, disk, false)
+}
+
+/// The partition of the plan's bootloader (/boot, else /).
+fn bootable(plan: &Plan) -> Option<u32> {
+    plan.disk
         .partitions
         .iter()
         .find(|p| p.mount_point.as_deref() == Some("/boot"))
@@ -493,28 +611,66 @@ fn prepare_new(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage,
                 .iter()
                 .find(|p| p.mount_point.as_deref() == Some("/"))
         })
-        .map(|p| p.number);
-    partition::write(&mut file, &plan.disk, bootable).map_err(|source| ImageError::Partition {
-        path: raw.to_path_buf(),
-        source,
+        .map(|p| p.number)
+}
+
+/// Partition, format and mount the whole block device `device` as the
+/// plan says, under `staging`. Refused when anything on the device is in
+/// use (mounted, swap, held by LVM or MD) or the device is smaller than the
+/// plan; nothing is written then.
+pub fn prepare_device(
+    plan: &Plan,
+    device: &Path,
+    staging: &Path,
+) -> Result<PreparedImage, ImageError> {
+    super::device::check_free(device)?;
+    let size = super::device::size(device)?;
+    if size < plan.disk.size_bytes {
+        return Err(ImageError::TooSmall {
+            device: device.to_path_buf(),
+            needed: plan.disk.size_bytes,
+            available: size,
+        });
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device)
+        .map_err(|source| ImageError::Create {
+            path: device.to_path_buf(),
+            source,
+        })?;
+    // Old signatures at the start of the disk (a previous table, a
+    // filesystem) would confuse probing; the new table replaces them.
+    use std::io::{Seek, Write};
+    file.write_all(&vec![0u8; 1 << 20])?;
+    file.seek(std::io::SeekFrom::Start(0))?;
+    partition::write(&mut file, &plan.disk, bootable(plan)).map_err(|source| {
+        ImageError::Partition {
+            path: device.to_path_buf(),
+            source,
+        }
     })?;
     file.sync_all()?;
     drop(file);
-
-    let disk = LoopDisk::attach(raw)?;
-    let filesystems = filesystems(plan, &disk, |fs_type, part, device| {
-        let uuid = new_uuid()?;
-        mkfs(fs_type, part, device, &uuid)?;
-        Ok(uuid)
-    })?;
-    mounted(raw, staging, filesystems, disk, false)
+    run(
+        "blockdev",
+        &["--rereadpt", &device.to_string_lossy()],
+        "util-linux",
+    )?;
+    formatted(
+        plan,
+        device,
+        staging,
+        DiskHandle::Device(device.to_path_buf()),
+    )
 }
 
 /// The plan's filesystems on `disk` (swap included), each with the UUID
 /// `uuid` gives it (made by mkfs, or read back).
 fn filesystems(
     plan: &Plan,
-    disk: &LoopDisk,
+    disk: &DiskHandle,
     mut uuid: impl FnMut(FsType, &Partition, &Path) -> Result<String, ImageError>,
 ) -> Result<Vec<NewFilesystem>, ImageError> {
     let mut out = Vec::new();
@@ -545,7 +701,7 @@ fn mounted(
     raw: &Path,
     staging: &Path,
     filesystems: Vec<NewFilesystem>,
-    disk: LoopDisk,
+    disk: DiskHandle,
     keep: bool,
 ) -> Result<PreparedImage, ImageError> {
     std::fs::create_dir_all(staging)?;
@@ -573,6 +729,17 @@ impl PreparedImage {
         self.keep = true;
     }
 
+    /// Keep everything mounted when this guard goes (the rescue system's
+    /// `hotclone target prepare`: the next command writes into the mounts).
+    pub fn leave_mounted(mut self) -> Vec<NewFilesystem> {
+        self.mounts.points.clear();
+        if let DiskHandle::Loop(l) = &mut self.disk {
+            l.device = PathBuf::new();
+        }
+        self.finished = true;
+        std::mem::take(&mut self.filesystems)
+    }
+
     /// Flush, unmount and detach, keeping the raw disk as it is (the end
     /// of a sync pass).
     pub fn close(mut self) -> Result<(), ImageError> {
@@ -583,9 +750,9 @@ impl PreparedImage {
         Ok(())
     }
 
-    /// The loop device of the whole disk (for grub-install).
+    /// The device of the whole disk (for grub-install).
     pub fn disk_device(&self) -> &Path {
-        &self.disk.device
+        self.disk.device()
     }
 
     /// Flush, unmount, check every filesystem, detach, and produce the
@@ -606,7 +773,11 @@ impl PreparedImage {
             }
         }
         self.disk.detach()?;
-        let TargetSpec::Image { path, format, .. } = &plan.target;
+        let TargetSpec::Image { path, format, .. } = &plan.target else {
+            // A block device: it is the result.
+            self.finished = true;
+            return Ok(self.raw.clone());
+        };
         match format {
             ImageFormat::Raw if &self.raw != path => std::fs::rename(&self.raw, path)?,
             ImageFormat::Raw => {}

@@ -1,0 +1,160 @@
+//! Definitions of a migration's VM for the user's own hypervisor, written
+//! from the record `launch` keeps ([`VmState`]): a libvirt domain (KVM,
+//! virtio disk and NIC) and a Xen `xl.cfg` (HVM). Pure functions of the
+//! record; `hotclone export` writes them to files.
+
+use super::{NetSpec, VmState};
+use crate::plan::ImageFormat;
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+fn format_name(f: ImageFormat) -> &'static str {
+    match f {
+        ImageFormat::Raw => "raw",
+        ImageFormat::Qcow2 => "qcow2",
+    }
+}
+
+/// The bridge the VM's NIC should join: the one it was launched on, else
+/// `fallback`.
+fn bridge<'a>(vm: &'a VmState, fallback: &'a str) -> &'a str {
+    match &vm.net {
+        NetSpec::Bridge { bridge, .. } => bridge,
+        NetSpec::Tap { .. } => fallback,
+    }
+}
+
+/// A libvirt domain for KVM: the converted disk on virtio, the VM's MAC on
+/// a virtio NIC in `bridge`, a serial console.
+pub fn libvirt_xml(vm: &VmState, fallback_bridge: &str) -> String {
+    let name = xml_escape(&vm.name);
+    let disk = xml_escape(&vm.disk.display().to_string());
+    let bridge = xml_escape(bridge(vm, fallback_bridge));
+    format!(
+        "<!-- libvirt domain for hotclone migration {name}: `virsh define` this file. -->
+<domain type='kvm'>
+  <name>{name}</name>
+  <memory unit='MiB'>{mem}</memory>
+  <vcpu>{cpus}</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <boot dev='hd'/>
+  </os>
+  <features>
+    <acpi/>
+    <apic/>
+  </features>
+  <cpu mode='host-model'/>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='{fmt}' cache='none'/>
+      <source file='{disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='bridge'>
+      <mac address='{mac}'/>
+      <source bridge='{bridge}'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='pty'>
+      <target port='0'/>
+    </serial>
+    <console type='pty'>
+      <target type='serial' port='0'/>
+    </console>
+  </devices>
+</domain>
+",
+        mem = vm.memory_mib,
+        cpus = vm.cpus,
+        fmt = format_name(vm.format),
+        mac = vm.mac,
+    )
+}
+
+/// An `xl.cfg` for Xen HVM, with what differs from KVM said in comments.
+pub fn xl_cfg(vm: &VmState, fallback_bridge: &str) -> String {
+    format!(
+        "# Xen HVM guest for hotclone migration {name}: `xl create` this file.
+#
+# The clone was converted for KVM (virtio). Under Xen HVM:
+# - the disk is seen as emulated IDE until the kernel's xen-blkfront takes it
+#   over (as xvda); fstab and the bootloader name filesystems by UUID, so the
+#   device name does not matter, and Debian's initramfs (MODULES=most) holds
+#   xen-blkfront;
+# - the NIC is e1000 (emulated), or xen-netfront once the PV drivers load;
+#   the clone boots with net.ifnames=0, so it is eth0 either way;
+# - the serial console is the first emulated UART (ttyS0), as under KVM.
+name = \"{name}\"
+type = \"hvm\"
+memory = {mem}
+vcpus = {cpus}
+disk = [ \"format={fmt}, vdev=xvda, access=rw, target={disk}\" ]
+vif = [ \"mac={mac}, bridge={bridge}, model=e1000\" ]
+boot = \"c\"
+serial = \"pty\"
+on_crash = \"restart\"
+",
+        name = vm.name,
+        mem = vm.memory_mib,
+        cpus = vm.cpus,
+        fmt = format_name(vm.format),
+        disk = vm.disk.display(),
+        mac = vm.mac,
+        bridge = bridge(vm, fallback_bridge),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launch::{BootMode, StagingIp};
+
+    fn vm(net: NetSpec) -> VmState {
+        VmState {
+            name: "web01".into(),
+            disk: "/var/lib/vm/web01 <old>.qcow2".into(),
+            format: ImageFormat::Qcow2,
+            size_bytes: 40 << 30,
+            net,
+            tap: "hct-1".into(),
+            tap_created: true,
+            mac: "52:54:00:12:34:56".into(),
+            staging_ip: Some("192.0.2.50/24".parse::<StagingIp>().unwrap()),
+            memory_mib: 4096,
+            cpus: 2,
+            pid: None,
+            mode: BootMode::Disk,
+            rescue_host_key: String::new(),
+            rescue_agent_build: String::new(),
+        }
+    }
+
+    #[test]
+    fn libvirt_and_xl_definitions_match_their_goldens() {
+        let v = vm(NetSpec::Bridge {
+            bridge: "br0".into(),
+            netns: None,
+        });
+        crate::golden::assert_golden("export", "web01.xml", &libvirt_xml(&v, "virbr0"));
+        crate::golden::assert_golden("export", "web01.xl.cfg", &xl_cfg(&v, "xenbr0"));
+    }
+
+    #[test]
+    fn a_tap_launched_vm_gets_the_fallback_bridge_and_names_are_escaped() {
+        let v = vm(NetSpec::Tap {
+            tap: "tap0".into(),
+            netns: None,
+        });
+        let xml = libvirt_xml(&v, "virbr0");
+        assert!(xml.contains("<source bridge='virbr0'/>"), "{xml}");
+        assert!(xml.contains("web01 &lt;old&gt;.qcow2"), "{xml}");
+        assert!(xl_cfg(&v, "xenbr0").contains("bridge=xenbr0"));
+    }
+}

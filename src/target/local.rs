@@ -1,0 +1,244 @@
+//! The image target: a raw or qcow2 file on this machine, attached to a
+//! loop device and mounted under the migration's staging directory. The
+//! agent runs as a child process of this one; conversion runs here, in an
+//! unshare + chroot of the staging tree.
+//!
+//! A qcow2 image is written through a raw working copy (this host mounts
+//! raw disks only): a clone converts it at the end, a sync pass unpacks
+//! the image first and packs it again when it closes.
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use super::image::{self, PreparedImage};
+use super::{AgentLink, AgentProcess, Converted, StateWriter, Target};
+use crate::clone::CloneError;
+use crate::journal::FileRecord;
+use crate::migration::Migration;
+use crate::plan::{ImageFormat, Plan, TargetSpec};
+use crate::probe::Inventory;
+use crate::progress::Progress;
+
+/// The working raw disk of a clone while it is being made (renamed, or
+/// converted to qcow2, when the clone finishes).
+pub fn partial_raw(path: &Path) -> PathBuf {
+    path.with_extension("raw.partial")
+}
+
+/// The raw disk a sync pass writes: the image itself, or for a qcow2
+/// image a raw working copy beside it, converted back when the pass ends.
+/// A pass that was interrupted leaves its working copy, which the next
+/// pass continues from: the journal describes it, not the older qcow2.
+pub fn working_disk(path: &Path, format: ImageFormat) -> (PathBuf, bool) {
+    match format {
+        ImageFormat::Raw => (path.to_path_buf(), false),
+        ImageFormat::Qcow2 => (path.with_extension("sync.raw"), true),
+    }
+}
+
+/// An image target, prepared and mounted.
+pub struct LocalImage {
+    prepared: PreparedImage,
+    /// The hotclone binary that runs the agent.
+    agent_program: PathBuf,
+    image: PathBuf,
+    /// Sync of a qcow2 image: pack the working copy back when closing.
+    repack: Option<PathBuf>,
+}
+
+fn image_of(plan: &Plan) -> Result<(PathBuf, ImageFormat), CloneError> {
+    match &plan.target {
+        TargetSpec::Image { path, format, .. } => Ok((path.clone(), *format)),
+        other => Err(CloneError::Target(format!(
+            "not an image target: {other:?}"
+        ))),
+    }
+}
+
+impl LocalImage {
+    /// For a clone: a new disk, or (`resuming`) the partial disk an
+    /// interrupted clone left. The disk is kept from now on when a later
+    /// step fails (the journal describes what it holds).
+    pub fn for_clone(
+        plan: &Plan,
+        migration: &Migration,
+        agent_program: PathBuf,
+        resuming: bool,
+    ) -> Result<LocalImage, CloneError> {
+        let (image, _) = image_of(plan)?;
+        let raw = partial_raw(&image);
+        let mut prepared = if resuming {
+            if !raw.exists() {
+                return Err(image::ImageError::DiskGone { path: raw }.into());
+            }
+            image::attach(plan, &raw, &migration.staging_dir())?
+        } else {
+            image::prepare(plan, &raw, &migration.staging_dir())?
+        };
+        prepared.keep();
+        Ok(LocalImage {
+            prepared,
+            agent_program,
+            image,
+            repack: None,
+        })
+    }
+
+    /// For a sync pass: the finished image, attached again (through a raw
+    /// working copy for qcow2).
+    pub fn for_sync(
+        plan: &Plan,
+        migration: &Migration,
+        agent_program: PathBuf,
+        progress: &mut dyn Progress,
+    ) -> Result<LocalImage, CloneError> {
+        let (image, format) = image_of(plan)?;
+        let (disk, qcow2) = working_disk(&image, format);
+        if qcow2 && !disk.exists() {
+            progress.phase("unpacking the qcow2 image for writing");
+            image::run(
+                "qemu-img",
+                &[
+                    "convert",
+                    "-O",
+                    "raw",
+                    &image.to_string_lossy(),
+                    &disk.to_string_lossy(),
+                ],
+                "qemu-utils",
+            )?;
+        }
+        progress.phase("attaching the target disk");
+        let prepared = image::attach(plan, &disk, &migration.staging_dir())?;
+        Ok(LocalImage {
+            prepared,
+            agent_program,
+            repack: qcow2.then(|| disk.clone()),
+            image,
+        })
+    }
+}
+
+struct LocalAgent(Child);
+
+impl AgentProcess for LocalAgent {
+    fn wait(mut self: Box<Self>) -> Result<Option<String>, CloneError> {
+        let status = self.0.wait().map_err(|source| CloneError::Agent {
+            what: "waiting for the agent".into(),
+            source,
+        })?;
+        Ok((!status.success()).then(|| status.to_string()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for LocalImage {
+    fn root(&self) -> &Path {
+        &self.prepared.root
+    }
+
+    fn describe(&self) -> String {
+        self.image.display().to_string()
+    }
+
+    async fn agent(&self, sweep: bool) -> Result<AgentLink, CloneError> {
+        let mut command = Command::new(&self.agent_program);
+        command.arg("agent").arg("--root").arg(self.root());
+        if sweep {
+            command.arg("--sweep");
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| CloneError::Agent {
+                what: format!("starting {} agent", self.agent_program.display()),
+                source,
+            })?;
+        let input = child
+            .stdin
+            .take()
+            .ok_or_else(|| CloneError::internal("agent stdin"))?;
+        let acks = child
+            .stdout
+            .take()
+            .ok_or_else(|| CloneError::internal("agent stdout"))?;
+        Ok(AgentLink {
+            input: Box::new(input),
+            acks: Box::new(BufReader::new(acks)),
+            process: Box::new(LocalAgent(child)),
+        })
+    }
+
+    fn state_writer(&self) -> StateWriter {
+        let dir = crate::sync::target_state(self.root());
+        Arc::new(move |name: &str, bytes: &[u8]| write_state_file(&dir, name, bytes))
+    }
+
+    async fn convert(
+        &mut self,
+        inv: &Inventory,
+        plan: &Plan,
+        records: &[FileRecord],
+        progress: &mut dyn Progress,
+    ) -> Result<Converted, CloneError> {
+        let notes = crate::clone::convert_phase(inv, plan, &self.prepared, progress)?;
+        Ok(Converted {
+            notes,
+            files: crate::verify::converted_files(self.root(), records),
+        })
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        plan: &Plan,
+        _progress: &mut dyn Progress,
+    ) -> Result<String, CloneError> {
+        let image = self.prepared.finish(plan)?;
+        Ok(image.display().to_string())
+    }
+
+    async fn close(self: Box<Self>, progress: &mut dyn Progress) -> Result<(), CloneError> {
+        progress.phase("closing the target disk");
+        self.prepared.close()?;
+        if let Some(disk) = &self.repack {
+            progress.phase("writing the qcow2 image");
+            let tmp = self.image.with_extension("qcow2.tmp");
+            image::run(
+                "qemu-img",
+                &[
+                    "convert",
+                    "-O",
+                    "qcow2",
+                    &disk.to_string_lossy(),
+                    &tmp.to_string_lossy(),
+                ],
+                "qemu-utils",
+            )?;
+            std::fs::rename(&tmp, &self.image).map_err(|e| {
+                CloneError::Target(format!("replacing {}: {e}", self.image.display()))
+            })?;
+            std::fs::remove_file(disk)
+                .map_err(|e| CloneError::Target(format!("removing {}: {e}", disk.display())))?;
+        }
+        Ok(())
+    }
+}
+
+/// Write `dir/name` atomically (a temporary beside it, then a rename),
+/// creating `dir` readable by root only.
+pub fn write_state_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CloneError> {
+    let io = |what: &str, e: std::io::Error| {
+        CloneError::Target(format!("{what} {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io("protecting", e))?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).map_err(|e| io("writing the state into", e))?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(|e| io("writing the state into", e))
+}

@@ -1,0 +1,119 @@
+//! What the target host does when the client runs `hotclone target ...`
+//! there (in the rescue VM, over SSH): say hello (version and disks),
+//! prepare the planned disk, convert the copy, finish the disk. Each call
+//! is one short command; the filesystems stay mounted under [`ROOT`]
+//! between calls, and each call mounts them again first if an interrupted
+//! one left them otherwise.
+//!
+//! The disk code is the same as for image targets ([`super::image`]),
+//! run against the VM's block device.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::device::DiskInfo;
+use super::image::{self, ImageError, NewFilesystem};
+use super::Converted;
+use crate::clone::CloneError;
+use crate::plan::{Plan, TargetSpec};
+use crate::probe::Inventory;
+use crate::progress::Progress;
+
+/// Scratch space on the target host (a RAM disk in the rescue system):
+/// the plan, the inventory, an uploaded agent. Removed at the end.
+pub const WORK_DIR: &str = "/run/hotclone";
+/// Where the target's filesystems are mounted.
+pub const ROOT: &str = "/mnt/target";
+
+/// The target host's answer to `hotclone target hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: String,
+    /// Build id (see build.rs): equal ids mean the same code.
+    pub build: String,
+    pub kernel: String,
+    pub disks: Vec<DiskInfo>,
+    /// The rescue image's recipe hash; `None`: not the rescue system.
+    pub rescue: Option<String>,
+}
+
+pub fn hello() -> Hello {
+    Hello {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        build: crate::rescue::BUILD_ID.to_string(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        disks: super::device::disks(),
+        rescue: std::fs::read_to_string(crate::rescue::MARK_PATH)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["recipe"].as_str().map(str::to_string)),
+    }
+}
+
+/// The disk the plan names; `disk` must be it.
+fn check_planned(plan: &Plan, disk: &Path) -> Result<(), ImageError> {
+    match &plan.target {
+        TargetSpec::Live { disk: Some(d), .. } if d == disk => Ok(()),
+        TargetSpec::Live { disk: Some(d), .. } => Err(ImageError::NotPlanned {
+            device: disk.to_path_buf(),
+            planned: d.display().to_string(),
+        }),
+        other => Err(ImageError::NotPlanned {
+            device: disk.to_path_buf(),
+            planned: format!("no disk of this host ({})", other.display()),
+        }),
+    }
+}
+
+/// Partition, format and mount `disk` (or, `attach`, mount what an
+/// earlier prepare made) under `root`, and leave it mounted.
+pub fn prepare(
+    plan: &Plan,
+    disk: &Path,
+    root: &Path,
+    attach: bool,
+) -> Result<Vec<NewFilesystem>, ImageError> {
+    check_planned(plan, disk)?;
+    let prepared = if attach {
+        image::attach_device(plan, disk, root)?
+    } else {
+        image::prepare_device(plan, disk, root)?
+    };
+    Ok(prepared.leave_mounted())
+}
+
+/// Convert the copy on `disk` in place; what changed is found with the
+/// journal copy the client keeps on the target.
+pub fn convert(
+    inv: &Inventory,
+    plan: &Plan,
+    disk: &Path,
+    root: &Path,
+    progress: &mut dyn Progress,
+) -> Result<Converted, CloneError> {
+    check_planned(plan, disk)?;
+    let prepared = image::attach_device(plan, disk, root)?;
+    let notes = crate::clone::convert_phase(inv, plan, &prepared, progress)?;
+    let journal = crate::sync::target_state(root).join("journal.sqlite");
+    let records = crate::journal::Journal::open(&journal)?.files()?;
+    let files = crate::verify::converted_files(root, &records);
+    prepared.leave_mounted();
+    Ok(Converted { notes, files })
+}
+
+/// The end: unmount (and with `fsck`, check every filesystem). The disk
+/// itself is the result.
+pub fn finish(plan: &Plan, disk: &Path, root: &Path, fsck: bool) -> Result<PathBuf, ImageError> {
+    check_planned(plan, disk)?;
+    let prepared = image::attach_device(plan, disk, root)?;
+    if fsck {
+        prepared.finish(plan)
+    } else {
+        prepared.close()?;
+        Ok(disk.to_path_buf())
+    }
+}
