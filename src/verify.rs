@@ -13,7 +13,7 @@ use crate::journal::{ConvertedFile, FileRecord};
 use crate::stream::listing::{FileKind, ListedFile};
 
 /// One way the target or the source differs from the record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Difference {
     pub path: String,
     pub what: String,

@@ -52,6 +52,14 @@ pub enum TargetAction {
         #[arg(long, value_name = "FILE")]
         inventory: PathBuf,
     },
+    /// Re-hash the target against a journal; the differences as JSON.
+    Verify {
+        #[command(flatten)]
+        disk: DiskArgs,
+        /// The journal to check against (the client's copy).
+        #[arg(long, value_name = "FILE")]
+        journal: PathBuf,
+    },
     /// Unmount the disk's filesystems (--fsck: and check them).
     Finish {
         #[command(flatten)]
@@ -90,6 +98,10 @@ pub fn run(args: TargetArgs) -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({"event": "result", "converted": converted})
             );
+        }
+        TargetAction::Verify { disk, journal } => {
+            let diffs = remote::verify(&plan(&disk.plan)?, &disk.disk, &disk.root, &journal)?;
+            println!("{}", serde_json::to_string(&diffs)?);
         }
         TargetAction::Finish { disk, fsck } => {
             let done = remote::finish(&plan(&disk.plan)?, &disk.disk, &disk.root, fsck)?;

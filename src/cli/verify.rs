@@ -34,9 +34,21 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     let records = journal.files()?;
     let converted = journal.converted()?;
 
-    let image = hotclone::target::image::open_read_only(&plan, &migration.dir.join("verify"))?;
-    let mut diffs = hotclone::verify::check_tree(&image.root, &records, &converted);
-    drop(image);
+    let mut diffs = match &plan.target {
+        hotclone::plan::TargetSpec::Image { .. } => {
+            let image =
+                hotclone::target::image::open_read_only(&plan, &migration.dir.join("verify"))?;
+            hotclone::verify::check_tree(&image.root, &records, &converted)
+        }
+        hotclone::plan::TargetSpec::Live { .. } => {
+            let opener =
+                super::clone::opener(&plan, Some(&migration), &args.ssh, &mut Silent).await?;
+            let hotclone::target::Opener::Live(conn) = opener else {
+                anyhow::bail!("internal error: a live plan without a live connection");
+            };
+            conn.verify(&plan, &journal.snapshot()?).await?
+        }
+    };
     let target_checked = records.len();
 
     if !args.target_only {

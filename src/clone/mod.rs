@@ -36,8 +36,9 @@ pub use copy::Batching;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CloneError {
-    #[error("preparing the target image: {0}")]
-    Image(#[from] image::ImageError),
+    /// Not `#[source]`: the message already holds it (shown once, not twice).
+    #[error("preparing the target disk: {0}")]
+    Image(image::ImageError),
     #[error(transparent)]
     Ssh(crate::ssh::SshError),
     #[error("on the source, {what}. Its stderr: {stderr}")]
@@ -68,6 +69,12 @@ pub enum CloneError {
     Internal(String),
     #[error(transparent)]
     Launch(#[from] crate::launch::LaunchError),
+}
+
+impl From<image::ImageError> for CloneError {
+    fn from(e: image::ImageError) -> Self {
+        CloneError::Image(e)
+    }
 }
 
 impl CloneError {

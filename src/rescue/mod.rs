@@ -209,8 +209,25 @@ fn home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
-/// Build (or reuse) the base, then write the outputs.
+/// Build (or reuse) the base, then write the outputs. Outputs already made
+/// from this recipe with this very hotclone are left as they are.
 pub fn build(opts: &BuildOptions, progress: &mut dyn Progress) -> Result<RescueImage, RescueError> {
+    let running = std::env::current_exe().ok();
+    if running.as_deref() == Some(opts.agent.as_path()) {
+        if let Ok(built) = RescueImage::open(&opts.out) {
+            let m = &built.manifest;
+            if m.recipe_hash == recipe_hash()
+                && m.agent_build == BUILD_ID
+                && (!opts.iso || built.iso().is_some_and(|i| i.is_file()))
+            {
+                progress.note(&format!(
+                    "the rescue image in {} is up to date",
+                    opts.out.display()
+                ));
+                return Ok(built);
+            }
+        }
+    }
     let (base, seconds) = ensure_base(opts, progress)?;
     progress.phase("adding the hotclone layer");
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
@@ -289,6 +306,7 @@ fn ensure_base(
         return Ok((base, 0));
     }
     let started = Instant::now();
+    remove_other_bases(&opts.cache, &hash);
     progress.phase("building the rescue base (debootstrap, a few minutes)");
     let work = opts.cache.join(format!("rescue-{hash}.tmp"));
     remove_tree(&work)?;
@@ -361,6 +379,22 @@ fn ensure_base(
     remove_tree(&base)?;
     std::fs::rename(&work, &base).map_err(io(&base))?;
     Ok((base, started.elapsed().as_secs()))
+}
+
+/// Bases (and unfinished builds) of other recipes: replaced by this one.
+fn remove_other_bases(cache: &Path, hash: &str) {
+    let Ok(rd) = std::fs::read_dir(cache) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let other = name
+            .strip_prefix("rescue-")
+            .is_some_and(|rest| !rest.starts_with("debootstrap-") && !rest.starts_with(hash));
+        if other {
+            let _ = remove_tree(&e.path());
+        }
+    }
 }
 
 /// A copy of the agent binary without debug info (`strip` from binutils;

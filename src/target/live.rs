@@ -42,10 +42,11 @@ pub struct Connection {
 }
 
 fn remote_err(what: String, out: &crate::ssh::Output) -> CloneError {
-    CloneError::Remote {
-        what: format!("{what} failed ({})", out.status),
-        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    }
+    CloneError::Target(format!(
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
 }
 
 /// Quote for the target's shell.
@@ -78,6 +79,19 @@ pub async fn connect(
     let session = Session::connect(destination, opts)
         .await
         .map_err(CloneError::Ssh)?;
+    // Only the rescue system gets its disks partitioned, and nothing of
+    // ours is put on any other host.
+    let mark = session
+        .run(&format!("cat {}", crate::rescue::MARK_PATH), b"")
+        .await
+        .map_err(CloneError::Ssh)?;
+    if !mark.status.success() {
+        let _ = session.disconnect().await;
+        return Err(CloneError::Target(format!(
+            "{destination} is not running the hotclone rescue image (it has no {}); a live clone partitions a whole disk, so it writes only there. Boot the VM with `hotclone launch` or the rescue ISO",
+            crate::rescue::MARK_PATH
+        )));
+    }
     let (agent, uploaded, hello) = match remote_hello(&session, AGENT_PATH).await {
         Ok(h) if h.build == BUILD_ID => (AGENT_PATH.to_string(), false, h),
         found => {
@@ -91,22 +105,26 @@ pub async fn connect(
             progress.note(&format!(
                 "{destination}: {why}; uploading this hotclone for the clone"
             ));
-            let path = upload(&session).await?;
-            let hello = remote_hello(&session, &path).await.map_err(|e| {
-                CloneError::Target(format!(
-                    "the uploaded hotclone does not run on {destination}: {e}"
-                ))
-            })?;
-            (path, true, hello)
+            let uploaded = match upload(&session).await {
+                Ok(path) => remote_hello(&session, &path)
+                    .await
+                    .map(|h| (path, h))
+                    .map_err(|e| {
+                        CloneError::Target(format!(
+                            "the uploaded hotclone does not run on {destination}: {e}"
+                        ))
+                    }),
+                Err(e) => Err(e),
+            };
+            match uploaded {
+                Ok((path, hello)) => (path, true, hello),
+                Err(e) => {
+                    let _ = session.run(&format!("rm -rf {WORK_DIR}"), b"").await;
+                    return Err(e);
+                }
+            }
         }
     };
-    if hello.rescue.is_none() {
-        let _ = session.disconnect().await;
-        return Err(CloneError::Target(format!(
-            "{destination} is not running the hotclone rescue image (it has no {}); a live clone partitions a whole disk, so it writes only there. Boot the VM with `hotclone launch` or the rescue ISO",
-            crate::rescue::MARK_PATH
-        )));
-    }
     Ok(Connection {
         session: Arc::new(session),
         destination: destination.to_string(),
@@ -212,6 +230,48 @@ impl Connection {
     /// Put `bytes` at `path` on the target, atomically, readable by root only.
     async fn put(&self, path: &str, bytes: &[u8]) -> Result<(), CloneError> {
         put(&self.session, &self.destination, path, bytes).await
+    }
+
+    /// Re-hash the target against `journal` (bytes of the client's), on
+    /// the target; it is unmounted again afterwards.
+    pub async fn verify(
+        &self,
+        plan: &Plan,
+        journal: &[u8],
+    ) -> Result<Vec<crate::verify::Difference>, CloneError> {
+        let TargetSpec::Live {
+            disk: Some(disk), ..
+        } = &plan.target
+        else {
+            return Err(CloneError::Target(format!(
+                "{} names no disk",
+                plan.target.display()
+            )));
+        };
+        let (plan_file, journal_file) = (
+            format!("{WORK_DIR}/plan.toml"),
+            format!("{WORK_DIR}/verify.sqlite"),
+        );
+        self.put(&plan_file, plan.to_toml().as_bytes()).await?;
+        self.put(&journal_file, journal).await?;
+        let cmd = format!(
+            "{} target verify --plan {plan_file} --disk {} --root {ROOT} --journal {journal_file}",
+            q(&self.agent),
+            q(&disk.display().to_string())
+        );
+        let out = self.run("verifying the target", &cmd, b"").await;
+        let cleaned = self
+            .run(
+                "removing hotclone's scratch files",
+                &format!("rm -rf {WORK_DIR}"),
+                b"",
+            )
+            .await;
+        let diffs = serde_json::from_slice(&out?).map_err(|e| {
+            CloneError::Target(format!("the target's verify answer is unreadable: {e}"))
+        })?;
+        cleaned?;
+        Ok(diffs)
     }
 
     /// Prepare the planned disk (new) or mount it again (`resuming`).
@@ -324,6 +384,29 @@ impl AgentProcess for RemoteAgent {
 }
 
 impl LiveTarget {
+    /// Start `cmd` on the target; its stdout and stderr taken (stdin is
+    /// still in the child).
+    async fn spawn(
+        &self,
+        cmd: &str,
+    ) -> Result<
+        (
+            crate::ssh::RemoteChild,
+            crate::ssh::ChildOutput,
+            crate::ssh::ChildOutput,
+        ),
+        CloneError,
+    > {
+        let mut child = self.conn.session.exec(cmd).await.map_err(CloneError::Ssh)?;
+        let stdout = child
+            .take_stdout()
+            .ok_or_else(|| CloneError::internal("stdout"))?;
+        let stderr = child
+            .take_stderr()
+            .ok_or_else(|| CloneError::internal("stderr"))?;
+        Ok((child, stdout, stderr))
+    }
+
     fn agent_cmd(&self, args: &str) -> String {
         format!("{} {args}", q(&self.conn.agent))
     }
@@ -373,19 +456,11 @@ impl Target for LiveTarget {
                 if sweep { " --sweep" } else { "" }
             ))
         );
-        let mut child = self
-            .conn
-            .session
-            .exec(&cmd)
-            .await
-            .map_err(CloneError::Ssh)?;
+        let (mut child, stdout, stderr) = self.spawn(&cmd).await?;
         let stdin = child
             .take_stdin()
             .ok_or_else(|| CloneError::internal("agent stdin"))?;
-        let stdout = child
-            .take_stdout()
-            .ok_or_else(|| CloneError::internal("agent stdout"))?;
-        if let Some(stderr) = child.take_stderr() {
+        {
             let from = self.conn.destination.clone();
             tokio::spawn(async move {
                 let mut lines = tokio::io::BufReader::new(stderr).lines();
@@ -433,18 +508,7 @@ impl Target for LiveTarget {
             "target convert --inventory {inv_file} {}",
             self.plan_args()
         ));
-        let mut child = self
-            .conn
-            .session
-            .exec(&cmd)
-            .await
-            .map_err(CloneError::Ssh)?;
-        let stdout = child
-            .take_stdout()
-            .ok_or_else(|| CloneError::internal("convert stdout"))?;
-        let mut stderr = child
-            .take_stderr()
-            .ok_or_else(|| CloneError::internal("convert stderr"))?;
+        let (child, stdout, mut stderr) = self.spawn(&cmd).await?;
         let errors = tokio::spawn(async move {
             let mut text = Vec::new();
             let _ = tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut text).await;

@@ -117,3 +117,20 @@ pub fn finish(plan: &Plan, disk: &Path, root: &Path, fsck: bool) -> Result<PathB
         Ok(disk.to_path_buf())
     }
 }
+
+/// Re-hash the target on `disk` against `journal` (the client's, sent for
+/// this), then unmount it again.
+pub fn verify(
+    plan: &Plan,
+    disk: &Path,
+    root: &Path,
+    journal: &Path,
+) -> Result<Vec<crate::verify::Difference>, CloneError> {
+    check_planned(plan, disk)?;
+    let journal = crate::journal::Journal::open(journal)?;
+    let (records, converted) = (journal.files()?, journal.converted()?);
+    let prepared = image::attach_device(plan, disk, root)?;
+    let diffs = crate::verify::check_tree(root, &records, &converted);
+    prepared.close()?;
+    Ok(diffs)
+}

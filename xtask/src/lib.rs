@@ -1,8 +1,9 @@
 //! Developer tasks for hotclone: the test lab (`lab`), the whole test
-//! suite (`suite`), the demo (`demo`), shell helpers (`sh`) and Debian
-//! package helpers (`apt`).
+//! suite (`suite`), the demo (`demo`), the rescue image (`rescue`), shell
+//! helpers (`sh`) and Debian package helpers (`apt`).
 pub mod apt;
 pub mod demo;
 pub mod lab;
+pub mod rescue;
 pub mod sh;
 pub mod suite;

@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xtask::{demo, lab, suite};
+use xtask::{apt, demo, lab, rescue, suite};
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "hotclone developer tasks")]
@@ -26,8 +26,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         cargo_args: Vec<String>,
     },
-    /// Bring the lab up and show hotclone at work on it.
+    /// The whole story on the lab: build the rescue image, launch a target
+    /// VM, clone debian12 into it live, boot the clone, prove its identity.
     Demo,
+    /// Build the rescue image (cached by recipe) into <labdir>/rescue.
+    RescueImage,
 }
 
 #[derive(Subcommand)]
@@ -49,6 +52,10 @@ fn main() -> Result<()> {
             cargo_args,
         } => suite::run(keep_lab, &cargo_args),
         Cmd::Demo => demo::run(),
+        Cmd::RescueImage => {
+            apt::ensure_packages(&suite::packages())?;
+            rescue::ensure(&lab::LabOptions::from_env()).map(|_| ())
+        }
     }
 }
 

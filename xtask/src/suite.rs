@@ -16,11 +16,24 @@ use crate::{apt, lab};
 /// and qemu-img for qcow2 images.
 pub const BOOT_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-utils"];
 
+/// What building the rescue image and its ISO takes on the host, and GNU
+/// cpio, which a test unpacks hotclone's archives with.
+pub const RESCUE_PACKAGES: &[&str] = &[
+    "grub-common",
+    "grub-pc-bin",
+    "grub-efi-amd64-bin",
+    "xorriso",
+    "mtools",
+    "cpio",
+    "binutils",
+];
+
 /// Everything `test` and `demo` need.
 pub fn packages() -> Vec<&'static str> {
     lab::HOST_PACKAGES
         .iter()
         .chain(BOOT_PACKAGES)
+        .chain(RESCUE_PACKAGES)
         .copied()
         .collect()
 }
@@ -31,6 +44,8 @@ pub fn run(keep_lab: bool, cargo_args: &[String]) -> Result<()> {
     let opts = lab::LabOptions::from_env();
     let started = std::time::Instant::now();
     lab::up(&opts).context("bringing the lab up (lab tests need it; they never skip)")?;
+    let rescue = crate::rescue::ensure(&opts)
+        .context("building the rescue image (the live-target tests boot it; they never skip)")?;
     eprintln!(
         "xtask test: lab up in {:.0}s",
         started.elapsed().as_secs_f64()
@@ -40,6 +55,7 @@ pub fn run(keep_lab: bool, cargo_args: &[String]) -> Result<()> {
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(cargo_args)
         .env("HOTCLONE_LAB_DIR", &opts.lab_dir)
+        .env("HOTCLONE_RESCUE_DIR", &rescue)
         .stdout(Stdio::piped())
         .spawn()
         .context("running cargo test")?;
