@@ -26,6 +26,8 @@ pub struct CliProgress {
     display: Display,
     pub counts: Counts,
     totals: (u64, u64),
+    /// Phases show when they began, counted from here.
+    started: Instant,
 }
 
 impl CliProgress {
@@ -43,6 +45,7 @@ impl CliProgress {
             display,
             counts: Counts::default(),
             totals: (0, 0),
+            started: Instant::now(),
         }
     }
 
@@ -60,15 +63,18 @@ impl CliProgress {
 
 impl Progress for CliProgress {
     fn phase(&mut self, name: &str) {
+        let at = self.started.elapsed().as_secs();
         match &mut self.display {
-            Display::Json => Self::json(serde_json::json!({"event": "phase", "name": name})),
+            Display::Json => {
+                Self::json(serde_json::json!({"event": "phase", "name": name, "at_seconds": at}))
+            }
             Display::Bar { bar } => {
                 if let Some(b) = bar.take() {
                     b.finish_and_clear();
                 }
-                eprintln!("==> {name}");
+                eprintln!("==> {name} (at {}:{:02})", at / 60, at % 60);
             }
-            Display::Lines { .. } => eprintln!("==> {name}"),
+            Display::Lines { .. } => eprintln!("==> {name} (at {}:{:02})", at / 60, at % 60),
         }
     }
 
