@@ -339,6 +339,22 @@ mod tests {
         }
     }
 
+    /// `CloneError::Image` was `#[from]` with `{0}` in its message, so the
+    /// CLI's `{:#}` printed the disk error twice ("...: X: X").
+    #[test]
+    fn regression_image_errors_are_shown_once() {
+        let e = CloneError::from(image::ImageError::InUse {
+            device: "/dev/vda".into(),
+            what: "/dev/vda1 is mounted on /mnt".into(),
+        });
+        let shown = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(shown.matches("is mounted on /mnt").count(), 1, "{shown}");
+        assert!(
+            shown.starts_with("preparing the target disk: /dev/vda is in use"),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn excludes_keep_mount_points_and_drop_contents() {
         let ex = vec![

@@ -332,6 +332,12 @@ mod tests {
         let d = args(&state(), &files, None).join(" ");
         assert!(!d.contains("-kernel") && d.contains("-boot order=c"), "{d}");
         assert!(d.contains("console-disk.log"), "{d}");
+        // Without a VGA device GRUB on the converted disk stalled before
+        // the kernel (nothing on the serial console): keep QEMU's default.
+        assert!(
+            !a.contains("-vga none") && !d.contains("-nodefaults"),
+            "{d}"
+        );
         // No secrets on QEMU's command line: keys travel in the initrd file.
         assert!(!a.contains("PRIVATE") && !a.contains("ssh-ed25519"));
     }
