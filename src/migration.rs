@@ -135,11 +135,7 @@ impl Migration {
                 })
                 .map(|text| (path, text))
         };
-        let (path, text) = read(self.inventory_path())?;
-        let inventory = serde_json::from_str(&text).map_err(|e| MigrationError::Corrupt {
-            path,
-            why: e.to_string(),
-        })?;
+        let inventory = self.inventory()?;
         let (path, text) = read(self.plan_path())?;
         let plan = crate::plan::Plan::from_toml(&text).map_err(|e| MigrationError::Corrupt {
             path,

@@ -73,34 +73,24 @@ pub fn converted_files(root: &Path, records: &[FileRecord]) -> Vec<ConvertedFile
     out
 }
 
-/// Regular files whose copy does not have the size and mtime the listing
-/// saw: the source changed them between listing and reading, and tar (busybox
-/// tar in particular) did not always say so. They are marked dirty and
-/// returned as warnings; the next pass sends them again.
-pub fn mark_changed_since_listing(
-    root: &Path,
-    records: &mut [FileRecord],
-) -> Vec<crate::progress::FileWarning> {
-    let mut warnings = Vec::new();
-    for r in records.iter_mut().filter(|r| r.kind == "file" && !r.dirty) {
-        let Ok(m) = std::fs::symlink_metadata(target_path(root, &r.path)) else {
-            continue;
-        };
-        if m.len() != r.size || m.mtime() != r.mtime {
-            r.dirty = true;
-            warnings.push(crate::progress::FileWarning::Dirty {
-                path: std::path::PathBuf::from(shown(&r.path)),
-                reason: format!(
-                    "size/mtime {}/{} when read, {}/{} when listed",
-                    m.len(),
-                    m.mtime(),
-                    r.size,
-                    r.mtime
-                ),
-            });
+/// A regular file read with another size or mtime (`read`, from the tar
+/// header that was sent) than the listing saw: the source changed it
+/// between listing and reading, and tar (busybox tar in particular) did
+/// not always say so. It is marked dirty; the next pass sends it again.
+pub fn changed_since_listing(
+    listed: &ListedFile,
+    read: (u64, i64),
+) -> Option<crate::progress::FileWarning> {
+    let (size, mtime) = read;
+    (listed.kind == FileKind::File && (size != listed.size || mtime != listed.mtime)).then(|| {
+        crate::progress::FileWarning::Dirty {
+            path: std::path::PathBuf::from(shown(&listed.path)),
+            reason: format!(
+                "size/mtime {size}/{mtime} when read, {}/{} when listed",
+                listed.size, listed.mtime
+            ),
         }
-    }
-    warnings
+    })
 }
 
 /// Check the target tree at `root` against the journal's records. Files in
@@ -316,30 +306,16 @@ mod tests {
 
     #[test]
     fn a_file_read_with_other_size_or_mtime_than_listed_is_dirty() {
-        let root = std::env::temp_dir().join(format!("hotclone-listed-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        for (name, body) in [
-            ("same", b"12345".as_slice()),
-            ("grew", b"123456".as_slice()),
-        ] {
-            std::fs::write(root.join(name), body).unwrap();
-            filetime::set_file_mtime(
-                root.join(name),
-                filetime::FileTime::from_unix_time(1_600_000_000, 0),
-            )
-            .unwrap();
-        }
-        let mut records = vec![
-            rec("/same", "file", Some(b"12345")),
-            rec("/grew", "file", Some(b"12345")),
-        ];
-        let warnings = mark_changed_since_listing(&root, &mut records);
-        assert_eq!((records[0].dirty, records[1].dirty), (false, true));
+        let same = ListedFile::test_file("/same", 5, 1_600_000_000);
+        let grew = ListedFile::test_file("/grew", 5, 1_600_000_000);
+        let warnings: Vec<_> = [(&same, (5, 1_600_000_000)), (&grew, (6, 1_600_000_000))]
+            .into_iter()
+            .filter_map(|(f, read)| changed_since_listing(f, read))
+            .collect();
         assert!(
             matches!(&warnings[..], [crate::progress::FileWarning::Dirty { path, .. }] if path == std::path::Path::new("/grew"))
         );
-        std::fs::remove_dir_all(&root).unwrap();
+        assert!(changed_since_listing(&same, (5, 1_600_000_001)).is_some());
     }
 
     #[test]

@@ -173,8 +173,7 @@ async fn plan_target(
         TargetSpec::Live {
             destination, disk, ..
         } => {
-            let opts = live_options(&destination, migration, &args.ssh)?;
-            let conn = live::connect(&destination, &opts, progress).await?;
+            let conn = connect_live(&destination, migration, &args.ssh, progress).await?;
             let chosen = conn.choose_disk(disk.as_deref())?;
             let target = TargetSpec::Live {
                 destination,
@@ -205,31 +204,32 @@ pub async fn opener(
             agent_program: std::env::current_exe()
                 .context("finding the hotclone binary for the agent")?,
         }),
-        TargetSpec::Live { destination, .. } => {
-            let opts = live_options(destination, migration, ssh)?;
-            Ok(Opener::Live(
-                live::connect(destination, &opts, progress).await?,
-            ))
-        }
+        TargetSpec::Live { destination, .. } => Ok(Opener::Live(
+            connect_live(destination, migration, ssh, progress).await?,
+        )),
     }
 }
 
-/// The migration's own VM is reached with the keys `launch` made for it
-/// (strictly: its known_hosts holds only the key it was given); any other
-/// live target with the usual SSH options.
-fn live_options(
+/// Connect to a live target. The migration's own VM is reached with the
+/// keys `launch` made for it (strictly: its known_hosts holds only the key
+/// it was given); any other live target with the usual SSH options.
+async fn connect_live(
     destination: &str,
     migration: Option<&Migration>,
     ssh: &SshArgs,
-) -> anyhow::Result<hotclone::ssh::ConnectOptions> {
-    if let Some(m) = migration {
-        if let Some(vm) = VmState::load(m)? {
-            if vm.ssh_destination().as_deref() == Some(destination) {
-                return Ok(hotclone::launch::rescue_connect_options(&VmFiles::of(m)));
-            }
-        }
-    }
-    ssh.to_options()
+    progress: &mut dyn Progress,
+) -> anyhow::Result<live::Connection> {
+    let launched = match migration {
+        Some(m) => VmState::load(m)?
+            .filter(|vm| vm.ssh_destination().as_deref() == Some(destination))
+            .map(|_| hotclone::launch::rescue_connect_options(&VmFiles::of(m))),
+        None => None,
+    };
+    let opts = match launched {
+        Some(opts) => opts,
+        None => ssh.to_options()?,
+    };
+    Ok(live::connect(destination, &opts, progress).await?)
 }
 
 /// A migration to clone: new, or interrupted and continued.

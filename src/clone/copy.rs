@@ -29,6 +29,7 @@ use crate::ssh::{ExitStatus, Session};
 use crate::stream::listing::{FileKind, ListedFile};
 use crate::stream::tar_to_wire::{self, PumpStats};
 use crate::stream::wire::{Ack, EntryKind, EntryMeta, WireError, WireWriter};
+use crate::target::StateFile;
 
 /// The remote tar command for this source, reading NUL-separated relative
 /// paths on stdin and writing one tar stream (or, for busybox, several
@@ -470,7 +471,7 @@ impl AckBook {
             }
             if let Some(copy) = &self.sink.target_copy {
                 if last_copy.elapsed() >= TARGET_COPY_EVERY {
-                    copy("journal.sqlite", &self.journal.snapshot()?)?;
+                    copy("journal.sqlite", StateFile::Journal(&self.journal))?;
                     last_copy = Instant::now();
                 }
             }
@@ -515,23 +516,13 @@ impl AckBook {
                         }),
                     ),
                 };
-                // The copy has what tar read; a regular file read with
-                // another size or mtime than listed changed in between (busybox
-                // tar does not always say so): not trusted, sent again.
-                let changed = sent.as_ref().filter(|m| {
-                    m.kind == EntryKind::File
-                        && listed.kind == FileKind::File
-                        && (m.size != listed.size || m.mtime != listed.mtime)
-                });
-                if let Some(m) = changed {
-                    booked.warnings.push(FileWarning::Dirty {
-                        path: lossy_abs(&path),
-                        reason: format!(
-                            "size/mtime {}/{} when read, {}/{} when listed",
-                            m.size, m.mtime, listed.size, listed.mtime
-                        ),
-                    });
-                }
+                // The copy has what tar read (hardlinks carry no size).
+                let changed = sent
+                    .as_ref()
+                    .filter(|m| m.kind == EntryKind::File)
+                    .and_then(|m| crate::verify::changed_since_listing(listed, (m.size, m.mtime)));
+                let dirty = changed.is_some();
+                booked.warnings.extend(changed);
                 pending.push(FileRecord {
                     path: abs,
                     kind: listed.kind.name().into(),
@@ -546,7 +537,7 @@ impl AckBook {
                     digest,
                     link_target,
                     xattr_digest,
-                    dirty: changed.is_some(),
+                    dirty,
                 });
                 content
             }

@@ -67,8 +67,6 @@ pub enum CloneError {
     Convert(String),
     #[error("internal error: {0} is missing")]
     Internal(String),
-    #[error(transparent)]
-    Launch(#[from] crate::launch::LaunchError),
 }
 
 impl From<image::ImageError> for CloneError {
@@ -196,9 +194,7 @@ pub async fn run(
     }
     // From here on the disk holds acknowledged files the journal describes:
     // a failure keeps both, and running the clone again continues.
-    let mut target = opener
-        .for_clone(plan, migration, resuming, progress)
-        .await?;
+    let mut target = opener.for_clone(plan, migration, resuming).await?;
     journal.set_meta("stage", stage::COPYING)?;
     journal.set_meta(FINISHED, "")?;
 

@@ -31,8 +31,6 @@ pub use spec::{DiskSpec, NetSpec, StagingIp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    #[error("{0}")]
-    Spec(String),
     #[error("{path} already exists and is not this migration's disk; hotclone never overwrites a disk. Remove it or choose another path")]
     DiskExists { path: PathBuf },
     #[error("the disk size is unknown: give --disk PATH,size=SIZE, or plan the migration first (`hotclone plan SOURCE --name {name} --target ssh://...`)")]

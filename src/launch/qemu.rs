@@ -107,17 +107,20 @@ pub fn is_our_qemu(pid: i32, disk: &Path) -> bool {
             .any(|a| a.windows(disk.len()).any(|w| w == disk))
 }
 
+fn boot_mode(rescue: Option<&RescueImage>) -> BootMode {
+    match rescue {
+        Some(_) => BootMode::Rescue,
+        None => BootMode::Disk,
+    }
+}
+
 /// QEMU's arguments for `state` (rescue boot when `rescue` is given).
 pub fn args(state: &VmState, files: &VmFiles, rescue: Option<&RescueImage>) -> Vec<String> {
     let fmt = match state.format {
         ImageFormat::Raw => "raw",
         ImageFormat::Qcow2 => "qcow2",
     };
-    let mode = if rescue.is_some() {
-        BootMode::Rescue
-    } else {
-        BootMode::Disk
-    };
+    let mode = boot_mode(rescue);
     let mut a = strings(&[
         "-name",
         &format!("hotclone-{}", state.name),
@@ -211,11 +214,7 @@ pub fn start(
             state.tap_created = true;
         }
     }
-    let mode = if rescue.is_some() {
-        BootMode::Rescue
-    } else {
-        BootMode::Disk
-    };
+    let mode = boot_mode(rescue);
     let _ = std::fs::remove_file(files.console(mode));
     let _ = std::fs::remove_file(files.pidfile());
     if let Err(e) = run(ns, QEMU, &args(state, files, rescue), "qemu-system-x86") {

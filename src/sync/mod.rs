@@ -29,7 +29,7 @@ use crate::plan::Plan;
 use crate::probe::Inventory;
 use crate::progress::{FileWarning, Progress};
 use crate::ssh::Session;
-use crate::target::{Opener, Target};
+use crate::target::{Opener, StateFile, Target};
 
 /// Where the target keeps its copy of the migration's state, relative to
 /// the root of the target's root filesystem. It is not part of the cloned
@@ -87,9 +87,9 @@ pub fn write_target_state(
     ] {
         let bytes = std::fs::read(&from)
             .map_err(|e| CloneError::Target(format!("reading {}: {e}", from.display())))?;
-        put(name, &bytes)?;
+        put(name, StateFile::Bytes(&bytes))?;
     }
-    put("journal.sqlite", &journal.snapshot()?)
+    put("journal.sqlite", StateFile::Journal(journal))
 }
 
 /// One pass into `target`.

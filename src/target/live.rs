@@ -20,7 +20,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::device::DiskInfo;
 use super::remote::{Hello, ROOT, WORK_DIR};
-use super::{AgentLink, AgentProcess, Converted, StateWriter, Target};
+use super::{AgentLink, AgentProcess, Converted, StateFile, StateWriter, Target};
 use crate::clone::CloneError;
 use crate::journal::FileRecord;
 use crate::plan::{Plan, TargetSpec};
@@ -239,15 +239,7 @@ impl Connection {
         plan: &Plan,
         journal: &[u8],
     ) -> Result<Vec<crate::verify::Difference>, CloneError> {
-        let TargetSpec::Live {
-            disk: Some(disk), ..
-        } = &plan.target
-        else {
-            return Err(CloneError::Target(format!(
-                "{} names no disk",
-                plan.target.display()
-            )));
-        };
+        let disk = planned_disk(plan)?;
         let (plan_file, journal_file) = (
             format!("{WORK_DIR}/plan.toml"),
             format!("{WORK_DIR}/verify.sqlite"),
@@ -276,15 +268,7 @@ impl Connection {
 
     /// Prepare the planned disk (new) or mount it again (`resuming`).
     pub async fn open(self, plan: &Plan, resuming: bool) -> Result<LiveTarget, CloneError> {
-        let TargetSpec::Live {
-            disk: Some(disk), ..
-        } = &plan.target
-        else {
-            return Err(CloneError::Target(format!(
-                "the plan's target {} names no disk of a live target",
-                plan.target.display()
-            )));
-        };
+        let disk = planned_disk(plan)?;
         let plan_file = format!("{WORK_DIR}/plan.toml");
         self.put(&plan_file, plan.to_toml().as_bytes()).await?;
         let cmd = format!(
@@ -296,11 +280,24 @@ impl Connection {
         self.run(&format!("preparing {}", disk.display()), &cmd, b"")
             .await?;
         Ok(LiveTarget {
-            disk: disk.clone(),
+            disk: disk.to_path_buf(),
             root: PathBuf::from(ROOT),
             handle: tokio::runtime::Handle::current(),
             conn: self,
         })
+    }
+}
+
+/// The disk of the live target the plan names.
+fn planned_disk(plan: &Plan) -> Result<&Path, CloneError> {
+    match &plan.target {
+        TargetSpec::Live {
+            disk: Some(disk), ..
+        } => Ok(disk),
+        other => Err(CloneError::Target(format!(
+            "the plan's target {} names no disk of a live target",
+            other.display()
+        ))),
     }
 }
 
@@ -487,8 +484,16 @@ impl Target for LiveTarget {
         let destination = self.conn.destination.clone();
         let handle = self.handle.clone();
         let dir = crate::sync::target_state(&self.root);
-        Arc::new(move |name: &str, bytes: &[u8]| {
+        Arc::new(move |name: &str, file: StateFile<'_>| {
             let path = dir.join(name).display().to_string();
+            let snapshot;
+            let bytes = match file {
+                StateFile::Bytes(b) => b,
+                StateFile::Journal(j) => {
+                    snapshot = j.snapshot()?;
+                    &snapshot
+                }
+            };
             handle.block_on(put(&session, &destination, &path, bytes))
         })
     }

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use super::image::{self, PreparedImage};
-use super::{AgentLink, AgentProcess, Converted, StateWriter, Target};
+use super::{AgentLink, AgentProcess, Converted, StateFile, StateWriter, Target};
 use crate::clone::CloneError;
 use crate::journal::FileRecord;
 use crate::migration::Migration;
@@ -175,7 +175,7 @@ impl Target for LocalImage {
 
     fn state_writer(&self) -> StateWriter {
         let dir = crate::sync::target_state(self.root());
-        Arc::new(move |name: &str, bytes: &[u8]| write_state_file(&dir, name, bytes))
+        Arc::new(move |name: &str, file: StateFile<'_>| write_state_file(&dir, name, file))
     }
 
     async fn convert(
@@ -229,8 +229,9 @@ impl Target for LocalImage {
 }
 
 /// Write `dir/name` atomically (a temporary beside it, then a rename),
-/// creating `dir` readable by root only.
-pub fn write_state_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CloneError> {
+/// creating `dir` readable by root only. The journal goes straight there
+/// (`VACUUM INTO`), without a copy in between.
+pub fn write_state_file(dir: &Path, name: &str, file: StateFile<'_>) -> Result<(), CloneError> {
     let io = |what: &str, e: std::io::Error| {
         CloneError::Target(format!("{what} {}: {e}", dir.display()))
     };
@@ -238,6 +239,10 @@ pub fn write_state_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Clon
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| io("protecting", e))?;
+    let bytes = match file {
+        StateFile::Journal(journal) => return Ok(journal.copy_to(&dir.join(name))?),
+        StateFile::Bytes(bytes) => bytes,
+    };
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, bytes).map_err(|e| io("writing the state into", e))?;
     std::fs::rename(&tmp, dir.join(name)).map_err(|e| io("writing the state into", e))

@@ -53,9 +53,18 @@ pub struct Converted {
     pub files: Vec<ConvertedFile>,
 }
 
+/// One file of the migration's state, as the target's state directory
+/// gets it: bytes, or the journal itself (an image target copies it
+/// straight into place; a live one sends a snapshot).
+pub enum StateFile<'a> {
+    Bytes(&'a [u8]),
+    Journal(&'a crate::journal::Journal),
+}
+
 /// Writes one file into the target's state directory from any thread
 /// (the journal thread refreshes the journal copy during a pass).
-pub type StateWriter = std::sync::Arc<dyn Fn(&str, &[u8]) -> Result<(), CloneError> + Send + Sync>;
+pub type StateWriter =
+    std::sync::Arc<dyn Fn(&str, StateFile<'_>) -> Result<(), CloneError> + Send + Sync>;
 
 /// The receiving side of a clone or sync pass, disk prepared and mounted.
 #[async_trait::async_trait]
@@ -106,7 +115,6 @@ impl Opener {
         plan: &Plan,
         migration: &crate::migration::Migration,
         resuming: bool,
-        _progress: &mut dyn Progress,
     ) -> Result<Box<dyn Target>, CloneError> {
         match self {
             Opener::Image { agent_program } => Ok(Box::new(local::LocalImage::for_clone(

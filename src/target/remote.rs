@@ -34,8 +34,6 @@ pub struct Hello {
     pub build: String,
     pub kernel: String,
     pub disks: Vec<DiskInfo>,
-    /// The rescue image's recipe hash; `None`: not the rescue system.
-    pub rescue: Option<String>,
 }
 
 pub fn hello() -> Hello {
@@ -47,10 +45,6 @@ pub fn hello() -> Hello {
             .trim()
             .to_string(),
         disks: super::device::disks(),
-        rescue: std::fs::read_to_string(crate::rescue::MARK_PATH)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["recipe"].as_str().map(str::to_string)),
     }
 }
 
