@@ -10,6 +10,7 @@
 
 pub mod clone;
 pub mod convert;
+pub mod cutover;
 #[cfg(test)]
 pub(crate) mod golden;
 pub mod journal;

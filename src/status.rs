@@ -46,12 +46,8 @@ pub fn read(migration: &Migration) -> Result<Status, JournalError> {
             migration.name
         ));
     }
-    if dirty > 0 {
-        not_ready.push(format!(
-            "{dirty} file(s) changed while read; another `hotclone sync {}` sends them",
-            migration.name
-        ));
-    }
+    // Files that changed while read do not hold the cutover up: its
+    // final sync, with the services stopped, sends them.
     let last_finished = passes.iter().rev().find(|p| p.finished.is_some());
     let estimate = last_finished.and_then(|p| Some(p.finished? - p.started));
     if let Some(secs) = estimate.filter(|s| *s > SMALL_PASS_SECONDS) {

@@ -37,7 +37,8 @@ struct Launched<'a> {
     lab: &'a Lab,
     home: PathBuf,
     name: String,
-    source_ns: Option<String>,
+    /// A source whose production address a cutover moved: put back.
+    source_moved: Option<String>,
 }
 
 impl Launched<'_> {
@@ -93,11 +94,6 @@ impl Launched<'_> {
             .args(["debian12", "--name", &self.name])
             .args(args))
     }
-
-    fn take_source_down(&mut self, ns: &str) {
-        run_ok(Command::new("ip").args(["netns", "exec", ns, "ip", "link", "set", "eth0", "down"]));
-        self.source_ns = Some(ns.to_string());
-    }
 }
 
 impl Drop for Launched<'_> {
@@ -109,16 +105,30 @@ impl Drop for Launched<'_> {
             console.display(),
             std::fs::read_to_string(&console).unwrap_or_default()
         );
-        if let Some(ns) = &self.source_ns {
+        if let Some(ns) = &self.source_moved {
+            let _ = run(Command::new("ip").args([
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{PROD_IP}/24"),
+                "dev",
+                "eth0",
+            ]));
             let _ =
-                run(Command::new("ip")
-                    .args(["netns", "exec", ns, "ip", "link", "set", "eth0", "up"]));
-            // The client still has the clone's MAC for the source's address.
+                run(Command::new("ip").args(["-n", ns, "addr", "del", FALLBACK, "dev", "eth0"]));
             let _ = run(self
                 .lab
                 .client_command("ip")
                 .args(["neigh", "flush", "all"]));
         }
+        // The lab service and the churn leave the source as it was.
+        let _ = run(self.lab.client_command("ssh").arg("-F").arg(&self.lab.ssh_config).args([
+            "debian12",
+            "[ -x /etc/init.d/hc-echo ] && /etc/init.d/hc-echo stop; touch /tmp/churn.stop; sleep 1; \
+             rm -rf /usr/local/bin/hc-echo /etc/init.d/hc-echo /etc/systemd/system/hc-echo.service \
+             /etc/systemd/system/multi-user.target.wants/hc-echo.service /etc/hc-echo.broken /srv/churn /tmp/churn.stop",
+        ]));
     }
 }
 
@@ -127,7 +137,7 @@ fn launch<'a>(lab: &'a Lab, work: &Path, name: &str) -> Launched<'a> {
         lab,
         home: work.join("home"),
         name: name.to_string(),
-        source_ns: None,
+        source_moved: None,
     };
     let disk = work.join("disk.raw");
     let out = run_ok(
@@ -165,6 +175,23 @@ fn live_clone_into_a_launched_vm_boots_with_the_sources_identity() {
         &lab,
         "debian12",
         &format!("echo {marker} > /root/hotclone-marker"),
+    );
+    run_ok(
+        lab.client_command("ssh")
+            .arg("-F")
+            .arg(&lab.ssh_config)
+            .args(["debian12", "sh", "-s"])
+            .stdin(
+                std::fs::File::open(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/fixtures/hc-echo.sh"
+                ))
+                .unwrap(),
+            ),
+    );
+    assert_eq!(
+        service_answer(&lab).as_deref(),
+        Some("hc-echo on src-debian12")
     );
     let mut l = launch(&lab, &work, "live");
     let vm = l.vm_json();
@@ -232,8 +259,10 @@ fn live_clone_into_a_launched_vm_boots_with_the_sources_identity() {
     assert!(verified["checked"].as_u64().unwrap() > 10_000, "{verified}");
     assert_eq!(verified["differences"], serde_json::json!([]), "{verified}");
 
-    // A sync pass while the rescue image's own agent is "another version":
+    // Sync passes under churn. The first while the rescue image's own
+    // agent is "another version":
     // the client uploads itself, and removes it again afterwards.
+    let churn = Churn::start(&lab);
     let broken = l.rescue_ssh("printf '#!/bin/sh\\nexit 1\\n' > /usr/bin/hotclone");
     assert!(broken.status.success());
     source_ssh(
@@ -245,7 +274,11 @@ fn live_clone_into_a_launched_vm_boots_with_the_sources_identity() {
         .hotclone()
         .args(["sync", "live", "--batch", "-F"])
         .arg(&lab.ssh_config));
-    assert!(out.status.success(), "sync failed: {}", stderr_of(&out));
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)),
+        "sync failed: {}",
+        stderr_of(&out)
+    );
     assert!(
         stderr_of(&out).contains("uploading this hotclone"),
         "{}",
@@ -259,28 +292,35 @@ fn live_clone_into_a_launched_vm_boots_with_the_sources_identity() {
         ["0", "unmounted"]
     );
 
-    // The VM boots the clone from its disk, the source off the network.
-    l.take_source_down(&source.ns);
-    run_ok(l.hotclone().args(["launch", "live", "--boot-disk"]));
-    let deadline = Instant::now() + Duration::from_secs(420);
-    let probe = loop {
-        // The lab's strict known_hosts holds the source's host key: only a
-        // clone that has it gets past the handshake.
-        let out = run(lab
-            .hotclone()
+    // A second pass under churn (exit 3: files changed while read), then
+    // a quiet one.
+    let out = run(l
+        .hotclone()
+        .args(["sync", "live", "--batch", "-F"])
+        .arg(&lab.ssh_config));
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)),
+        "sync failed: {}",
+        stderr_of(&out)
+    );
+    churn.stop();
+    let out = run(l
+        .hotclone()
+        .args(["sync", "live", "--batch", "-F"])
+        .arg(&lab.ssh_config));
+    assert!(out.status.success(), "sync failed: {}", stderr_of(&out));
+
+    cutovers(&lab, &mut l, source);
+
+    // The clone serves as the source did: its hostname, the source's IP on
+    // the VM's own MAC. The lab's strict known_hosts holds the source's
+    // host key: only a clone that has it gets past the handshake.
+    let probe = run_ok(
+        lab.hotclone()
             .args(["probe", "--json", "--batch", "-F"])
             .arg(&lab.ssh_config)
-            .arg("debian12"));
-        if out.status.success() {
-            break String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the clone did not answer SSH on {} in time",
-            source.ip
-        );
-        std::thread::sleep(Duration::from_secs(3));
-    };
+            .arg("debian12"),
+    );
     let inv: serde_json::Value = serde_json::from_str(&probe).unwrap();
     assert_eq!(inv["hostname"], source.hostname);
     let eth0 = inv["network"]["interfaces"]
@@ -300,7 +340,7 @@ fn live_clone_into_a_launched_vm_boots_with_the_sources_identity() {
     let on_clone = source_ssh(
         &lab,
         "debian12",
-        "cat /root/hotclone-marker /root/hotclone-sync-marker; findmnt -n -o SOURCE /; cat /root/.ssh/authorized_keys; ls /run/hotclone 2>&1 | head -1",
+        "cat /root/hotclone-marker /root/hotclone-sync-marker; findmnt -n -o SOURCE /; cat /root/.ssh/authorized_keys; ls -d /run/hotclone /.hotclone /var/lib/hotclone /etc/sysctl.d/99-hotclone-announce.conf 2>&1",
     );
     let lines: Vec<&str> = on_clone.lines().collect();
     assert_eq!(lines[0], marker);
@@ -310,7 +350,327 @@ fn live_clone_into_a_launched_vm_boots_with_the_sources_identity() {
         !on_clone.contains("hotclone-client"),
         "the rescue login key is in the clone: {on_clone}"
     );
-    assert!(on_clone.contains("No such file"), "{on_clone}");
+    // Nothing of ours is left on the clone.
+    assert_eq!(on_clone.matches("No such file").count(), 4, "{on_clone}");
+}
+
+const PROD_IP: &str = "198.51.100.11";
+const FALLBACK: &str = "198.51.100.61/24";
+
+/// A churn generator on the source, writing, renaming and deleting files
+/// under /srv/churn until stopped.
+struct Churn<'a> {
+    lab: &'a Lab,
+}
+
+impl<'a> Churn<'a> {
+    fn start(lab: &'a Lab) -> Churn<'a> {
+        source_ssh(
+            lab,
+            "debian12",
+            "rm -f /tmp/churn.stop; mkdir -p /srv/churn; cat > /tmp/churn.sh <<'EOF'\n\
+             n=0; while [ ! -e /tmp/churn.stop ]; do n=$((n+1)); \
+             head -c $(( (n % 5 + 1) * 30000 )) /dev/urandom > /srv/churn/f$((n % 40)); \
+             [ $((n % 3)) -eq 0 ] && mv -f /srv/churn/f$((n % 40)) /srv/churn/r$((n % 7)); \
+             [ $((n % 4)) -eq 0 ] && rm -f /srv/churn/r$((n % 5)); \
+             echo line $n >> /srv/churn/app.log; sleep 0.2; done; rm -f /tmp/churn.sh\nEOF\n\
+             setsid sh /tmp/churn.sh </dev/null >/dev/null 2>&1 &",
+        );
+        Churn { lab }
+    }
+    fn stop(&self) {
+        source_ssh(
+            self.lab,
+            "debian12",
+            "touch /tmp/churn.stop; while [ -e /tmp/churn.sh ]; do sleep 0.2; done; rm -f /tmp/churn.stop",
+        );
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+}
+
+/// What port 8080 on the production address answers (None: nothing).
+fn service_answer(lab: &Lab) -> Option<String> {
+    let out = run(lab.client_command("bash").arg("-c").arg(format!(
+        "exec 3<>/dev/tcp/{PROD_IP}/8080 && timeout 5 cat <&3"
+    )));
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// What the source namespace itself holds (read on the host: no SSH).
+fn source_addresses(source: &common::LabSource) -> String {
+    run_ok(Command::new("ip").args(["-n", &source.ns, "-o", "-4", "addr", "show", "dev", "eth0"]))
+}
+
+/// Another machine on the lab bridge holding the production address.
+struct Stranger;
+
+impl Stranger {
+    fn start() -> Stranger {
+        let _ = Stranger::remove();
+        run_ok(Command::new("ip").args(["netns", "add", "hc-stranger"]));
+        run_ok(Command::new("ip").args([
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            "hc-stranger",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "v-stranger",
+            "netns",
+            "hc-lan",
+        ]));
+        run_ok(Command::new("ip").args([
+            "-n",
+            "hc-lan",
+            "link",
+            "set",
+            "v-stranger",
+            "master",
+            "br0",
+            "up",
+        ]));
+        run_ok(Command::new("ip").args([
+            "-n",
+            "hc-stranger",
+            "addr",
+            "add",
+            &format!("{PROD_IP}/24"),
+            "dev",
+            "eth0",
+        ]));
+        run_ok(Command::new("ip").args(["-n", "hc-stranger", "link", "set", "eth0", "up"]));
+        std::thread::sleep(Duration::from_secs(2));
+        Stranger
+    }
+    fn remove() -> std::process::Output {
+        run(Command::new("ip").args(["netns", "del", "hc-stranger"]))
+    }
+}
+
+impl Drop for Stranger {
+    fn drop(&mut self) {
+        let _ = Stranger::remove();
+    }
+}
+
+/// Wait until the cutover holds before `step` (HOTCLONE_CUTOVER_HOLD).
+fn wait_hold(l: &Launched, step: &str, child: &mut std::process::Child) {
+    let hold = l.home.join(&l.name).join("cutover.hold");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        if std::fs::read_to_string(&hold).is_ok_and(|s| s == step) {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the cutover ended ({status}) before {step}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cutover never reached {step}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn release_hold(l: &Launched) {
+    std::fs::remove_file(l.home.join(&l.name).join("cutover.hold")).unwrap();
+}
+
+fn cutover_cmd(l: &Launched, extra: &[&str]) -> Command {
+    let mut c = l.hotclone();
+    c.args(["cutover", "live", "--batch", "-F"])
+        .arg(&l.lab.ssh_config)
+        .args([
+            "--fallback-ip",
+            FALLBACK,
+            "--stop",
+            "hc-echo",
+            "--check",
+            "tcp:8080",
+        ])
+        .args(extra);
+    c
+}
+
+fn record(l: &Launched) -> serde_json::Value {
+    let path = l.home.join(&l.name).join("cutover-report.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The source serves again after a rollback: its address, its service,
+/// the fallback address gone.
+fn assert_source_serves(lab: &Lab, source: &common::LabSource) {
+    let held = source_addresses(source);
+    assert!(held.contains(&format!("{PROD_IP}/24")), "{held}");
+    assert!(!held.contains(FALLBACK), "{held}");
+    // Until the stale neighbour entry ages out the client may still try
+    // the clone's MAC; the source announces itself only if it has arping.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if service_answer(lab).as_deref() == Some("hc-echo on src-debian12") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the source's service does not answer after rollback"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Three cutovers of the same migration: a stranger takes the production
+/// address after the source let go (refused, rolled back); the clone's
+/// service is broken (its health check fails, rolled back); then the
+/// real one, under a packet capture of the bridge.
+fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
+    l.source_moved = Some(source.ns.clone());
+    // A dry run names every step and changes nothing.
+    let before = source_addresses(source);
+    let dry = run_ok(&mut cutover_cmd(l, &["--dry-run"]));
+    for step in [
+        "preflight",
+        "quiesce",
+        "final-sync",
+        "verify",
+        "release-source-ip",
+        "probe-ip",
+        "finalize-identity",
+        "boot-clone",
+        "announce",
+        "health-check",
+    ] {
+        assert!(dry.contains(step), "{dry}");
+    }
+    assert!(dry.contains("stop hc-echo"), "{dry}");
+    assert_eq!(source_addresses(source), before);
+    assert_eq!(
+        service_answer(lab).as_deref(),
+        Some("hc-echo on src-debian12")
+    );
+    assert_eq!(l.vm_json()["mode"], "rescue");
+
+    // 1. A stranger on the production address once the source let go of it.
+    let mut child = cutover_cmd(l, &[])
+        .env("HOTCLONE_CUTOVER_HOLD", "probe-ip,rollback")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_hold(l, "probe-ip", &mut child);
+    assert!(!source_addresses(source).contains(&format!("{PROD_IP}/24")));
+    let stranger = Stranger::start();
+    release_hold(l);
+    wait_hold(l, "rollback", &mut child);
+    drop(stranger);
+    release_hold(l);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert!(!out.status.success());
+    assert!(err.contains("answers ARP for 198.51.100.11"), "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    assert_eq!(record(l)["outcome"]["state"], "rolled-back");
+    assert_source_serves(lab, source);
+    assert_eq!(l.vm_json()["mode"], "rescue");
+
+    // 2. The clone's service is broken: the health check fails, rollback.
+    source_ssh(lab, "debian12", "touch /etc/hc-echo.broken");
+    let out = run(&mut cutover_cmd(l, &["--health-timeout", "30"]));
+    let err = stderr_of(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("hc-echo does not run on the clone"), "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    let rec = record(l);
+    assert_eq!(rec["outcome"]["state"], "rolled-back", "{rec}");
+    assert_eq!(rec["clone_booted"], false, "{rec}");
+    assert_source_serves(lab, source);
+    // The clone is off the network: the VM runs its rescue system again.
+    assert_eq!(l.vm_json()["mode"], "rescue");
+    let seen = l.rescue_ssh(&format!(
+        "arping -c 2 -w 3 -I $(ip -o -4 route get {PROD_IP} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p') {PROD_IP}"
+    ));
+    let seen = String::from_utf8_lossy(&seen.stdout).to_lowercase();
+    assert!(
+        !seen.contains(&l.vm_json()["mac"].as_str().unwrap().to_lowercase()),
+        "{seen}"
+    );
+    source_ssh(lab, "debian12", "rm -f /etc/hc-echo.broken");
+    // What the clone's boot changed was marked dirty: a pass sends it.
+    let out = run(l
+        .hotclone()
+        .args(["sync", "live", "--batch", "-F"])
+        .arg(&lab.ssh_config));
+    assert!(out.status.success(), "sync failed: {}", stderr_of(&out));
+
+    // 3. The real cutover, the bridge captured throughout.
+    let pcap = l.home.join("cutover.pcap");
+    let mut capture = Command::new("ip")
+        .args([
+            "netns", "exec", "hc-lan", "tcpdump", "-i", "br0", "-U", "-n", "-w",
+        ])
+        .arg(&pcap)
+        .arg("arp")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let out = run(&mut cutover_cmd(
+        l,
+        &["--check", "cmd:test -s /etc/hostname", "--json"],
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    // The tcpdump this test started (ip netns exec runs it as this pid).
+    unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
+    let _ = capture.wait();
+    assert!(
+        out.status.success(),
+        "the cutover failed: {}",
+        stderr_of(&out)
+    );
+    let rec = record(l);
+    eprintln!(
+        "cutover report:\n{}",
+        std::fs::read_to_string(l.home.join(&l.name).join("cutover-report.md")).unwrap()
+    );
+    assert_eq!(rec["outcome"]["state"], "done", "{rec}");
+    assert!(rec["downtime_ms"].as_u64().unwrap() > 0, "{rec}");
+    assert_eq!(l.vm_json()["mode"], "disk");
+
+    // The service answers on the production address from the clone; the
+    // source no longer holds it and stays reachable at its fallback.
+    assert_eq!(
+        service_answer(lab).as_deref(),
+        Some("hc-echo on src-debian12")
+    );
+    let held = source_addresses(source);
+    assert!(!held.contains(&format!("{PROD_IP}/24")), "{held}");
+    assert!(held.contains(FALLBACK), "{held}");
+    let vm_mac = l.vm_json()["mac"].as_str().unwrap().to_lowercase();
+    let neigh = run_ok(lab.client_command("ip").args(["neigh", "show", PROD_IP]));
+    assert!(neigh.to_lowercase().contains(&vm_mac), "{neigh}");
+
+    // Never two MACs for the production address: in the capture, the
+    // source's claims all come before the clone's.
+    let source_mac =
+        run_ok(Command::new("ip").args(["-n", &source.ns, "-o", "link", "show", "eth0"]));
+    let source_mac = source_mac
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_lowercase();
+    let claims = common::pcap::arp_claims(&std::fs::read(&pcap).unwrap(), [198, 51, 100, 11]);
+    eprintln!("ARP claims for {PROD_IP}: {claims:?}");
+    assert_eq!(
+        common::pcap::turns(&claims),
+        vec![source_mac, vm_mac],
+        "the production address must pass from the source to the clone once, never both: {claims:?}"
+    );
 }
 
 #[test]

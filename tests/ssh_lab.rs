@@ -77,6 +77,8 @@ fn key_opts(lab: &Lab) -> ConnectOptions {
         password: None,
         connect_timeout: Duration::from_secs(15),
         keepalive_interval: Duration::from_secs(15),
+        pinned_host_key: None,
+        address: None,
     }
 }
 

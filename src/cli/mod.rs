@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod clone;
+pub mod cutover;
 pub mod export;
 pub mod launch;
 pub mod password;
@@ -52,6 +53,7 @@ pub enum Command {
     Clone(clone::CloneArgs),
     Sync(sync::SyncArgs),
     Status(status::StatusArgs),
+    Cutover(cutover::CutoverArgs),
     Verify(verify::VerifyArgs),
     Rescue(rescue::RescueArgs),
     Launch(launch::LaunchArgs),

@@ -72,6 +72,8 @@ impl SshArgs {
             password,
             connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
             keepalive_interval: Duration::from_secs(self.keepalive.max(1)),
+            pinned_host_key: None,
+            address: None,
         })
     }
 }

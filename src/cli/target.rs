@@ -60,6 +60,19 @@ pub enum TargetAction {
         #[arg(long, value_name = "FILE")]
         journal: PathBuf,
     },
+    /// Cutover: check the clone's network identity, make it announce its
+    /// addresses at boot, remove hotclone's files from it, fsck, unmount.
+    /// The notes as JSON.
+    Finalize {
+        #[command(flatten)]
+        disk: DiskArgs,
+        /// The source's inventory (JSON).
+        #[arg(long, value_name = "FILE")]
+        inventory: PathBuf,
+        /// The production addresses (JSON).
+        #[arg(long, value_name = "FILE")]
+        addresses: PathBuf,
+    },
     /// Unmount the disk's filesystems (--fsck: and check them).
     Finish {
         #[command(flatten)]
@@ -102,6 +115,20 @@ pub fn run(args: TargetArgs) -> anyhow::Result<()> {
         TargetAction::Verify { disk, journal } => {
             let diffs = remote::verify(&plan(&disk.plan)?, &disk.disk, &disk.root, &journal)?;
             println!("{}", serde_json::to_string(&diffs)?);
+        }
+        TargetAction::Finalize {
+            disk,
+            inventory,
+            addresses,
+        } => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            };
+            let inv: Inventory = serde_json::from_str(&read(&inventory)?)?;
+            let addrs: Vec<hotclone::cutover::network::ProdAddr> =
+                serde_json::from_str(&read(&addresses)?)?;
+            let notes = remote::finalize(&plan(&disk.plan)?, &disk.disk, &disk.root, &inv, &addrs)?;
+            println!("{}", serde_json::to_string(&notes)?);
         }
         TargetAction::Finish { disk, fsck } => {
             let done = remote::finish(&plan(&disk.plan)?, &disk.disk, &disk.root, fsck)?;

@@ -506,9 +506,15 @@ impl AckBook {
                         booked.attrs += 1;
                         (kept.digest, 0, kept.xattr_digest, kept.link_target.clone())
                     }
+                    // Counted as sent: what tar read, not what was listed
+                    // (a file can shrink in between).
                     None => (
                         digest,
-                        if digest.is_some() { listed.size } else { 0 },
+                        match (&digest, &sent) {
+                            (None, _) => 0,
+                            (Some(_), Some(m)) if m.kind == EntryKind::File => m.size,
+                            (Some(_), _) => listed.size,
+                        },
                         sent.as_ref().and_then(|m| xattr_digest(&m.xattrs)),
                         sent.as_ref().and_then(|m| match &m.kind {
                             EntryKind::Symlink { target } => Some(target.clone()),

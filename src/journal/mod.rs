@@ -448,6 +448,28 @@ impl Journal {
         bytes
     }
 
+    /// Like [`Journal::snapshot`], but holding only the files the pass
+    /// `pass` wrote (to verify what one pass changed).
+    pub fn snapshot_of_pass(&self, pass: i64) -> Result<Vec<u8>, JournalError> {
+        let tmp = self
+            .path
+            .with_extension(format!("pass-{pass}-{}", std::process::id()));
+        self.copy_to(&tmp)?;
+        let filtered = Journal::open(&tmp).and_then(|j| {
+            j.conn
+                .execute("DELETE FROM files WHERE pass != ?1", [pass])
+                .map_err(j.err("keeping one pass's files"))?;
+            j.conn
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                .map_err(j.err("checkpointing"))?;
+            j.snapshot()
+        });
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", tmp.display()));
+        }
+        filtered
+    }
+
     /// Files the conversion rewrote (digest of the new content) or
     /// removed (no digest): they differ from the source on purpose.
     pub fn record_converted(&mut self, files: &[ConvertedFile]) -> Result<(), JournalError> {

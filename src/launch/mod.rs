@@ -465,3 +465,35 @@ pub fn boot_disk(
     state.save(migration)?;
     Ok(state)
 }
+
+/// Boot the VM of `migration` into the rescue system again, with the disk,
+/// network and sizes it had (after a cutover rolled back a boot from its
+/// disk). New keys are made, as at every launch.
+pub async fn relaunch_rescue(
+    migration: &Migration,
+    rescue: &Path,
+    timeout: Duration,
+    progress: &mut dyn Progress,
+) -> Result<VmState, LaunchError> {
+    let mut state = VmState::load(migration)?.ok_or_else(|| LaunchError::NoVm {
+        name: migration.name.clone(),
+    })?;
+    if state.running() {
+        qemu::stop(&mut state)?;
+        state.save(migration)?;
+    }
+    let opts = LaunchOptions {
+        disk: DiskSpec {
+            path: state.disk.clone(),
+            size_bytes: Some(state.size_bytes),
+            format: state.format,
+        },
+        net: state.net.clone(),
+        ip: state.staging_ip.clone(),
+        memory_mib: Some(state.memory_mib),
+        cpus: Some(state.cpus),
+        rescue: rescue.to_path_buf(),
+        timeout,
+    };
+    launch(migration, &opts, progress).await
+}

@@ -88,6 +88,18 @@ pub enum SshError {
         line: usize,
     },
 
+    /// The host's key is not the one this connection was pinned to.
+    #[error(
+        "{addr}: REFUSED: the host key is not the expected one. It presents {fingerprint}; this address was \
+         expected to be the server whose key is {expected} (hotclone reaches a server it already verified at a \
+         new address). Another machine answers at {addr}"
+    )]
+    HostKeyNotPinned {
+        addr: String,
+        fingerprint: String,
+        expected: String,
+    },
+
     /// known_hosts could not be read or written.
     #[error("{addr}: known_hosts file {}: {detail}. Fix or remove the offending line", path.display())]
     KnownHosts {

@@ -83,6 +83,14 @@ pub struct ConnectOptions {
     /// Keepalive after this much silence; the connection is dropped after 3
     /// unanswered keepalives. Default 15 s.
     pub keepalive_interval: Duration,
+    /// Accept only the host key with this fingerprint (`SHA256:...`),
+    /// whatever known_hosts says: to reach a server already verified under
+    /// another address (cutover's fallback address for the source).
+    pub pinned_host_key: Option<String>,
+    /// Connect to this address instead of the destination's (its
+    /// ssh_config still applies: user, keys, algorithms). With
+    /// `pinned_host_key`: the same server at another address.
+    pub address: Option<String>,
 }
 
 impl Default for ConnectOptions {
@@ -96,6 +104,8 @@ impl Default for ConnectOptions {
             password: None,
             connect_timeout: Duration::from_secs(15),
             keepalive_interval: Duration::from_secs(15),
+            pinned_host_key: None,
+            address: None,
         }
     }
 }
@@ -111,6 +121,8 @@ impl std::fmt::Debug for ConnectOptions {
             .field("password", &self.password.as_ref().map(|_| "<provider>"))
             .field("connect_timeout", &self.connect_timeout)
             .field("keepalive_interval", &self.keepalive_interval)
+            .field("pinned_host_key", &self.pinned_host_key)
+            .field("address", &self.address)
             .finish()
     }
 }
@@ -164,6 +176,10 @@ enum HostKeyProblem {
         line: usize,
     },
     File(String),
+    NotPinned {
+        fingerprint: String,
+        expected: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -178,6 +194,7 @@ struct Client {
     port: u16,
     known_hosts: PathBuf,
     policy: HostKeyPolicy,
+    pinned: Option<String>,
     shared: Arc<Mutex<Shared>>,
 }
 
@@ -193,6 +210,18 @@ impl Client {
         let key_type = key.algorithm().to_string();
         let addr = destination::host_port(&self.host, self.port);
         self.set(|s| s.fingerprint = Some(fingerprint.clone()));
+        if let Some(expected) = &self.pinned {
+            let ok = *expected == fingerprint;
+            if !ok {
+                self.set(|s| {
+                    s.problem = Some(HostKeyProblem::NotPinned {
+                        fingerprint,
+                        expected: expected.clone(),
+                    })
+                });
+            }
+            return ok;
+        }
         match known_hosts::check(&self.host, self.port, key, &self.known_hosts) {
             known_hosts::Verdict::Known => true,
             known_hosts::Verdict::Changed { line } => {
@@ -326,7 +355,11 @@ fn resolve(destination: &str, opts: &ConnectOptions) -> Result<Resolved, SshErro
         }
         None => HostConfig::default(),
     };
-    let host = cfg.hostname.clone().unwrap_or_else(|| dest.host.clone());
+    let host = opts
+        .address
+        .clone()
+        .or_else(|| cfg.hostname.clone())
+        .unwrap_or_else(|| dest.host.clone());
     let port = dest.port.or(cfg.port).unwrap_or(22);
     let user = dest
         .user
@@ -453,6 +486,7 @@ async fn handshake(
         port: r.port,
         known_hosts: r.known_hosts.clone(),
         policy: opts.host_key_policy,
+        pinned: opts.pinned_host_key.clone(),
         shared: shared.clone(),
     };
     let config = client_config(preferred, opts);
@@ -497,6 +531,14 @@ async fn handshake(
                 fingerprint,
                 known_hosts,
                 line,
+            },
+            HostKeyProblem::NotPinned {
+                fingerprint,
+                expected,
+            } => SshError::HostKeyNotPinned {
+                addr,
+                fingerprint,
+                expected,
             },
             HostKeyProblem::File(detail) => SshError::KnownHosts {
                 addr,

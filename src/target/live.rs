@@ -266,6 +266,61 @@ impl Connection {
         Ok(diffs)
     }
 
+    /// Run a shell command on the target host (the cutover's ARP probes);
+    /// its output whatever its exit status.
+    pub async fn shell(&self, cmd: &str) -> Result<crate::ssh::Output, CloneError> {
+        self.session.run(cmd, b"").await.map_err(CloneError::Ssh)
+    }
+
+    /// Cutover: finalize the clone's identity on the planned disk (see
+    /// [`crate::cutover::identity`]); it is checked and unmounted after.
+    pub async fn finalize(
+        &self,
+        plan: &Plan,
+        inventory: &Inventory,
+        addresses: &[crate::cutover::network::ProdAddr],
+    ) -> Result<Vec<String>, CloneError> {
+        let disk = planned_disk(plan)?;
+        let json =
+            |v: serde_json::Result<Vec<u8>>| v.map_err(|e| CloneError::Target(e.to_string()));
+        let (plan_file, inv_file, addr_file) = (
+            format!("{WORK_DIR}/plan.toml"),
+            format!("{WORK_DIR}/inventory.json"),
+            format!("{WORK_DIR}/addresses.json"),
+        );
+        self.put(&plan_file, plan.to_toml().as_bytes()).await?;
+        self.put(&inv_file, &json(serde_json::to_vec(inventory))?)
+            .await?;
+        self.put(&addr_file, &json(serde_json::to_vec(addresses))?)
+            .await?;
+        let cmd = format!(
+            "{} target finalize --plan {plan_file} --disk {} --root {ROOT} --inventory {inv_file} --addresses {addr_file}",
+            q(&self.agent),
+            q(&disk.display().to_string())
+        );
+        let out = self.run("finalizing the clone's identity", &cmd, b"").await;
+        let cleaned = self
+            .run(
+                "removing hotclone's scratch files",
+                &format!("rm -rf {WORK_DIR}"),
+                b"",
+            )
+            .await;
+        let notes = serde_json::from_slice(&out?).map_err(|e| {
+            CloneError::Target(format!("the target's finalize answer is unreadable: {e}"))
+        })?;
+        cleaned?;
+        Ok(notes)
+    }
+
+    /// End the connection (a connection still shared is left to close
+    /// when its last user drops it).
+    pub async fn close(self) {
+        if let Ok(session) = Arc::try_unwrap(self.session) {
+            let _ = session.disconnect().await;
+        }
+    }
+
     /// Prepare the planned disk (new) or mount it again (`resuming`).
     pub async fn open(self, plan: &Plan, resuming: bool) -> Result<LiveTarget, CloneError> {
         let disk = planned_disk(plan)?;

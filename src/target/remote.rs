@@ -128,3 +128,27 @@ pub fn verify(
     prepared.close()?;
     Ok(diffs)
 }
+
+/// Finalize the clone on `disk` for its first boot as production (see
+/// [`crate::cutover::identity`]), then check and unmount its filesystems.
+/// Returns notes for the cutover report.
+pub fn finalize(
+    plan: &Plan,
+    disk: &Path,
+    root: &Path,
+    inventory: &Inventory,
+    addresses: &[crate::cutover::network::ProdAddr],
+) -> Result<Vec<String>, CloneError> {
+    check_planned(plan, disk)?;
+    let prepared = image::attach_device(plan, disk, root)?;
+    match crate::cutover::identity::finalize(root, inventory, addresses) {
+        Ok(notes) => {
+            prepared.finish(plan)?;
+            Ok(notes)
+        }
+        Err(e) => {
+            let _ = prepared.close();
+            Err(CloneError::Target(e.to_string()))
+        }
+    }
+}

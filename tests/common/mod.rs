@@ -3,6 +3,8 @@
 //! panics with the command that brings it up.
 #![allow(dead_code)]
 
+pub mod pcap;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

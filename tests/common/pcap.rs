@@ -1,0 +1,77 @@
+//! Reading ARP out of a pcap file (what `tcpdump -w` writes): enough to
+//! tell which MACs claimed an IPv4 address, and when.
+
+/// An ARP packet whose sender protocol address was the address asked
+/// about: a reply, a gratuitous request or an announcement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Microseconds since the epoch.
+    pub at_us: u64,
+    /// 1: request, 2: reply.
+    pub op: u16,
+    /// The sender hardware address, `aa:bb:...`.
+    pub mac: String,
+}
+
+/// Every ARP packet in `pcap` (classic format, Ethernet) sent from `ip`.
+pub fn arp_claims(pcap: &[u8], ip: [u8; 4]) -> Vec<Claim> {
+    assert!(pcap.len() >= 24, "not a pcap file ({} bytes)", pcap.len());
+    let le = match pcap[..4] {
+        [0xd4, 0xc3, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] => false,
+        _ => panic!("not a classic microsecond pcap: magic {:02x?}", &pcap[..4]),
+    };
+    let u32_at = |b: &[u8], i: usize| {
+        let w = [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        if le {
+            u32::from_le_bytes(w)
+        } else {
+            u32::from_be_bytes(w)
+        }
+    };
+    assert_eq!(
+        u32_at(pcap, 20),
+        1,
+        "the capture's link type is not Ethernet"
+    );
+    let mut out = Vec::new();
+    let mut i = 24;
+    while i + 16 <= pcap.len() {
+        let (sec, usec, len) = (
+            u32_at(pcap, i) as u64,
+            u32_at(pcap, i + 4) as u64,
+            u32_at(pcap, i + 8) as usize,
+        );
+        let frame = &pcap[i + 16..(i + 16 + len).min(pcap.len())];
+        i += 16 + len;
+        if frame.len() < 42 || frame[12..14] != [0x08, 0x06] {
+            continue;
+        }
+        let arp = &frame[14..];
+        if arp[14..18] == ip {
+            out.push(Claim {
+                at_us: sec * 1_000_000 + usec,
+                op: u16::from_be_bytes([arp[6], arp[7]]),
+                mac: arp[8..14]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            });
+        }
+    }
+    out
+}
+
+/// The MACs in the order they took turns claiming the address: one entry
+/// per run of claims from the same MAC. `[a, b]` is one handover; `[a, b,
+/// a, b]` means both answered at overlapping times.
+pub fn turns(claims: &[Claim]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in claims {
+        if out.last() != Some(&c.mac) {
+            out.push(c.mac.clone());
+        }
+    }
+    out
+}
