@@ -584,3 +584,60 @@ fn sync_takes_over_from_the_journal_copy_on_the_target() {
     on_source(&lab, "rm -rf /srv/adopt");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--checksum` finds a file whose contents differ with the same size and
+/// mtime (here: changed behind hotclone's back on the target), which a
+/// metadata pass cannot see, and sends it again.
+#[test]
+fn sync_checksum_finds_contents_that_metadata_does_not_show() {
+    let _one = common::one_at_a_time();
+    let lab = lab();
+    let dir = common::workdir("sync-checksum");
+    let home = dir.join("home");
+    let image = dir.join("bb.img");
+    on_source(
+        &lab,
+        "rm -rf /srv/ck && mkdir -p /srv/ck && head -c 4096 /dev/urandom > /srv/ck/data && touch -d @1600000000 /srv/ck/data",
+    );
+    clone_busybox(&lab, &home, &image);
+    let source_md5 = on_source(&lab, "md5sum /srv/ck/data | cut -d' ' -f1");
+    {
+        let mounted = MountedImage::mount(&image, 2, &dir.join("mnt"));
+        let file = mounted.mount_point.join("srv/ck/data");
+        std::fs::write(&file, vec![0u8; 4096]).unwrap();
+        run_ok(Command::new("touch").args(["-d", "@1600000000"]).arg(&file));
+    }
+    let plain = sync_json(&lab, &home);
+    assert_eq!(
+        plain["sent_files"], 0,
+        "metadata alone cannot see it: {plain}"
+    );
+    let out = run(&mut hotclone(
+        &lab,
+        &home,
+        &["sync", "bb", "--json", "--checksum"],
+    ));
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "the sync failed"
+    );
+    let checked = pass_event(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(checked["checksum_differ"], 1, "{checked}");
+    assert_eq!(checked["sent_files"], 1, "{checked}");
+    {
+        let mounted = MountedImage::mount(&image, 2, &dir.join("mnt"));
+        let md5 = run_ok(Command::new("md5sum").arg(mounted.mount_point.join("srv/ck/data")));
+        assert_eq!(md5.split_whitespace().next(), Some(source_md5.trim()));
+    }
+    // Nothing differs any more.
+    let out = run(&mut hotclone(
+        &lab,
+        &home,
+        &["sync", "bb", "--json", "--checksum"],
+    ));
+    let again = pass_event(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(again["checksum_differ"], 0, "{again}");
+    assert_eq!(again["sent_files"], 0, "{again}");
+    on_source(&lab, "rm -rf /srv/ck");
+    let _ = std::fs::remove_dir_all(&dir);
+}

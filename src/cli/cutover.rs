@@ -111,6 +111,7 @@ pub async fn run(args: CutoverArgs) -> anyhow::Result<u8> {
         pass: PassOptions {
             batching: Batching::default(),
             sweep: false,
+            checksum: false,
         },
         source: args.ssh.to_options()?,
     };

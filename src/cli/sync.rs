@@ -37,6 +37,12 @@ pub struct SyncArgs {
     /// a client machine that does not have it, or lost it).
     #[arg(long, value_name = "DISK")]
     pub from_target: Option<PathBuf>,
+    /// Also compare the contents of files whose size and mtime did not
+    /// change: hashed on the source with its own md5sum (or sha1sum) and
+    /// on the target with the same tool. Reads every file on both sides:
+    /// slow, on demand only.
+    #[arg(long)]
+    pub checksum: bool,
     /// Files per tar run on the source.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub tar_batch_files: usize,
@@ -66,6 +72,7 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<u8> {
             ..Batching::default()
         },
         sweep: false,
+        checksum: args.checksum,
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if args.watch.is_some() {
@@ -138,7 +145,7 @@ fn show(args: &SyncArgs, r: &SyncReport) {
                 "listed": p.listed, "unchanged": p.unchanged, "sent_files": p.sent_files,
                 "sent_bytes": p.sent_bytes, "wire_bytes": p.wire_bytes, "attrs": p.attrs,
                 "removed": p.removed, "dirty": p.dirty, "recent": p.recent, "warnings": p.warnings.len(),
-                "seconds": secs, "reconverted": r.reconverted,
+                "seconds": secs, "reconverted": r.reconverted, "checksum_differ": p.checksum_differ,
                 "since_previous_seconds": r.since_previous.map(|d| d.as_secs()),
                 "change_rate_bytes_per_second": r.change_rate})
         );
@@ -174,6 +181,12 @@ fn show(args: &SyncArgs, r: &SyncReport) {
         );
     }
     println!("  warnings   {}", p.warnings.len());
+    if args.checksum {
+        println!(
+            "  checksum   {} file(s) with the same size and mtime but other contents on the target: sent",
+            p.checksum_differ
+        );
+    }
     if r.reconverted {
         println!("  converted again: a kernel, module, fstab, bootloader or network file changed");
     }

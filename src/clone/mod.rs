@@ -208,6 +208,7 @@ pub async fn run(
         &crate::sync::PassOptions {
             batching,
             sweep: false,
+            checksum: false,
         },
         progress,
     )

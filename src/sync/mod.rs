@@ -16,6 +16,7 @@
 //! [`TARGET_STATE_DIR`], so another client machine can take over.
 
 pub mod adopt;
+pub mod checksum;
 pub mod delta;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +65,8 @@ pub struct PassReport {
     pub duration: Duration,
     /// A boot-relevant file changed: the caller converts the copy again.
     pub reconvert: bool,
+    /// Files `--checksum` found with other contents than the source's.
+    pub checksum_differ: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -72,6 +75,9 @@ pub struct PassOptions {
     /// Have the agent remove leftover temporary files first (always done
     /// after an interrupted pass).
     pub sweep: bool,
+    /// Compare the contents of files whose metadata is unchanged
+    /// ([`checksum`]); those that differ are sent.
+    pub checksum: bool,
 }
 
 /// Keep the target's copy of the state current: inventory, plan, journal.
@@ -109,7 +115,34 @@ pub async fn pass(
     let source_now = source_clock(session).await?;
     let listing = list_source(session, inv, plan, progress).await?;
     let mut journal = Journal::open(&migration.journal_path())?;
-    let held = journal.files()?;
+    let mut held = journal.files()?;
+    let mut checksum_differ = 0;
+    if options.checksum {
+        let tool = checksum::tool(&inv.capabilities.hashers).ok_or_else(|| {
+            CloneError::Stage(
+                "--checksum needs md5sum or sha1sum on the source, and it has neither".into(),
+            )
+        })?;
+        let candidates = checksum::candidates(&listing, &held);
+        progress.phase(&format!(
+            "comparing the contents of {} files ({tool} on both sides)",
+            candidates.len()
+        ));
+        let input = checksum::stdin(&candidates);
+        let on_source = session
+            .run(&checksum::command(tool, "/"), &input)
+            .await
+            .map_err(CloneError::Ssh)?;
+        let on_target = target.hash_files(tool, &input).await?;
+        let differ = checksum::differing(
+            &candidates,
+            &checksum::parse(&on_source.stdout),
+            &checksum::parse(&on_target),
+        );
+        checksum_differ = differ.len() as u64;
+        journal.mark_dirty(&differ)?;
+        held = journal.files()?;
+    }
     let converted = journal.converted()?;
     let mut delta = delta::compute(&listing, &held, &converted);
     let interrupted = journal
@@ -216,6 +249,7 @@ pub async fn pass(
         tar_messages: copied.tar_messages,
         duration: started.elapsed(),
         reconvert: delta.reconvert,
+        checksum_differ,
     })
 }
 

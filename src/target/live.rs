@@ -5,8 +5,10 @@
 //! **Version handshake.** On connecting, the client asks the target's
 //! hotclone for its build id (`hotclone target hello`). When it differs
 //! from the client's own (or there is none), the client uploads itself to
-//! [`remote::WORK_DIR`] (a RAM disk) and uses that; it is removed when the
-//! clone or pass ends.
+//! [`UPLOAD_DIR`] (the rescue system's RAM disk) and uses that. It stays
+//! there until the VM reboots, so later passes and the cutover do not
+//! upload it again; everything else of ours ([`remote::WORK_DIR`]) is
+//! removed when the clone or pass ends.
 //!
 //! **Failure.** A command that fails on the target is an error quoting its
 //! stderr. The target's filesystems stay mounted and the journal says what
@@ -30,13 +32,16 @@ use crate::rescue::{AGENT_PATH, BUILD_ID};
 use crate::ssh::{ConnectOptions, Session};
 use crate::units::format_bytes;
 
+/// Where an uploaded hotclone is kept in the rescue system (RAM).
+pub const UPLOAD_DIR: &str = "/run/hotclone-agent";
+
 /// An SSH connection to the target host, its hotclone checked.
 pub struct Connection {
     session: Arc<Session>,
     pub destination: String,
     /// The hotclone binary to run there.
     agent: String,
-    /// True when `agent` was uploaded by us (and is removed at the end).
+    /// True when `agent` is one uploaded by a client (in [`UPLOAD_DIR`]).
     pub uploaded: bool,
     pub hello: Hello,
 }
@@ -92,8 +97,18 @@ pub async fn connect(
             crate::rescue::MARK_PATH
         )));
     }
+    let uploaded_agent = format!("{UPLOAD_DIR}/hotclone");
     let (agent, uploaded, hello) = match remote_hello(&session, AGENT_PATH).await {
         Ok(h) if h.build == BUILD_ID => (AGENT_PATH.to_string(), false, h),
+        _ if remote_hello(&session, &uploaded_agent)
+            .await
+            .is_ok_and(|h| h.build == BUILD_ID) =>
+        {
+            let hello = remote_hello(&session, &uploaded_agent)
+                .await
+                .map_err(CloneError::Target)?;
+            (uploaded_agent, true, hello)
+        }
         found => {
             let why = match found {
                 Ok(h) => format!(
@@ -119,7 +134,7 @@ pub async fn connect(
             match uploaded {
                 Ok((path, hello)) => (path, true, hello),
                 Err(e) => {
-                    let _ = session.run(&format!("rm -rf {WORK_DIR}"), b"").await;
+                    let _ = session.run(&format!("rm -rf {UPLOAD_DIR}"), b"").await;
                     return Err(e);
                 }
             }
@@ -140,9 +155,9 @@ async fn upload(session: &Session) -> Result<String, CloneError> {
         .map_err(|e| CloneError::Target(format!("finding this hotclone binary: {e}")))?;
     let bytes = std::fs::read(&exe)
         .map_err(|e| CloneError::Target(format!("reading {}: {e}", exe.display())))?;
-    let path = format!("{WORK_DIR}/hotclone");
+    let path = format!("{UPLOAD_DIR}/hotclone");
     let cmd = format!(
-        "umask 077 && mkdir -p {WORK_DIR} && cat > {path}.part && chmod 700 {path}.part && mv {path}.part {path}"
+        "umask 077 && mkdir -p {UPLOAD_DIR} && cat > {path}.part && chmod 700 {path}.part && mv {path}.part {path}"
     );
     let out = session.run(&cmd, &bytes).await.map_err(CloneError::Ssh)?;
     if !out.status.success() {
@@ -498,6 +513,17 @@ impl Target for LiveTarget {
 
     fn describe(&self) -> String {
         format!("{}:{}", self.conn.destination, self.disk.display())
+    }
+
+    async fn hash_files(&self, tool: &str, paths: &[u8]) -> Result<Vec<u8>, CloneError> {
+        let cmd = crate::sync::checksum::command(tool, ROOT);
+        let out = self
+            .conn
+            .session
+            .run(&cmd, paths)
+            .await
+            .map_err(|e| crate::sync::checksum::target_error(tool, e))?;
+        Ok(out.stdout)
     }
 
     async fn agent(&self, sweep: bool) -> Result<AgentLink, CloneError> {

@@ -143,6 +143,25 @@ impl Target for LocalImage {
         self.image.display().to_string()
     }
 
+    async fn hash_files(&self, tool: &str, paths: &[u8]) -> Result<Vec<u8>, CloneError> {
+        use crate::sync::checksum;
+        let err = |e: std::io::Error| checksum::target_error(tool, e);
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(checksum::command(tool, &self.root().display().to_string()))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(err)?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let input = paths.to_vec();
+        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input));
+        let out = tokio::task::block_in_place(|| child.wait_with_output()).map_err(err)?;
+        let _ = writer.join();
+        Ok(out.stdout)
+    }
+
     async fn agent(&self, sweep: bool) -> Result<AgentLink, CloneError> {
         let mut command = Command::new(&self.agent_program);
         command.arg("agent").arg("--root").arg(self.root());

@@ -79,6 +79,10 @@ pub trait Target: Send + Sync {
     /// Write `name` into the target's state directory
     /// ([`crate::sync::TARGET_STATE_DIR`]), replacing it atomically.
     fn state_writer(&self) -> StateWriter;
+    /// Hash files of the tree with `tool` (md5sum, sha1sum) on the target
+    /// host: `paths` are NUL-separated, relative to the root; the tool's
+    /// output is returned (`sync --checksum`).
+    async fn hash_files(&self, tool: &str, paths: &[u8]) -> Result<Vec<u8>, CloneError>;
     /// Make the copy boot as a VM, with the guest's own tools; `records`
     /// are the journal's, to find what conversion changed.
     async fn convert(

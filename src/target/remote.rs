@@ -21,7 +21,7 @@ use crate::probe::Inventory;
 use crate::progress::Progress;
 
 /// Scratch space on the target host (a RAM disk in the rescue system):
-/// the plan, the inventory, an uploaded agent. Removed at the end.
+/// the plan, the inventory. Removed at the end.
 pub const WORK_DIR: &str = "/run/hotclone";
 /// Where the target's filesystems are mounted.
 pub const ROOT: &str = "/mnt/target";
