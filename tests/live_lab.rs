@@ -189,10 +189,7 @@ fn live_clone_into_a_launched_vm_boots_with_the_sources_identity() {
                 .unwrap(),
             ),
     );
-    assert_eq!(
-        service_answer(&lab).as_deref(),
-        Some("hc-echo on src-debian12")
-    );
+    wait_for_service(&lab);
     let mut l = launch(&lab, &work, "live");
     let vm = l.vm_json();
     assert_eq!(vm["mode"], "rescue");
@@ -398,6 +395,20 @@ fn service_answer(lab: &Lab) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Wait until the service answers on the production address (it starts
+/// in the background; after a rollback the client may still hold the
+/// clone's MAC for a moment).
+fn wait_for_service(lab: &Lab) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while service_answer(lab).as_deref() != Some("hc-echo on src-debian12") {
+        assert!(
+            Instant::now() < deadline,
+            "the source's service does not answer on {PROD_IP}:8080"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// What the source namespace itself holds (read on the host: no SSH).
 fn source_addresses(source: &common::LabSource) -> String {
     run_ok(Command::new("ip").args(["-n", &source.ns, "-o", "-4", "addr", "show", "dev", "eth0"]))
@@ -508,19 +519,7 @@ fn assert_source_serves(lab: &Lab, source: &common::LabSource) {
     let held = source_addresses(source);
     assert!(held.contains(&format!("{PROD_IP}/24")), "{held}");
     assert!(!held.contains(FALLBACK), "{held}");
-    // Until the stale neighbour entry ages out the client may still try
-    // the clone's MAC; the source announces itself only if it has arping.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if service_answer(lab).as_deref() == Some("hc-echo on src-debian12") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the source's service does not answer after rollback"
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    wait_for_service(lab);
 }
 
 /// Three cutovers of the same migration: a stranger takes the production

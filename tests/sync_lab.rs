@@ -602,7 +602,7 @@ fn sync_checksum_finds_contents_that_metadata_does_not_show() {
     clone_busybox(&lab, &home, &image);
     let source_md5 = on_source(&lab, "md5sum /srv/ck/data | cut -d' ' -f1");
     {
-        let mounted = MountedImage::mount(&image, 2, &dir.join("mnt"));
+        let mounted = MountedImage::mount_writable(&image, 2, &dir.join("mnt"));
         let file = mounted.mount_point.join("srv/ck/data");
         std::fs::write(&file, vec![0u8; 4096]).unwrap();
         run_ok(Command::new("touch").args(["-d", "@1600000000"]).arg(&file));

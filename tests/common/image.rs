@@ -14,9 +14,19 @@ pub struct MountedImage {
 
 impl MountedImage {
     pub fn mount(image: &Path, partition: u32, mount_point: &Path) -> MountedImage {
+        MountedImage::attach(image, partition, mount_point, false)
+    }
+
+    /// Read-write: for tests that change a target behind hotclone's back.
+    pub fn mount_writable(image: &Path, partition: u32, mount_point: &Path) -> MountedImage {
+        MountedImage::attach(image, partition, mount_point, true)
+    }
+
+    fn attach(image: &Path, partition: u32, mount_point: &Path, writable: bool) -> MountedImage {
         let dev = run_ok(
             Command::new("losetup")
-                .args(["-f", "--show", "-r"])
+                .args(["-f", "--show"])
+                .args((!writable).then_some("-r"))
                 .arg(image),
         )
         .trim()
@@ -32,7 +42,7 @@ impl MountedImage {
         }
         run_ok(
             Command::new("mount")
-                .args(["-o", "ro", &part])
+                .args(["-o", if writable { "rw" } else { "ro" }, &part])
                 .arg(mount_point),
         );
         MountedImage {
