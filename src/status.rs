@@ -34,7 +34,12 @@ pub fn read(migration: &Migration) -> Result<Status, JournalError> {
     let passes = journal.passes()?;
     let last_verify = journal.last_verify()?;
     let mut not_ready = Vec::new();
-    if stage != crate::clone::stage::READY {
+    if stage == crate::cutover::CUT_OVER {
+        not_ready.push(format!(
+            "cut over already: the clone serves (see {})",
+            migration.dir.join("cutover-report.md").display()
+        ));
+    } else if stage != crate::clone::stage::READY {
         not_ready.push(format!(
             "the clone is not finished (stage {stage}); run `hotclone clone` again"
         ));

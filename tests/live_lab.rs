@@ -85,6 +85,21 @@ impl Launched<'_> {
             .arg(command))
     }
 
+    /// `hotclone sync NAME`; exit 3 (files changed while read) is fine
+    /// under churn.
+    fn sync(&self) -> std::process::Output {
+        let out = run(self
+            .hotclone()
+            .args(["sync", &self.name, "--batch", "-F"])
+            .arg(&self.lab.ssh_config));
+        assert!(
+            matches!(out.status.code(), Some(0 | 3)),
+            "sync failed: {}",
+            stderr_of(&out)
+        );
+        out
+    }
+
     /// `hotclone clone debian12 --name NAME ARGS`, which may fail.
     fn try_clone(&self, args: &[&str]) -> std::process::Output {
         run(self
@@ -267,15 +282,7 @@ fn live_clone_into_a_launched_vm_boots_with_the_sources_identity() {
         "debian12",
         &format!("echo {marker}-sync > /root/hotclone-sync-marker"),
     );
-    let out = run(l
-        .hotclone()
-        .args(["sync", "live", "--batch", "-F"])
-        .arg(&lab.ssh_config));
-    assert!(
-        matches!(out.status.code(), Some(0 | 3)),
-        "sync failed: {}",
-        stderr_of(&out)
-    );
+    let out = l.sync();
     assert!(
         stderr_of(&out).contains("uploading this hotclone"),
         "{}",
@@ -291,21 +298,9 @@ fn live_clone_into_a_launched_vm_boots_with_the_sources_identity() {
 
     // A second pass under churn (exit 3: files changed while read), then
     // a quiet one.
-    let out = run(l
-        .hotclone()
-        .args(["sync", "live", "--batch", "-F"])
-        .arg(&lab.ssh_config));
-    assert!(
-        matches!(out.status.code(), Some(0 | 3)),
-        "sync failed: {}",
-        stderr_of(&out)
-    );
+    l.sync();
     churn.stop();
-    let out = run(l
-        .hotclone()
-        .args(["sync", "live", "--batch", "-F"])
-        .arg(&lab.ssh_config));
-    assert!(out.status.success(), "sync failed: {}", stderr_of(&out));
+    l.sync();
 
     cutovers(&lab, &mut l, source);
 
@@ -600,11 +595,7 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
     );
     source_ssh(lab, "debian12", "rm -f /etc/hc-echo.broken");
     // What the clone's boot changed was marked dirty: a pass sends it.
-    let out = run(l
-        .hotclone()
-        .args(["sync", "live", "--batch", "-F"])
-        .arg(&lab.ssh_config));
-    assert!(out.status.success(), "sync failed: {}", stderr_of(&out));
+    l.sync();
 
     // 3. The real cutover, the bridge captured throughout.
     let pcap = l.home.join("cutover.pcap");

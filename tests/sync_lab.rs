@@ -28,6 +28,23 @@ fn status_json(lab: &Lab, home: &Path) -> serde_json::Value {
     serde_json::from_str(&run_ok(&mut c)).unwrap()
 }
 
+/// Content bytes the journal records as written, over all passes (0
+/// before the migration exists).
+fn committed_bytes(lab: &Lab, home: &Path) -> u64 {
+    let mut c = lab.hotclone();
+    c.env("HOTCLONE_HOME", home)
+        .args(["status", "bb", "--json"]);
+    let out = c.output().unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|s| {
+            s["passes"]
+                .as_array()
+                .map(|p| p.iter().filter_map(|p| p["bytes"].as_u64()).sum())
+        })
+        .unwrap_or(0)
+}
+
 /// `hotclone ARGS --batch -F ssh_config` with its own state directory.
 fn hotclone(lab: &Lab, home: &Path, args: &[&str]) -> Command {
     let mut cmd = lab.hotclone();
@@ -395,13 +412,20 @@ fn sync_resumes_after_twenty_random_interruptions_under_churn() {
     let sync_args = ["sync", "bb", "--tar-batch-files", "50"];
     let (mut faults, mut started_bytes) = (0usize, 0u64);
     let mut kinds = [0usize; 4];
+    // Started but not recorded, by the kind of fault that hit the attempt.
+    let mut lost_by_kind = [0u64; 4];
 
     // The clone, interrupted until it gets through.
     loop {
         let fault = FAULTS[faults % 4];
+        let before = committed_bytes(&lab, &home);
         let a = attempt(&lab, &home, &clone_args, fault, 400, &mut rng, &log);
         started_bytes += a.started_bytes;
         if a.faulted {
+            let lost = a
+                .started_bytes
+                .saturating_sub(committed_bytes(&lab, &home) - before);
+            lost_by_kind[faults % 4] += lost;
             kinds[faults % 4] += 1;
             faults += 1;
         }
@@ -444,9 +468,14 @@ fn sync_resumes_after_twenty_random_interruptions_under_churn() {
             continue;
         }
         let fault = FAULTS[faults % 4];
+        let before = committed_bytes(&lab, &home);
         let a = attempt(&lab, &home, &sync_args, fault, 150, &mut rng, &log);
         started_bytes += a.started_bytes;
         if a.faulted {
+            let lost = a
+                .started_bytes
+                .saturating_sub(committed_bytes(&lab, &home) - before);
+            lost_by_kind[faults % 4] += lost;
             kinds[faults % 4] += 1;
             faults += 1;
         }
@@ -474,7 +503,7 @@ fn sync_resumes_after_twenty_random_interruptions_under_churn() {
             }
         }
     }
-    eprintln!("faults by kind (link, client, agent, tar): {kinds:?}");
+    eprintln!("faults by kind (link, client, agent, tar): {kinds:?}; bytes started but not recorded: {lost_by_kind:?}");
     assert!(faults >= 20, "only {faults} interruptions");
     assert!(
         kinds.iter().all(|k| *k >= 3),

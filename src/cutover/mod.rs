@@ -532,7 +532,7 @@ impl<'a> Cutover<'a> {
                         a.ip()
                     )))
                 }
-                [one] if expected.as_ref().is_none_or(|m| m == one) => {}
+                [one] if expected.as_ref().map_or(true, |m| m == one) => {}
                 _ => {
                     return Err(CutoverError::Preflight(format!(
                         "{} answers ARP from {} (the source's MAC is {}): another machine already claims it; resolve the conflict first",

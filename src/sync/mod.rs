@@ -279,6 +279,12 @@ pub async fn run(
     let journal = Journal::open(&migration.journal_path())?;
     match journal.meta("stage")?.as_deref() {
         Some(crate::clone::stage::READY) => {}
+        Some(crate::cutover::CUT_OVER) => {
+            return Err(CloneError::Stage(format!(
+                "{} was cut over: its clone serves now, and syncing from the old source would overwrite it",
+                migration.name
+            )))
+        }
         Some(_) => {
             return Err(CloneError::Stage(format!(
                 "the clone of {} did not finish; run the same `hotclone clone ... --name {}` again to continue it",

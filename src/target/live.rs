@@ -266,7 +266,17 @@ impl Connection {
             q(&self.agent),
             q(&disk.display().to_string())
         );
-        let out = self.run("verifying the target", &cmd, b"").await;
+        self.target_json("verifying the target", &cmd).await
+    }
+
+    /// Run a `hotclone target ...` command and remove our scratch files
+    /// whatever it did; its JSON answer.
+    async fn target_json<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        cmd: &str,
+    ) -> Result<T, CloneError> {
+        let out = self.run(what, cmd, b"").await;
         let cleaned = self
             .run(
                 "removing hotclone's scratch files",
@@ -274,11 +284,11 @@ impl Connection {
                 b"",
             )
             .await;
-        let diffs = serde_json::from_slice(&out?).map_err(|e| {
-            CloneError::Target(format!("the target's verify answer is unreadable: {e}"))
+        let answer = serde_json::from_slice(&out?).map_err(|e| {
+            CloneError::Target(format!("the target's answer ({what}) is unreadable: {e}"))
         })?;
         cleaned?;
-        Ok(diffs)
+        Ok(answer)
     }
 
     /// Run a shell command on the target host (the cutover's ARP probes);
@@ -313,19 +323,8 @@ impl Connection {
             q(&self.agent),
             q(&disk.display().to_string())
         );
-        let out = self.run("finalizing the clone's identity", &cmd, b"").await;
-        let cleaned = self
-            .run(
-                "removing hotclone's scratch files",
-                &format!("rm -rf {WORK_DIR}"),
-                b"",
-            )
-            .await;
-        let notes = serde_json::from_slice(&out?).map_err(|e| {
-            CloneError::Target(format!("the target's finalize answer is unreadable: {e}"))
-        })?;
-        cleaned?;
-        Ok(notes)
+        self.target_json("finalizing the clone's identity", &cmd)
+            .await
     }
 
     /// End the connection (a connection still shared is left to close
