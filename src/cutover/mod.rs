@@ -344,7 +344,7 @@ impl<'a> Cutover<'a> {
             }
             if let Err(e) = result {
                 if !self.changed_anything() {
-                    self.rec.outcome = Outcome::RolledBack {
+                    self.rec.outcome = Outcome::Refused {
                         reason: e.to_string(),
                     };
                     self.save()?;

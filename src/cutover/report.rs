@@ -46,6 +46,9 @@ pub fn markdown(r: &Record) -> String {
     let outcome = match &r.outcome {
         Outcome::Done => "**Done.** The clone serves on the production addresses.".to_string(),
         Outcome::Running => "**Unfinished.** The cutover did not reach its end.".to_string(),
+        Outcome::Refused { reason } => {
+            format!("**Refused.** Nothing was changed. Why: {reason}")
+        }
         Outcome::RolledBack { reason } => {
             format!("**Rolled back.** The source serves again. Why: {reason}")
         }

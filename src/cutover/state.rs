@@ -85,6 +85,10 @@ pub struct StepLog {
 pub enum Outcome {
     Running,
     Done,
+    /// It stopped before changing anything (preflight said no).
+    Refused {
+        reason: String,
+    },
     RolledBack {
         reason: String,
     },
@@ -211,7 +215,7 @@ pub fn on_rerun(record: Option<&Record>) -> Rerun {
     match record {
         None => Rerun::Fresh,
         Some(r) => match &r.outcome {
-            Outcome::Done | Outcome::RolledBack { .. } => Rerun::Fresh,
+            Outcome::Done | Outcome::Refused { .. } | Outcome::RolledBack { .. } => Rerun::Fresh,
             Outcome::RollbackFailed { .. } => Rerun::RollBack,
             Outcome::Running if r.released || r.clone_booted || r.watchdog => Rerun::RollBack,
             Outcome::Running => Rerun::Resume,
