@@ -45,7 +45,7 @@ impl Cutover<'_> {
             ));
         }
         Ok(format!(
-            "{written} entries written by the final sync re-hashed in the VM: no differences"
+            "what the final sync wrote ({written} entries) re-hashed in the VM: no differences"
         ))
     }
 
