@@ -66,6 +66,8 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<u8> {
     }
     let migration = Migration::open(&home, &args.name)?;
     let (inventory, plan) = migration.load()?;
+    // Before anything is contacted (a cut-over clone serves now).
+    hotclone::sync::check_stage(&migration)?;
     let options = PassOptions {
         batching: Batching {
             max_files: args.tar_batch_files.max(1),

@@ -266,16 +266,10 @@ pub struct SyncReport {
     pub notes: Vec<String>,
 }
 
-/// One `hotclone sync` pass of a migration whose clone is ready.
-pub async fn run(
-    session: &Session,
-    inv: &Inventory,
-    plan: &Plan,
-    migration: &Migration,
-    opener: Opener,
-    options: &PassOptions,
-    progress: &mut dyn Progress,
-) -> Result<SyncReport, CloneError> {
+/// Whether `migration` can take a sync pass now: its clone finished,
+/// and not cut over (the clone serves then). Callers check before they
+/// contact anything.
+pub fn check_stage(migration: &Migration) -> Result<(), CloneError> {
     let journal = Journal::open(&migration.journal_path())?;
     match journal.meta("stage")?.as_deref() {
         Some(crate::clone::stage::READY) => {}
@@ -298,6 +292,21 @@ pub async fn run(
             )))
         }
     }
+    Ok(())
+}
+
+/// One `hotclone sync` pass of a migration whose clone is ready.
+pub async fn run(
+    session: &Session,
+    inv: &Inventory,
+    plan: &Plan,
+    migration: &Migration,
+    opener: Opener,
+    options: &PassOptions,
+    progress: &mut dyn Progress,
+) -> Result<SyncReport, CloneError> {
+    check_stage(migration)?;
+    let journal = Journal::open(&migration.journal_path())?;
     let previous = journal
         .passes()?
         .into_iter()
