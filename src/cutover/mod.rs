@@ -559,7 +559,6 @@ impl<'a> Cutover<'a> {
             }
         }
         rescue.close().await;
-        self.rec.fallback = None;
 
         // Services.
         let manager = services::for_source(&self.inventory.init);
