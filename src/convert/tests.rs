@@ -440,9 +440,7 @@ fn a_failing_guest_tool_is_reported_with_its_output() {
 #[test]
 fn from_plan_collects_every_old_spec() {
     use crate::plan::{ImageFormat, PlanOptions, TargetSpec};
-    let inv: Inventory =
-        serde_json::from_str(include_str!("../../fixtures/probe/debian5/inventory.json"))
-            .expect("inventory fixture");
+    let inv: Inventory = crate::probe::fixture("debian5");
     let target = TargetSpec::Image {
         path: "/tmp/x.img".into(),
         format: ImageFormat::Raw,

@@ -126,12 +126,7 @@ mod tests {
     use super::*;
 
     fn debian5() -> Inventory {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/probe/debian5/inventory.json"
-        ))
-        .unwrap();
-        serde_json::from_str(&text).unwrap()
+        crate::probe::fixture("debian5")
     }
 
     fn root(tag: &str, interfaces: &str) -> std::path::PathBuf {

@@ -173,7 +173,8 @@ pub struct Cutover<'a> {
     /// release), then on its fallback address.
     source: Option<Session>,
     found: Option<Found>,
-    /// The journal's pass id of the final sync (what verify checks).
+    /// The journal's pass id of the final sync's first pass: verify checks
+    /// what it and any pass after it wrote.
     final_pass: i64,
     /// The session to the booted clone, once it answers.
     clone: Option<Session>,
@@ -407,24 +408,42 @@ impl<'a> Cutover<'a> {
         Ok(live::connect(&dest, &opts, progress).await?)
     }
 
-    /// Connect to the source at `host` (its fallback or production
-    /// address), accepting only the host key it showed in preflight.
-    async fn source_at(&self, host: &str, timeout: Duration) -> Result<Session, CutoverError> {
-        let dest = self.inventory.source.clone();
+    /// Connect to the server whose host key preflight saw (the source, or
+    /// the clone that carries its key), at `address` instead of the
+    /// destination's own when given, retrying until `timeout`. Any other
+    /// host key is refused at once.
+    async fn pinned(
+        &self,
+        address: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Session, CutoverError> {
         let opts = ConnectOptions {
             pinned_host_key: Some(self.rec.host_key.clone()),
-            address: Some(host.to_string()),
+            address: address.map(str::to_string),
             connect_timeout: Duration::from_secs(10),
             ..self.opts.source.clone()
         };
         let started = Instant::now();
         loop {
-            match Session::connect(&dest, &opts).await {
+            match Session::connect(&self.inventory.source, &opts).await {
                 Ok(s) => return Ok(s),
                 Err(e @ crate::ssh::SshError::HostKeyNotPinned { .. }) => return Err(e.into()),
                 Err(e) if started.elapsed() >= timeout => return Err(e.into()),
                 Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
             }
+        }
+    }
+
+    /// The source at `host` (its fallback or production address).
+    async fn source_at(&self, host: &str, timeout: Duration) -> Result<Session, CutoverError> {
+        self.pinned(Some(host), timeout).await
+    }
+
+    /// Whether `cmd` exits 0 on the source (service status checks).
+    async fn source_succeeds(&self, cmd: &str) -> Result<bool, CutoverError> {
+        match &self.source {
+            Some(session) => Ok(session.run(cmd, b"").await?.status.success()),
+            None => Ok(false),
         }
     }
 
@@ -579,13 +598,7 @@ impl<'a> Cutover<'a> {
             if self.rec.stopped.contains(&s) {
                 continue;
             }
-            let running = self
-                .source
-                .as_ref()
-                .expect("connected above")
-                .run(&manager.is_running(&s), b"")
-                .await?;
-            if running.status.success() {
+            if self.source_succeeds(&manager.is_running(&s)).await? {
                 to_stop.push(s);
             } else {
                 notes.push(format!(
@@ -681,13 +694,7 @@ impl<'a> Cutover<'a> {
             self.save()?;
             self.on_source(Step::Quiesce, &manager.stop(&s), b"")
                 .await?;
-            let still = self
-                .source
-                .as_ref()
-                .expect("connected in preflight")
-                .run(&manager.is_running(&s), b"")
-                .await?;
-            if still.status.success() {
+            if self.source_succeeds(&manager.is_running(&s)).await? {
                 return Err(step_err(
                     Step::Quiesce,
                     format!("{s} still runs after `{}`", manager.stop(&s)),
@@ -705,7 +712,7 @@ impl<'a> Cutover<'a> {
     async fn final_sync(&mut self, progress: &mut dyn Progress) -> Result<String, CutoverError> {
         let started = Instant::now();
         let mut total = FinalSync::default();
-        let mut pass = 0;
+        let mut first_pass = None;
         // Files that changed while read (a service still writing) go again,
         // twice at most.
         for attempt in 0..3 {
@@ -722,7 +729,7 @@ impl<'a> Cutover<'a> {
             )
             .await?;
             let p = &report.pass;
-            pass = p.pass;
+            first_pass.get_or_insert(p.pass);
             total.files += p.sent_files;
             total.bytes += p.sent_bytes;
             total.wire_bytes += p.wire_bytes;
@@ -749,7 +756,7 @@ impl<'a> Cutover<'a> {
         }
         total.milliseconds = started.elapsed().as_millis() as u64;
         self.rec.final_sync = Some(total.clone());
-        self.final_pass = pass;
+        self.final_pass = first_pass.unwrap_or_default();
         Ok(format!(
             "{} files, {} bytes ({} on the wire), {} removed, {} metadata updates",
             total.files, total.bytes, total.wire_bytes, total.removed, total.attrs

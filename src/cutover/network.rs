@@ -136,15 +136,24 @@ pub fn restore(addrs: &[ProdAddr], routes: &str) -> String {
             cmd.push_str(&format!("ip route replace {r} 2>/dev/null; "));
         }
     }
-    for a in addrs {
-        cmd.push_str(&format!(
-            "command -v arping >/dev/null 2>&1 && arping -U -c 2 -I {i} {ip} >/dev/null 2>&1; ",
-            i = a.iface,
-            ip = a.ip()
-        ));
-    }
+    cmd.push_str(&announce(addrs));
     cmd.push_str("true");
     cmd
+}
+
+/// Gratuitous ARP for each address, where the machine has an arping
+/// (best effort; each command ends in `; `).
+pub fn announce(addrs: &[ProdAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| {
+            format!(
+                "command -v arping >/dev/null 2>&1 && arping -U -c 2 -I {} {} >/dev/null 2>&1; ",
+                a.iface,
+                a.ip()
+            )
+        })
+        .collect()
 }
 
 /// Remove the fallback address (once the production ones are back).

@@ -174,14 +174,11 @@ impl Cutover<'_> {
         let manager = services::for_source(&self.inventory.init);
         let mut started = Vec::new();
         for s in self.rec.stopped.clone().iter().rev() {
-            let running = match &self.source {
-                Some(session) => session
-                    .run(&manager.is_running(s), b"")
-                    .await
-                    .is_ok_and(|o| o.status.success()),
-                None => false,
-            };
-            if running {
+            if self
+                .source_succeeds(&manager.is_running(s))
+                .await
+                .unwrap_or(false)
+            {
                 started.push(s.clone());
             } else {
                 errors.push(format!(

@@ -8,7 +8,6 @@ use super::state::Step;
 use super::{health, identity, network, services, step_err, watchdog, Cutover, CutoverError};
 use crate::journal::Journal;
 use crate::progress::Progress;
-use crate::ssh::ConnectOptions;
 
 impl Cutover<'_> {
     pub(super) async fn verify(
@@ -16,7 +15,7 @@ impl Cutover<'_> {
         progress: &mut dyn Progress,
     ) -> Result<String, CutoverError> {
         let mut journal = Journal::open(&self.migration.journal_path())?;
-        let snapshot = journal.snapshot_of_pass(self.final_pass)?;
+        let snapshot = journal.snapshot_since_pass(self.final_pass)?;
         let conn = self.rescue(progress).await?;
         let diffs = conn.verify(&self.plan, &snapshot).await;
         conn.close().await;
@@ -217,52 +216,30 @@ impl Cutover<'_> {
         ))
     }
 
-    /// Options for the clone: the source's, and only the source's host key.
-    fn clone_options(&self) -> ConnectOptions {
-        ConnectOptions {
-            pinned_host_key: Some(self.rec.host_key.clone()),
-            connect_timeout: Duration::from_secs(10),
-            ..self.opts.source.clone()
-        }
-    }
-
     pub(super) async fn announce(&mut self) -> Result<String, CutoverError> {
         let started = Instant::now();
-        let deadline = self.opts.boot_timeout;
         let dest = self.inventory.source.clone();
-        let mut last = String::from("no answer yet");
-        let session = loop {
-            if started.elapsed() > deadline {
+        let session = match self.pinned(None, self.opts.boot_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
                 return Err(step_err(
                     Step::Announce,
                     format!(
-                        "the clone did not answer SSH at {dest} within {} s ({last}); console: {}",
-                        deadline.as_secs(),
+                        "the clone did not answer SSH at {dest} with the source's host key within {} s ({e}); console: {}",
+                        self.opts.boot_timeout.as_secs(),
                         crate::launch::VmFiles::of(self.migration)
                             .console(crate::launch::BootMode::Disk)
                             .display()
                     ),
-                ));
+                ))
             }
-            match crate::ssh::Session::connect(&dest, &self.clone_options()).await {
-                Ok(s) => break s,
-                Err(e @ crate::ssh::SshError::HostKeyNotPinned { .. }) => {
-                    return Err(step_err(Step::Announce, e.to_string()))
-                }
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
         };
         let answered = started.elapsed();
-        let mut cmd = String::new();
-        for a in &self.rec.addresses {
-            cmd.push_str(&format!(
-                "command -v arping >/dev/null 2>&1 && arping -U -c 2 -I {} {} >/dev/null 2>&1; ",
-                a.iface,
-                a.ip()
-            ));
-        }
-        cmd.push_str(&format!("rm -f /{}", identity::ANNOUNCE_SYSCTL));
+        let cmd = format!(
+            "{}rm -f /{}",
+            network::announce(&self.rec.addresses),
+            identity::ANNOUNCE_SYSCTL
+        );
         let _ = session.run(&cmd, b"").await;
         self.clone = Some(session);
         Ok(format!(

@@ -448,17 +448,17 @@ impl Journal {
         bytes
     }
 
-    /// Like [`Journal::snapshot`], but holding only the files the pass
-    /// `pass` wrote (to verify what one pass changed).
-    pub fn snapshot_of_pass(&self, pass: i64) -> Result<Vec<u8>, JournalError> {
+    /// Like [`Journal::snapshot`], but holding only the files written by
+    /// pass `first` and the passes after it (to verify what they changed).
+    pub fn snapshot_since_pass(&self, first: i64) -> Result<Vec<u8>, JournalError> {
         let tmp = self
             .path
-            .with_extension(format!("pass-{pass}-{}", std::process::id()));
+            .with_extension(format!("pass-{first}-{}", std::process::id()));
         self.copy_to(&tmp)?;
         let filtered = Journal::open(&tmp).and_then(|j| {
             j.conn
-                .execute("DELETE FROM files WHERE pass != ?1", [pass])
-                .map_err(j.err("keeping one pass's files"))?;
+                .execute("DELETE FROM files WHERE pass < ?1", [first])
+                .map_err(j.err("keeping the later passes' files"))?;
             j.conn
                 .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
                 .map_err(j.err("checkpointing"))?;
@@ -536,6 +536,49 @@ mod tests {
             xattr_digest: None,
             dirty,
         }
+    }
+
+    #[test]
+    fn a_snapshot_since_a_pass_holds_only_what_it_and_later_passes_wrote() {
+        let dir =
+            std::env::temp_dir().join(format!("hotclone-journal-since-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.sqlite");
+        let _ = std::fs::remove_file(&path);
+        let mut j = Journal::open(&path).unwrap();
+        let first = j.begin_pass("clone").unwrap();
+        j.record(
+            first,
+            &[rec(b"/old", false), rec(b"/rewritten", false)],
+            &[],
+            10,
+        )
+        .unwrap();
+        let second = j.begin_pass("sync").unwrap();
+        j.record(
+            second,
+            &[rec(b"/rewritten", false), rec(b"/new", false)],
+            &[],
+            10,
+        )
+        .unwrap();
+        let third = j.begin_pass("sync").unwrap();
+        j.record(third, &[rec(b"/newer", false)], &[], 5).unwrap();
+        let copy = dir.join("since.sqlite");
+        std::fs::write(&copy, j.snapshot_since_pass(second).unwrap()).unwrap();
+        let mut paths: Vec<Vec<u8>> = Journal::open(&copy)
+            .unwrap()
+            .files()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.path)
+            .collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            vec![b"/new".to_vec(), b"/newer".to_vec(), b"/rewritten".to_vec()]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

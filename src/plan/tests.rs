@@ -7,12 +7,7 @@ use super::*;
 use crate::probe::Inventory;
 
 fn debian5() -> Inventory {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/probe/debian5/inventory.json"
-    ))
-    .unwrap();
-    serde_json::from_str(&text).unwrap()
+    crate::probe::fixture("debian5")
 }
 
 /// The Debian 5 inventory turned into a bookworm-era one: grub2, kernel 6.1, ext4 root.

@@ -309,3 +309,15 @@ fn network(s: &Sections, present: &[&str], warnings: &mut Vec<String>) -> Networ
 
 #[cfg(test)]
 mod tests;
+
+/// The inventory fixture `fixtures/probe/NAME/inventory.json`, for the
+/// library's tests.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> Inventory {
+    let path = format!(
+        "{}/fixtures/probe/{name}/inventory.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}

@@ -94,7 +94,7 @@ pub fn differing(
         .collect()
 }
 
-/// Hash on the target with `tool`, through whatever runs commands there.
+/// The error for a failed hashing run on the target.
 pub fn target_error(what: &str, e: impl std::fmt::Display) -> CloneError {
     CloneError::Target(format!("--checksum: hashing on the target: {what}: {e}"))
 }
