@@ -100,45 +100,40 @@ pub async fn connect(
     let uploaded_agent = format!("{UPLOAD_DIR}/hotclone");
     let (agent, uploaded, hello) = match remote_hello(&session, AGENT_PATH).await {
         Ok(h) if h.build == BUILD_ID => (AGENT_PATH.to_string(), false, h),
-        _ if remote_hello(&session, &uploaded_agent)
-            .await
-            .is_ok_and(|h| h.build == BUILD_ID) =>
-        {
-            let hello = remote_hello(&session, &uploaded_agent)
-                .await
-                .map_err(CloneError::Target)?;
-            (uploaded_agent, true, hello)
-        }
-        found => {
-            let why = match found {
-                Ok(h) => format!(
-                    "its hotclone is build {} (version {}), this one is build {BUILD_ID}",
-                    h.build, h.version
-                ),
-                Err(e) => e,
-            };
-            progress.note(&format!(
-                "{destination}: {why}; uploading this hotclone for the clone"
-            ));
-            let uploaded = match upload(&session).await {
-                Ok(path) => remote_hello(&session, &path)
-                    .await
-                    .map(|h| (path, h))
-                    .map_err(|e| {
-                        CloneError::Target(format!(
-                            "the uploaded hotclone does not run on {destination}: {e}"
-                        ))
-                    }),
-                Err(e) => Err(e),
-            };
-            match uploaded {
-                Ok((path, hello)) => (path, true, hello),
-                Err(e) => {
-                    let _ = session.run(&format!("rm -rf {UPLOAD_DIR}"), b"").await;
-                    return Err(e);
+        found => match remote_hello(&session, &uploaded_agent).await {
+            // Uploaded by an earlier pass of this client's build.
+            Ok(h) if h.build == BUILD_ID => (uploaded_agent, true, h),
+            _ => {
+                let why = match found {
+                    Ok(h) => format!(
+                        "its hotclone is build {} (version {}), this one is build {BUILD_ID}",
+                        h.build, h.version
+                    ),
+                    Err(e) => e,
+                };
+                progress.note(&format!(
+                    "{destination}: {why}; uploading this hotclone for the clone"
+                ));
+                let uploaded = match upload(&session).await {
+                    Ok(path) => remote_hello(&session, &path)
+                        .await
+                        .map(|h| (path, h))
+                        .map_err(|e| {
+                            CloneError::Target(format!(
+                                "the uploaded hotclone does not run on {destination}: {e}"
+                            ))
+                        }),
+                    Err(e) => Err(e),
+                };
+                match uploaded {
+                    Ok((path, hello)) => (path, true, hello),
+                    Err(e) => {
+                        let _ = session.run(&format!("rm -rf {UPLOAD_DIR}"), b"").await;
+                        return Err(e);
+                    }
                 }
             }
-        }
+        },
     };
     Ok(Connection {
         session: Arc::new(session),
