@@ -279,7 +279,11 @@ fn live_clone_syncs_under_churn_and_cuts_over_with_no_ip_conflict() {
     // agent is "another version":
     // the client uploads itself, and removes it again afterwards.
     let churn = Churn::start(&lab);
-    let broken = l.rescue_ssh("printf '#!/bin/sh\\nexit 1\\n' > /usr/bin/hotclone");
+    // (An agent a client uploaded earlier, when the image's build was not
+    // the client's, is removed too, so this pass has to upload.)
+    let broken = l.rescue_ssh(
+        "printf '#!/bin/sh\\nexit 1\\n' > /usr/bin/hotclone && rm -rf /run/hotclone-agent",
+    );
     assert!(broken.status.success());
     source_ssh(
         &lab,
