@@ -1759,3 +1759,81 @@ fn paths_replaced_by_fifos_in_one_batch_do_not_hang() {
             .is_fifo());
     }
 }
+
+// ---- Append: the tail of a file that only grew ----
+
+#[test]
+fn an_append_keeps_the_verified_prefix_and_refuses_a_copy_that_differs() {
+    require_root();
+    let tmp = TempDir::new("append");
+    let old = random_bytes(200_000, 7);
+    // A hole in the kept prefix stays a hole on the target.
+    let mut prefix = old.clone();
+    prefix[65536..131072].fill(0);
+    let tail = random_bytes(5_000, 8);
+    let mut whole = prefix.clone();
+    whole.extend_from_slice(&tail);
+    let (_, acks) = run_stream(tmp.path(), AgentOptions::default(), |w| {
+        w.file(
+            &file_meta(b"log", prefix.len() as u64),
+            &mut prefix.as_slice(),
+        )
+        .unwrap();
+        w.file(&file_meta(b"other", 6), &mut &b"abcdef"[..])
+            .unwrap();
+    });
+    assert_eq!(
+        verdicts(&acks),
+        vec![("ok", b"log".to_vec()), ("ok", b"other".to_vec())]
+    );
+    let grown = EntryMeta {
+        mode: 0o640,
+        mtime: 1_700_000_000,
+        ..file_meta(b"log", whole.len() as u64)
+    };
+    let (stats, acks) = run_stream(tmp.path(), AgentOptions::default(), |w| {
+        let p = *blake3::hash(&prefix).as_bytes();
+        w.append(&grown, prefix.len() as u64, p, &mut tail.as_slice())
+            .unwrap();
+        // A prefix digest that is not the target's copy, and an offset
+        // that is not its size: both refused, both files left as they are.
+        w.append(&file_meta(b"other", 9), 6, [0; 32], &mut &b"ghi"[..])
+            .unwrap();
+        w.append(
+            &file_meta(b"other", 9),
+            5,
+            *blake3::hash(b"abcde").as_bytes(),
+            &mut &b"xxxx"[..],
+        )
+        .unwrap();
+    });
+    assert_eq!(
+        acks[0],
+        Ack::Ok {
+            path: b"log".to_vec(),
+            digest: Some(*blake3::hash(&whole).as_bytes())
+        },
+        "an append is acked with the digest of the whole file"
+    );
+    assert!(bad_reason(&acks, b"other").contains("differs from what the journal recorded"));
+    assert!(
+        matches!(&acks[2], Ack::Bad { reason, .. } if reason.contains("is 6 bytes, not the 5")),
+        "{acks:?}"
+    );
+    assert_eq!((stats.files, stats.bad), (1, 2));
+    let log = tmp.path().join("log");
+    assert_eq!(fs::read(&log).unwrap(), whole);
+    let m = fs::metadata(&log).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.mtime()), (0o640, 1_700_000_000));
+    assert!(
+        m.blocks() * 512 < whole.len() as u64 - 60_000,
+        "the prefix's hole was filled: {} blocks",
+        m.blocks()
+    );
+    assert_eq!(fs::read(tmp.path().join("other")).unwrap(), b"abcdef");
+    let names: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "temporary files left: {names:?}");
+}

@@ -159,9 +159,10 @@ fn sync_applies_every_kind_of_change_and_a_quiet_pass_sends_nothing() {
     {
         let mounted = MountedImage::mount(&image, 2, &dir.join("mnt"));
         let dirs = "bin sbin usr etc root srv";
-        pretty_assertions::assert_eq!(
-            source_tree(&lab, dirs),
-            target_tree(&mounted.mount_point, dirs)
+        common::assert_same_entries(
+            &source_tree(&lab, dirs),
+            &target_tree(&mounted.mount_point, dirs),
+            "the target after every kind of change",
         );
         // The hardlink moved: hl2 now shares other's inode on the target.
         let inode = |p: &str| {
@@ -186,6 +187,59 @@ fn sync_applies_every_kind_of_change_and_a_quiet_pass_sends_nothing() {
     assert_eq!(status["ready_for_cutover"], true, "{status}");
 
     on_source(&lab, "rm -rf /srv/t");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sync_sends_only_the_tail_of_a_grown_log_and_a_log_rewritten_larger_whole() {
+    let _one = common::one_at_a_time();
+    let lab = lab();
+    let dir = common::workdir("sync-grown");
+    let home = dir.join("home");
+    let image = dir.join("bb.img");
+    on_source(
+        &lab,
+        "rm -rf /srv/logs && mkdir -p /srv/logs && cd /srv/logs && \
+         head -c 2097152 /dev/urandom > app.log && head -c 1048576 /dev/urandom > rewritten.log",
+    );
+    clone_busybox(&lab, &home, &image);
+
+    std::thread::sleep(Duration::from_millis(1100));
+    // app.log grows by 10000 bytes; rewritten.log is rewritten in place
+    // (same inode) with other contents, 5000 bytes longer: its prefix
+    // check fails, so it goes whole.
+    on_source(
+        &lab,
+        "cd /srv/logs && head -c 10000 /dev/urandom >> app.log && \
+         head -c 1053576 /dev/urandom > rewritten.log",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let pass = sync_json(&lab, &home);
+    assert_eq!(pass["sent_files"], 2, "{pass}");
+    assert_eq!(pass["tails"], 1, "{pass}");
+    assert_eq!(pass["sent_bytes"], 10000 + 1053576, "{pass}");
+    assert!(
+        pass["wire_bytes"].as_u64().unwrap() < 1_200_000,
+        "the 2 MiB log went whole: {pass}"
+    );
+
+    {
+        let mounted = MountedImage::mount(&image, 2, &dir.join("mnt"));
+        common::assert_same_entries(
+            &source_tree(&lab, "srv/logs"),
+            &target_tree(&mounted.mount_point, "srv/logs"),
+            "the grown and the rewritten log",
+        );
+    }
+    // The journal holds the digest of the whole grown file: a verify
+    // finds nothing to report, and the next pass sends nothing.
+    let quiet = sync_json(&lab, &home);
+    assert_eq!(quiet["sent_files"], 0, "{quiet}");
+    let mut verify = hotclone(&lab, &home, &["verify", "bb"]);
+    let out = run(&mut verify);
+    assert_eq!(out.status.code(), Some(0), "verify after a tail send");
+
+    on_source(&lab, "rm -rf /srv/logs");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -517,7 +571,11 @@ fn sync_resumes_after_twenty_random_interruptions_under_churn() {
         let dirs = "bin sbin usr etc root srv";
         let source = source_tree(&lab, dirs);
         assert!(source.len() > 900, "{}", source.len());
-        pretty_assertions::assert_eq!(source, target_tree(&mounted.mount_point, dirs));
+        common::assert_same_entries(
+            &source,
+            &target_tree(&mounted.mount_point, dirs),
+            "the target after the final pass",
+        );
         let strays = run_ok(Command::new("sh").arg("-c").arg(format!(
             "find {} -name '*hotclone-tmp*'",
             mounted.mount_point.display()

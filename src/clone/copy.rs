@@ -29,6 +29,7 @@ use crate::ssh::{ExitStatus, Session};
 use crate::stream::listing::{FileKind, ListedFile};
 use crate::stream::tar_to_wire::{self, PumpStats};
 use crate::stream::wire::{Ack, EntryKind, EntryMeta, WireError, WireWriter};
+use crate::sync::grown::{self, Grown};
 use crate::target::StateFile;
 
 /// The remote tar command for this source, reading NUL-separated relative
@@ -67,6 +68,9 @@ pub struct CopyOutcome {
     pub records: Vec<FileRecord>,
     pub removed: u64,
     pub attrs: u64,
+    /// Records booked dirty because they were modified in the second the
+    /// listing began (see [`JournalSink::racy_from`]).
+    pub recent: u64,
     pub warnings: Vec<FileWarning>,
     /// Lines of tar's stderr that named no file.
     pub tar_messages: Vec<String>,
@@ -187,12 +191,15 @@ async fn run_batch(
 }
 
 /// What one pass hands to the agent: removals and metadata updates first
-/// (client-made frames), then contents through the source's tar.
+/// (client-made frames), then the tails of files that only grew, then
+/// contents through the source's tar.
 #[derive(Debug, Default)]
 pub struct Work<'a> {
     pub remove: &'a [Vec<u8>],
     /// Metadata-only updates, with what the journal holds of the entry.
     pub attrs: Vec<(&'a ListedFile, Kept)>,
+    /// Sent as their new tail ([`crate::sync::grown`]).
+    pub append: Vec<Grown<'a>>,
     pub send: Vec<&'a ListedFile>,
 }
 
@@ -212,17 +219,27 @@ pub struct JournalSink {
     /// Refreshes the copy of the journal kept on the target itself (every
     /// [`TARGET_COPY_EVERY`], and by the caller at the end of the pass).
     pub target_copy: Option<crate::target::StateWriter>,
+    /// The source's clock (whole seconds) when the listing began. A file
+    /// whose listed mtime is this second or later is booked dirty: busybox
+    /// lists whole seconds, so a later write in that same second, with the
+    /// same size, would look like no change. Booked with the ack, not at
+    /// the end of the pass, so an interrupted pass leaves it dirty too.
+    pub racy_from: i64,
 }
 
 /// Acknowledged records are committed at least this often.
 const COMMIT_EVERY: Duration = Duration::from_millis(50);
 /// ...or when this many are waiting.
 const COMMIT_BATCH: usize = 2000;
+/// ...or when they confirm this much content: what a killed client loses
+/// (acked, but not yet in the journal, so sent again) stays about one
+/// big file, not 50 ms of the stream.
+const COMMIT_BYTES: u64 = 256 << 10;
 /// How often the journal copy on the target is refreshed during a pass.
 pub const TARGET_COPY_EVERY: Duration = Duration::from_secs(20);
 
 /// Run `work` against `target`. Every acknowledged write is committed to
-/// the journal within [`COMMIT_EVERY`], so when the pass is interrupted
+/// the journal within [`COMMIT_EVERY`] (sooner for big files), so when the pass is interrupted
 /// (the link drops, the agent or tar is killed, or this process is), the
 /// journal still says exactly what the target holds, and the next pass
 /// sends only the rest.
@@ -301,7 +318,24 @@ pub async fn copy(
     let mut stats = PumpStats::default();
     let mut tar_stderr = String::new();
     let mut sent_ok = Ok(());
-    for list in batches(&work.send, batching) {
+    for g in &work.append {
+        match send_tail(session, g, &mut out, &sent).await {
+            Ok(n) => {
+                stats.entries += 1;
+                stats.files += 1;
+                stats.bytes += n;
+                progress.file_done(n);
+            }
+            Err(e) => {
+                sent_ok = Err(e);
+                break;
+            }
+        }
+    }
+    for list in batches(&work.send, batching)
+        .into_iter()
+        .take_while(|_| sent_ok.is_ok())
+    {
         match run_batch(session, caps, list, &mut out, progress).await {
             Ok((batch, stderr)) => {
                 stats.entries += batch.entries;
@@ -360,9 +394,94 @@ pub async fn copy(
         records,
         removed: booked.removed,
         attrs: booked.attrs,
+        recent: booked.recent,
         warnings,
         tar_messages,
     })
+}
+
+/// Sends the tail of a grown file, read on the source by `tail | head`.
+/// Returns the bytes sent. A file that shrank or was replaced since the
+/// prefix was checked gives fewer bytes: the rest is sent as zeros (the
+/// stream stays whole, as tar pads a shrunk file) and the entry's recorded
+/// size says what was really read, so the ack books it dirty.
+async fn send_tail(
+    session: &Session,
+    g: &Grown<'_>,
+    out: &mut AgentWire,
+    sent: &SentEntries,
+) -> Result<u64, CloneError> {
+    let mut remote = session.exec("sh").await.map_err(CloneError::Ssh)?;
+    let mut sh_in = remote
+        .take_stdin()
+        .ok_or_else(|| CloneError::internal("sh stdin"))?;
+    let sh_out = remote
+        .take_stdout()
+        .ok_or_else(|| CloneError::internal("sh stdout"))?;
+    let script = grown::tail_command(g);
+    let feeder = tokio::spawn(async move {
+        sh_in.write_all(&script).await?;
+        sh_in.shutdown().await
+    });
+    let meta = EntryMeta {
+        size: g.file.size,
+        kind: EntryKind::File,
+        ..attrs_meta(g.file)
+    };
+    let (path, sent, offset) = (meta.path.clone(), sent.clone(), g.offset);
+    let mut padded = PadShort {
+        inner: SyncIoBridge::new(sh_out),
+        left: g.file.size - g.offset,
+        got: 0,
+        on_short: Some(Box::new(move |got| {
+            if let Ok(mut m) = sent.lock() {
+                if let Some(e) = m.get_mut(&path) {
+                    e.size = offset + got;
+                }
+            }
+        })),
+    };
+    let result = tokio::task::block_in_place(|| out.append(&meta, g.offset, g.prefix, &mut padded));
+    let _ = feeder.await;
+    let _ = remote.wait().await;
+    result.map_err(|e| CloneError::Stream {
+        error: e.into(),
+        tar_stderr: String::new(),
+    })?;
+    Ok(g.file.size - g.offset)
+}
+
+/// Reads `left` bytes from `inner`; after an early end, zeros, and
+/// `on_short` is told how many real bytes there were (before the first
+/// zero is handed out, so before the file's FileEnd is written).
+struct PadShort<R> {
+    inner: R,
+    left: u64,
+    got: u64,
+    on_short: Option<Box<dyn FnOnce(u64) + Send>>,
+}
+
+impl<R: std::io::Read> std::io::Read for PadShort<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = buf.len().min(self.left.try_into().unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        if self.on_short.is_some() {
+            let n = self.inner.read(&mut buf[..want])?;
+            if n > 0 {
+                self.got += n as u64;
+                self.left -= n as u64;
+                return Ok(n);
+            }
+            if let Some(tell) = self.on_short.take() {
+                tell(self.got);
+            }
+        }
+        buf[..want].fill(0);
+        self.left -= want as u64;
+        Ok(want)
+    }
 }
 
 /// What the client sent of each entry still waiting for its ack, by the
@@ -401,6 +520,7 @@ struct Booked {
     records: Vec<FileRecord>,
     removed: u64,
     attrs: u64,
+    recent: u64,
     warnings: Vec<FileWarning>,
 }
 
@@ -409,6 +529,8 @@ struct AckBook {
     listed: HashMap<Vec<u8>, ListedFile>,
     /// Metadata-only updates keep what the journal had of the content.
     kept: HashMap<Vec<u8>, Kept>,
+    /// Grown files sent as their tail, with the offset it starts at.
+    appended: HashMap<Vec<u8>, u64>,
     removing: std::collections::HashSet<Vec<u8>>,
     sent: SentEntries,
     sink: JournalSink,
@@ -424,7 +546,13 @@ impl AckBook {
                 .iter()
                 .copied()
                 .chain(work.attrs.iter().map(|(f, _)| *f))
+                .chain(work.append.iter().map(|g| g.file))
                 .map(|f| (f.path.clone(), f.clone()))
+                .collect(),
+            appended: work
+                .append
+                .iter()
+                .map(|g| (g.file.path.clone(), g.offset))
                 .collect(),
             kept: work
                 .attrs
@@ -444,6 +572,7 @@ impl AckBook {
             records: Vec::new(),
             removed: 0,
             attrs: 0,
+            recent: 0,
             warnings: Vec::new(),
         };
         let (mut pending, mut gone) = (Vec::new(), Vec::new());
@@ -460,7 +589,9 @@ impl AckBook {
                 pending_bytes += self.take(ack, &mut pending, &mut gone, &mut booked);
             }
             let ended = matches!(next, Err(RecvTimeoutError::Disconnected));
-            let due = last_commit.elapsed() >= COMMIT_EVERY || pending.len() >= COMMIT_BATCH;
+            let due = last_commit.elapsed() >= COMMIT_EVERY
+                || pending.len() >= COMMIT_BATCH
+                || pending_bytes >= COMMIT_BYTES;
             if (due || ended) && !(pending.is_empty() && gone.is_empty()) {
                 self.journal
                     .record(self.sink.pass, &pending, &gone, pending_bytes)?;
@@ -512,7 +643,9 @@ impl AckBook {
                         digest,
                         match (&digest, &sent) {
                             (None, _) => 0,
-                            (Some(_), Some(m)) if m.kind == EntryKind::File => m.size,
+                            (Some(_), Some(m)) if m.kind == EntryKind::File => m
+                                .size
+                                .saturating_sub(self.appended.get(&abs).copied().unwrap_or(0)),
                             (Some(_), _) => listed.size,
                         },
                         sent.as_ref().and_then(|m| xattr_digest(&m.xattrs)),
@@ -527,8 +660,12 @@ impl AckBook {
                     .as_ref()
                     .filter(|m| m.kind == EntryKind::File)
                     .and_then(|m| crate::verify::changed_since_listing(listed, (m.size, m.mtime)));
-                let dirty = changed.is_some();
+                let mut dirty = changed.is_some();
                 booked.warnings.extend(changed);
+                if !dirty && listed.kind != FileKind::Dir && listed.mtime >= self.sink.racy_from {
+                    dirty = true;
+                    booked.recent += 1;
+                }
                 pending.push(FileRecord {
                     path: abs,
                     kind: listed.kind.name().into(),
@@ -646,5 +783,46 @@ mod tests {
             .map(|l| String::from_utf8_lossy(l).replace('\0', " "))
             .collect();
         assert_eq!(shown, vec!["a b ", "c ", "big ", "d "]);
+    }
+
+    /// Regression: the racily-clean rule ran only when a pass finished, so
+    /// a pass interrupted after booking a file listed in the second the
+    /// listing began left it clean. A same-size rewrite in that second
+    /// (the next pass listing it unchanged) then never reached the target.
+    #[test]
+    fn a_file_modified_in_the_listing_second_is_booked_dirty_as_its_ack_arrives() {
+        let dir = std::env::temp_dir().join(format!("hotclone-racy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.sqlite");
+        let _ = std::fs::remove_file(&path);
+        let pass = Journal::open(&path).unwrap().begin_pass("sync").unwrap();
+        let (old, racy) = (f("/old", 5), ListedFile::test_file("/racy", 5, 1000));
+        let old = ListedFile { mtime: 999, ..old };
+        let work = Work {
+            send: vec![&old, &racy],
+            ..Default::default()
+        };
+        let sink = JournalSink {
+            path: path.clone(),
+            pass,
+            target_copy: None,
+            racy_from: 1000,
+        };
+        let book = AckBook::new(&work, sink, Default::default()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for p in ["old", "racy"] {
+            let ack = Ack::Ok {
+                path: p.as_bytes().to_vec(),
+                digest: Some(*blake3::hash(p.as_bytes()).as_bytes()),
+            };
+            tx.send(ack.to_string()).unwrap();
+        }
+        drop(tx); // the agent went away: the pass never finishes
+        let booked = book.run(rx).unwrap();
+        assert_eq!(booked.recent, 1);
+        let files = Journal::open(&path).unwrap().files().unwrap();
+        let dirty: Vec<(&[u8], bool)> = files.iter().map(|r| (&r.path[..], r.dirty)).collect();
+        assert_eq!(dirty, vec![(&b"/old"[..], false), (&b"/racy"[..], true)]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

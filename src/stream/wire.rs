@@ -4,7 +4,7 @@
 //! `[u8 tag][u32 LE length][payload]`, in this order:
 //!
 //! ```text
-//! Hello ( Entry | Entry ( Data | Hole )* FileEnd | Remove | Attrs )* Done
+//! Hello ( Entry | ( Entry | Append ) ( Data | Hole )* FileEnd | Remove | Attrs )* Done
 //! ```
 //!
 //! A regular file is an `Entry` followed by its content as `Data` frames
@@ -23,7 +23,15 @@
 //!   mode, mtime (and xattrs, when any are listed) of an entry that is
 //!   already on the target with that kind. Nothing is created.
 //!
-//! Version 2 added `Remove` (tag 7) and `Attrs` (tag 8).
+//! - `Append` (payload: `[u64 LE offset][32-byte BLAKE3 of the first
+//!   offset bytes][EntryMeta]`): the file on the target keeps its first
+//!   `offset` bytes, which must hash to that BLAKE3, and gets the rest
+//!   (`meta.size - offset` bytes, as Data and Hole frames, then FileEnd with
+//!   their BLAKE3). Used for files that only grew (logs). Acked like an
+//!   entry, with the BLAKE3 of the whole new content.
+//!
+//! Version 2 added `Remove` (tag 7) and `Attrs` (tag 8); version 3 added
+//! `Append` (tag 9).
 //!
 //! The agent answers on its stdout with one [`Ack`] line per `Entry`,
 //! `Remove` and `Attrs`.
@@ -39,7 +47,7 @@ pub use blake3::Hash as Digest;
 /// "HOTCLONE", the first bytes of the Hello payload.
 pub const MAGIC: &[u8; 8] = b"HOTCLONE";
 /// The version this build speaks. Bump it on any incompatible change.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Largest Data payload.
 pub const MAX_DATA: usize = 1 << 20;
 /// Largest Entry and Attrs payload (path plus xattrs; Linux caps one xattr
@@ -60,6 +68,7 @@ const TAG_DONE: u8 = 5;
 const TAG_HOLE: u8 = 6;
 const TAG_REMOVE: u8 = 7;
 const TAG_ATTRS: u8 = 8;
+const TAG_APPEND: u8 = 9;
 
 /// What a file system entry is, with what its kind needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +144,14 @@ pub enum Frame {
     /// empty, xattrs of an existing entry of the same kind. Creates nothing;
     /// `size` is ignored.
     Attrs(EntryMeta),
+    /// Keep the first `offset` bytes of an existing regular file (whose
+    /// BLAKE3 is `prefix`) and append the content that follows, up to
+    /// `meta.size`.
+    Append {
+        meta: EntryMeta,
+        offset: u64,
+        prefix: [u8; 32],
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +188,7 @@ fn max_len(tag: u8) -> Option<usize> {
         TAG_HOLE => Some(8),
         TAG_REMOVE => Some(MAX_META),
         TAG_ATTRS => Some(MAX_META),
+        TAG_APPEND => Some(MAX_META + 40),
         _ => None,
     }
 }
@@ -186,6 +204,7 @@ impl Frame {
             Frame::Done { .. } => TAG_DONE,
             Frame::Remove(_) => TAG_REMOVE,
             Frame::Attrs(_) => TAG_ATTRS,
+            Frame::Append { .. } => TAG_APPEND,
         }
     }
 
@@ -197,16 +216,17 @@ impl Frame {
                 p.extend_from_slice(&version.to_le_bytes());
                 p.into()
             }
-            Frame::Entry(meta) | Frame::Attrs(meta) => meta_options()
-                .serialize(meta)
-                .map_err(|e| {
-                    WireError::Corrupt(format!(
-                        "cannot encode the {} frame for {}: {e}",
-                        self.name(),
-                        meta.display_path()
-                    ))
-                })?
-                .into(),
+            Frame::Entry(meta) | Frame::Attrs(meta) => self.encode_meta(meta)?.into(),
+            Frame::Append {
+                meta,
+                offset,
+                prefix,
+            } => {
+                let mut p = offset.to_le_bytes().to_vec();
+                p.extend_from_slice(prefix);
+                p.extend_from_slice(&self.encode_meta(meta)?);
+                p.into()
+            }
             Frame::Remove(path) => path.as_slice().into(),
             Frame::Data(bytes) => bytes.as_slice().into(),
             Frame::Hole(len) => len.to_le_bytes().to_vec().into(),
@@ -228,6 +248,16 @@ impl Frame {
         out.write_all(&(payload.len() as u32).to_le_bytes())?;
         out.write_all(&payload)?;
         Ok(())
+    }
+
+    fn encode_meta(&self, meta: &EntryMeta) -> Result<Vec<u8>, WireError> {
+        meta_options().serialize(meta).map_err(|e| {
+            WireError::Corrupt(format!(
+                "cannot encode the {} frame for {}: {e}",
+                self.name(),
+                meta.display_path()
+            ))
+        })
     }
 
     /// Decodes one frame. `Ok(None)` at a clean end (no byte of a next frame).
@@ -286,6 +316,20 @@ impl Frame {
                 TAG_ATTRS => Frame::Attrs(meta_options().deserialize(&payload).map_err(|e| {
                     WireError::Corrupt(format!("an Attrs frame does not decode: {e}"))
                 })?),
+                TAG_APPEND => {
+                    if len < 40 {
+                        return Err(WireError::Corrupt(format!(
+                            "an Append frame of {len} bytes, shorter than its fixed 40"
+                        )));
+                    }
+                    Frame::Append {
+                        offset: u64::from_le_bytes(payload[..8].try_into().expect("8 bytes")),
+                        prefix: payload[8..40].try_into().expect("32 bytes"),
+                        meta: meta_options().deserialize(&payload[40..]).map_err(|e| {
+                            WireError::Corrupt(format!("an Append frame does not decode: {e}"))
+                        })?,
+                    }
+                }
                 TAG_REMOVE => Frame::Remove(payload),
                 TAG_DATA => Frame::Data(payload),
                 TAG_HOLE => {
@@ -400,8 +444,41 @@ impl<W: Write> WireWriter<W> {
     pub fn file(&mut self, meta: &EntryMeta, data: &mut dyn Read) -> Result<Digest, WireError> {
         self.announce(meta);
         self.frame(&Frame::Entry(meta.clone()))?;
+        self.content(meta.size, data)
+    }
+
+    /// Sends the tail of a file that only grew: the target keeps its first
+    /// `offset` bytes (BLAKE3 `prefix`) and gets exactly `meta.size -
+    /// offset` bytes from `data`, then FileEnd with their BLAKE3, which is
+    /// returned. Fewer bytes is an error, as for [`WireWriter::file`].
+    pub fn append(
+        &mut self,
+        meta: &EntryMeta,
+        offset: u64,
+        prefix: [u8; 32],
+        data: &mut dyn Read,
+    ) -> Result<Digest, WireError> {
+        let tail = meta.size.checked_sub(offset).ok_or_else(|| {
+            WireError::Corrupt(format!(
+                "{}: appending at {offset}, past its size of {}",
+                meta.display_path(),
+                meta.size
+            ))
+        })?;
+        self.announce(meta);
+        self.frame(&Frame::Append {
+            meta: meta.clone(),
+            offset,
+            prefix,
+        })?;
+        self.content(tail, data)
+    }
+
+    /// `len` bytes of content from `data`, then FileEnd; counted in the
+    /// Done totals (as `len` bytes).
+    fn content(&mut self, len: u64, data: &mut dyn Read) -> Result<Digest, WireError> {
         let mut hasher = blake3::Hasher::new();
-        let mut remaining = meta.size;
+        let mut remaining = len;
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(MAX_DATA, 0);
         let result = (|| {
@@ -415,7 +492,9 @@ impl<W: Write> WireWriter<W> {
                 let chunk = &buf[..n];
                 hasher.update(chunk);
                 // Split into HOLE_BLOCK blocks; chunks start at multiples of
-                // MAX_DATA, so blocks are aligned to the file offset.
+                // MAX_DATA, so blocks are aligned to the file offset (to the
+                // offset of an appended tail: the agent decides its holes
+                // itself).
                 let mut run_start = 0;
                 let mut pos = 0;
                 while pos < n {
@@ -446,7 +525,7 @@ impl<W: Write> WireWriter<W> {
             blake3: *digest.as_bytes(),
         })?;
         self.files += 1;
-        self.bytes += meta.size;
+        self.bytes += len;
         self.maybe_flush()?;
         Ok(digest)
     }
@@ -577,6 +656,7 @@ impl Frame {
             Frame::Done { .. } => "Done",
             Frame::Remove(_) => "Remove",
             Frame::Attrs(_) => "Attrs",
+            Frame::Append { .. } => "Append",
         }
     }
 }
@@ -815,6 +895,34 @@ mod tests {
     }
 
     #[test]
+    fn an_appended_tail_round_trips_with_its_offset_and_prefix_digest() {
+        let log = meta(b"var/log/app.log", EntryKind::File, 100);
+        let stream = encode(|w| {
+            let d = w.append(&log, 90, [3; 32], &mut &[b'x'; 10][..]).unwrap();
+            assert_eq!(d, blake3::hash(&[b'x'; 10]));
+            assert!(w.append(&log, 101, [3; 32], &mut &b""[..]).is_err());
+        });
+        assert_eq!(
+            frames(&stream).unwrap(),
+            vec![
+                Frame::Append {
+                    meta: log,
+                    offset: 90,
+                    prefix: [3; 32]
+                },
+                Frame::Data(vec![b'x'; 10]),
+                Frame::FileEnd {
+                    blake3: *blake3::hash(&[b'x'; 10]).as_bytes()
+                },
+                Frame::Done {
+                    files: 1,
+                    bytes: 10
+                },
+            ]
+        );
+    }
+
+    #[test]
     fn short_file_data_is_an_error() {
         let mut w = WireWriter::new(Vec::new()).unwrap();
         let err = w
@@ -841,14 +949,17 @@ mod tests {
             msg.contains("version 7") && msg.contains(&format!("version {VERSION}")),
             "{msg}"
         );
-        // A version 1 sender (no Remove, no Attrs) is refused too.
-        let mut raw = Vec::new();
-        Frame::Hello { version: 1 }.encode(&mut raw).unwrap();
-        let stream = zstd::encode_all(raw.as_slice(), 3).unwrap();
-        assert!(matches!(
-            WireReader::new(stream.as_slice()).err().unwrap(),
-            WireError::Version { theirs: 1, ours: 2 }
-        ));
+        // Older senders (version 1: no Remove, no Attrs; 2: no Append) are
+        // refused too.
+        for old in [1, 2] {
+            let mut raw = Vec::new();
+            Frame::Hello { version: old }.encode(&mut raw).unwrap();
+            let stream = zstd::encode_all(raw.as_slice(), 3).unwrap();
+            assert!(matches!(
+                WireReader::new(stream.as_slice()).err().unwrap(),
+                WireError::Version { theirs, ours: 3 } if theirs == old
+            ));
+        }
     }
 
     #[test]

@@ -18,18 +18,20 @@
 pub mod adopt;
 pub mod checksum;
 pub mod delta;
+pub mod grown;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::clone::copy::{self, Batching, JournalSink, Kept, Work};
 use crate::clone::{forgive_mount_points, list_source, CloneError};
-use crate::journal::{Journal, PassStats};
+use crate::journal::{FileRecord, Journal, PassStats};
 use crate::migration::Migration;
 use crate::plan::Plan;
 use crate::probe::Inventory;
 use crate::progress::{FileWarning, Progress};
 use crate::ssh::Session;
+use crate::stream::listing::ListedFile;
 use crate::target::{Opener, StateFile, Target};
 
 /// Where the target keeps its copy of the migration's state, relative to
@@ -52,6 +54,8 @@ pub struct PassReport {
     /// Entries whose content was sent, and their bytes.
     pub sent_files: u64,
     pub sent_bytes: u64,
+    /// Of those, files that only grew, sent as their tail ([`grown`]).
+    pub tails: u64,
     pub wire_bytes: u64,
     pub attrs: u64,
     pub removed: u64,
@@ -172,6 +176,10 @@ pub async fn pass(
             (r.path.as_slice(), k)
         })
         .collect();
+    let send = delta.send_files();
+    let append = grown_tails(session, inv, target, &send, &held, progress).await?;
+    let tails: std::collections::HashSet<&[u8]> =
+        append.iter().map(|g| g.file.path.as_slice()).collect();
     let work = Work {
         remove: &delta.remove,
         attrs: delta
@@ -179,15 +187,28 @@ pub async fn pass(
             .iter()
             .map(|f| (*f, kept.get(f.path.as_slice()).cloned().unwrap_or_default()))
             .collect(),
-        send: delta.send_files(),
+        send: send
+            .iter()
+            .copied()
+            .filter(|f| !tails.contains(f.path.as_slice()))
+            .collect(),
+        append,
     };
     // Recorded before anything is sent: see `Journal::mark_in_flight`.
-    journal.mark_in_flight(pass, &work.send)?;
+    let in_flight: Vec<&ListedFile> = work
+        .send
+        .iter()
+        .copied()
+        .chain(work.append.iter().map(|g| g.file))
+        .collect();
+    journal.mark_in_flight(pass, &in_flight)?;
     let sink = JournalSink {
         path: migration.journal_path(),
         pass,
         target_copy: Some(target.state_writer()),
+        racy_from: source_now,
     };
+    let tails = work.append.len() as u64;
     let mut copied = copy::copy(
         session,
         &inv.capabilities,
@@ -200,20 +221,7 @@ pub async fn pass(
     )
     .await?;
     forgive_mount_points(&mut copied, &plan.excludes);
-    // Racily clean: modified in the second the listing began (busybox
-    // lists whole seconds), a later change in that same second would look
-    // like no change. Such files go again next pass.
-    let mut recent = 0u64;
-    for r in copied
-        .records
-        .iter_mut()
-        .filter(|r| !r.dirty && r.kind != "dir")
-    {
-        if r.mtime >= source_now {
-            r.dirty = true;
-            recent += 1;
-        }
-    }
+    let recent = copied.recent;
     let dirty: Vec<Vec<u8>> = copied
         .records
         .iter()
@@ -221,7 +229,7 @@ pub async fn pass(
         .map(|r| r.path.clone())
         .collect();
     journal.mark_dirty(&dirty)?;
-    let dirty_count = dirty.len() as u64 - recent;
+    let dirty_count = (dirty.len() as u64).saturating_sub(recent);
     journal.finish_pass(
         pass,
         &PassStats {
@@ -240,6 +248,7 @@ pub async fn pass(
         unchanged: delta.unchanged,
         sent_files: copied.stats.files,
         sent_bytes: copied.stats.bytes,
+        tails,
         wire_bytes: copied.wire_bytes,
         attrs: copied.attrs,
         removed: copied.removed,
@@ -251,6 +260,41 @@ pub async fn pass(
         reconvert: delta.reconvert,
         checksum_differ,
     })
+}
+
+/// The files of `send` that only grew and whose prefix both sides agree
+/// on: they go as their tail ([`grown`]). None when the source has no
+/// hashing tool.
+async fn grown_tails<'a>(
+    session: &Session,
+    inv: &Inventory,
+    target: &dyn Target,
+    send: &[&'a ListedFile],
+    held: &[FileRecord],
+    progress: &mut dyn Progress,
+) -> Result<Vec<grown::Grown<'a>>, CloneError> {
+    let candidates = grown::candidates(send, held);
+    let Some(tool) = checksum::tool(&inv.capabilities.hashers) else {
+        return Ok(Vec::new());
+    };
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    progress.phase(&format!(
+        "checking {} grown files for a tail-only send ({tool} on both sides)",
+        candidates.len()
+    ));
+    let on_source = session
+        .run("sh", &grown::source_script(tool, &candidates))
+        .await
+        .map_err(CloneError::Ssh)?;
+    let paths: Vec<&[u8]> = candidates.iter().map(|g| g.file.path.as_slice()).collect();
+    let on_target = target.hash_files(tool, &checksum::stdin(&paths)).await?;
+    Ok(grown::confirmed(
+        candidates,
+        &on_source.stdout,
+        &checksum::parse(&on_target),
+    ))
 }
 
 /// What `hotclone sync` did.

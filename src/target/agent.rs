@@ -250,6 +250,28 @@ pub fn run_with(
                         },
                     }
                 }
+                (
+                    State::Idle,
+                    Frame::Append {
+                        meta,
+                        offset,
+                        prefix,
+                    },
+                ) => {
+                    received_files += 1;
+                    match o.writer.begin_append(&meta, offset, &prefix) {
+                        Ok(sink) => State::File {
+                            meta,
+                            sink: Some(Box::new(sink)),
+                            error: None,
+                        },
+                        Err(e) => State::File {
+                            meta,
+                            sink: None,
+                            error: Some(e),
+                        },
+                    }
+                }
                 (State::Idle, Frame::Entry(meta)) => {
                     let r = o.writer.entry(&meta);
                     o.result(&meta, r, None);
@@ -302,12 +324,17 @@ pub fn run_with(
                     State::File { meta, sink, error }
                 }
                 (State::File { meta, sink, error }, Frame::FileEnd { blake3 }) => {
+                    // An appended file is acked with the digest of all of it.
+                    let digest = sink
+                        .as_ref()
+                        .and_then(|s| s.whole_digest())
+                        .unwrap_or(blake3);
                     let r = match (sink, error) {
                         (Some(s), None) => o.writer.finish_file(*s, &blake3),
                         (_, Some(e)) => Err(e),
                         (None, None) => Err(EntryError(format!("{}: lost", meta.display_path()))),
                     };
-                    o.result(&meta, r, Some(blake3));
+                    o.result(&meta, r, Some(digest));
                     State::Idle
                 }
                 (State::Idle, Frame::Done { files, bytes: _ }) => {

@@ -452,9 +452,68 @@ impl Writer {
             parent: r.parent,
             meta: meta.clone(),
             hasher: blake3::Hasher::new(),
+            whole: None,
             pos: 0,
             placed: false,
         })
+    }
+
+    /// Starts a file that keeps the first `offset` bytes of the regular
+    /// file already at `meta.path`, which must be exactly that long and
+    /// hash to `prefix` (what the journal recorded). They are copied into
+    /// the temp file beside it (holes stay holes); the content received
+    /// next is appended there, and [`Writer::finish_file`] renames it into
+    /// place as for any file. On error the old file is untouched.
+    pub fn begin_append(
+        &mut self,
+        meta: &EntryMeta,
+        offset: u64,
+        prefix: &[u8; 32],
+    ) -> Result<FileSink, EntryError> {
+        let mut sink = self.begin_file(meta)?;
+        let old = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&sink.full)
+            .map_err(|e| io_err("cannot open the copy to append to", &sink.full, e))?;
+        let len = old
+            .metadata()
+            .map_err(|e| io_err("cannot look at", &sink.full, e))?;
+        if !len.is_file() || len.len() != offset {
+            return Err(EntryError(format!(
+                "{}: the copy on the target is {} bytes{}, not the {offset} the journal recorded; it is sent whole next pass",
+                show(&meta.path),
+                len.len(),
+                if len.is_file() { "" } else { " and not a regular file" }
+            )));
+        }
+        let mut whole = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        while at < offset {
+            let want = buf.len().min((offset - at) as usize);
+            let n = old
+                .read_at(&mut buf[..want], at)
+                .map_err(|e| io_err("cannot read", &sink.full, e))?;
+            if n == 0 {
+                return Err(EntryError(format!(
+                    "{}: the copy on the target shrank while it was read",
+                    show(&meta.path)
+                )));
+            }
+            whole.update(&buf[..n]);
+            sink.put(&buf[..n], at)?;
+            at += n as u64;
+        }
+        if whole.finalize().as_bytes() != prefix {
+            return Err(EntryError(format!(
+                "{}: the copy on the target differs from what the journal recorded; it is sent whole next pass",
+                show(&meta.path)
+            )));
+        }
+        sink.pos = offset;
+        sink.whole = Some(whole);
+        Ok(sink)
     }
 
     /// Finishes a file whose content arrived: checks the digest, applies
@@ -862,7 +921,10 @@ pub struct FileSink {
     full: PathBuf,
     parent: PathBuf,
     meta: EntryMeta,
+    /// Over the content received (what FileEnd's BLAKE3 covers).
     hasher: blake3::Hasher,
+    /// Over the whole file, kept prefix included: only for an append.
+    whole: Option<blake3::Hasher>,
     pos: u64,
     /// Renamed into place: nothing to clean up.
     placed: bool,
@@ -900,6 +962,14 @@ impl FileSink {
     pub fn data(&mut self, bytes: &[u8]) -> Result<(), EntryError> {
         let start = self.advance(bytes.len() as u64)?;
         self.hasher.update(bytes);
+        if let Some(w) = self.whole.as_mut() {
+            w.update(bytes);
+        }
+        self.put(bytes, start)
+    }
+
+    /// Writes `bytes` at `start`, skipping all-zero blocks.
+    fn put(&self, bytes: &[u8], start: u64) -> Result<(), EntryError> {
         let file = self.file.as_ref().expect("open until finish");
         let mut run: Option<usize> = None;
         let mut i = 0;
@@ -932,6 +1002,9 @@ impl FileSink {
         while left > 0 {
             let n = left.min(ZEROS.len() as u64) as usize;
             self.hasher.update(&ZEROS[..n]);
+            if let Some(w) = self.whole.as_mut() {
+                w.update(&ZEROS[..n]);
+            }
             left -= n as u64;
         }
         Ok(())
@@ -979,6 +1052,13 @@ impl FileSink {
 
     pub fn meta(&self) -> &EntryMeta {
         &self.meta
+    }
+
+    /// For an append, the BLAKE3 of the whole file as it now is (kept
+    /// prefix and received content); None for a file received whole,
+    /// whose digest is FileEnd's.
+    pub fn whole_digest(&self) -> Option<[u8; 32]> {
+        self.whole.as_ref().map(|w| *w.finalize().as_bytes())
     }
 }
 

@@ -159,3 +159,21 @@ pub fn source_ssh(lab: &Lab, source: &str, command: &str) -> String {
             .arg(command),
     )
 }
+
+/// Assert that two sorted listings (one entry per line) are equal. On a
+/// mismatch, the panic names only the entries that differ, each side's,
+/// so a long tree's difference is readable in a truncated CI log.
+pub fn assert_same_entries(source: &[String], target: &[String], what: &str) {
+    let only = |a: &[String], b: &[String]| -> Vec<String> {
+        let b: std::collections::BTreeSet<&String> = b.iter().collect();
+        a.iter().filter(|l| !b.contains(l)).cloned().collect()
+    };
+    let (missing, extra) = (only(source, target), only(target, source));
+    assert!(
+        missing.is_empty() && extra.is_empty() && source.len() == target.len(),
+        "{what}: {} entries differ\n-- on the source only:\n{}\n-- on the target only:\n{}",
+        missing.len() + extra.len(),
+        missing.join("\n"),
+        extra.join("\n")
+    );
+}
