@@ -516,8 +516,9 @@ fn sync_resumes_after_twenty_random_interruptions_under_churn() {
             ),
         );
         if faults >= 24 {
-            // Enough interruptions: the remaining passes run to the end.
-            let _ = sync_json(&lab, &home);
+            // Enough interruptions: the remaining passes run to the end
+            // (what they send counts as started too).
+            started_bytes += sync_json(&lab, &home)["sent_bytes"].as_u64().unwrap();
             passes_done += 1;
             continue;
         }
@@ -608,14 +609,14 @@ fn sync_resumes_after_twenty_random_interruptions_under_churn() {
         started_bytes >= committed,
         "the journal records more than was sent"
     );
-    // Issue 5 asks for under 10 %. Measured here over 24 interruptions
-    // (partly sent files counted whole): 6.5-10.6 % in most runs, 15.5 %
-    // once; a killed client is half of it or more (see the per-kind line
-    // above). Not met yet; this guards against it getting much worse
-    // without failing on that spread.
+    // Issue 5 asks for under 10 %. Since the journal commits every 256 KiB
+    // acked, measured here over 24 interruptions (partly sent files
+    // counted whole): 7.7 % and 8.45 %. What is left is about one 512 KiB
+    // file per interruption, the one in flight; a resume at chunk level
+    // would take it lower. The bound leaves room for that spread.
     assert!(
-        resent * 100 < data * 25,
-        "re-sent {resent} B of {data} B: 25 % or more"
+        resent * 100 < data * 15,
+        "re-sent {resent} B of {data} B: 15 % or more"
     );
 
     on_source(&lab, "rm -rf /srv/data /tmp/churn.stop /tmp/churn.sh");

@@ -582,11 +582,18 @@ impl AckBook {
         loop {
             let next = lines.recv_timeout(COMMIT_EVERY);
             if let Ok(line) = &next {
-                let ack = Ack::parse(line).map_err(|e| CloneError::Remote {
-                    what: e.to_string(),
-                    stderr: String::new(),
-                })?;
-                pending_bytes += self.take(ack, &mut pending, &mut gone, &mut booked);
+                // With it, whatever else already arrived: under load, one
+                // commit covers many acks.
+                for line in std::iter::once(line.clone()).chain(lines.try_iter()) {
+                    let ack = Ack::parse(&line).map_err(|e| CloneError::Remote {
+                        what: e.to_string(),
+                        stderr: String::new(),
+                    })?;
+                    pending_bytes += self.take(ack, &mut pending, &mut gone, &mut booked);
+                    if pending.len() >= COMMIT_BATCH {
+                        break;
+                    }
+                }
             }
             let ended = matches!(next, Err(RecvTimeoutError::Disconnected));
             let due = last_commit.elapsed() >= COMMIT_EVERY

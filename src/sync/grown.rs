@@ -1,9 +1,12 @@
 //! The grown-file shortcut: a file that only grew since the last pass (a
 //! log) is sent as its new tail, not whole.
 //!
-//! A candidate is a regular file the journal holds clean, on the same inode,
-//! now larger, with at least [`MIN_PREFIX`] bytes already on the target and
-//! no extended attributes (the tail carries none; such files go whole). The
+//! A candidate is a regular file the journal holds with a digest, on the
+//! same inode, now larger, with at least [`MIN_PREFIX`] bytes already on the
+//! target and no extended attributes (the tail carries none; such files go
+//! whole). Dirty records qualify too: a busy log is nearly always modified
+//! in the second it is listed, so it is booked dirty every pass, and the
+//! checks below compare contents, which is what dirty leaves in doubt. The
 //! prefix is confirmed before anything is sent: the source hashes its first
 //! N bytes (`head -c N | md5sum`, with whatever tool it has) and the target
 //! hashes its whole copy (N bytes) with the same tool. Only files whose two
@@ -42,8 +45,7 @@ pub fn candidates<'a>(send: &[&'a ListedFile], held: &[FileRecord]) -> Vec<Grown
         .filter(|f| f.kind == FileKind::File && f.nlink == 1)
         .filter_map(|f| {
             let r = held.get(f.path.as_slice())?;
-            let grew = !r.dirty
-                && r.kind == "file"
+            let grew = r.kind == "file"
                 && r.xattr_digest.is_none()
                 && r.inode == f.inode
                 && r.size >= MIN_PREFIX
@@ -140,7 +142,7 @@ mod tests {
     }
 
     #[test]
-    fn only_clean_files_on_the_same_inode_that_grew_past_the_minimum_qualify() {
+    fn only_files_on_the_same_inode_that_grew_past_the_minimum_qualify() {
         let big = MIN_PREFIX;
         let listed = [
             ListedFile::test_file("/log", big + 10, 200),
@@ -150,8 +152,9 @@ mod tests {
                 inode: 9,
                 ..ListedFile::test_file("/replaced", big + 10, 200)
             },
-            ListedFile::test_file("/dirty", big + 10, 200),
+            ListedFile::test_file("/busy", big + 10, 200),
             ListedFile::test_file("/new", big + 10, 200),
+            ListedFile::test_file("/labelled", big + 10, 200),
         ];
         let held = [
             record("/log", big, 1),
@@ -160,13 +163,17 @@ mod tests {
             record("/replaced", big, 1),
             FileRecord {
                 dirty: true,
-                ..record("/dirty", big, 1)
+                ..record("/busy", big, 1)
+            },
+            FileRecord {
+                xattr_digest: Some([1; 32]),
+                ..record("/labelled", big, 1)
             },
         ];
         let send: Vec<&ListedFile> = listed.iter().collect();
         let found = candidates(&send, &held);
         let names: Vec<&[u8]> = found.iter().map(|g| &g.file.path[..]).collect();
-        assert_eq!(names, vec![&b"/log"[..]]);
+        assert_eq!(names, vec![&b"/log"[..], &b"/busy"[..]]);
         assert_eq!(found[0].offset, big);
         assert_eq!(found[0].prefix, [7; 32]);
     }
