@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 
 use hotclone::progress::{FileWarning, Progress};
 use hotclone::stream::tar_to_wire::pump;
-use hotclone::stream::wire::{Ack, EntryKind, EntryMeta, Frame, WireWriter, VERSION};
+use hotclone::stream::wire::{Ack, AppendBase, EntryKind, EntryMeta, Frame, WireWriter, VERSION};
 use hotclone::target::agent::{self, AgentOptions, AgentStats};
 
 fn require_root() {
@@ -629,15 +629,7 @@ fn paths_leaving_the_root_are_refused() {
     let mut out = Vec::new();
     let stats = agent::run(&root, wire.as_slice(), &mut out).unwrap();
     let acks = acks(&out);
-    let kinds: Vec<(&str, Vec<u8>)> = acks
-        .iter()
-        .map(|a| match a {
-            Ack::Ok { path, .. } => ("ok", path.clone()),
-            Ack::Bad { path, .. } => ("bad", path.clone()),
-            Ack::Warn { path, .. } => ("warn", path.clone()),
-            Ack::Done { .. } => ("done", vec![]),
-        })
-        .collect();
+    let kinds = verdicts(&acks);
     assert_eq!(
         kinds,
         vec![
@@ -946,13 +938,15 @@ fn run_stream(
     (stats, acks)
 }
 
-/// ("ok" | "warn" | "bad", path) per ack, for comparing outcomes.
+/// ("ok" | "warn" | "bad" | "part" | "done", path) per ack, for comparing
+/// outcomes.
 fn verdicts(acks: &[Ack]) -> Vec<(&'static str, Vec<u8>)> {
     acks.iter()
         .map(|a| match a {
             Ack::Ok { path, .. } => ("ok", path.clone()),
             Ack::Bad { path, .. } => ("bad", path.clone()),
             Ack::Warn { path, .. } => ("warn", path.clone()),
+            Ack::Part { path, .. } => ("part", path.clone()),
             Ack::Done { .. } => ("done", vec![]),
         })
         .collect()
@@ -1793,19 +1787,15 @@ fn an_append_keeps_the_verified_prefix_and_refuses_a_copy_that_differs() {
     };
     let (stats, acks) = run_stream(tmp.path(), AgentOptions::default(), |w| {
         let p = *blake3::hash(&prefix).as_bytes();
-        w.append(&grown, prefix.len() as u64, p, &mut tail.as_slice())
-            .unwrap();
+        let at = (prefix.len() as u64, p, AppendBase::Existing);
+        w.append(&grown, at, &mut tail.as_slice()).unwrap();
         // A prefix digest that is not the target's copy, and an offset
         // that is not its size: both refused, both files left as they are.
-        w.append(&file_meta(b"other", 9), 6, [0; 32], &mut &b"ghi"[..])
-            .unwrap();
-        w.append(
-            &file_meta(b"other", 9),
-            5,
-            *blake3::hash(b"abcde").as_bytes(),
-            &mut &b"xxxx"[..],
-        )
-        .unwrap();
+        let other = file_meta(b"other", 9);
+        let wrong_digest = (6, [0; 32], AppendBase::Existing);
+        w.append(&other, wrong_digest, &mut &b"ghi"[..]).unwrap();
+        let wrong_offset = (5, *blake3::hash(b"abcde").as_bytes(), AppendBase::Existing);
+        w.append(&other, wrong_offset, &mut &b"xxxx"[..]).unwrap();
     });
     assert_eq!(
         acks[0],
@@ -1836,4 +1826,87 @@ fn an_append_keeps_the_verified_prefix_and_refuses_a_copy_that_differs() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names.len(), 2, "temporary files left: {names:?}");
+}
+
+// ---- Resume: a big file cut off midway goes on from its partial copy ----
+
+#[test]
+fn a_big_file_cut_off_midway_resumes_from_its_partial_copy() {
+    require_root();
+    let tmp = TempDir::new("resume");
+    let content = random_bytes(600 << 10, 11);
+    let meta = file_meta(b"big", content.len() as u64);
+    // The stream breaks after 300 KiB of the file.
+    let mut frames = vec![Frame::Entry(meta.clone())];
+    for chunk in content[..300 << 10].chunks(100 << 10) {
+        frames.push(Frame::Data(chunk.to_vec()));
+    }
+    let mut out = Vec::new();
+    let err = agent::run(tmp.path(), raw_stream(&frames).as_slice(), &mut out).unwrap_err();
+    assert!(err.to_string().contains("ended"), "{err}");
+    let parts: Vec<(u64, [u8; 32])> = acks(&out)
+        .into_iter()
+        .filter_map(|a| match a {
+            Ack::Part { offset, digest, .. } => Some((offset, digest)),
+            _ => None,
+        })
+        .collect();
+    let (offset, digest) = *parts.last().expect("a part for a big file");
+    assert_eq!(offset, 200 << 10, "{parts:?}");
+    assert_eq!(
+        digest,
+        *blake3::hash(&content[..offset as usize]).as_bytes()
+    );
+    assert!(
+        tmp.path().join(".big.hotclone-tmp").exists(),
+        "the partial copy was not kept"
+    );
+
+    // A resume with a prefix that is not the partial copy's is refused,
+    // and takes the partial copy away: the file goes whole next time.
+    let mut refused = Vec::new();
+    let (_, acks_) = run_stream(tmp.path(), AgentOptions::default(), |w| {
+        let at = (offset, [9; 32], AppendBase::Partial);
+        w.append(&meta, at, &mut &content[offset as usize..])
+            .unwrap();
+    });
+    refused.extend(acks_);
+    assert!(bad_reason(&refused, b"big").contains("partial copy differs"));
+    assert!(!tmp.path().join(".big.hotclone-tmp").exists());
+
+    // Cut off again, then resumed right: the file is whole, acked with the
+    // digest of all of it, and no temporary file is left.
+    let mut out = Vec::new();
+    let _ = agent::run(tmp.path(), raw_stream(&frames).as_slice(), &mut out);
+    let (stats, acks) = run_stream(tmp.path(), AgentOptions { sweep: true }, |w| {
+        let at = (offset, digest, AppendBase::Partial);
+        w.append(&meta, at, &mut &content[offset as usize..])
+            .unwrap();
+    });
+    let last = acks
+        .iter()
+        .rev()
+        .find(|a| !matches!(a, Ack::Part { .. }))
+        .unwrap();
+    assert_eq!(
+        last,
+        &Ack::Ok {
+            path: b"big".to_vec(),
+            digest: Some(*blake3::hash(&content).as_bytes())
+        }
+    );
+    assert_eq!(stats.files, 1);
+    assert_eq!(fs::read(tmp.path().join("big")).unwrap(), content);
+    let names: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["big".to_string()]);
+
+    // A partial copy nothing resumes goes with the sweep at the end.
+    let _ = agent::run(tmp.path(), raw_stream(&frames).as_slice(), &mut Vec::new());
+    assert!(tmp.path().join(".big.hotclone-tmp").exists());
+    let (stats, _) = run_stream(tmp.path(), AgentOptions { sweep: true }, |_| {});
+    assert_eq!(stats.swept, 1);
+    assert!(!tmp.path().join(".big.hotclone-tmp").exists());
 }

@@ -243,6 +243,67 @@ fn sync_sends_only_the_tail_of_a_grown_log_and_a_log_rewritten_larger_whole() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn sync_resumes_a_big_file_cut_off_midway_from_its_partial_copy() {
+    let _one = common::one_at_a_time();
+    let lab = lab();
+    let dir = common::workdir("sync-resume");
+    let home = dir.join("home");
+    let image = dir.join("bb.img");
+    let log = dir.join("hotclone.log");
+    on_source(&lab, "rm -rf /srv/big && mkdir -p /srv/big");
+    clone_busybox(&lab, &home, &image);
+    let size: u64 = 96 << 20;
+    on_source(
+        &lab,
+        &format!("head -c {size} /dev/urandom > /srv/big/blob"),
+    );
+    // Older than the listing's second, so its partial copy can be trusted.
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // The link goes down 196 ms into the file (the first draw of this seed).
+    let before = committed_bytes(&lab, &home);
+    let mut rng = Lcg(11);
+    let cut = attempt(
+        &lab,
+        &home,
+        &["sync", "bb"],
+        Fault::LinkDown,
+        300,
+        &mut rng,
+        &log,
+    );
+    assert!(cut.faulted, "the link went down after the transfer ended");
+    let kept = committed_bytes(&lab, &home) - before;
+    assert!(
+        kept > 0 && kept < size,
+        "the partial copy's checkpoints: {kept} of {size} bytes"
+    );
+
+    let pass = sync_json(&lab, &home);
+    assert_eq!(pass["resumed"], 1, "{pass}");
+    assert_eq!(
+        pass["sent_bytes"].as_u64().unwrap(),
+        size - kept,
+        "only what the partial copy lacked is sent: {pass}"
+    );
+    {
+        let mounted = MountedImage::mount(&image, 2, &dir.join("mnt"));
+        common::assert_same_entries(
+            &source_tree(&lab, "srv/big"),
+            &target_tree(&mounted.mount_point, "srv/big"),
+            "the resumed file",
+        );
+        let strays = run_ok(Command::new("sh").arg("-c").arg(format!(
+            "find {} -name '*hotclone-tmp*'",
+            mounted.mount_point.display()
+        )));
+        assert_eq!(strays.trim(), "", "temporary files left on the target");
+    }
+    on_source(&lab, "rm -rf /srv/big");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The four ways a pass gets interrupted.
 #[derive(Debug, Clone, Copy)]
 enum Fault {

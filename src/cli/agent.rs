@@ -14,8 +14,9 @@ pub struct AgentArgs {
     /// The directory the target filesystem is mounted on.
     #[arg(long, value_name = "DIR")]
     pub root: PathBuf,
-    /// Before reading the stream, remove the temporary files
-    /// (.NAME.hotclone-tmp) an interrupted agent left anywhere under --root.
+    /// Once the stream has ended, remove the temporary files
+    /// (.NAME.hotclone-tmp) an interrupted agent left anywhere under --root
+    /// and this stream did not resume.
     #[arg(long)]
     pub sweep: bool,
 }

@@ -145,7 +145,7 @@ fn show(args: &SyncArgs, r: &SyncReport) {
             "{}",
             serde_json::json!({"event": "pass", "migration": args.name, "pass": p.pass,
                 "listed": p.listed, "unchanged": p.unchanged, "sent_files": p.sent_files,
-                "sent_bytes": p.sent_bytes, "tails": p.tails, "wire_bytes": p.wire_bytes, "attrs": p.attrs,
+                "sent_bytes": p.sent_bytes, "tails": p.tails, "resumed": p.resumed, "wire_bytes": p.wire_bytes, "attrs": p.attrs,
                 "removed": p.removed, "dirty": p.dirty, "recent": p.recent, "warnings": p.warnings.len(),
                 "seconds": secs, "reconverted": r.reconverted, "checksum_differ": p.checksum_differ,
                 "since_previous_seconds": r.since_previous.map(|d| d.as_secs()),
@@ -160,6 +160,12 @@ fn show(args: &SyncArgs, r: &SyncReport) {
         format_bytes(p.sent_bytes),
         format_bytes(p.wire_bytes)
     );
+    if p.resumed > 0 {
+        println!(
+            "  resumed    {} cut off by an interruption: sent from where their partial copy ends",
+            p.resumed
+        );
+    }
     if p.tails > 0 {
         println!(
             "  grown      {} of them only grew: sent their new tail (prefix checked on both sides)",

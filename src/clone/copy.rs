@@ -22,14 +22,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::io::SyncIoBridge;
 
 use super::{tar_messages, CloneError};
-use crate::journal::{FileRecord, Journal};
+use crate::journal::{FileRecord, Journal, Partial};
 use crate::probe::{Capabilities, TarFlavour};
 use crate::progress::{FileWarning, Progress};
 use crate::ssh::{ExitStatus, Session};
 use crate::stream::listing::{FileKind, ListedFile};
 use crate::stream::tar_to_wire::{self, PumpStats};
 use crate::stream::wire::{Ack, EntryKind, EntryMeta, WireError, WireWriter};
-use crate::sync::grown::{self, Grown};
+use crate::sync::grown::{self, Tail};
 use crate::target::StateFile;
 
 /// The remote tar command for this source, reading NUL-separated relative
@@ -198,8 +198,9 @@ pub struct Work<'a> {
     pub remove: &'a [Vec<u8>],
     /// Metadata-only updates, with what the journal holds of the entry.
     pub attrs: Vec<(&'a ListedFile, Kept)>,
-    /// Sent as their new tail ([`crate::sync::grown`]).
-    pub append: Vec<Grown<'a>>,
+    /// Sent from an offset ([`crate::sync::grown`]): files that only
+    /// grew, and transfers an interruption cut off.
+    pub append: Vec<Tail<'a>>,
     pub send: Vec<&'a ListedFile>,
 }
 
@@ -400,14 +401,14 @@ pub async fn copy(
     })
 }
 
-/// Sends the tail of a grown file, read on the source by `tail | head`.
+/// Sends a file from an offset, read on the source by `tail | head`.
 /// Returns the bytes sent. A file that shrank or was replaced since the
 /// prefix was checked gives fewer bytes: the rest is sent as zeros (the
 /// stream stays whole, as tar pads a shrunk file) and the entry's recorded
 /// size says what was really read, so the ack books it dirty.
 async fn send_tail(
     session: &Session,
-    g: &Grown<'_>,
+    g: &Tail<'_>,
     out: &mut AgentWire,
     sent: &SentEntries,
 ) -> Result<u64, CloneError> {
@@ -441,7 +442,9 @@ async fn send_tail(
             }
         })),
     };
-    let result = tokio::task::block_in_place(|| out.append(&meta, g.offset, g.prefix, &mut padded));
+    let result = tokio::task::block_in_place(|| {
+        out.append(&meta, (g.offset, g.prefix, g.base), &mut padded)
+    });
     let _ = feeder.await;
     let _ = remote.wait().await;
     result.map_err(|e| CloneError::Stream {
@@ -529,8 +532,11 @@ struct AckBook {
     listed: HashMap<Vec<u8>, ListedFile>,
     /// Metadata-only updates keep what the journal had of the content.
     kept: HashMap<Vec<u8>, Kept>,
-    /// Grown files sent as their tail, with the offset it starts at.
-    appended: HashMap<Vec<u8>, u64>,
+    /// Content booked so far, per file, from where its sending started
+    /// (0, or a tail's offset): `part` acks and the final `ok` add the rest.
+    counted_to: HashMap<Vec<u8>, u64>,
+    /// The latest `part` of big files, committed with the next batch.
+    parts: HashMap<Vec<u8>, Partial>,
     removing: std::collections::HashSet<Vec<u8>>,
     sent: SentEntries,
     sink: JournalSink,
@@ -549,11 +555,12 @@ impl AckBook {
                 .chain(work.append.iter().map(|g| g.file))
                 .map(|f| (f.path.clone(), f.clone()))
                 .collect(),
-            appended: work
+            counted_to: work
                 .append
                 .iter()
                 .map(|g| (g.file.path.clone(), g.offset))
                 .collect(),
+            parts: HashMap::new(),
             kept: work
                 .attrs
                 .iter()
@@ -599,9 +606,13 @@ impl AckBook {
             let due = last_commit.elapsed() >= COMMIT_EVERY
                 || pending.len() >= COMMIT_BATCH
                 || pending_bytes >= COMMIT_BYTES;
-            if (due || ended) && !(pending.is_empty() && gone.is_empty()) {
+            if (due || ended) && !(pending.is_empty() && gone.is_empty() && self.parts.is_empty()) {
                 self.journal
                     .record(self.sink.pass, &pending, &gone, pending_bytes)?;
+                if !self.parts.is_empty() {
+                    let parts: Vec<Partial> = self.parts.drain().map(|(_, p)| p).collect();
+                    self.journal.record_parts(&parts)?;
+                }
                 pending_bytes = 0;
                 booked.records.append(&mut pending);
                 gone.clear();
@@ -639,6 +650,7 @@ impl AckBook {
                     return 0;
                 };
                 let sent = self.sent.lock().ok().and_then(|mut m| m.remove(&path));
+                self.parts.remove(&abs);
                 let (digest, content, xattr_digest, link_target) = match self.kept.get(&abs) {
                     Some(kept) => {
                         booked.attrs += 1;
@@ -652,7 +664,7 @@ impl AckBook {
                             (None, _) => 0,
                             (Some(_), Some(m)) if m.kind == EntryKind::File => m
                                 .size
-                                .saturating_sub(self.appended.get(&abs).copied().unwrap_or(0)),
+                                .saturating_sub(self.counted_to.get(&abs).copied().unwrap_or(0)),
                             (Some(_), _) => listed.size,
                         },
                         sent.as_ref().and_then(|m| xattr_digest(&m.xattrs)),
@@ -704,6 +716,43 @@ impl AckBook {
                     reason: format!("not written on the target: {reason}"),
                 });
                 0
+            }
+            Ack::Part {
+                path,
+                offset,
+                digest,
+            } => {
+                let abs = absolute(&path);
+                let Some(listed) = self.listed.get(&abs) else {
+                    return 0;
+                };
+                // Only a copy of the file as listed is worth resuming: not
+                // one read while it changed, or listed in its last second.
+                let as_listed = self.sent.lock().ok().is_some_and(|m| {
+                    m.get(&path).is_some_and(|m| {
+                        crate::verify::changed_since_listing(listed, (m.size, m.mtime)).is_none()
+                    })
+                });
+                if !as_listed || listed.mtime >= self.sink.racy_from {
+                    return 0;
+                }
+                let counted = self.counted_to.entry(abs.clone()).or_insert(0);
+                let more = offset.saturating_sub(*counted);
+                *counted = (*counted).max(offset);
+                self.parts.insert(
+                    abs.clone(),
+                    Partial {
+                        path: abs,
+                        offset,
+                        digest,
+                        size: listed.size,
+                        mtime: listed.mtime,
+                        mtime_nsec: listed.mtime_nsec,
+                        ctime: listed.ctime,
+                        inode: listed.inode,
+                    },
+                );
+                more
             }
             Ack::Done { .. } => 0,
         }

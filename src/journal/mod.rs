@@ -68,6 +68,21 @@ pub struct PassStats {
     pub unchanged: u64,
 }
 
+/// A big file's partial copy on the target, as its last `part` ack said,
+/// with the listing's metadata of the file when it was read: a resume
+/// needs the source file unchanged since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    pub path: Vec<u8>,
+    pub offset: u64,
+    pub digest: [u8; 32],
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub ctime: i64,
+    pub inode: u64,
+}
+
 /// One pass as the journal remembers it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PassRow {
@@ -137,6 +152,10 @@ impl Journal {
                 wire_bytes INTEGER NOT NULL DEFAULT 0, dirty INTEGER NOT NULL DEFAULT 0,
                 warnings INTEGER NOT NULL DEFAULT 0, removed INTEGER NOT NULL DEFAULT 0,
                 attrs INTEGER NOT NULL DEFAULT 0, unchanged INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE IF NOT EXISTS partials (
+                path BLOB PRIMARY KEY, offset INTEGER NOT NULL, digest BLOB NOT NULL,
+                size INTEGER NOT NULL, mtime INTEGER NOT NULL, mtime_nsec INTEGER NOT NULL,
+                ctime INTEGER NOT NULL, inode INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS verifies (
                 at INTEGER NOT NULL, checked INTEGER NOT NULL, differences INTEGER NOT NULL);",
         )
@@ -246,6 +265,13 @@ impl Journal {
             for p in removed {
                 gone.execute([p]).map_err(&wrap)?;
             }
+            // Whole now (or gone): no partial copy to resume.
+            let mut whole = tx
+                .prepare_cached("DELETE FROM partials WHERE path = ?1")
+                .map_err(&wrap)?;
+            for p in records.iter().map(|r| &r.path).chain(removed) {
+                whole.execute([p]).map_err(&wrap)?;
+            }
             tx.execute(
                 "UPDATE passes SET files = files + ?2, bytes = bytes + ?3 WHERE id = ?1",
                 params![pass, records.len() as i64, content_bytes as i64],
@@ -292,6 +318,73 @@ impl Journal {
                 ])
                 .map_err(&wrap)?;
             }
+        }
+        tx.commit().map_err(&wrap)
+    }
+
+    /// Record (or move on) the partial copies of big files being received.
+    pub fn record_parts(&mut self, parts: &[Partial]) -> Result<(), JournalError> {
+        let wrap = self.err("recording partial copies");
+        let tx = self.conn.transaction().map_err(&wrap)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO partials (path, offset, digest, size, mtime, mtime_nsec, ctime, inode)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(&wrap)?;
+            for p in parts {
+                stmt.execute(params![
+                    p.path,
+                    p.offset as i64,
+                    p.digest.to_vec(),
+                    p.size as i64,
+                    p.mtime,
+                    p.mtime_nsec,
+                    p.ctime,
+                    p.inode as i64
+                ])
+                .map_err(&wrap)?;
+            }
+        }
+        tx.commit().map_err(&wrap)
+    }
+
+    /// The partial copies an interrupted pass left on the target.
+    pub fn partials(&self) -> Result<Vec<Partial>, JournalError> {
+        let wrap = self.err("reading partial copies");
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT path, offset, digest, size, mtime, mtime_nsec, ctime, inode FROM partials",
+            )
+            .map_err(&wrap)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let digest: Vec<u8> = r.get(2)?;
+                Ok(Partial {
+                    path: r.get(0)?,
+                    offset: r.get::<_, i64>(1)? as u64,
+                    digest: digest.try_into().unwrap_or([0; 32]),
+                    size: r.get::<_, i64>(3)? as u64,
+                    mtime: r.get(4)?,
+                    mtime_nsec: r.get(5)?,
+                    ctime: r.get(6)?,
+                    inode: r.get::<_, i64>(7)? as u64,
+                })
+            })
+            .map_err(&wrap)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(&wrap)
+    }
+
+    /// Forget partial copies (a pass that will not resume them; the
+    /// agent's sweep removes the files).
+    pub fn forget_partials(&mut self, paths: &[&[u8]]) -> Result<(), JournalError> {
+        let wrap = self.err("forgetting partial copies");
+        let tx = self.conn.transaction().map_err(&wrap)?;
+        for p in paths {
+            tx.execute("DELETE FROM partials WHERE path = ?1", [p])
+                .map_err(&wrap)?;
         }
         tx.commit().map_err(&wrap)
     }

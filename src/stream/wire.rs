@@ -24,11 +24,17 @@
 //!   already on the target with that kind. Nothing is created.
 //!
 //! - `Append` (payload: `[u64 LE offset][32-byte BLAKE3 of the first
-//!   offset bytes][EntryMeta]`): the file on the target keeps its first
-//!   `offset` bytes, which must hash to that BLAKE3, and gets the rest
-//!   (`meta.size - offset` bytes, as Data and Hole frames, then FileEnd with
-//!   their BLAKE3). Used for files that only grew (logs). Acked like an
-//!   entry, with the BLAKE3 of the whole new content.
+//!   offset bytes][u8 base][EntryMeta]`): the file keeps its first `offset`
+//!   bytes, which must hash to that BLAKE3, and gets the rest (`meta.size -
+//!   offset` bytes, as Data and Hole frames, then FileEnd with their
+//!   BLAKE3). Base 0: the bytes are those of the file on the target (one
+//!   that only grew, a log). Base 1: those of the partial copy an
+//!   interrupted pass left beside it (a resume). Acked like an entry, with
+//!   the BLAKE3 of the whole new content.
+//!
+//! While a big file arrives, the agent also answers `part` lines: how much
+//! of it the partial copy beside the old file holds, so an interrupted
+//! transfer resumes from there ([`RESUMABLE_MIN`], [`PART_EVERY`]).
 //!
 //! Version 2 added `Remove` (tag 7) and `Attrs` (tag 8); version 3 added
 //! `Append` (tag 9).
@@ -56,6 +62,10 @@ pub const MAX_META: usize = 16 << 20;
 /// Granularity of hole detection: all-zero blocks of this size (aligned to
 /// the file offset) become holes.
 pub const HOLE_BLOCK: usize = 4096;
+/// Files at least this big report `part` progress while they arrive.
+pub const RESUMABLE_MIN: u64 = 256 << 10;
+/// How often (content bytes) a `part` line is sent.
+pub const PART_EVERY: u64 = 128 << 10;
 /// Flush the zstd stream at the end of a file once this much was written
 /// since the last flush, so the agent never waits long for a buffered tail.
 const FLUSH_EVERY: u64 = 128 << 10;
@@ -151,7 +161,17 @@ pub enum Frame {
         meta: EntryMeta,
         offset: u64,
         prefix: [u8; 32],
+        base: AppendBase,
     },
+}
+
+/// Where the bytes an [`Frame::Append`] keeps are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendBase {
+    /// The file on the target: it only grew on the source.
+    Existing,
+    /// The partial copy an interrupted transfer left beside it.
+    Partial,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +208,7 @@ fn max_len(tag: u8) -> Option<usize> {
         TAG_HOLE => Some(8),
         TAG_REMOVE => Some(MAX_META),
         TAG_ATTRS => Some(MAX_META),
-        TAG_APPEND => Some(MAX_META + 40),
+        TAG_APPEND => Some(MAX_META + 41),
         _ => None,
     }
 }
@@ -221,9 +241,14 @@ impl Frame {
                 meta,
                 offset,
                 prefix,
+                base,
             } => {
                 let mut p = offset.to_le_bytes().to_vec();
                 p.extend_from_slice(prefix);
+                p.push(match base {
+                    AppendBase::Existing => 0,
+                    AppendBase::Partial => 1,
+                });
                 p.extend_from_slice(&self.encode_meta(meta)?);
                 p.into()
             }
@@ -317,15 +342,24 @@ impl Frame {
                     WireError::Corrupt(format!("an Attrs frame does not decode: {e}"))
                 })?),
                 TAG_APPEND => {
-                    if len < 40 {
+                    if len < 41 {
                         return Err(WireError::Corrupt(format!(
-                            "an Append frame of {len} bytes, shorter than its fixed 40"
+                            "an Append frame of {len} bytes, shorter than its fixed 41"
                         )));
                     }
                     Frame::Append {
                         offset: u64::from_le_bytes(payload[..8].try_into().expect("8 bytes")),
                         prefix: payload[8..40].try_into().expect("32 bytes"),
-                        meta: meta_options().deserialize(&payload[40..]).map_err(|e| {
+                        base: match payload[40] {
+                            0 => AppendBase::Existing,
+                            1 => AppendBase::Partial,
+                            b => {
+                                return Err(WireError::Corrupt(format!(
+                                    "an Append frame with base {b} (0 or 1)"
+                                )))
+                            }
+                        },
+                        meta: meta_options().deserialize(&payload[41..]).map_err(|e| {
                             WireError::Corrupt(format!("an Append frame does not decode: {e}"))
                         })?,
                     }
@@ -454,8 +488,7 @@ impl<W: Write> WireWriter<W> {
     pub fn append(
         &mut self,
         meta: &EntryMeta,
-        offset: u64,
-        prefix: [u8; 32],
+        (offset, prefix, base): (u64, [u8; 32], AppendBase),
         data: &mut dyn Read,
     ) -> Result<Digest, WireError> {
         let tail = meta.size.checked_sub(offset).ok_or_else(|| {
@@ -470,6 +503,7 @@ impl<W: Write> WireWriter<W> {
             meta: meta.clone(),
             offset,
             prefix,
+            base,
         })?;
         self.content(tail, data)
     }
@@ -484,7 +518,11 @@ impl<W: Write> WireWriter<W> {
         let result = (|| {
             let mut hole: u64 = 0;
             while remaining > 0 {
-                let want = remaining.min(MAX_DATA as u64) as usize;
+                // Frames of PART_EVERY bytes: what tar has sent reaches
+                // the agent (and its partial copy) without waiting for a
+                // whole MiB, so a cut-off file resumes near where it
+                // stopped.
+                let want = remaining.min(PART_EVERY) as usize;
                 let n = read_full(data, &mut buf[..want])?;
                 if n < want {
                     return Err(WireError::Truncated("in the middle of a file's data: the reader gave fewer bytes than the entry's size"));
@@ -492,7 +530,7 @@ impl<W: Write> WireWriter<W> {
                 let chunk = &buf[..n];
                 hasher.update(chunk);
                 // Split into HOLE_BLOCK blocks; chunks start at multiples of
-                // MAX_DATA, so blocks are aligned to the file offset (to the
+                // PART_EVERY, so blocks are aligned to the file offset (to the
                 // offset of an appended tail: the agent decides its holes
                 // itself).
                 let mut run_start = 0;
@@ -668,6 +706,7 @@ impl Frame {
 /// ok <hex path> <blake3 hex | ->   written (removed, changed) durably; files with their digest
 /// warn <hex path> <reason>         written, but something was not kept (an xattr)
 /// bad <hex path> <reason>          not written
+/// part <hex path> <offset> <blake3 hex>   a big file's partial copy so far
 /// done files=N bytes=N
 /// ```
 ///
@@ -685,6 +724,14 @@ pub enum Ack {
     Bad {
         path: Vec<u8>,
         reason: String,
+    },
+    /// The partial copy of a big file being received holds its first
+    /// `offset` bytes, whose BLAKE3 is `digest` (written, not fsynced: a
+    /// resume checks them again).
+    Part {
+        path: Vec<u8>,
+        offset: u64,
+        digest: [u8; 32],
     },
     Done {
         files: u64,
@@ -711,6 +758,11 @@ impl fmt::Display for Ack {
             }
             Ack::Warn { path, reason } => write!(f, "warn {} {}", hex(path), one_line(reason)),
             Ack::Bad { path, reason } => write!(f, "bad {} {}", hex(path), one_line(reason)),
+            Ack::Part {
+                path,
+                offset,
+                digest,
+            } => write!(f, "part {} {offset} {}", hex(path), hex(digest)),
             Ack::Done { files, bytes } => write!(f, "done files={files} bytes={bytes}"),
         }
     }
@@ -741,15 +793,26 @@ impl Ack {
         }
         let (p, tail) = rest.split_once(' ').ok_or_else(|| err("no path"))?;
         let path = unhex(p).ok_or_else(|| err("the path is not hex"))?;
+        let digest = |hex: &str| {
+            unhex(hex)
+                .filter(|d| d.len() == 32)
+                .map(|d| <[u8; 32]>::try_from(d).expect("32 bytes"))
+                .ok_or_else(|| err("the digest is not 64 hex digits"))
+        };
         match word {
             "ok" if tail == "-" => Ok(Ack::Ok { path, digest: None }),
-            "ok" => {
-                let d = unhex(tail)
-                    .filter(|d| d.len() == 32)
-                    .ok_or_else(|| err("the digest is not 64 hex digits"))?;
-                Ok(Ack::Ok {
+            "ok" => Ok(Ack::Ok {
+                path,
+                digest: Some(digest(tail)?),
+            }),
+            "part" => {
+                let (offset, d) = tail
+                    .split_once(' ')
+                    .ok_or_else(|| err("part needs an offset and a digest"))?;
+                Ok(Ack::Part {
                     path,
-                    digest: Some(d.try_into().expect("32 bytes")),
+                    offset: offset.parse().map_err(|_| err("bad part offset"))?,
+                    digest: digest(d)?,
                 })
             }
             "warn" => Ok(Ack::Warn {
@@ -882,7 +945,11 @@ mod tests {
         want.push(Frame::Entry(file));
         want.push(Frame::Data(vec![7; 8192]));
         want.push(Frame::Hole(4096));
-        want.push(Frame::Data(vec![7; MAX_DATA - 12288]));
+        // Data frames end at multiples of PART_EVERY.
+        want.push(Frame::Data(vec![7; PART_EVERY as usize - 12288]));
+        for _ in 1..MAX_DATA / PART_EVERY as usize {
+            want.push(Frame::Data(vec![7; PART_EVERY as usize]));
+        }
         want.push(Frame::Hole(5));
         want.push(Frame::FileEnd {
             blake3: *blake3::hash(&content).as_bytes(),
@@ -898,9 +965,11 @@ mod tests {
     fn an_appended_tail_round_trips_with_its_offset_and_prefix_digest() {
         let log = meta(b"var/log/app.log", EntryKind::File, 100);
         let stream = encode(|w| {
-            let d = w.append(&log, 90, [3; 32], &mut &[b'x'; 10][..]).unwrap();
+            let at = (90, [3; 32], AppendBase::Partial);
+            let d = w.append(&log, at, &mut &[b'x'; 10][..]).unwrap();
             assert_eq!(d, blake3::hash(&[b'x'; 10]));
-            assert!(w.append(&log, 101, [3; 32], &mut &b""[..]).is_err());
+            let past = (101, [3; 32], AppendBase::Existing);
+            assert!(w.append(&log, past, &mut &b""[..]).is_err());
         });
         assert_eq!(
             frames(&stream).unwrap(),
@@ -908,7 +977,8 @@ mod tests {
                 Frame::Append {
                     meta: log,
                     offset: 90,
-                    prefix: [3; 32]
+                    prefix: [3; 32],
+                    base: AppendBase::Partial,
                 },
                 Frame::Data(vec![b'x'; 10]),
                 Frame::FileEnd {
@@ -1147,6 +1217,11 @@ mod tests {
             Ack::Done {
                 files: 3,
                 bytes: 9_663_676_416,
+            },
+            Ack::Part {
+                path: b"big".to_vec(),
+                offset: 131_072,
+                digest: [0xcd; 32],
             },
         ];
         for a in &acks {

@@ -3,9 +3,11 @@
 //! is a pass against an empty journal; `hotclone sync` runs the later ones.
 //!
 //! A pass: list the source, compare with the journal ([`delta`]), send
-//! removals and metadata updates, then new and changed contents through the
-//! source's tar ([`crate::clone::copy`]), recording every acknowledged
-//! write as it arrives. Files that changed while read stay dirty and go
+//! removals and metadata updates, then files sent from an offset ([`grown`]:
+//! transfers an interruption cut off, resumed from their partial copy, and
+//! files that only grew, as their tail), then new and changed contents
+//! through the source's tar ([`crate::clone::copy`]), recording every
+//! acknowledged write as it arrives. Files that changed while read stay dirty and go
 //! again next pass. When a file that decides how the clone boots changed,
 //! the copy is converted again.
 //!
@@ -56,6 +58,9 @@ pub struct PassReport {
     pub sent_bytes: u64,
     /// Of those, files that only grew, sent as their tail ([`grown`]).
     pub tails: u64,
+    /// Of those, transfers an interruption cut off, resumed from their
+    /// partial copy on the target.
+    pub resumed: u64,
     pub wire_bytes: u64,
     pub attrs: u64,
     pub removed: u64,
@@ -177,7 +182,21 @@ pub async fn pass(
         })
         .collect();
     let send = delta.send_files();
-    let append = grown_tails(session, inv, target, &send, &held, progress).await?;
+    // Transfers an interruption cut off resume from their partial copy;
+    // files that only grew go as their tail; the rest whole, by tar.
+    let partials = journal.partials()?;
+    let (mut append, stale) = grown::resumable(&send, &partials);
+    journal.forget_partials(&stale)?;
+    let resumed = append.len() as u64;
+    let rest: Vec<&ListedFile> = {
+        let r: std::collections::HashSet<&[u8]> =
+            append.iter().map(|g| g.file.path.as_slice()).collect();
+        send.iter()
+            .copied()
+            .filter(|f| !r.contains(f.path.as_slice()))
+            .collect()
+    };
+    append.extend(grown_tails(session, inv, target, &rest, &held, progress).await?);
     let tails: std::collections::HashSet<&[u8]> =
         append.iter().map(|g| g.file.path.as_slice()).collect();
     let work = Work {
@@ -208,7 +227,7 @@ pub async fn pass(
         target_copy: Some(target.state_writer()),
         racy_from: source_now,
     };
-    let tails = work.append.len() as u64;
+    let tails = work.append.len() as u64 - resumed;
     let mut copied = copy::copy(
         session,
         &inv.capabilities,
@@ -249,6 +268,7 @@ pub async fn pass(
         sent_files: copied.stats.files,
         sent_bytes: copied.stats.bytes,
         tails,
+        resumed,
         wire_bytes: copied.wire_bytes,
         attrs: copied.attrs,
         removed: copied.removed,
@@ -272,7 +292,7 @@ async fn grown_tails<'a>(
     send: &[&'a ListedFile],
     held: &[FileRecord],
     progress: &mut dyn Progress,
-) -> Result<Vec<grown::Grown<'a>>, CloneError> {
+) -> Result<Vec<grown::Tail<'a>>, CloneError> {
     let candidates = grown::candidates(send, held);
     let Some(tool) = checksum::tool(&inv.capabilities.hashers) else {
         return Ok(Vec::new());

@@ -9,8 +9,14 @@
 //! Delta passes also send `Remove` (acked `ok` once the path is gone, also
 //! when it already was) and `Attrs` (metadata of an existing entry; `bad`
 //! when it is missing or of another kind, so the client sends it in full).
-//! With [`AgentOptions::sweep`], temporary files left by a killed agent are
-//! removed before the stream is read.
+//! Big files ([`crate::stream::wire::RESUMABLE_MIN`]) are also answered
+//! with `part` lines while they arrive. When the stream breaks inside one,
+//! its partial copy is left beside the old file, and the next pass resumes
+//! it (`Append` with the partial base) instead of sending it whole.
+//!
+//! With [`AgentOptions::sweep`], temporary files left by a killed agent
+//! (partial copies no resume took up included) are removed once the stream
+//! has ended.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -18,7 +24,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use super::writer::{EntryError, FileSink, Writer};
-use crate::stream::wire::{Ack, EntryKind, EntryMeta, Frame, WireError, WireReader};
+use crate::stream::wire::{Ack, AppendBase, EntryKind, EntryMeta, Frame, WireError, WireReader};
 
 /// What one run wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,7 +44,7 @@ pub struct AgentStats {
     pub removed: u64,
     /// Of `entries`: `Attrs` frames applied.
     pub attrs: u64,
-    /// Leftover temporary files removed before reading (with
+    /// Leftover temporary files removed at the end (with
     /// [`AgentOptions::sweep`]).
     pub swept: u64,
 }
@@ -46,7 +52,7 @@ pub struct AgentStats {
 /// How [`run_with`] works beyond the defaults.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AgentOptions {
-    /// Before reading the stream, remove every leftover temporary file
+    /// Once the stream has ended, remove every leftover temporary file
     /// (`.NAME.hotclone-tmp`, `.hotclone-tmp-HASH`) under the root, in
     /// mounted filesystems too, never following symlinks. Only while no
     /// other agent writes under the root.
@@ -94,9 +100,20 @@ impl<W: Write> AckOut<W> {
             Ack::Ok { .. } => self.stats.entries += 1,
             Ack::Warn { .. } => self.stats.warnings += 1,
             Ack::Bad { .. } => self.stats.bad += 1,
-            Ack::Done { .. } => {}
+            Ack::Done { .. } | Ack::Part { .. } => {}
         }
         self.pending.push(ack);
+    }
+
+    /// Reports a big file's progress, when a `part` is due.
+    fn part(&mut self, meta: &EntryMeta, part: Option<(u64, [u8; 32])>) {
+        if let Some((offset, digest)) = part {
+            self.push(Ack::Part {
+                path: meta.path.clone(),
+                offset,
+                digest,
+            });
+        }
     }
 
     /// Acks an Entry (with its content for files, counted in the totals).
@@ -192,27 +209,11 @@ pub fn run_with(
     input: impl Read,
     acks: impl Write,
 ) -> Result<AgentStats, AgentError> {
-    let mut writer = Writer::new(root).map_err(|source| AgentError::Root {
+    let writer = Writer::new(root).map_err(|source| AgentError::Root {
         root: root.display().to_string(),
         source,
     })?;
-    let mut stats = AgentStats::default();
-    if options.sweep {
-        let sweep = writer.sweep_temp_files();
-        for e in &sweep.errors {
-            tracing::warn!("sweep: {e}");
-        }
-        tracing::info!(
-            "sweep: removed {} leftover temporary files under {}{}",
-            sweep.removed,
-            root.display(),
-            match sweep.errors.len() {
-                0 => String::new(),
-                n => format!(" ({n} places could not be swept, see above)"),
-            }
-        );
-        stats.swept = sweep.removed;
-    }
+    let stats = AgentStats::default();
     let out = Rc::new(RefCell::new(AckOut {
         out: acks,
         pending: Vec::new(),
@@ -234,7 +235,7 @@ pub fn run_with(
             let frame = reader.next_frame().map_err(fail)?;
             let Some(frame) = frame else { break };
             let mut o = out.borrow_mut();
-            state = match (state, frame) {
+            state = match (std::mem::replace(&mut state, State::Idle), frame) {
                 (State::Idle, Frame::Entry(meta)) if meta.kind == EntryKind::File => {
                     received_files += 1;
                     match o.writer.begin_file(&meta) {
@@ -256,10 +257,15 @@ pub fn run_with(
                         meta,
                         offset,
                         prefix,
+                        base,
                     },
                 ) => {
                     received_files += 1;
-                    match o.writer.begin_append(&meta, offset, &prefix) {
+                    let begun = match base {
+                        AppendBase::Existing => o.writer.begin_append(&meta, offset, &prefix),
+                        AppendBase::Partial => o.writer.begin_resume(&meta, offset, &prefix),
+                    };
+                    match begun {
                         Ok(sink) => State::File {
                             meta,
                             sink: Some(Box::new(sink)),
@@ -300,9 +306,12 @@ pub fn run_with(
                     Frame::Data(bytes),
                 ) => {
                     if let Some(s) = sink.as_mut() {
-                        if let Err(e) = s.data(&bytes) {
-                            sink = None;
-                            error = Some(e);
+                        match s.data(&bytes) {
+                            Ok(part) => o.part(&meta, part),
+                            Err(e) => {
+                                sink = None;
+                                error = Some(e);
+                            }
                         }
                     }
                     State::File { meta, sink, error }
@@ -316,9 +325,12 @@ pub fn run_with(
                     Frame::Hole(len),
                 ) => {
                     if let Some(s) = sink.as_mut() {
-                        if let Err(e) = s.hole(len) {
-                            sink = None;
-                            error = Some(e);
+                        match s.hole(len) {
+                            Ok(part) => o.part(&meta, part),
+                            Err(e) => {
+                                sink = None;
+                                error = Some(e);
+                            }
                         }
                     }
                     State::File { meta, sink, error }
@@ -365,11 +377,34 @@ pub fn run_with(
     })();
     if let Err(e) = received {
         // What was written before the failure is durable: say so, so the
-        // client does not send it again.
+        // client does not send it again. A big file cut off midway keeps
+        // its partial copy, for a resume.
+        if let State::File { sink: Some(s), .. } = &mut state {
+            s.keep_partial();
+        }
         let _ = out.borrow_mut().flush();
         return Err(e);
     }
     let mut o = out.borrow_mut();
+    if options.sweep {
+        // At the end, not the start: a partial copy left by an interrupted
+        // pass may have been resumed by this stream. Before directory
+        // times are set, since removing files changes them.
+        let sweep = o.writer.sweep_temp_files();
+        for e in &sweep.errors {
+            tracing::warn!("sweep: {e}");
+        }
+        tracing::info!(
+            "sweep: removed {} leftover temporary files under {}{}",
+            sweep.removed,
+            root.display(),
+            match sweep.errors.len() {
+                0 => String::new(),
+                n => format!(" ({n} places could not be swept, see above)"),
+            }
+        );
+        o.stats.swept = sweep.removed;
+    }
     for e in o.writer.finish() {
         tracing::warn!("{e}");
         o.push(Ack::Warn {

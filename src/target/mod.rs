@@ -73,8 +73,8 @@ pub trait Target: Send + Sync {
     fn root(&self) -> &Path;
     /// Where the clone goes, for messages ("/vm/web01.qcow2", "root@vm:/dev/vda").
     fn describe(&self) -> String;
-    /// Start an agent writing under [`Target::root`]; `sweep` first removes
-    /// temporary files an interrupted agent left.
+    /// Start an agent writing under [`Target::root`]; with `sweep` it
+    /// removes, at the end, temporary files an interrupted agent left.
     async fn agent(&self, sweep: bool) -> Result<AgentLink, CloneError>;
     /// Write `name` into the target's state directory
     /// ([`crate::sync::TARGET_STATE_DIR`]), replacing it atomically.

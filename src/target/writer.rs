@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 
-use crate::stream::wire::{is_zero, EntryKind, EntryMeta, HOLE_BLOCK};
+use crate::stream::wire::{is_zero, EntryKind, EntryMeta, HOLE_BLOCK, PART_EVERY, RESUMABLE_MIN};
 
 /// Why one entry was not written. The message names the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -445,17 +445,7 @@ impl Writer {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(|e| io_err("cannot create the temporary file", &tmp, e))?;
-        Ok(FileSink {
-            file: Some(file),
-            tmp,
-            full: r.full,
-            parent: r.parent,
-            meta: meta.clone(),
-            hasher: blake3::Hasher::new(),
-            whole: None,
-            pos: 0,
-            placed: false,
-        })
+        Ok(FileSink::new(file, tmp, r, meta))
     }
 
     /// Starts a file that keeps the first `offset` bytes of the regular
@@ -476,43 +466,58 @@ impl Writer {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&sink.full)
             .map_err(|e| io_err("cannot open the copy to append to", &sink.full, e))?;
-        let len = old
+        let m = old
             .metadata()
             .map_err(|e| io_err("cannot look at", &sink.full, e))?;
-        if !len.is_file() || len.len() != offset {
+        if !m.is_file() || m.len() != offset {
             return Err(EntryError(format!(
                 "{}: the copy on the target is {} bytes{}, not the {offset} the journal recorded; it is sent whole next pass",
                 show(&meta.path),
-                len.len(),
-                if len.is_file() { "" } else { " and not a regular file" }
+                m.len(),
+                if m.is_file() { "" } else { " and not a regular file" }
             )));
         }
-        let mut whole = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut at = 0u64;
-        while at < offset {
-            let want = buf.len().min((offset - at) as usize);
-            let n = old
-                .read_at(&mut buf[..want], at)
-                .map_err(|e| io_err("cannot read", &sink.full, e))?;
-            if n == 0 {
-                return Err(EntryError(format!(
-                    "{}: the copy on the target shrank while it was read",
-                    show(&meta.path)
-                )));
-            }
-            whole.update(&buf[..n]);
-            sink.put(&buf[..n], at)?;
-            at += n as u64;
-        }
-        if whole.finalize().as_bytes() != prefix {
+        let whole = read_prefix(&old, offset, &sink.full, |bytes, at| sink.put(bytes, at))?;
+        sink.continue_after(offset, whole, prefix, "the copy on the target")?;
+        Ok(sink)
+    }
+
+    /// Continues a big file from the partial copy an interrupted transfer
+    /// left beside it ([`FileSink::keep_partial`]): its first `offset` bytes
+    /// must hash to `prefix` (the last `part` acked). What follows them is
+    /// cut off, and the content received next goes on from there. On error
+    /// the partial copy is removed (the file is then sent whole).
+    pub fn begin_resume(
+        &mut self,
+        meta: &EntryMeta,
+        offset: u64,
+        prefix: &[u8; 32],
+    ) -> Result<FileSink, EntryError> {
+        let r = self.resolve(&meta.path)?;
+        let tmp = r.parent.join(temp_name(r.name.as_bytes()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(|e| io_err("cannot open the partial copy to resume", &tmp, e))?;
+        let mut sink = FileSink::new(file, tmp, r, meta);
+        let file = sink.file.as_ref().expect("just opened");
+        let m = file
+            .metadata()
+            .map_err(|e| io_err("cannot look at", &sink.tmp, e))?;
+        if !m.is_file() {
             return Err(EntryError(format!(
-                "{}: the copy on the target differs from what the journal recorded; it is sent whole next pass",
+                "{}: the partial copy is not a regular file",
                 show(&meta.path)
             )));
         }
-        sink.pos = offset;
-        sink.whole = Some(whole);
+        // Holes at its end were never written; anything past the offset
+        // comes again.
+        file.set_len(offset)
+            .map_err(|e| io_err("cannot cut the partial copy", &sink.tmp, e))?;
+        let whole = read_prefix(file, offset, &sink.tmp, |_, _| Ok(()))?;
+        sink.continue_after(offset, whole, prefix, "the partial copy")?;
         Ok(sink)
     }
 
@@ -928,19 +933,116 @@ pub struct FileSink {
     pos: u64,
     /// Renamed into place: nothing to clean up.
     placed: bool,
+    /// Where the next `part` is due (never, for small files).
+    next_part: u64,
+    /// A `part` was reported: the partial copy is worth keeping.
+    parted: bool,
+    /// Left in place on drop, for a resume.
+    keep: bool,
 }
 
 impl Drop for FileSink {
     fn drop(&mut self) {
-        if !self.placed {
+        if !self.placed && !self.keep {
             self.discard();
         }
     }
 }
 
+/// Reads `file`'s first `offset` bytes, handing each chunk to `put` (with
+/// its offset); their BLAKE3 state.
+fn read_prefix(
+    file: &File,
+    offset: u64,
+    path: &Path,
+    mut put: impl FnMut(&[u8], u64) -> Result<(), EntryError>,
+) -> Result<blake3::Hasher, EntryError> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < offset {
+        let want = buf.len().min((offset - at) as usize);
+        let n = file
+            .read_at(&mut buf[..want], at)
+            .map_err(|e| io_err("cannot read", path, e))?;
+        if n == 0 {
+            return Err(EntryError(format!(
+                "{}: shorter than the {offset} bytes to keep",
+                path.display()
+            )));
+        }
+        hasher.update(&buf[..n]);
+        put(&buf[..n], at)?;
+        at += n as u64;
+    }
+    Ok(hasher)
+}
+
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 impl FileSink {
+    fn new(file: File, tmp: PathBuf, r: Resolved, meta: &EntryMeta) -> FileSink {
+        FileSink {
+            file: Some(file),
+            tmp,
+            full: r.full,
+            parent: r.parent,
+            meta: meta.clone(),
+            hasher: blake3::Hasher::new(),
+            whole: None,
+            pos: 0,
+            placed: false,
+            next_part: if meta.size >= RESUMABLE_MIN {
+                PART_EVERY
+            } else {
+                u64::MAX
+            },
+            parted: false,
+            keep: false,
+        }
+    }
+
+    /// The first `offset` bytes are in place and hashed as `whole`; they
+    /// must be `prefix`. The content received next follows them.
+    fn continue_after(
+        &mut self,
+        offset: u64,
+        whole: blake3::Hasher,
+        prefix: &[u8; 32],
+        what: &str,
+    ) -> Result<(), EntryError> {
+        if whole.finalize().as_bytes() != prefix {
+            return Err(EntryError(format!(
+                "{}: {what} differs from what the journal recorded; it is sent whole next pass",
+                show(&self.meta.path)
+            )));
+        }
+        self.pos = offset;
+        self.whole = Some(whole);
+        if self.next_part != u64::MAX {
+            self.next_part = offset + PART_EVERY;
+        }
+        Ok(())
+    }
+
+    /// After content arrived: a `part` (the bytes the partial copy now
+    /// holds, and their BLAKE3) when one is due.
+    fn part_due(&mut self) -> Option<(u64, [u8; 32])> {
+        if self.pos < self.next_part || self.pos >= self.meta.size {
+            return None;
+        }
+        self.next_part = self.pos + PART_EVERY;
+        self.parted = true;
+        let h = self.whole.as_ref().unwrap_or(&self.hasher);
+        Some((self.pos, *h.finalize().as_bytes()))
+    }
+
+    /// The stream broke inside this file: leave its partial copy for a
+    /// resume, when a `part` of it was reported (else it goes as usual).
+    pub fn keep_partial(&mut self) {
+        self.keep = self.parted;
+    }
+
     fn advance(&mut self, n: u64) -> Result<u64, EntryError> {
         let start = self.pos;
         let end = start
@@ -959,13 +1061,15 @@ impl FileSink {
 
     /// Content bytes at the current offset. All-zero blocks (aligned to
     /// the file offset) are skipped, leaving holes.
-    pub fn data(&mut self, bytes: &[u8]) -> Result<(), EntryError> {
+    /// Returns a `part` when one is due.
+    pub fn data(&mut self, bytes: &[u8]) -> Result<Option<(u64, [u8; 32])>, EntryError> {
         let start = self.advance(bytes.len() as u64)?;
         self.hasher.update(bytes);
         if let Some(w) = self.whole.as_mut() {
             w.update(bytes);
         }
-        self.put(bytes, start)
+        self.put(bytes, start)?;
+        Ok(self.part_due())
     }
 
     /// Writes `bytes` at `start`, skipping all-zero blocks.
@@ -996,7 +1100,7 @@ impl FileSink {
     }
 
     /// `len` zero bytes: a hole.
-    pub fn hole(&mut self, len: u64) -> Result<(), EntryError> {
+    pub fn hole(&mut self, len: u64) -> Result<Option<(u64, [u8; 32])>, EntryError> {
         self.advance(len)?;
         let mut left = len;
         while left > 0 {
@@ -1007,7 +1111,7 @@ impl FileSink {
             }
             left -= n as u64;
         }
-        Ok(())
+        Ok(self.part_due())
     }
 
     fn finish(&mut self, expected: &[u8; 32]) -> Result<Vec<String>, EntryError> {
