@@ -1910,3 +1910,53 @@ fn a_big_file_cut_off_midway_resumes_from_its_partial_copy() {
     assert_eq!(stats.swept, 1);
     assert!(!tmp.path().join(".big.hotclone-tmp").exists());
 }
+
+/// Regression: a resume cut off again before its next `part` dropped the
+/// partial copy while the journal still named it, and every later pass
+/// failed on the resume.
+#[test]
+fn a_resume_cut_off_before_its_next_part_keeps_the_partial_copy() {
+    require_root();
+    let tmp = TempDir::new("resume-again");
+    let content = random_bytes(600 << 10, 12);
+    let meta = file_meta(b"big", content.len() as u64);
+    let cut_at = |from: usize, to: usize| {
+        let mut frames = vec![Frame::Entry(meta.clone())];
+        frames.push(Frame::Data(content[from..to].to_vec()));
+        frames
+    };
+    let mut out = Vec::new();
+    let _ = agent::run(tmp.path(), raw_stream(&cut_at(0, 200 << 10)).as_slice(), &mut out);
+    let offset: u64 = 200 << 10;
+    let digest = *blake3::hash(&content[..offset as usize]).as_bytes();
+    assert!(acks(&out).contains(&Ack::Part {
+        path: b"big".to_vec(),
+        offset,
+        digest
+    }));
+
+    // Resumed, then cut off 10 KiB later: no new part, the copy stays.
+    let mut raw = Vec::new();
+    Frame::Hello { version: VERSION }.encode(&mut raw).unwrap();
+    Frame::Append {
+        meta: meta.clone(),
+        offset,
+        prefix: digest,
+        base: AppendBase::Partial,
+    }
+    .encode(&mut raw)
+    .unwrap();
+    Frame::Data(content[offset as usize..offset as usize + 10_240].to_vec())
+        .encode(&mut raw)
+        .unwrap();
+    let wire = zstd::encode_all(raw.as_slice(), 3).unwrap();
+    assert!(agent::run(tmp.path(), wire.as_slice(), &mut Vec::new()).is_err());
+    assert!(tmp.path().join(".big.hotclone-tmp").exists(), "the partial copy went");
+
+    let (_, acks) = run_stream(tmp.path(), AgentOptions { sweep: true }, |w| {
+        let at = (offset, digest, AppendBase::Partial);
+        w.append(&meta, at, &mut &content[offset as usize..]).unwrap();
+    });
+    assert!(verdicts(&acks).contains(&("ok", b"big".to_vec())), "{acks:?}");
+    assert_eq!(fs::read(tmp.path().join("big")).unwrap(), content);
+}

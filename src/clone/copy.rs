@@ -359,8 +359,12 @@ pub async fn copy(
                 tar_stderr: tar_stderr.clone(),
             }),
         Err(e) => {
-            // Close the stream and let the agent finish (and the journal
-            // record what it acknowledged) before the caller unmounts.
+            // Hand the agent every whole frame sent so far (the partial
+            // copy of a big file cut off midway gets all the data that
+            // arrived), close the stream and let the agent finish (and the
+            // journal record what it acknowledged) before the caller
+            // unmounts.
+            let _ = tokio::task::block_in_place(|| out.flush());
             drop(out);
             let _ = finish_threads(process);
             return Err(e);
@@ -537,6 +541,8 @@ struct AckBook {
     counted_to: HashMap<Vec<u8>, u64>,
     /// The latest `part` of big files, committed with the next batch.
     parts: HashMap<Vec<u8>, Partial>,
+    /// Files refused (`bad`): their partial copy, if any, is forgotten.
+    unparted: Vec<Vec<u8>>,
     removing: std::collections::HashSet<Vec<u8>>,
     sent: SentEntries,
     sink: JournalSink,
@@ -561,6 +567,7 @@ impl AckBook {
                 .map(|g| (g.file.path.clone(), g.offset))
                 .collect(),
             parts: HashMap::new(),
+            unparted: Vec::new(),
             kept: work
                 .attrs
                 .iter()
@@ -606,12 +613,21 @@ impl AckBook {
             let due = last_commit.elapsed() >= COMMIT_EVERY
                 || pending.len() >= COMMIT_BATCH
                 || pending_bytes >= COMMIT_BYTES;
-            if (due || ended) && !(pending.is_empty() && gone.is_empty() && self.parts.is_empty()) {
+            let idle = pending.is_empty()
+                && gone.is_empty()
+                && self.parts.is_empty()
+                && self.unparted.is_empty();
+            if (due || ended) && !idle {
                 self.journal
                     .record(self.sink.pass, &pending, &gone, pending_bytes)?;
                 if !self.parts.is_empty() {
                     let parts: Vec<Partial> = self.parts.drain().map(|(_, p)| p).collect();
                     self.journal.record_parts(&parts)?;
+                }
+                if !self.unparted.is_empty() {
+                    let paths: Vec<&[u8]> = self.unparted.iter().map(|p| p.as_slice()).collect();
+                    self.journal.forget_partials(&paths)?;
+                    self.unparted.clear();
                 }
                 pending_bytes = 0;
                 booked.records.append(&mut pending);
@@ -711,6 +727,11 @@ impl AckBook {
                 0
             }
             Ack::Bad { path, reason } => {
+                // Whatever partial copy it had is gone (a failed resume
+                // removes it): the next pass sends the file whole.
+                let abs = absolute(&path);
+                self.parts.remove(&abs);
+                self.unparted.push(abs);
                 booked.warnings.push(FileWarning::Unreadable {
                     path: lossy_abs(&path),
                     reason: format!("not written on the target: {reason}"),

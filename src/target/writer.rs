@@ -518,6 +518,9 @@ impl Writer {
             .map_err(|e| io_err("cannot cut the partial copy", &sink.tmp, e))?;
         let whole = read_prefix(file, offset, &sink.tmp, |_, _| Ok(()))?;
         sink.continue_after(offset, whole, prefix, "the partial copy")?;
+        // Its verified bytes are worth keeping if this stream breaks too,
+        // before the next `part`: the journal still has the last one.
+        sink.parted = true;
         Ok(sink)
     }
 
