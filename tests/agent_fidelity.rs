@@ -1926,7 +1926,11 @@ fn a_resume_cut_off_before_its_next_part_keeps_the_partial_copy() {
         frames
     };
     let mut out = Vec::new();
-    let _ = agent::run(tmp.path(), raw_stream(&cut_at(0, 200 << 10)).as_slice(), &mut out);
+    let _ = agent::run(
+        tmp.path(),
+        raw_stream(&cut_at(0, 200 << 10)).as_slice(),
+        &mut out,
+    );
     let offset: u64 = 200 << 10;
     let digest = *blake3::hash(&content[..offset as usize]).as_bytes();
     assert!(acks(&out).contains(&Ack::Part {
@@ -1951,12 +1955,57 @@ fn a_resume_cut_off_before_its_next_part_keeps_the_partial_copy() {
         .unwrap();
     let wire = zstd::encode_all(raw.as_slice(), 3).unwrap();
     assert!(agent::run(tmp.path(), wire.as_slice(), &mut Vec::new()).is_err());
-    assert!(tmp.path().join(".big.hotclone-tmp").exists(), "the partial copy went");
+    assert!(
+        tmp.path().join(".big.hotclone-tmp").exists(),
+        "the partial copy went"
+    );
 
     let (_, acks) = run_stream(tmp.path(), AgentOptions { sweep: true }, |w| {
         let at = (offset, digest, AppendBase::Partial);
-        w.append(&meta, at, &mut &content[offset as usize..]).unwrap();
+        w.append(&meta, at, &mut &content[offset as usize..])
+            .unwrap();
     });
-    assert!(verdicts(&acks).contains(&("ok", b"big".to_vec())), "{acks:?}");
+    assert!(
+        verdicts(&acks).contains(&("ok", b"big".to_vec())),
+        "{acks:?}"
+    );
+    assert_eq!(fs::read(tmp.path().join("big")).unwrap(), content);
+}
+
+/// Regression: when a client died, its agent could go on and finish a big
+/// file whose `part` the journal had, so the next pass's resume found no
+/// partial copy and failed. The finished file serves as the base.
+#[test]
+fn a_resume_whose_partial_copy_was_finished_meanwhile_uses_the_finished_file() {
+    require_root();
+    let tmp = TempDir::new("resume-finished");
+    let content = random_bytes(600 << 10, 13);
+    let meta = file_meta(b"big", content.len() as u64);
+    let offset: u64 = 200 << 10;
+    let digest = *blake3::hash(&content[..offset as usize]).as_bytes();
+    // The orphaned agent finished it: whole, in place, no partial copy.
+    let (_, acks) = run_stream(tmp.path(), AgentOptions::default(), |w| {
+        w.file(&meta, &mut content.as_slice()).unwrap();
+    });
+    assert!(verdicts(&acks).contains(&("ok", b"big".to_vec())));
+    assert!(!tmp.path().join(".big.hotclone-tmp").exists());
+
+    let (_, acks) = run_stream(tmp.path(), AgentOptions::default(), |w| {
+        let at = (offset, digest, AppendBase::Partial);
+        w.append(&meta, at, &mut &content[offset as usize..])
+            .unwrap();
+    });
+    assert!(
+        verdicts(&acks).contains(&("ok", b"big".to_vec())),
+        "{acks:?}"
+    );
+    assert_eq!(fs::read(tmp.path().join("big")).unwrap(), content);
+    // A finished file with another beginning is refused, and left alone.
+    let (_, acks) = run_stream(tmp.path(), AgentOptions::default(), |w| {
+        let at = (offset, [1; 32], AppendBase::Partial);
+        w.append(&meta, at, &mut &content[offset as usize..])
+            .unwrap();
+    });
+    assert!(bad_reason(&acks, b"big").contains("differs"));
     assert_eq!(fs::read(tmp.path().join("big")).unwrap(), content);
 }

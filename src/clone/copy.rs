@@ -130,6 +130,34 @@ pub fn batches(files: &[&ListedFile], limits: Batching) -> Vec<Vec<u8>> {
 
 type AgentWire = WireWriter<Counting<Box<dyn std::io::Write + Send>>>;
 
+/// A command running on the source, its stdin fed by a task.
+struct Fed {
+    remote: crate::ssh::RemoteChild,
+    stdout: crate::ssh::ChildOutput,
+    feeder: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Start `command` on the source; a task writes `input` to its stdin and
+/// closes it.
+async fn exec_fed(session: &Session, command: &str, input: Vec<u8>) -> Result<Fed, CloneError> {
+    let mut remote = session.exec(command).await.map_err(CloneError::Ssh)?;
+    let mut stdin = remote
+        .take_stdin()
+        .ok_or_else(|| CloneError::internal("remote stdin"))?;
+    let stdout = remote
+        .take_stdout()
+        .ok_or_else(|| CloneError::internal("remote stdout"))?;
+    let feeder = tokio::spawn(async move {
+        stdin.write_all(&input).await?;
+        stdin.shutdown().await
+    });
+    Ok(Fed {
+        remote,
+        stdout,
+        feeder,
+    })
+}
+
 /// One remote tar run: feed it `list`, pump its stream into `out`.
 /// Returns what was pumped and tar's stderr.
 async fn run_batch(
@@ -139,23 +167,14 @@ async fn run_batch(
     out: &mut AgentWire,
     progress: &mut dyn Progress,
 ) -> Result<(PumpStats, String), CloneError> {
-    let mut remote = session
-        .exec(&tar_command(caps))
-        .await
-        .map_err(CloneError::Ssh)?;
-    let mut tar_in = remote
-        .take_stdin()
-        .ok_or_else(|| CloneError::internal("tar stdin"))?;
-    let tar_out = remote
-        .take_stdout()
-        .ok_or_else(|| CloneError::internal("tar stdout"))?;
+    let Fed {
+        mut remote,
+        stdout: tar_out,
+        feeder,
+    } = exec_fed(session, &tar_command(caps), list).await?;
     let mut tar_err = remote
         .take_stderr()
         .ok_or_else(|| CloneError::internal("tar stderr"))?;
-    let feeder = tokio::spawn(async move {
-        tar_in.write_all(&list).await?;
-        tar_in.shutdown().await
-    });
     let stderr_task = tokio::spawn(async move {
         let mut text = Vec::new();
         let _ = tar_err.read_to_end(&mut text).await;
@@ -416,18 +435,11 @@ async fn send_tail(
     out: &mut AgentWire,
     sent: &SentEntries,
 ) -> Result<u64, CloneError> {
-    let mut remote = session.exec("sh").await.map_err(CloneError::Ssh)?;
-    let mut sh_in = remote
-        .take_stdin()
-        .ok_or_else(|| CloneError::internal("sh stdin"))?;
-    let sh_out = remote
-        .take_stdout()
-        .ok_or_else(|| CloneError::internal("sh stdout"))?;
-    let script = grown::tail_command(g);
-    let feeder = tokio::spawn(async move {
-        sh_in.write_all(&script).await?;
-        sh_in.shutdown().await
-    });
+    let Fed {
+        remote,
+        stdout: sh_out,
+        feeder,
+    } = exec_fed(session, "sh", grown::tail_command(g)).await?;
     let meta = EntryMeta {
         size: g.file.size,
         kind: EntryKind::File,

@@ -196,6 +196,25 @@ enum State {
     },
 }
 
+impl State {
+    /// Receiving `meta`'s content into the sink just begun (or skipping it,
+    /// when beginning failed: the error is its ack at FileEnd).
+    fn receiving(meta: EntryMeta, begun: Result<FileSink, EntryError>) -> State {
+        match begun {
+            Ok(sink) => State::File {
+                meta,
+                sink: Some(Box::new(sink)),
+                error: None,
+            },
+            Err(e) => State::File {
+                meta,
+                sink: None,
+                error: Some(e),
+            },
+        }
+    }
+}
+
 /// Decodes the stream from `input`, writes under `root`, acks to `acks`,
 /// with the default [`AgentOptions`].
 pub fn run(root: &Path, input: impl Read, acks: impl Write) -> Result<AgentStats, AgentError> {
@@ -238,18 +257,8 @@ pub fn run_with(
             state = match (std::mem::replace(&mut state, State::Idle), frame) {
                 (State::Idle, Frame::Entry(meta)) if meta.kind == EntryKind::File => {
                     received_files += 1;
-                    match o.writer.begin_file(&meta) {
-                        Ok(sink) => State::File {
-                            meta,
-                            sink: Some(Box::new(sink)),
-                            error: None,
-                        },
-                        Err(e) => State::File {
-                            meta,
-                            sink: None,
-                            error: Some(e),
-                        },
-                    }
+                    let begun = o.writer.begin_file(&meta);
+                    State::receiving(meta, begun)
                 }
                 (
                     State::Idle,
@@ -265,18 +274,7 @@ pub fn run_with(
                         AppendBase::Existing => o.writer.begin_append(&meta, offset, &prefix),
                         AppendBase::Partial => o.writer.begin_resume(&meta, offset, &prefix),
                     };
-                    match begun {
-                        Ok(sink) => State::File {
-                            meta,
-                            sink: Some(Box::new(sink)),
-                            error: None,
-                        },
-                        Err(e) => State::File {
-                            meta,
-                            sink: None,
-                            error: Some(e),
-                        },
-                    }
+                    State::receiving(meta, begun)
                 }
                 (State::Idle, Frame::Entry(meta)) => {
                     let r = o.writer.entry(&meta);

@@ -460,6 +460,18 @@ impl Writer {
         offset: u64,
         prefix: &[u8; 32],
     ) -> Result<FileSink, EntryError> {
+        self.begin_from_file(meta, offset, prefix, true)
+    }
+
+    /// [`Writer::begin_append`]; without `exact`, the file may be longer
+    /// than `offset` (only its first `offset` bytes are kept).
+    fn begin_from_file(
+        &mut self,
+        meta: &EntryMeta,
+        offset: u64,
+        prefix: &[u8; 32],
+        exact: bool,
+    ) -> Result<FileSink, EntryError> {
         let mut sink = self.begin_file(meta)?;
         let old = OpenOptions::new()
             .read(true)
@@ -469,7 +481,7 @@ impl Writer {
         let m = old
             .metadata()
             .map_err(|e| io_err("cannot look at", &sink.full, e))?;
-        if !m.is_file() || m.len() != offset {
+        if !m.is_file() || m.len() < offset || (exact && m.len() != offset) {
             return Err(EntryError(format!(
                 "{}: the copy on the target is {} bytes{}, not the {offset} the journal recorded; it is sent whole next pass",
                 show(&meta.path),
@@ -487,6 +499,11 @@ impl Writer {
     /// must hash to `prefix` (the last `part` acked). What follows them is
     /// cut off, and the content received next goes on from there. On error
     /// the partial copy is removed (the file is then sent whole).
+    ///
+    /// When there is no partial copy because an agent whose client had
+    /// died went on and finished the file (its `ok` never reached the
+    /// journal), the finished file is the base, as for an append: its first
+    /// `offset` bytes must hash to `prefix` just the same.
     pub fn begin_resume(
         &mut self,
         meta: &EntryMeta,
@@ -495,12 +512,18 @@ impl Writer {
     ) -> Result<FileSink, EntryError> {
         let r = self.resolve(&meta.path)?;
         let tmp = r.parent.join(temp_name(r.name.as_bytes()));
-        let file = OpenOptions::new()
+        let file = match OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
-            .map_err(|e| io_err("cannot open the partial copy to resume", &tmp, e))?;
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return self.begin_from_file(meta, offset, prefix, false)
+            }
+            Err(e) => return Err(io_err("cannot open the partial copy to resume", &tmp, e)),
+        };
         let mut sink = FileSink::new(file, tmp, r, meta);
         let file = sink.file.as_ref().expect("just opened");
         let m = file
