@@ -93,7 +93,9 @@ pub struct PassRow {
     pub started: i64,
     /// None while running, or when the pass was interrupted.
     pub finished: Option<i64>,
-    /// Entries acknowledged (content or metadata) and their content bytes.
+    /// Entries acknowledged (content or metadata) and their content bytes
+    /// (with what the checkpoints of a big file cut off midway hold: a
+    /// resume does not send it again).
     pub files: u64,
     pub bytes: u64,
     pub wire_bytes: u64,
