@@ -17,8 +17,10 @@ use super::ssh_args::SshArgs;
 /// the source, compare with the journal, and send only what changed (new
 /// and changed files, metadata-only changes as metadata, deletions, type
 /// and hardlink changes). The source is only read. An interrupted pass
-/// loses nothing: run it again and it continues. Files that change while
-/// read stay dirty for the next pass.
+/// loses nothing: run it again and it continues, a big file from where it
+/// was cut off. A file that only grew (a log) goes as its new tail, once
+/// both sides agree on its beginning. Files that change while read stay
+/// dirty for the next pass.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
 hotclone sync web01                      # one pass\n  \
