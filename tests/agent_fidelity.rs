@@ -1830,6 +1830,22 @@ fn an_append_keeps_the_verified_prefix_and_refuses_a_copy_that_differs() {
 
 // ---- Resume: a big file cut off midway goes on from its partial copy ----
 
+/// A stream that resumes `meta` at `at` = (offset, prefix digest) from its
+/// partial copy, sending the rest of `content`; the agent's acks.
+fn resume(
+    root: &Path,
+    options: AgentOptions,
+    meta: &EntryMeta,
+    content: &[u8],
+    (offset, prefix): (u64, [u8; 32]),
+) -> (AgentStats, Vec<Ack>) {
+    run_stream(root, options, |w| {
+        let at = (offset, prefix, AppendBase::Partial);
+        w.append(meta, at, &mut &content[offset as usize..])
+            .unwrap();
+    })
+}
+
 #[test]
 fn a_big_file_cut_off_midway_resumes_from_its_partial_copy() {
     require_root();
@@ -1865,11 +1881,13 @@ fn a_big_file_cut_off_midway_resumes_from_its_partial_copy() {
     // A resume with a prefix that is not the partial copy's is refused,
     // and takes the partial copy away: the file goes whole next time.
     let mut refused = Vec::new();
-    let (_, acks_) = run_stream(tmp.path(), AgentOptions::default(), |w| {
-        let at = (offset, [9; 32], AppendBase::Partial);
-        w.append(&meta, at, &mut &content[offset as usize..])
-            .unwrap();
-    });
+    let (_, acks_) = resume(
+        tmp.path(),
+        AgentOptions::default(),
+        &meta,
+        &content,
+        (offset, [9; 32]),
+    );
     refused.extend(acks_);
     assert!(bad_reason(&refused, b"big").contains("partial copy differs"));
     assert!(!tmp.path().join(".big.hotclone-tmp").exists());
@@ -1878,11 +1896,13 @@ fn a_big_file_cut_off_midway_resumes_from_its_partial_copy() {
     // digest of all of it, and no temporary file is left.
     let mut out = Vec::new();
     let _ = agent::run(tmp.path(), raw_stream(&frames).as_slice(), &mut out);
-    let (stats, acks) = run_stream(tmp.path(), AgentOptions { sweep: true }, |w| {
-        let at = (offset, digest, AppendBase::Partial);
-        w.append(&meta, at, &mut &content[offset as usize..])
-            .unwrap();
-    });
+    let (stats, acks) = resume(
+        tmp.path(),
+        AgentOptions { sweep: true },
+        &meta,
+        &content,
+        (offset, digest),
+    );
     let last = acks
         .iter()
         .rev()
@@ -1960,11 +1980,13 @@ fn a_resume_cut_off_before_its_next_part_keeps_the_partial_copy() {
         "the partial copy went"
     );
 
-    let (_, acks) = run_stream(tmp.path(), AgentOptions { sweep: true }, |w| {
-        let at = (offset, digest, AppendBase::Partial);
-        w.append(&meta, at, &mut &content[offset as usize..])
-            .unwrap();
-    });
+    let (_, acks) = resume(
+        tmp.path(),
+        AgentOptions { sweep: true },
+        &meta,
+        &content,
+        (offset, digest),
+    );
     assert!(
         verdicts(&acks).contains(&("ok", b"big".to_vec())),
         "{acks:?}"
@@ -1990,22 +2012,26 @@ fn a_resume_whose_partial_copy_was_finished_meanwhile_uses_the_finished_file() {
     assert!(verdicts(&acks).contains(&("ok", b"big".to_vec())));
     assert!(!tmp.path().join(".big.hotclone-tmp").exists());
 
-    let (_, acks) = run_stream(tmp.path(), AgentOptions::default(), |w| {
-        let at = (offset, digest, AppendBase::Partial);
-        w.append(&meta, at, &mut &content[offset as usize..])
-            .unwrap();
-    });
+    let (_, acks) = resume(
+        tmp.path(),
+        AgentOptions::default(),
+        &meta,
+        &content,
+        (offset, digest),
+    );
     assert!(
         verdicts(&acks).contains(&("ok", b"big".to_vec())),
         "{acks:?}"
     );
     assert_eq!(fs::read(tmp.path().join("big")).unwrap(), content);
     // A finished file with another beginning is refused, and left alone.
-    let (_, acks) = run_stream(tmp.path(), AgentOptions::default(), |w| {
-        let at = (offset, [1; 32], AppendBase::Partial);
-        w.append(&meta, at, &mut &content[offset as usize..])
-            .unwrap();
-    });
+    let (_, acks) = resume(
+        tmp.path(),
+        AgentOptions::default(),
+        &meta,
+        &content,
+        (offset, [1; 32]),
+    );
     assert!(bad_reason(&acks, b"big").contains("differs"));
     assert_eq!(fs::read(tmp.path().join("big")).unwrap(), content);
 }

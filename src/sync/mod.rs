@@ -197,7 +197,7 @@ pub async fn pass(
             .collect()
     };
     append.extend(grown_tails(session, inv, target, &rest, &held, progress).await?);
-    let tails: std::collections::HashSet<&[u8]> =
+    let from_offset: std::collections::HashSet<&[u8]> =
         append.iter().map(|g| g.file.path.as_slice()).collect();
     let work = Work {
         remove: &delta.remove,
@@ -209,7 +209,7 @@ pub async fn pass(
         send: send
             .iter()
             .copied()
-            .filter(|f| !tails.contains(f.path.as_slice()))
+            .filter(|f| !from_offset.contains(f.path.as_slice()))
             .collect(),
         append,
     };
