@@ -1850,11 +1850,12 @@ fn resume(
 fn a_big_file_cut_off_midway_resumes_from_its_partial_copy() {
     require_root();
     let tmp = TempDir::new("resume");
-    let content = random_bytes(600 << 10, 11);
+    let content = random_bytes(6000 << 10, 11);
     let meta = file_meta(b"big", content.len() as u64);
-    // The stream breaks after 300 KiB of the file.
+    // The stream breaks after 3000 KiB of the file (parts come every MiB,
+    // at the end of the frame that reaches one).
     let mut frames = vec![Frame::Entry(meta.clone())];
-    for chunk in content[..300 << 10].chunks(100 << 10) {
+    for chunk in content[..3000 << 10].chunks(1000 << 10) {
         frames.push(Frame::Data(chunk.to_vec()));
     }
     let mut out = Vec::new();
@@ -1868,7 +1869,7 @@ fn a_big_file_cut_off_midway_resumes_from_its_partial_copy() {
         })
         .collect();
     let (offset, digest) = *parts.last().expect("a part for a big file");
-    assert_eq!(offset, 200 << 10, "{parts:?}");
+    assert_eq!(offset, 2000 << 10, "{parts:?}");
     assert_eq!(
         digest,
         *blake3::hash(&content[..offset as usize]).as_bytes()
@@ -1938,20 +1939,22 @@ fn a_big_file_cut_off_midway_resumes_from_its_partial_copy() {
 fn a_resume_cut_off_before_its_next_part_keeps_the_partial_copy() {
     require_root();
     let tmp = TempDir::new("resume-again");
-    let content = random_bytes(600 << 10, 12);
+    let content = random_bytes(6000 << 10, 12);
     let meta = file_meta(b"big", content.len() as u64);
     let cut_at = |from: usize, to: usize| {
         let mut frames = vec![Frame::Entry(meta.clone())];
-        frames.push(Frame::Data(content[from..to].to_vec()));
+        for chunk in content[from..to].chunks(1000 << 10) {
+            frames.push(Frame::Data(chunk.to_vec()));
+        }
         frames
     };
     let mut out = Vec::new();
     let _ = agent::run(
         tmp.path(),
-        raw_stream(&cut_at(0, 200 << 10)).as_slice(),
+        raw_stream(&cut_at(0, 2000 << 10)).as_slice(),
         &mut out,
     );
-    let offset: u64 = 200 << 10;
+    let offset: u64 = 2000 << 10;
     let digest = *blake3::hash(&content[..offset as usize]).as_bytes();
     assert!(acks(&out).contains(&Ack::Part {
         path: b"big".to_vec(),

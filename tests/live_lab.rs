@@ -146,7 +146,7 @@ impl Drop for Launched<'_> {
             "debian12",
             "[ -x /etc/init.d/hc-echo ] && /etc/init.d/hc-echo stop; touch /tmp/churn.stop; sleep 1; \
              rm -rf /usr/local/bin/hc-echo /etc/init.d/hc-echo /etc/systemd/system/hc-echo.service \
-             /etc/systemd/system/multi-user.target.wants/hc-echo.service /etc/hc-echo.broken /srv/churn /tmp/churn.stop",
+             /etc/systemd/system/multi-user.target.wants/hc-echo.service /etc/hc-echo.broken /srv/churn /tmp/churn.stop /root/future-dated",
         ]));
     }
 }
@@ -190,10 +190,15 @@ fn live_clone_syncs_under_churn_and_cuts_over_with_no_ip_conflict() {
     let source = lab.source("debian12");
     let work = workdir("live");
     let marker = format!("live-marker-{}", std::process::id());
+    // Issue 12: a file dated in the future (a server with a skewed clock
+    // has them) must not keep the final sync from settling: the cutover
+    // below must succeed with it on the source.
     source_ssh(
         &lab,
         "debian12",
-        &format!("echo {marker} > /root/hotclone-marker"),
+        &format!(
+            "echo {marker} > /root/hotclone-marker && echo skewed > /root/future-dated && touch -d 2100-01-01 /root/future-dated"
+        ),
     );
     run_ok(
         lab.client_command("ssh")

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::image::MountedImage;
-use common::{lab, run, run_ok, Lab};
+use common::{children, lab, run, run_ok, Lab, Lcg};
 
 fn on_source(lab: &Lab, command: &str) -> String {
     common::source_ssh(lab, "busybox", command)
@@ -319,34 +319,6 @@ const FAULTS: [Fault; 4] = [
     Fault::KillAgent,
     Fault::KillSourceTar,
 ];
-
-/// A small deterministic generator (no rand crate); the seed is printed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
-/// The direct children of `pid` (threads included).
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            out.extend(
-                list.split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
-    }
-    out
-}
 
 /// How one attempt ended.
 struct Attempt {

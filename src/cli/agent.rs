@@ -19,9 +19,25 @@ pub struct AgentArgs {
     /// and this stream did not resume.
     #[arg(long)]
     pub sweep: bool,
+    /// The target's lock, inherited from the client as this open
+    /// descriptor (image targets: the client holds it too).
+    #[arg(long, value_name = "FD", conflicts_with = "lock")]
+    pub lock_fd: Option<i32>,
+    /// The target's lock file, taken for as long as the agent runs (in the
+    /// rescue VM). Waits for an earlier agent to stop, then refuses.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    use hotclone::target::lock::{self, TargetLock};
+    // One writer per target: held until this process ends.
+    let _lock = match (args.lock_fd, &args.lock) {
+        (Some(fd), _) => Some(TargetLock::inherited(fd)?),
+        (None, Some(path)) => Some(TargetLock::acquire(path, "agent", lock::wait_time())?),
+        (None, None) => None,
+    };
+    hotclone::target::agent::stop_when_orphaned();
     let root = args.root;
     let options = hotclone::target::agent::AgentOptions { sweep: args.sweep };
     let stats = tokio::task::spawn_blocking(move || {

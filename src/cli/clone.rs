@@ -254,14 +254,16 @@ async fn resumable(
     let journal = Journal::open(&migration.journal_path())?;
     let stage = journal.meta("stage")?;
     if stage.is_none() {
-        if VmState::load(&migration)?.is_some() {
-            // Only its VM so far (`hotclone launch`): a new clone into it.
-            return Ok(None);
+        if VmState::load(&migration)?.is_none() {
+            // A clone stopped before it began to make a disk (probing or
+            // planning): nothing of it is worth keeping, so it starts over.
+            progress.note(&format!(
+                "an earlier clone {name} stopped before it made a disk; starting over"
+            ));
+            forget_clone(&migration);
         }
-        bail!(
-            "a migration named {name:?} exists in {} but never got a disk; remove that directory, or choose another --name",
-            migration.dir.display()
-        );
+        // Else only its VM so far (`hotclone launch`): a new clone into it.
+        return Ok(None);
     }
     let (inventory, plan) = migration.load()?;
     // "ready" but not finished: the last step (finishing the disk) was
@@ -335,8 +337,16 @@ async fn finish(
             // are kept and the same command continues.
             let kept = Journal::open(&migration.journal_path())
                 .ok()
-                .filter(|j| j.meta("stage").ok().flatten().is_some())
+                .filter(|j| {
+                    let stage = j.meta("stage").ok().flatten();
+                    stage.is_some() && stage.as_deref() != Some(stage::PREPARING)
+                })
                 .and_then(|j| j.counts().ok());
+            if e.target_damaged() {
+                // Refused before writing: the disk and the journal stay
+                // as they are, for inspection; its message says what next.
+                return Err(e.into());
+            }
             if let Some((held, _)) = kept {
                 return Err(anyhow::Error::from(e).context(format!(
                     "the clone stopped; {held} entries are safely on the target disk. Run the same command again (with --name {name}) to continue"

@@ -108,10 +108,15 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<u8> {
         progress.finish();
         let _ = session.disconnect().await;
         let report = report.map_err(|e| {
-            anyhow::Error::from(e).context(format!(
-                "the sync pass stopped; what was acknowledged is recorded. Run `hotclone sync {}` again to continue",
-                args.name
-            ))
+            let advice = if e.target_damaged() {
+                "the sync pass wrote nothing".to_string()
+            } else {
+                format!(
+                    "the sync pass stopped; what was acknowledged is recorded. Run `hotclone sync {}` again to continue",
+                    args.name
+                )
+            };
+            anyhow::Error::from(e).context(advice)
         })?;
         show(&args, &report);
         let code = u8::from(report.pass.dirty > 0 || !report.pass.warnings.is_empty()) * 3;
@@ -148,7 +153,7 @@ fn show(args: &SyncArgs, r: &SyncReport) {
             serde_json::json!({"event": "pass", "migration": args.name, "pass": p.pass,
                 "listed": p.listed, "unchanged": p.unchanged, "sent_files": p.sent_files,
                 "sent_bytes": p.sent_bytes, "tails": p.tails, "resumed": p.resumed, "wire_bytes": p.wire_bytes, "attrs": p.attrs,
-                "removed": p.removed, "dirty": p.dirty, "recent": p.recent, "warnings": p.warnings.len(),
+                "removed": p.removed, "dirty": p.dirty, "recent": p.recent, "still_changing": p.still_changing, "warnings": p.warnings.len(),
                 "seconds": secs, "reconverted": r.reconverted, "checksum_differ": p.checksum_differ,
                 "since_previous_seconds": r.since_previous.map(|d| d.as_secs()),
                 "change_rate_bytes_per_second": r.change_rate})
@@ -192,8 +197,15 @@ fn show(args: &SyncArgs, r: &SyncReport) {
     );
     if p.recent > 0 {
         println!(
-            "  recent     {} (modified within the last second; the next pass sends them again)",
+            "  recent     {} (modified while the source was listed; the next pass sends them again)",
             p.recent
+        );
+    }
+    let named = hotclone::sync::for_example(&p.still_changing, 3);
+    if !named.is_empty() {
+        println!(
+            "  again      {} file(s) next pass{named}",
+            p.dirty + p.recent
         );
     }
     println!("  warnings   {}", p.warnings.len());

@@ -68,8 +68,8 @@ pub struct CopyOutcome {
     pub records: Vec<FileRecord>,
     pub removed: u64,
     pub attrs: u64,
-    /// Records booked dirty because they were modified in the second the
-    /// listing began (see [`JournalSink::racy_from`]).
+    /// Records booked dirty because they were modified while the source
+    /// was listed (see [`JournalSink::racy_from`]).
     pub recent: u64,
     pub warnings: Vec<FileWarning>,
     /// Lines of tar's stderr that named no file.
@@ -240,11 +240,27 @@ pub struct JournalSink {
     /// [`TARGET_COPY_EVERY`], and by the caller at the end of the pass).
     pub target_copy: Option<crate::target::StateWriter>,
     /// The source's clock (whole seconds) when the listing began. A file
-    /// whose listed mtime is this second or later is booked dirty: busybox
-    /// lists whole seconds, so a later write in that same second, with the
-    /// same size, would look like no change. Booked with the ack, not at
-    /// the end of the pass, so an interrupted pass leaves it dirty too.
+    /// whose listed mtime lies in the listing's window, from this second to
+    /// [`JournalSink::racy_until`], is booked dirty: busybox lists whole
+    /// seconds, so a later write in that same second, with the same size,
+    /// would look like no change. Booked with the ack, not at the end of
+    /// the pass, so an interrupted pass leaves it dirty too.
     pub racy_from: i64,
+    /// The source's clock (whole seconds) right after the listing ended.
+    /// An mtime after it was not made by a write during the listing (it
+    /// was set to a future date): not racy, or the file would be sent
+    /// again on every pass. A later write changes its mtime, and the next
+    /// delta finds it.
+    pub racy_until: i64,
+}
+
+/// Whether a file listed with `mtime` may have been written again, in the
+/// same whole second and with the same size, after the listing saw it: its
+/// mtime lies within the listing's window `from..=until` (the source's
+/// clock as the listing began and as it ended). A clock stepped back
+/// during the listing (`until < from`) widens the window to both readings.
+fn listed_in_racy_window(mtime: i64, from: i64, until: i64) -> bool {
+    (from.min(until)..=from.max(until)).contains(&mtime)
 }
 
 /// Acknowledged records are committed at least this often.
@@ -658,6 +674,12 @@ impl AckBook {
         }
     }
 
+    /// Whether `listed`'s mtime lies in the listing's window
+    /// ([`listed_in_racy_window`]).
+    fn racy(&self, listed: &ListedFile) -> bool {
+        listed_in_racy_window(listed.mtime, self.sink.racy_from, self.sink.racy_until)
+    }
+
     /// Book one acknowledgement; returns the content bytes it confirms.
     fn take(
         &mut self,
@@ -709,7 +731,7 @@ impl AckBook {
                     .and_then(|m| crate::verify::changed_since_listing(listed, (m.size, m.mtime)));
                 let mut dirty = changed.is_some();
                 booked.warnings.extend(changed);
-                if !dirty && listed.kind != FileKind::Dir && listed.mtime >= self.sink.racy_from {
+                if !dirty && listed.kind != FileKind::Dir && self.racy(listed) {
                     dirty = true;
                     booked.recent += 1;
                 }
@@ -766,7 +788,7 @@ impl AckBook {
                         crate::verify::changed_since_listing(listed, (m.size, m.mtime)).is_none()
                     })
                 });
-                if !as_listed || listed.mtime >= self.sink.racy_from {
+                if !as_listed || self.racy(listed) {
                     return 0;
                 }
                 let counted = self.counted_to.entry(abs.clone()).or_insert(0);
@@ -874,44 +896,182 @@ mod tests {
         assert_eq!(shown, vec!["a b ", "c ", "big ", "d "]);
     }
 
-    /// Regression: the racily-clean rule ran only when a pass finished, so
-    /// a pass interrupted after booking a file listed in the second the
-    /// listing began left it clean. A same-size rewrite in that second
-    /// (the next pass listing it unchanged) then never reached the target.
-    #[test]
-    fn a_file_modified_in_the_listing_second_is_booked_dirty_as_its_ack_arrives() {
-        let dir = std::env::temp_dir().join(format!("hotclone-racy-{}", std::process::id()));
+    /// What a journal holds after a pass that sent `files`, listed the
+    /// source between `racy_from` and `racy_until`, and had `acks` back
+    /// before the agent went away (the pass never finishes).
+    struct Booking {
+        booked: Booked,
+        /// Per journal record: its path and whether it is dirty.
+        dirty: Vec<(Vec<u8>, bool)>,
+        partials: Vec<Partial>,
+    }
+
+    fn book(
+        name: &str,
+        files: &[&ListedFile],
+        (racy_from, racy_until): (i64, i64),
+        sent: SentEntries,
+        acks: &[Ack],
+    ) -> Booking {
+        let dir =
+            std::env::temp_dir().join(format!("hotclone-ackbook-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("journal.sqlite");
         let _ = std::fs::remove_file(&path);
         let pass = Journal::open(&path).unwrap().begin_pass("sync").unwrap();
-        let (old, racy) = (f("/old", 5), ListedFile::test_file("/racy", 5, 1000));
-        let old = ListedFile { mtime: 999, ..old };
         let work = Work {
-            send: vec![&old, &racy],
+            send: files.to_vec(),
             ..Default::default()
         };
         let sink = JournalSink {
             path: path.clone(),
             pass,
             target_copy: None,
-            racy_from: 1000,
+            racy_from,
+            racy_until,
         };
-        let book = AckBook::new(&work, sink, Default::default()).unwrap();
+        let book = AckBook::new(&work, sink, sent).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        for p in ["old", "racy"] {
-            let ack = Ack::Ok {
-                path: p.as_bytes().to_vec(),
-                digest: Some(*blake3::hash(p.as_bytes()).as_bytes()),
-            };
+        for ack in acks {
             tx.send(ack.to_string()).unwrap();
         }
-        drop(tx); // the agent went away: the pass never finishes
+        drop(tx);
         let booked = book.run(rx).unwrap();
-        assert_eq!(booked.recent, 1);
-        let files = Journal::open(&path).unwrap().files().unwrap();
-        let dirty: Vec<(&[u8], bool)> = files.iter().map(|r| (&r.path[..], r.dirty)).collect();
-        assert_eq!(dirty, vec![(&b"/old"[..], false), (&b"/racy"[..], true)]);
+        let journal = Journal::open(&path).unwrap();
+        let dirty = journal
+            .files()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.path, r.dirty))
+            .collect();
+        let partials = journal.partials().unwrap();
+        drop(journal);
         std::fs::remove_dir_all(&dir).unwrap();
+        Booking {
+            booked,
+            dirty,
+            partials,
+        }
+    }
+
+    /// An `ok` ack for each of `files`, as [`book`] takes them.
+    fn oks(files: &[&ListedFile]) -> Vec<Ack> {
+        files
+            .iter()
+            .map(|f| {
+                let rel = relative(&f.path);
+                Ack::Ok {
+                    path: rel.to_vec(),
+                    digest: Some(*blake3::hash(rel).as_bytes()),
+                }
+            })
+            .collect()
+    }
+
+    fn dirty_of(files: &[(&str, bool)]) -> Vec<(Vec<u8>, bool)> {
+        files
+            .iter()
+            .map(|(p, d)| (p.as_bytes().to_vec(), *d))
+            .collect()
+    }
+
+    /// Regression: the racily-clean rule ran only when a pass finished, so
+    /// a pass interrupted after booking a file listed in the second the
+    /// listing began left it clean. A same-size rewrite in that second
+    /// (the next pass listing it unchanged) then never reached the target.
+    #[test]
+    fn a_file_modified_in_the_listing_second_is_booked_dirty_as_its_ack_arrives() {
+        let old = ListedFile::test_file("/old", 5, 999);
+        let racy = ListedFile::test_file("/racy", 5, 1000);
+        let files = [&old, &racy];
+        let b = book(
+            "racy",
+            &files,
+            (1000, 1000),
+            Default::default(),
+            &oks(&files),
+        );
+        assert_eq!(b.booked.recent, 1);
+        assert_eq!(b.dirty, dirty_of(&[("/old", false), ("/racy", true)]));
+    }
+
+    /// Regression: every file with an mtime at or after the listing's
+    /// start was racy, so a file dated in the future (`touch -d 2100-01-01`)
+    /// was booked dirty and sent again on every pass: `verify` never came
+    /// back clean and cutover's final sync always failed. Only mtimes in
+    /// the listing's window are racy; a future date is not.
+    #[test]
+    fn regression_a_file_dated_in_the_future_is_clean_after_one_pass() {
+        let future = ListedFile::test_file("/future", 5, 4_102_444_800); // 2100-01-01
+        let start = ListedFile::test_file("/start", 5, 1000);
+        let end = ListedFile::test_file("/end", 5, 1002);
+        let after = ListedFile::test_file("/after", 5, 1003);
+        let files = [&after, &end, &future, &start];
+        let b = book(
+            "future",
+            &files,
+            (1000, 1002),
+            Default::default(),
+            &oks(&files),
+        );
+        assert_eq!(b.booked.recent, 2);
+        assert!(b.booked.warnings.is_empty());
+        assert_eq!(
+            b.dirty,
+            dirty_of(&[
+                ("/after", false),
+                ("/end", true),
+                ("/future", false),
+                ("/start", true),
+            ])
+        );
+    }
+
+    /// The partial copy of a big file cut off midway is kept for a resume
+    /// when the file is dated in the future (it was not written during the
+    /// listing), but not when it was modified while the source was listed.
+    #[test]
+    fn a_future_dated_file_cut_off_keeps_its_partial_copy_a_racy_one_does_not() {
+        let future = ListedFile::test_file("/future", 1 << 20, 4_102_444_800);
+        let racy = ListedFile::test_file("/racy", 1 << 20, 1001);
+        let sent: SentEntries = Default::default();
+        let mut acks = Vec::new();
+        for f in [&future, &racy] {
+            let meta = EntryMeta {
+                size: f.size,
+                kind: EntryKind::File,
+                ..attrs_meta(f)
+            };
+            acks.push(Ack::Part {
+                path: meta.path.clone(),
+                offset: 4096,
+                digest: [7; 32],
+            });
+            sent.lock().unwrap().insert(meta.path.clone(), meta);
+        }
+        let b = book("part", &[&future, &racy], (1000, 1002), sent, &acks);
+        let kept: Vec<&[u8]> = b.partials.iter().map(|p| &p.path[..]).collect();
+        assert_eq!(kept, vec![&b"/future"[..]]);
+        assert!(b.dirty.is_empty());
+    }
+
+    #[test]
+    fn the_racy_window_holds_the_listing_seconds_and_nothing_after() {
+        // Listed from 1000 to 1002: both ends are in.
+        assert!(!listed_in_racy_window(999, 1000, 1002));
+        assert!(listed_in_racy_window(1000, 1000, 1002));
+        assert!(listed_in_racy_window(1001, 1000, 1002));
+        assert!(listed_in_racy_window(1002, 1000, 1002));
+        assert!(!listed_in_racy_window(1003, 1000, 1002));
+        assert!(!listed_in_racy_window(4_102_444_800, 1000, 1002));
+        // A listing within one second: that second only.
+        assert!(listed_in_racy_window(1000, 1000, 1000));
+        assert!(!listed_in_racy_window(1001, 1000, 1000));
+        // The clock stepped back during the listing: both readings count.
+        assert!(listed_in_racy_window(999, 1000, 998));
+        assert!(listed_in_racy_window(1000, 1000, 998));
+        assert!(!listed_in_racy_window(1001, 1000, 998));
+        assert!(!listed_in_racy_window(i64::MAX, 1000, 1002));
+        assert!(!listed_in_racy_window(i64::MIN, 1000, 1002));
     }
 }

@@ -30,7 +30,7 @@ use crate::probe::{BootloaderKind, DistroFamily, Inventory};
 use crate::progress::{FileWarning, Progress};
 use crate::ssh::Session;
 use crate::stream::listing::{self, FileKind, ListedFile};
-use crate::target::{image, Opener};
+use crate::target::{image, CloneStart, Opener};
 
 pub use copy::Batching;
 
@@ -78,6 +78,12 @@ impl From<image::ImageError> for CloneError {
 impl CloneError {
     pub(crate) fn internal(what: &str) -> CloneError {
         CloneError::Internal(what.to_string())
+    }
+
+    /// The target's filesystem was found damaged and refused: running the
+    /// same command again does not help (its message says what does).
+    pub fn target_damaged(&self) -> bool {
+        matches!(self, CloneError::Image(image::ImageError::Damaged { .. }))
     }
 }
 
@@ -158,6 +164,10 @@ pub async fn list_source(
 
 /// The journal's "stage" of a migration.
 pub mod stage {
+    /// The target disk is being made (partitioned, formatted); a clone
+    /// killed now left a disk with no file on it, which the next run makes
+    /// again.
+    pub const PREPARING: &str = "preparing";
     /// The disk exists and files are being copied; `clone` continues it.
     pub const COPYING: &str = "copying";
     /// Copied, converted and finished: `sync` keeps it current.
@@ -182,19 +192,32 @@ pub async fn run(
 ) -> Result<CloneReport, CloneError> {
     let started = Instant::now();
     let mut journal = Journal::open(&migration.journal_path())?;
-    let resuming = journal.meta("stage")?.is_some();
-    if resuming {
-        progress.phase("attaching the partly copied disk");
-        let (files, _) = journal.counts()?;
-        progress.note(&format!(
-            "continuing an interrupted clone: {files} entries are already on the target"
-        ));
-    } else {
-        progress.phase("preparing the target disk");
+    let start = match journal.meta("stage")?.as_deref() {
+        None => CloneStart::New,
+        Some(stage::PREPARING) => CloneStart::Redo,
+        Some(_) => CloneStart::Resume,
+    };
+    match start {
+        CloneStart::Resume => {
+            progress.phase("attaching the partly copied disk");
+            let (files, _) = journal.counts()?;
+            progress.note(&format!(
+                "continuing an interrupted clone: {files} entries are already on the target"
+            ));
+        }
+        CloneStart::Redo => {
+            progress.phase("preparing the target disk");
+            progress
+                .note("the last run was stopped while it prepared the disk: preparing it again");
+        }
+        CloneStart::New => progress.phase("preparing the target disk"),
+    }
+    if start != CloneStart::Resume {
+        journal.set_meta("stage", stage::PREPARING)?;
     }
     // From here on the disk holds acknowledged files the journal describes:
     // a failure keeps both, and running the clone again continues.
-    let mut target = opener.for_clone(plan, migration, resuming).await?;
+    let mut target = opener.for_clone(plan, migration, start).await?;
     journal.set_meta("stage", stage::COPYING)?;
     journal.set_meta(FINISHED, "")?;
 

@@ -741,14 +741,7 @@ impl<'a> Cutover<'a> {
             if attempt == 2 {
                 return Err(step_err(
                     Step::FinalSync,
-                    format!(
-                        "{} file(s) still change on the quiesced source (e.g. {}); stop what writes them (--stop or --quiesce all)",
-                        p.dirty + p.recent,
-                        p.warnings
-                            .first()
-                            .map(|w| w.path().display().to_string())
-                            .unwrap_or_default()
-                    ),
+                    still_changing_message(p.dirty + p.recent, &p.still_changing),
                 ));
             }
             // Recently modified files are re-read once their mtime settles.
@@ -762,6 +755,15 @@ impl<'a> Cutover<'a> {
             total.files, total.bytes, total.wire_bytes, total.removed, total.attrs
         ))
     }
+}
+
+/// Why the final sync gives up: `count` files still change on the
+/// quiesced source; up to three of `paths` (some of them) are named.
+fn still_changing_message(count: u64, paths: &[String]) -> String {
+    format!(
+        "{count} file(s) still change on the quiesced source{}; stop what writes them (--stop or --quiesce all)",
+        crate::sync::for_example(paths, 3)
+    )
 }
 
 /// A test hook: with `HOTCLONE_CUTOVER_HOLD=STEP[,STEP...]`, wait before
@@ -788,4 +790,30 @@ pub(crate) async fn hold_before(migration: &Migration, step: Step) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = std::fs::remove_file(&file);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the example came from the first warning, and files
+    /// modified while the source was listed ("recent") have none, so the
+    /// message read "(e.g. )".
+    #[test]
+    fn the_final_sync_failure_names_up_to_three_changing_files_never_an_empty_one() {
+        let paths: Vec<String> = ["/var/log/a", "/var/log/b", "/srv/c", "/srv/d"]
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            still_changing_message(7, &paths),
+            "7 file(s) still change on the quiesced source (e.g. /var/log/a, /var/log/b, /srv/c); stop what writes them (--stop or --quiesce all)"
+        );
+        let none = still_changing_message(2, &[]);
+        assert_eq!(
+            none,
+            "2 file(s) still change on the quiesced source; stop what writes them (--stop or --quiesce all)"
+        );
+        assert!(!still_changing_message(1, &[String::new()]).contains("e.g."));
+    }
 }

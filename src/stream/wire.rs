@@ -33,8 +33,9 @@
 //!   the BLAKE3 of the whole new content.
 //!
 //! While a big file arrives, the agent also answers `part` lines: how much
-//! of it the partial copy beside the old file holds, so an interrupted
-//! transfer resumes from there ([`RESUMABLE_MIN`], [`PART_EVERY`]).
+//! of it the partial copy beside the old file holds (durably: the agent
+//! fdatasyncs it first), so an interrupted transfer resumes from there
+//! ([`RESUMABLE_MIN`], [`CHECKPOINT_EVERY`]).
 //!
 //! Version 2 added `Remove` (tag 7) and `Attrs` (tag 8); version 3 added
 //! `Append` (tag 9).
@@ -64,8 +65,13 @@ pub const MAX_META: usize = 16 << 20;
 pub const HOLE_BLOCK: usize = 4096;
 /// Files at least this big report `part` progress while they arrive.
 pub const RESUMABLE_MIN: u64 = 256 << 10;
-/// How often (content bytes) a `part` line is sent.
-pub const PART_EVERY: u64 = 128 << 10;
+/// How often (content bytes) a `part` line is sent. Each follows an
+/// fdatasync of the partial copy, so what a `part` books survives a crash
+/// of the target host too; a larger interval keeps those syncs cheap.
+pub const CHECKPOINT_EVERY: u64 = 1 << 20;
+/// Size of a big file's data frames: what tar has sent reaches the agent
+/// (and its partial copy) without waiting for a whole [`MAX_DATA`].
+pub const DATA_FRAME: u64 = 128 << 10;
 /// Flush the zstd stream at the end of a file once this much was written
 /// since the last flush, so the agent never waits long for a buffered tail.
 const FLUSH_EVERY: u64 = 128 << 10;
@@ -518,11 +524,11 @@ impl<W: Write> WireWriter<W> {
         let result = (|| {
             let mut hole: u64 = 0;
             while remaining > 0 {
-                // Frames of PART_EVERY bytes: what tar has sent reaches
+                // Frames of DATA_FRAME bytes: what tar has sent reaches
                 // the agent (and its partial copy) without waiting for a
                 // whole MiB, so a cut-off file resumes near where it
                 // stopped.
-                let want = remaining.min(PART_EVERY) as usize;
+                let want = remaining.min(DATA_FRAME) as usize;
                 let n = read_full(data, &mut buf[..want])?;
                 if n < want {
                     return Err(WireError::Truncated("in the middle of a file's data: the reader gave fewer bytes than the entry's size"));
@@ -530,7 +536,7 @@ impl<W: Write> WireWriter<W> {
                 let chunk = &buf[..n];
                 hasher.update(chunk);
                 // Split into HOLE_BLOCK blocks; chunks start at multiples of
-                // PART_EVERY, so blocks are aligned to the file offset (to the
+                // DATA_FRAME, so blocks are aligned to the file offset (to the
                 // offset of an appended tail: the agent decides its holes
                 // itself).
                 let mut run_start = 0;
@@ -945,10 +951,10 @@ mod tests {
         want.push(Frame::Entry(file));
         want.push(Frame::Data(vec![7; 8192]));
         want.push(Frame::Hole(4096));
-        // Data frames end at multiples of PART_EVERY.
-        want.push(Frame::Data(vec![7; PART_EVERY as usize - 12288]));
-        for _ in 1..MAX_DATA / PART_EVERY as usize {
-            want.push(Frame::Data(vec![7; PART_EVERY as usize]));
+        // Data frames end at multiples of DATA_FRAME.
+        want.push(Frame::Data(vec![7; DATA_FRAME as usize - 12288]));
+        for _ in 1..MAX_DATA / DATA_FRAME as usize {
+            want.push(Frame::Data(vec![7; DATA_FRAME as usize]));
         }
         want.push(Frame::Hole(5));
         want.push(Frame::FileEnd {

@@ -46,6 +46,9 @@ pub fn target_state(root: &Path) -> PathBuf {
     root.join(TARGET_STATE_DIR)
 }
 
+/// How many of the files a pass leaves dirty or recent its report names.
+pub const STILL_CHANGING_SHOWN: usize = 20;
+
 /// What a pass did.
 #[derive(Debug, Default)]
 pub struct PassReport {
@@ -66,9 +69,14 @@ pub struct PassReport {
     pub removed: u64,
     /// Changed while read (reported as warnings).
     pub dirty: u64,
-    /// Modified less than a second before the listing: recorded dirty too,
-    /// so the next pass sends them again, but not a warning.
+    /// Modified while the source was listed (in the window of
+    /// [`JournalSink::racy_from`]): recorded dirty too, so the next pass
+    /// sends them again, but not a warning.
     pub recent: u64,
+    /// Paths of the files left dirty or recent, at most
+    /// [`STILL_CHANGING_SHOWN`] of them, for messages that name some
+    /// (`dirty + recent` counts them all).
+    pub still_changing: Vec<String>,
     pub warnings: Vec<FileWarning>,
     pub tar_messages: Vec<String>,
     pub duration: Duration,
@@ -121,8 +129,9 @@ pub async fn pass(
 ) -> Result<PassReport, CloneError> {
     let started = Instant::now();
     progress.phase("listing the source");
-    let source_now = source_clock(session).await?;
+    let listing_began = source_clock(session).await?;
     let listing = list_source(session, inv, plan, progress).await?;
+    let listing_ended = source_clock(session).await?;
     let mut journal = Journal::open(&migration.journal_path())?;
     let mut held = journal.files()?;
     let mut checksum_differ = 0;
@@ -225,7 +234,8 @@ pub async fn pass(
         path: migration.journal_path(),
         pass,
         target_copy: Some(target.state_writer()),
-        racy_from: source_now,
+        racy_from: listing_began,
+        racy_until: listing_ended,
     };
     let tails = work.append.len() as u64 - resumed;
     let mut copied = copy::copy(
@@ -248,6 +258,7 @@ pub async fn pass(
         .map(|r| r.path.clone())
         .collect();
     journal.mark_dirty(&dirty)?;
+    let still_changing = shown_paths(&dirty, STILL_CHANGING_SHOWN);
     let dirty_count = (dirty.len() as u64).saturating_sub(recent);
     journal.finish_pass(
         pass,
@@ -274,12 +285,39 @@ pub async fn pass(
         removed: copied.removed,
         dirty: dirty_count,
         recent,
+        still_changing,
         warnings: copied.warnings,
         tar_messages: copied.tar_messages,
         duration: started.elapsed(),
         reconvert: delta.reconvert,
         checksum_differ,
     })
+}
+
+/// " (e.g. /a, /b, /c)": the first `at_most` of `paths` (empty ones
+/// skipped), for a message that counts files and names some. Empty when
+/// no path is known, so a message never shows an empty example.
+pub fn for_example(paths: &[String], at_most: usize) -> String {
+    let named: Vec<&str> = paths
+        .iter()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .take(at_most)
+        .collect();
+    if named.is_empty() {
+        String::new()
+    } else {
+        format!(" (e.g. {})", named.join(", "))
+    }
+}
+
+/// The first `at_most` of `paths`, as text.
+fn shown_paths(paths: &[Vec<u8>], at_most: usize) -> Vec<String> {
+    paths
+        .iter()
+        .take(at_most)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect()
 }
 
 /// The files of `send` that only grew and whose prefix both sides agree
@@ -419,7 +457,8 @@ pub async fn run(
     })
 }
 
-/// The source's clock (Unix seconds), read just before its listing.
+/// The source's clock (Unix seconds), read just before its listing and
+/// right after it: the window of [`JournalSink::racy_from`].
 async fn source_clock(session: &Session) -> Result<i64, CloneError> {
     let out = session
         .run("date +%s", b"")
@@ -432,4 +471,33 @@ async fn source_clock(session: &Session) -> Result<i64, CloneError> {
             what: "reading the clock with `date +%s`".into(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(p: &[&str]) -> Vec<String> {
+        p.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn examples_name_at_most_the_wanted_number_and_never_an_empty_one() {
+        let four = paths(&["/a", "/b", "/c", "/d"]);
+        assert_eq!(for_example(&four, 3), " (e.g. /a, /b, /c)");
+        assert_eq!(for_example(&four[..1], 3), " (e.g. /a)");
+        assert_eq!(for_example(&paths(&["", "/b"]), 3), " (e.g. /b)");
+        assert_eq!(for_example(&paths(&[""]), 3), "");
+        assert_eq!(for_example(&[], 3), "");
+        assert_eq!(for_example(&four, 0), "");
+    }
+
+    #[test]
+    fn a_pass_names_at_most_the_first_paths_left_changing() {
+        let dirty: Vec<Vec<u8>> = (0..30).map(|i| format!("/f{i}").into_bytes()).collect();
+        let shown = shown_paths(&dirty, STILL_CHANGING_SHOWN);
+        assert_eq!(shown.len(), STILL_CHANGING_SHOWN);
+        assert_eq!(shown[0], "/f0");
+        assert_eq!(shown_paths(&[b"/x\xff".to_vec()], 20), vec!["/x\u{fffd}"]);
+    }
 }

@@ -75,6 +75,30 @@ pub enum AgentError {
     Sync(String),
 }
 
+/// Stop this process as soon as its client is gone. The client (or, in
+/// the rescue VM, the SSH server's session process) is the agent's parent;
+/// when it dies the agent is re-parented, and an agent that outlives its
+/// client would go on writing what was buffered while the next pass
+/// prepares the disk. Everything it had acknowledged is durable already;
+/// what it had not is sent again. Polls `getppid` every 50 ms in a thread.
+pub fn stop_when_orphaned() {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // SAFETY: as above.
+        if unsafe { libc::getppid() } != parent {
+            let _ = writeln!(
+                io::stderr(),
+                "agent: the client (pid {parent}) is gone; stopping without writing more"
+            );
+            // SAFETY: _exit ends the process at once, with no unwinding;
+            // no further write reaches the target.
+            unsafe { libc::_exit(75) };
+        }
+    });
+}
+
 struct AckOut<W: Write> {
     out: W,
     pending: Vec<Ack>,

@@ -156,6 +156,129 @@ pub fn disks() -> Vec<DiskInfo> {
     out
 }
 
+/// Whether the kernel has `device` claimed: mounted in any mount
+/// namespace, active swap, or held by LVM/MD. An `O_EXCL` open of a block
+/// device fails with EBUSY exactly then (for a whole disk, also when any
+/// of its partitions is claimed). Unlike `/proc/mounts`, which shows only
+/// this process's mount namespace, it sees every namespace: a mount that a
+/// killed client left alive in a namespace of its own (`ip netns exec`, a
+/// container, a systemd unit with private mounts) counts.
+pub fn claimed(device: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(device)
+    {
+        Ok(_) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// `disk` and its partition devices, as sysfs lists them.
+pub fn with_partitions(disk: &Path) -> Vec<PathBuf> {
+    let mut out = vec![disk.to_path_buf()];
+    let Some(name) = kernel_name(disk) else {
+        return out;
+    };
+    if let Ok(rd) = std::fs::read_dir(Path::new("/sys/class/block").join(&name)) {
+        let mut parts: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&name) && n.len() > name.len())
+            .map(|n| Path::new("/dev").join(n))
+            .collect();
+        parts.sort();
+        out.extend(parts);
+    }
+    out
+}
+
+/// Where `devices` are mounted, in every mount namespace of this host:
+/// "/dev/loop3p2 on /var/lib/hotclone/x/mnt in the mount namespace of pid
+/// 4242 (hotclone)". Read from each process's mountinfo (by device
+/// number), one line per namespace and mount.
+pub fn mounted_anywhere(devices: &[PathBuf]) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let wanted: Vec<(String, &PathBuf)> = devices
+        .iter()
+        .filter_map(|d| {
+            let rdev = std::fs::metadata(d).ok()?.rdev();
+            Some((format!("{}:{}", libc::major(rdev), libc::minor(rdev)), d))
+        })
+        .collect();
+    let mut seen_ns = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let name = p.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(ns) = std::fs::read_link(p.path().join("ns/mnt")) else {
+            continue;
+        };
+        if !seen_ns.insert(ns) {
+            continue;
+        }
+        let Ok(info) = std::fs::read_to_string(p.path().join("mountinfo")) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+        for line in info.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            let (Some(devno), Some(point)) = (f.get(2), f.get(4)) else {
+                continue;
+            };
+            if let Some((_, dev)) = wanted.iter().find(|(n, _)| n == devno) {
+                out.push(format!(
+                    "{} on {} in the mount namespace of pid {name} ({})",
+                    dev.display(),
+                    point.replace("\\040", " "),
+                    comm.trim()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Wait up to `wait` for `disk` and its partitions to be released by
+/// whatever still has them mounted (a killed run's namespace going away
+/// takes a moment). Err with what holds them when they stay claimed.
+pub fn wait_unclaimed(disk: &Path, wait: std::time::Duration) -> Result<(), ImageError> {
+    let started = std::time::Instant::now();
+    loop {
+        let devices = with_partitions(disk);
+        let mut busy = Vec::new();
+        for d in &devices {
+            if claimed(d)? {
+                busy.push(d.clone());
+            }
+        }
+        if busy.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= wait {
+            let mut holders = mounted_anywhere(&busy);
+            if holders.is_empty() {
+                holders = busy
+                    .iter()
+                    .map(|d| format!("{} is open exclusively by some process", d.display()))
+                    .collect();
+            }
+            return Err(ImageError::MountedElsewhere {
+                device: disk.to_path_buf(),
+                holders: holders.join("; "),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

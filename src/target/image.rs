@@ -56,6 +56,12 @@ pub enum ImageError {
     NotPlanned { device: PathBuf, planned: String },
     #[error("{device} is in use ({what}); hotclone only writes to a disk nothing uses. Unmount or release it first, or name another disk")]
     InUse { device: PathBuf, what: String },
+    #[error("{device} is still mounted elsewhere, so hotclone will not detach or mount it again (two mounts of one filesystem corrupt it): {holders}. Stop that process (a killed hotclone's agent, or the shell of an `ip netns exec` it ran in) and run the command again")]
+    MountedElsewhere { device: PathBuf, holders: String },
+    #[error("the target filesystem on {device} is damaged, so hotclone will not write into it. `e2fsck -fn` said: {output}. Look at it with `e2fsck -f {device}` (it can repair), or start the clone over")]
+    Damaged { device: PathBuf, output: String },
+    #[error(transparent)]
+    Lock(#[from] super::lock::LockError),
     #[error("partition device {0} did not appear after the partition table was read")]
     NoPartitionDevice(PathBuf),
     #[error("{0}")]
@@ -291,11 +297,40 @@ impl Drop for PreparedImage {
     }
 }
 
+/// How far to trust an existing target's filesystems before writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsCheck {
+    /// Check a filesystem that is not marked clean (it was not unmounted:
+    /// the host or VM went down). A clean one is trusted.
+    IfUnclean,
+    /// The last holder of the target died while it held it: check every
+    /// filesystem fully (`e2fsck -fn`) whatever its state.
+    Full,
+}
+
+impl FsCheck {
+    /// The check a lock calls for: full when its last holder died.
+    pub fn after(lock: &super::lock::TargetLock) -> FsCheck {
+        if lock.previous_died().is_some() {
+            FsCheck::Full
+        } else {
+            FsCheck::IfUnclean
+        }
+    }
+}
+
 /// Attach and mount an existing target disk (made by [`prepare`], possibly
 /// by a run that was interrupted) read-write under `staging`. Whatever an
-/// interrupted run left attached or mounted is released first. Dropped, it
-/// unmounts and detaches; the disk is never deleted.
-pub fn attach(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage, ImageError> {
+/// interrupted run left attached or mounted is released first, and the
+/// filesystems are checked (`check`) before they are mounted; a damaged
+/// one is refused. Dropped, it unmounts and detaches; the disk is never
+/// deleted. The caller holds the target's [`super::lock::TargetLock`].
+pub fn attach(
+    plan: &Plan,
+    raw: &Path,
+    staging: &Path,
+    check: FsCheck,
+) -> Result<PreparedImage, ImageError> {
     if !raw.exists() {
         return Err(ImageError::DiskGone {
             path: raw.to_path_buf(),
@@ -303,7 +338,7 @@ pub fn attach(plan: &Plan, raw: &Path, staging: &Path) -> Result<PreparedImage, 
     }
     release_stale(raw, staging)?;
     let disk = DiskHandle::Loop(LoopDisk::attach(raw)?);
-    reattached(plan, raw, staging, disk)
+    reattached(plan, raw, staging, disk, check)
 }
 
 /// Mount the filesystems of an existing target on the block device
@@ -313,21 +348,29 @@ pub fn attach_device(
     plan: &Plan,
     device: &Path,
     staging: &Path,
+    check: FsCheck,
 ) -> Result<PreparedImage, ImageError> {
     release_stale(Path::new(""), staging)?;
+    super::device::wait_unclaimed(device, UNCLAIM_WAIT)?;
     reattached(
         plan,
         device,
         staging,
         DiskHandle::Device(device.to_path_buf()),
+        check,
     )
 }
+
+/// How long a disk still mounted elsewhere is given to be released (a
+/// killed run's mount namespace going away) before it is refused.
+const UNCLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn reattached(
     plan: &Plan,
     raw: &Path,
     staging: &Path,
     disk: DiskHandle,
+    check: FsCheck,
 ) -> Result<PreparedImage, ImageError> {
     let filesystems = filesystems(plan, &disk, |_, _, device| {
         let uuid = run(
@@ -337,15 +380,74 @@ fn reattached(
         )?;
         Ok(uuid.trim().to_string())
     })?;
+    for fs in &filesystems {
+        check_filesystem(fs, check)?;
+    }
     mounted(raw, staging, filesystems, disk, true)
 }
 
+/// Never trust, always check: before a pass writes into an existing
+/// ext2/3/4 filesystem, replay its journal if it was not unmounted, and
+/// run `e2fsck -fn` (read-only) when it was not clean or `check` is
+/// [`FsCheck::Full`]. Any error it reports refuses the target. Other
+/// filesystem types are mounted as they are (their own log recovery).
+fn check_filesystem(fs: &NewFilesystem, check: FsCheck) -> Result<(), ImageError> {
+    if !matches!(fs.fs_type, FsType::Ext2 | FsType::Ext3 | FsType::Ext4) {
+        return Ok(());
+    }
+    let dev = fs.device.to_string_lossy().into_owned();
+    let header = run("dumpe2fs", &["-h", &dev], "e2fsprogs")?;
+    let unclean = ext_needs_check(&header);
+    if unclean {
+        tracing::info!("{dev} was not unmounted cleanly: replaying its journal, then checking it");
+        // Replays the journal only (what a mount would do), no repairs.
+        // Exit 1 means "replayed".
+        if let Err(e) = run("e2fsck", &["-E", "journal_only", "-p", &dev], "e2fsprogs") {
+            if !matches!(&e, ImageError::Command { output, .. } if output.contains("exit status: 1)"))
+            {
+                return Err(e);
+            }
+        }
+    }
+    if !unclean && check == FsCheck::IfUnclean {
+        return Ok(());
+    }
+    match run("e2fsck", &["-f", "-n", &dev], "e2fsprogs") {
+        Ok(_) => {
+            tracing::info!("{dev}: e2fsck -fn found no damage");
+            Ok(())
+        }
+        Err(ImageError::Command { output, .. }) => Err(ImageError::Damaged {
+            device: fs.device.clone(),
+            output: last_lines(&output, 12),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a `dumpe2fs -h` header shows a filesystem that was not
+/// unmounted cleanly (journal to replay) or is marked with errors.
+pub fn ext_needs_check(header: &str) -> bool {
+    header.lines().any(|l| {
+        let l = l.trim();
+        (l.starts_with("Filesystem features:") && l.contains("needs_recovery"))
+            || (l.starts_with("Filesystem state:") && !l.ends_with(" clean"))
+    })
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
 /// Undo what a killed run left behind for this disk: mounts at or under
-/// `staging` (deepest first; a mount still busy is retried for a while,
-/// since a killed client's agent may still be finishing its last write)
-/// and loop devices backed by `raw`. Mounting the same filesystem through
-/// a second loop device would corrupt it, so a leftover that cannot be
-/// released is an error.
+/// `staging` in this mount namespace (deepest first; a busy one is retried
+/// for a while) and loop devices backed by `raw`. The caller holds the
+/// target's lock, so no agent of an earlier pass still writes. A loop
+/// device still mounted in another mount namespace is never detached
+/// ([`super::device::wait_unclaimed`]): mounting the same filesystem
+/// through a second loop device would corrupt it, so such a leftover is an
+/// error naming who holds it.
 pub fn release_stale(raw: &Path, staging: &Path) -> Result<(), ImageError> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     let mut stale: Vec<PathBuf> = info
@@ -374,6 +476,11 @@ pub fn release_stale(raw: &Path, staging: &Path) -> Result<(), ImageError> {
         let raw_s = raw.to_string_lossy().into_owned();
         let held = run("losetup", &["-j", &raw_s, "-n", "-O", "NAME"], "mount")?;
         for dev in held.split_whitespace() {
+            // Still mounted in some other mount namespace (a killed
+            // client's, kept alive by its agent or its shell)? Then it is
+            // not ours to detach: detaching would leave that mount writing
+            // while we mount the image again through a second device.
+            super::device::wait_unclaimed(Path::new(dev), UNCLAIM_WAIT)?;
             let _ = run("partx", &["-d", dev], "util-linux");
             run("losetup", &["-d", dev], "mount")?;
             tracing::info!("detached {dev}, left attached to {raw_s} by an interrupted run");
@@ -467,6 +574,9 @@ pub struct ReadOnlyImage {
     mounts: Mounts,
     disk: LoopDisk,
     temporary: Option<PathBuf>,
+    /// The target's lock: no pass writes while this reads. Declared last,
+    /// so it goes after the drop has unmounted and detached.
+    _lock: super::lock::TargetLock,
 }
 
 impl Drop for ReadOnlyImage {
@@ -484,6 +594,11 @@ pub fn open_read_only(plan: &Plan, work: &Path) -> Result<ReadOnlyImage, ImageEr
         return Err(ImageError::NotAnImage(plan.target.display()));
     };
     std::fs::create_dir_all(work)?;
+    let lock = super::lock::TargetLock::acquire(
+        &super::lock::image_lock_path(path),
+        "verify",
+        super::lock::wait_time(),
+    )?;
     let (raw, temporary) = match format {
         ImageFormat::Raw => (path.clone(), None),
         ImageFormat::Qcow2 => {
@@ -508,6 +623,7 @@ pub fn open_read_only(plan: &Plan, work: &Path) -> Result<ReadOnlyImage, ImageEr
         mounts: Mounts::default(),
         disk: LoopDisk::attach_with(&raw, true)?,
         temporary,
+        _lock: lock,
     };
     let mut devices = Vec::new();
     for p in plan

@@ -524,7 +524,10 @@ impl Target for LiveTarget {
         let cmd = format!(
             "exec {}",
             self.agent_cmd(&format!(
-                "agent --root {ROOT}{}",
+                "agent --root {ROOT} --lock {}{}",
+                q(&super::lock::device_lock_path(&self.disk)
+                    .display()
+                    .to_string()),
                 if sweep { " --sweep" } else { "" }
             ))
         );

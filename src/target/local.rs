@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use super::image::{self, PreparedImage};
+use super::image::{self, FsCheck, PreparedImage};
+use super::lock::{self, TargetLock};
 use super::{AgentLink, AgentProcess, Converted, StateFile, StateWriter, Target};
 use crate::clone::CloneError;
 use crate::journal::FileRecord;
@@ -38,7 +39,9 @@ pub fn working_disk(path: &Path, format: ImageFormat) -> (PathBuf, bool) {
     }
 }
 
-/// An image target, prepared and mounted.
+/// An image target, prepared and mounted, with the target's lock held
+/// (see [`lock`]): from before anything is attached until the disk is
+/// unmounted and detached again, and by the agent as well.
 pub struct LocalImage {
     prepared: PreparedImage,
     /// The hotclone binary that runs the agent.
@@ -46,6 +49,17 @@ pub struct LocalImage {
     image: PathBuf,
     /// Sync of a qcow2 image: pack the working copy back when closing.
     repack: Option<PathBuf>,
+    /// Declared last: dropped after `prepared` has unmounted and detached.
+    lock: TargetLock,
+}
+
+/// Take the image target's lock for `role` ("clone of web01"), waiting a
+/// while for an earlier pass's agent to stop.
+pub fn lock_image(image: &Path, role: &str) -> Result<TargetLock, CloneError> {
+    Ok(
+        TargetLock::acquire(&lock::image_lock_path(image), role, lock::wait_time())
+            .map_err(image::ImageError::from)?,
+    )
 }
 
 fn image_of(plan: &Plan) -> Result<(PathBuf, ImageFormat), CloneError> {
@@ -58,22 +72,32 @@ fn image_of(plan: &Plan) -> Result<(PathBuf, ImageFormat), CloneError> {
 }
 
 impl LocalImage {
-    /// For a clone: a new disk, or (`resuming`) the partial disk an
-    /// interrupted clone left. The disk is kept from now on when a later
-    /// step fails (the journal describes what it holds).
+    /// For a clone: a new disk, the same made again over the half-made one
+    /// a clone killed while preparing left (`Redo`), or the partial disk an
+    /// interrupted clone left (`Resume`). The disk is kept from now on when
+    /// a later step fails (the journal describes what it holds).
     pub fn for_clone(
         plan: &Plan,
         migration: &Migration,
         agent_program: PathBuf,
-        resuming: bool,
+        start: super::CloneStart,
     ) -> Result<LocalImage, CloneError> {
         let (image, _) = image_of(plan)?;
+        let lock = lock_image(&image, &format!("clone of {}", migration.name))?;
         let raw = partial_raw(&image);
-        let mut prepared = if resuming {
+        if start == super::CloneStart::Redo && raw.exists() {
+            // Ours (the journal says a clone of this migration was making
+            // it) and empty of files: released and made again.
+            image::release_stale(&raw, &migration.staging_dir())?;
+            std::fs::remove_file(&raw).map_err(|e| {
+                CloneError::Target(format!("removing the half-made {}: {e}", raw.display()))
+            })?;
+        }
+        let mut prepared = if start == super::CloneStart::Resume {
             if !raw.exists() {
                 return Err(image::ImageError::DiskGone { path: raw }.into());
             }
-            image::attach(plan, &raw, &migration.staging_dir())?
+            image::attach(plan, &raw, &migration.staging_dir(), FsCheck::after(&lock))?
         } else {
             image::prepare(plan, &raw, &migration.staging_dir())?
         };
@@ -83,6 +107,7 @@ impl LocalImage {
             agent_program,
             image,
             repack: None,
+            lock,
         })
     }
 
@@ -95,6 +120,8 @@ impl LocalImage {
         progress: &mut dyn Progress,
     ) -> Result<LocalImage, CloneError> {
         let (image, format) = image_of(plan)?;
+        progress.phase("waiting for the target's lock");
+        let lock = lock_image(&image, &format!("sync of {}", migration.name))?;
         let (disk, qcow2) = working_disk(&image, format);
         if qcow2 && !disk.exists() {
             progress.phase("unpacking the qcow2 image for writing");
@@ -111,12 +138,13 @@ impl LocalImage {
             )?;
         }
         progress.phase("attaching the target disk");
-        let prepared = image::attach(plan, &disk, &migration.staging_dir())?;
+        let prepared = image::attach(plan, &disk, &migration.staging_dir(), FsCheck::after(&lock))?;
         Ok(LocalImage {
             prepared,
             agent_program,
             repack: qcow2.then(|| disk.clone()),
             image,
+            lock,
         })
     }
 }
@@ -164,9 +192,32 @@ impl Target for LocalImage {
 
     async fn agent(&self, sweep: bool) -> Result<AgentLink, CloneError> {
         let mut command = Command::new(&self.agent_program);
-        command.arg("agent").arg("--root").arg(self.root());
+        command
+            .arg("agent")
+            .arg("--root")
+            .arg(self.root())
+            .arg("--lock-fd")
+            .arg(lock::LOCK_FD.to_string());
         if sweep {
             command.arg("--sweep");
+        }
+        let held = self.lock.as_raw_fd();
+        // SAFETY: between fork and exec only async-signal-safe calls: dup2
+        // (which leaves the new descriptor without FD_CLOEXEC) and fcntl.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(move || {
+                if held == lock::LOCK_FD {
+                    let flags = libc::fcntl(held, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(held, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(held, lock::LOCK_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         let mut child = command
             .stdin(Stdio::piped())
@@ -177,6 +228,7 @@ impl Target for LocalImage {
                 what: format!("starting {} agent", self.agent_program.display()),
                 source,
             })?;
+        self.lock.note(&format!("agent pid {}", child.id()));
         let input = child
             .stdin
             .take()

@@ -18,6 +18,7 @@ pub mod device;
 pub mod image;
 pub mod live;
 pub mod local;
+pub mod lock;
 pub mod partition;
 pub mod remote;
 pub mod writer;
@@ -103,6 +104,18 @@ pub trait Target: Send + Sync {
     async fn close(self: Box<Self>, progress: &mut dyn Progress) -> Result<(), CloneError>;
 }
 
+/// Where a clone starts from, by the journal's stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneStart {
+    /// Nothing made yet: a new disk (an existing image is refused).
+    New,
+    /// A clone was killed while it prepared the disk (stage "preparing"):
+    /// the half-made disk is its own, holds no file, and is made again.
+    Redo,
+    /// A clone was interrupted while copying: its disk is attached again.
+    Resume,
+}
+
 /// How to reach the target, chosen once by the caller from the plan.
 pub enum Opener {
     /// An image on this machine; the agent is this hotclone binary.
@@ -112,22 +125,25 @@ pub enum Opener {
 }
 
 impl Opener {
-    /// The target for a clone: prepared anew, or (`resuming`) attached
-    /// again as an interrupted clone left it.
+    /// The target for a clone: prepared anew, prepared again over the
+    /// half-made disk of a clone killed while preparing it, or attached
+    /// again as an interrupted clone left it (see [`CloneStart`]).
     pub async fn for_clone(
         self,
         plan: &Plan,
         migration: &crate::migration::Migration,
-        resuming: bool,
+        start: CloneStart,
     ) -> Result<Box<dyn Target>, CloneError> {
         match self {
             Opener::Image { agent_program } => Ok(Box::new(local::LocalImage::for_clone(
                 plan,
                 migration,
                 agent_program,
-                resuming,
+                start,
             )?)),
-            Opener::Live(conn) => Ok(Box::new(conn.open(plan, resuming).await?)),
+            Opener::Live(conn) => Ok(Box::new(
+                conn.open(plan, start == CloneStart::Resume).await?,
+            )),
         }
     }
 

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::device::DiskInfo;
-use super::image::{self, ImageError, NewFilesystem};
+use super::image::{self, FsCheck, ImageError, NewFilesystem};
+use super::lock::{self, device_lock_path, TargetLock};
 use super::Converted;
 use crate::clone::CloneError;
 use crate::plan::{Plan, TargetSpec};
@@ -63,6 +64,17 @@ fn check_planned(plan: &Plan, disk: &Path) -> Result<(), ImageError> {
     }
 }
 
+/// Take the lock of `disk` (see [`super::lock`]): every `hotclone target`
+/// command holds it while it runs, and the agent for its whole life, so
+/// nothing remounts the disk under an agent that still writes.
+fn hold(disk: &Path) -> Result<TargetLock, ImageError> {
+    Ok(TargetLock::acquire(
+        &device_lock_path(disk),
+        "hotclone target",
+        lock::wait_time(),
+    )?)
+}
+
 /// Partition, format and mount `disk` (or, `attach`, mount what an
 /// earlier prepare made) under `root`, and leave it mounted.
 pub fn prepare(
@@ -72,9 +84,13 @@ pub fn prepare(
     attach: bool,
 ) -> Result<Vec<NewFilesystem>, ImageError> {
     check_planned(plan, disk)?;
+    let lock = hold(disk)?;
     let prepared = if attach {
-        image::attach_device(plan, disk, root)?
+        image::attach_device(plan, disk, root, FsCheck::after(&lock))?
     } else {
+        // A prepare whose client was killed may have finished and left
+        // the disk mounted; under the lock nothing else uses it.
+        image::release_stale(Path::new(""), root)?;
         image::prepare_device(plan, disk, root)?
     };
     Ok(prepared.leave_mounted())
@@ -90,7 +106,8 @@ pub fn convert(
     progress: &mut dyn Progress,
 ) -> Result<Converted, CloneError> {
     check_planned(plan, disk)?;
-    let prepared = image::attach_device(plan, disk, root)?;
+    let lock = hold(disk)?;
+    let prepared = image::attach_device(plan, disk, root, FsCheck::after(&lock))?;
     let notes = crate::clone::convert_phase(inv, plan, &prepared, progress)?;
     let journal = crate::sync::target_state(root).join("journal.sqlite");
     let records = crate::journal::Journal::open(&journal)?.files()?;
@@ -103,7 +120,8 @@ pub fn convert(
 /// itself is the result.
 pub fn finish(plan: &Plan, disk: &Path, root: &Path, fsck: bool) -> Result<PathBuf, ImageError> {
     check_planned(plan, disk)?;
-    let prepared = image::attach_device(plan, disk, root)?;
+    let lock = hold(disk)?;
+    let prepared = image::attach_device(plan, disk, root, FsCheck::after(&lock))?;
     if fsck {
         prepared.finish(plan)
     } else {
@@ -123,7 +141,8 @@ pub fn verify(
     check_planned(plan, disk)?;
     let journal = crate::journal::Journal::open(journal)?;
     let (records, converted) = (journal.files()?, journal.converted()?);
-    let prepared = image::attach_device(plan, disk, root)?;
+    let lock = hold(disk)?;
+    let prepared = image::attach_device(plan, disk, root, FsCheck::after(&lock))?;
     let diffs = crate::verify::check_tree(root, &records, &converted);
     prepared.close()?;
     Ok(diffs)
@@ -140,7 +159,8 @@ pub fn finalize(
     addresses: &[crate::cutover::network::ProdAddr],
 ) -> Result<Vec<String>, CloneError> {
     check_planned(plan, disk)?;
-    let prepared = image::attach_device(plan, disk, root)?;
+    let lock = hold(disk)?;
+    let prepared = image::attach_device(plan, disk, root, FsCheck::after(&lock))?;
     match crate::cutover::identity::finalize(root, inventory, addresses) {
         Ok(notes) => {
             prepared.finish(plan)?;

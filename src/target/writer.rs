@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 
-use crate::stream::wire::{is_zero, EntryKind, EntryMeta, HOLE_BLOCK, PART_EVERY, RESUMABLE_MIN};
+use crate::stream::wire::{
+    is_zero, EntryKind, EntryMeta, CHECKPOINT_EVERY, HOLE_BLOCK, RESUMABLE_MIN,
+};
 
 /// Why one entry was not written. The message names the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1019,7 +1021,7 @@ impl FileSink {
             pos: 0,
             placed: false,
             next_part: if meta.size >= RESUMABLE_MIN {
-                PART_EVERY
+                CHECKPOINT_EVERY
             } else {
                 u64::MAX
             },
@@ -1046,18 +1048,23 @@ impl FileSink {
         self.pos = offset;
         self.whole = Some(whole);
         if self.next_part != u64::MAX {
-            self.next_part = offset + PART_EVERY;
+            self.next_part = offset + CHECKPOINT_EVERY;
         }
         Ok(())
     }
 
     /// After content arrived: a `part` (the bytes the partial copy now
-    /// holds, and their BLAKE3) when one is due.
+    /// holds, and their BLAKE3) when one is due. Acked means durable: the
+    /// partial copy is fdatasynced before the part is reported; if that
+    /// fails, no part is reported (the file goes whole next time).
     fn part_due(&mut self) -> Option<(u64, [u8; 32])> {
         if self.pos < self.next_part || self.pos >= self.meta.size {
             return None;
         }
-        self.next_part = self.pos + PART_EVERY;
+        self.next_part = self.pos + CHECKPOINT_EVERY;
+        if self.file.as_ref().map(File::sync_data).transpose().is_err() {
+            return None;
+        }
         self.parted = true;
         let h = self.whole.as_ref().unwrap_or(&self.hasher);
         Some((self.pos, *h.finalize().as_bytes()))
