@@ -292,7 +292,10 @@ fn convert_runs_the_debian_steps_in_order() {
     .unwrap();
     std::fs::write(
         root.join("boot/grub/grub.cfg"),
-        format!("linux /vmlinuz root=UUID={uuid} ro\n"),
+        // What grub-mkconfig writes from the rewritten defaults file.
+        format!(
+            "linux /vmlinuz root=UUID={uuid} ro net.ifnames=0 console=ttyS0,115200 console=tty0\n"
+        ),
     )
     .unwrap();
     std::fs::create_dir_all(root.join("etc/udev/rules.d")).unwrap();

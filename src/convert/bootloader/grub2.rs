@@ -2,6 +2,14 @@
 //! `grub.cfg` is regenerated in the chroot by the guest's `update-grub` or
 //! `grub2-mkconfig`, which finds the root by `/dev/disk/by-uuid` (the
 //! chroot provides those links).
+//!
+//! A guest without `/etc/default/grub` (GRUB from `grub-pc-bin` alone, as
+//! on many minimal and hoster-built images) gets one holding just the
+//! kernel options: grub-mkconfig reads that file when it exists, so the
+//! VM's interface naming and console reach the kernel line either way.
+//! [`Grub2::verify`] reads the regenerated `grub.cfg` back and fails,
+//! naming the line, when a Linux entry lacks the new root or an option the
+//! conversion relies on.
 
 use std::path::Path;
 
@@ -36,7 +44,7 @@ impl FileRewriter for Grub2 {
     fn files(&self) -> &'static [FilePattern] {
         &[FilePattern {
             pattern: "etc/default/grub",
-            create: false,
+            create: true,
         }]
     }
     fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
@@ -93,23 +101,69 @@ impl Bootloader for Grub2 {
     }
     fn verify(&self, root: &Path, ctx: &ConvertContext) -> Result<(), ConvertError> {
         let rel = Self::cfg_path(ctx);
-        let path = root.join(rel);
-        let uuid = ctx.root().map(|r| r.uuid.clone()).unwrap_or_default();
-        let text = std::fs::read_to_string(&path)
+        let text = std::fs::read_to_string(root.join(rel))
             .map_err(|e| ConvertError::Verify(format!("/{rel} was not written ({e})")))?;
-        let want = format!("root=UUID={uuid}");
-        if !text.contains(&want) {
-            let found: Vec<&str> = text
-                .split_whitespace()
-                .filter(|t| t.starts_with("root="))
-                .collect();
-            return Err(ConvertError::Verify(format!(
-                "/{rel} does not boot the new root: no {want} (it has {}). grub-mkconfig only writes UUIDs when /dev/disk/by-uuid/{uuid} exists in the chroot and GRUB_DISABLE_LINUX_UUID is not true",
-                if found.is_empty() { "no root= at all".to_string() } else { found.join(", ") }
-            )));
-        }
-        Ok(())
+        let uuid = ctx.root().map(|r| r.uuid.clone()).unwrap_or_default();
+        check_linux_entries(rel, &text, &uuid, &ctx.cmdline_add).map_err(ConvertError::Verify)
     }
+}
+
+/// Every Linux entry of a generated `grub.cfg` (its `linux`, `linux16` or
+/// `linuxefi` lines) must boot the new root (`root=UUID=uuid`) with the
+/// options the conversion relies on (`required`, consoles aside: a source
+/// that names its own keeps them). Err names the file, the line and what
+/// it lacks.
+pub fn check_linux_entries(
+    rel: &str,
+    text: &str,
+    uuid: &str,
+    required: &[String],
+) -> Result<(), String> {
+    let want_root = format!("root=UUID={uuid}");
+    let mut entries = 0;
+    for (n, line) in text.lines().enumerate() {
+        let mut words = line.split_whitespace();
+        if !matches!(words.next(), Some("linux" | "linux16" | "linuxefi")) {
+            continue;
+        }
+        let image = words.next().unwrap_or_default();
+        if image.contains("memtest") {
+            // Not Linux: memtest86+ takes no kernel options.
+            continue;
+        }
+        entries += 1;
+        let args: Vec<&str> = words.collect();
+        let mut missing: Vec<&str> = Vec::new();
+        if !args.contains(&want_root.as_str()) {
+            missing.push(&want_root);
+        }
+        missing.extend(
+            required
+                .iter()
+                .filter(|o| !o.starts_with("console="))
+                .filter(|o| !args.contains(&o.as_str()))
+                .map(String::as_str),
+        );
+        if !missing.is_empty() {
+            let root_found: Vec<&&str> = args.iter().filter(|a| a.starts_with("root=")).collect();
+            return Err(format!(
+                "/{rel} line {}: the kernel line lacks {} (it has {}); the VM would not boot this root or would name its NIC otherwise. grub-mkconfig writes root=UUID only when /dev/disk/by-uuid/{uuid} exists in the chroot and GRUB_DISABLE_LINUX_UUID is not true, and takes options from GRUB_CMDLINE_LINUX in /etc/default/grub",
+                n + 1,
+                missing.join(", "),
+                if root_found.is_empty() {
+                    "no root= at all".to_string()
+                } else {
+                    root_found.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+                }
+            ));
+        }
+    }
+    if entries == 0 {
+        return Err(format!(
+            "/{rel} has no Linux entry (no linux line): the VM has nothing to boot"
+        ));
+    }
+    Ok(())
 }
 
 /// The pure rewrite of `/etc/default/grub`.
@@ -176,4 +230,68 @@ fn edit_value(value: &str, ctx: &ConvertContext, add: bool) -> String {
     }
     let q = quote.unwrap_or('"');
     format!("{q}{}{q}{rest}", edited.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_linux_entries;
+
+    const UUID: &str = "0b1e2a77-0000-4000-8000-000000000001";
+
+    fn opts() -> Vec<String> {
+        ["net.ifnames=0", "console=ttyS0,115200"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_grub_cfg_whose_entries_carry_the_root_and_options_passes() {
+        let cfg = format!(
+            "menuentry 'Debian' {{\n\tlinux\t/boot/vmlinuz-6.1.0-18-amd64 root=UUID={UUID} ro net.ifnames=0 quiet\n\tinitrd\t/boot/initrd.img-6.1.0-18-amd64\n}}\n"
+        );
+        assert_eq!(
+            check_linux_entries("boot/grub/grub.cfg", &cfg, UUID, &opts()),
+            Ok(())
+        );
+    }
+
+    /// Regression (issue 13): with no /etc/default/grub the options never
+    /// reached the kernel line, the VM named its NIC ens3, and the clone
+    /// came up offline while conversion and verify said all was well.
+    #[test]
+    fn regression_an_entry_without_the_interface_naming_option_is_flagged_with_its_line() {
+        let cfg = format!(
+            "set default=0\nmenuentry 'Debian' {{\n\tlinux\t/boot/vmlinuz-6.1.0-18-amd64 root=UUID={UUID} ro quiet\n}}\n"
+        );
+        let err = check_linux_entries("boot/grub/grub.cfg", &cfg, UUID, &opts()).unwrap_err();
+        assert!(
+            err.starts_with("/boot/grub/grub.cfg line 3: the kernel line lacks net.ifnames=0 "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn memtest_entries_are_not_linux_and_need_no_options() {
+        let cfg = format!(
+            "menuentry 'Debian' {{\n linux /vmlinuz root=UUID={UUID} net.ifnames=0\n}}\nmenuentry 'Memory test (memtest86+.bin)' {{\n linux16 /boot/memtest86+.bin\n}}\n"
+        );
+        assert_eq!(
+            check_linux_entries("boot/grub/grub.cfg", &cfg, UUID, &opts()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn an_entry_booting_the_old_root_or_no_entry_at_all_is_flagged() {
+        let cfg = "menuentry 'x' {\n linux /vmlinuz root=/dev/sda1 ro net.ifnames=0\n}\n";
+        let err = check_linux_entries("boot/grub/grub.cfg", cfg, UUID, &opts()).unwrap_err();
+        assert!(
+            err.contains(&format!("lacks root=UUID={UUID} (it has root=/dev/sda1)")),
+            "{err}"
+        );
+        let err = check_linux_entries("boot/grub/grub.cfg", "set timeout=5\n", UUID, &opts())
+            .unwrap_err();
+        assert!(err.contains("no Linux entry"), "{err}");
+    }
 }
