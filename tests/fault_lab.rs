@@ -14,9 +14,11 @@
 //! exec` (a mount namespace of its own, which a killed client's agent
 //! keeps alive) and in the host's mount namespace (`nsenter --net`).
 //!
-//! Rounds: `HOTCLONE_FAULT_ROUNDS` (default 3 per setup in the suite; the
-//! issue's acceptance is 20 in a row, run by hand). The seed is printed;
-//! `HOTCLONE_FAULT_SEED` replays one.
+//! Rounds per setup: `HOTCLONE_FAULT_ROUNDS` for the image target (3 in
+//! the suite) and `HOTCLONE_FAULT_LIVE_ROUNDS` for the live target (1 in
+//! the suite: a round in the TCG VM takes about 2.5 minutes). The issue's
+//! acceptance (20 rounds in a row per setup) is run by hand with those
+//! variables. The seed is printed; `HOTCLONE_FAULT_SEED` replays one.
 //!
 //! Also here: a second pass while the first one's agent still runs is
 //! refused naming it (the one-writer lock), a damaged target is refused
@@ -250,11 +252,12 @@ fn seed() -> u64 {
         })
 }
 
-fn rounds() -> usize {
-    std::env::var("HOTCLONE_FAULT_ROUNDS")
+/// Rounds per setup: `var`'s value, else `default` (the suite's share).
+fn rounds(var: &str, default: usize) -> usize {
+    std::env::var(var)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(default)
 }
 
 /// A command's exit, which must be 0 (or 3: files changed while read).
@@ -304,7 +307,7 @@ fn rounds_killed_twice(ns: Namespaces) {
     let mut rng = Lcg(seed);
     make_data(&lab, IMAGE_BIG_MIB);
     let dirs = "bin sbin etc srv";
-    let (mut hits, rounds) = (0usize, rounds());
+    let (mut hits, rounds) = (0usize, rounds("HOTCLONE_FAULT_ROUNDS", 3));
     let started = Instant::now();
     for round in 0..rounds {
         let dir = common::workdir(&format!("faults-{ns:?}-{round}"));
@@ -366,9 +369,10 @@ fn rounds_killed_twice(ns: Namespaces) {
         let _ = std::fs::remove_dir_all(&dir);
     }
     assert!(
-        hits * 3 >= rounds * 4 * 2,
-        "only {hits} of {} kills hit a running client: the test did not interrupt enough",
-        rounds * 4
+        hits >= rounds * 2,
+        "only {hits} of {} kills hit a running client, fewer than the {} sequences: the test did not interrupt enough",
+        rounds * 4,
+        rounds * 2
     );
     on_source(&lab, "rm -rf /srv/faults");
 }
@@ -645,7 +649,7 @@ fn live_clone_and_sync_killed_twice_complete_intact_in_both_namespace_setups() {
     let work = common::workdir("faults-live");
     let vm = RescueVm::launch(&lab, &work, "live");
     let log = work.join("hotclone.log");
-    let rounds = rounds();
+    let rounds = rounds("HOTCLONE_FAULT_LIVE_ROUNDS", 1);
     let started = Instant::now();
     for ns in [Namespaces::OwnMounts, Namespaces::HostMounts] {
         let mut hits = 0usize;
@@ -682,9 +686,10 @@ fn live_clone_and_sync_killed_twice_complete_intact_in_both_namespace_setups() {
             );
         }
         assert!(
-            hits * 3 >= rounds * 4 * 2,
-            "{ns:?}: only {hits} of {} kills hit a running client: the test did not interrupt enough",
-            rounds * 4
+            hits >= rounds * 2,
+            "{ns:?}: only {hits} of {} kills hit a running client, fewer than the {} sequences: the test did not interrupt enough",
+            rounds * 4,
+            rounds * 2
         );
     }
 
