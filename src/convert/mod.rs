@@ -35,13 +35,18 @@
 //! before anything is written, naming the combination. A guest tool that
 //! fails is reported with its command line and output; files rewritten
 //! before that stay rewritten (the target is a copy, rerunning `convert` is
-//! idempotent).
+//! idempotent). The boot check at the end (the bootloader's `verify`)
+//! reads back the config and the default entry's kernel and initrd
+//! ([`initrd`]); what it finds wrong fails the conversion with
+//! [`ConvertError::Verify`], naming the file, the line and what to do, and
+//! what it could not read becomes a note in the [`ConvertReport`].
 
 pub mod bootloader;
 pub mod chroot;
 pub mod family;
 pub mod fstab;
 pub mod initramfs;
+pub mod initrd;
 pub mod network;
 
 use std::path::{Path, PathBuf};
@@ -354,26 +359,36 @@ impl ConvertContext {
         })
     }
 
-    /// Keep only the drivers the guest kernel has (as a module or built in).
-    /// When the kernel's module lists cannot be read, keep them all.
+    /// Keep only the drivers the guest kernel has (as a module or built in,
+    /// [`kernel_modules`]). When the kernel's module lists cannot be read,
+    /// keep them all.
     pub fn with_available_drivers(mut self, root: &Path) -> Self {
-        let dir = root.join("lib/modules").join(&self.guest.kernel);
-        let dep = std::fs::read_to_string(dir.join("modules.dep")).unwrap_or_default();
-        let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
-        if dep.is_empty() && builtin.is_empty() {
-            return self;
+        if let Some(known) = kernel_modules(root, &self.guest.kernel) {
+            self.drivers
+                .retain(|d| known.contains(&d.replace('-', "_")));
         }
-        let known: std::collections::HashSet<String> = dep
-            .lines()
+        self
+    }
+}
+
+/// The drivers kernel `version` in the copy at `root` has, as a module
+/// (`modules.dep`) or built in (`modules.builtin`), `-` spelled `_`; `None`
+/// when neither list can be read (then nothing is known to be missing).
+pub fn kernel_modules(root: &Path, version: &str) -> Option<std::collections::HashSet<String>> {
+    let dir = root.join("lib/modules").join(version);
+    let dep = std::fs::read_to_string(dir.join("modules.dep")).unwrap_or_default();
+    let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+    if dep.is_empty() && builtin.is_empty() {
+        return None;
+    }
+    Some(
+        dep.lines()
             .filter_map(|l| l.split(':').next())
             .chain(builtin.lines())
             .filter_map(|p| p.rsplit('/').next())
             .map(|f| f.split(".ko").next().unwrap_or(f).replace('-', "_"))
-            .collect();
-        self.drivers
-            .retain(|d| known.contains(&d.replace('-', "_")));
-        self
-    }
+            .collect(),
+    )
 }
 
 /// One spelling per device: `UUID=` and `/dev/disk/by-uuid/` are the same
@@ -590,7 +605,10 @@ pub fn convert(
     modules.initramfs.rebuild(exec, &ctx, progress)?;
     modules.bootloader.install(exec, &ctx, progress)?;
     modules.bootloader.update(exec, &ctx, progress)?;
-    modules.bootloader.verify(root, &ctx)?;
+    for n in modules.bootloader.verify(root, &ctx)? {
+        progress.note(&n);
+        report.notes.push(n);
+    }
     Ok(report)
 }
 

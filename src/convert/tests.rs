@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::bootloader::Bootloader;
 use super::chroot::{CommandOutput, RecordingChroot};
 use super::*;
 
@@ -284,17 +285,19 @@ fn convert_runs_the_debian_steps_in_order() {
     let mut ctx = load_ctx(&case);
     ctx.disk_device = Some("/dev/loop7".into());
     let uuid = ctx.root().unwrap().uuid.clone();
-    std::fs::create_dir_all(root.join("boot/grub")).unwrap();
-    std::fs::write(
-        root.join(format!("boot/initrd.img-{}", ctx.guest.kernel)),
-        "",
-    )
-    .unwrap();
+    let k = ctx.guest.kernel.clone();
+    // The installed kernel and an initrd holding the VM's drivers (what
+    // update-initramfs leaves after the rewrite of its modules list).
+    install_kernel(
+        &root,
+        &k,
+        &debian_initrd(&k, &["virtio_blk", "virtio_pci", "ext4"]),
+    );
     std::fs::write(
         root.join("boot/grub/grub.cfg"),
         // What grub-mkconfig writes from the rewritten defaults file.
         format!(
-            "linux /vmlinuz root=UUID={uuid} ro net.ifnames=0 console=ttyS0,115200 console=tty0\n"
+            "set default=\"0\"\nmenuentry 'Debian GNU/Linux' {{\n\tlinux\t/boot/vmlinuz-{k} root=UUID={uuid} ro net.ifnames=0 console=ttyS0,115200 console=tty0\n\tinitrd\t/boot/initrd.img-{k}\n}}\n"
         ),
     )
     .unwrap();
@@ -348,10 +351,35 @@ fn convert_runs_the_debian_steps_in_order() {
         "{:?}",
         report.changed
     );
+    // The boot check read the initrd: nothing left unchecked.
+    assert!(
+        !report.notes.iter().any(|n| n.contains("not checked")),
+        "{:?}",
+        report.notes
+    );
     // Idempotent: a second run rewrites nothing.
     let again = convert(&root, &ctx, &mut RecordingChroot::new(&root), &mut Silent).unwrap();
     assert_eq!(again.changed, Vec::<String>::new());
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `boot/vmlinuz-K` and `boot/initrd.img-K` (`initrd`) in a fake root.
+fn install_kernel(root: &Path, k: &str, initrd: &[u8]) {
+    std::fs::create_dir_all(root.join("boot/grub")).unwrap();
+    std::fs::write(root.join(format!("boot/vmlinuz-{k}")), b"kernel").unwrap();
+    std::fs::write(root.join(format!("boot/initrd.img-{k}")), initrd).unwrap();
+}
+
+/// A Debian initrd (early microcode archive, zstd main archive) holding
+/// these drivers as modules of kernel `k`.
+fn debian_initrd(k: &str, drivers: &[&str]) -> Vec<u8> {
+    let paths: Vec<String> = drivers
+        .iter()
+        .map(|d| format!("usr/lib/modules/{k}/kernel/drivers/{d}.ko"))
+        .chain(["init".to_string(), "scripts/local".to_string()])
+        .collect();
+    let main: Vec<&str> = paths.iter().map(String::as_str).collect();
+    initrd::fake_initrd(&["kernel/x86/microcode/GenuineIntel.bin"], &main, true)
 }
 
 #[test]
@@ -361,6 +389,25 @@ fn convert_runs_the_rhel5_steps() {
     copy_tree(&case, &root);
     let mut ctx = load_ctx(&case);
     ctx.disk_device = Some("/dev/loop7".into());
+    // /boot's files, and mkinitrd's image: one gzip archive with the
+    // modules flat in /lib.
+    let k = ctx.guest.kernel.clone();
+    std::fs::write(root.join(format!("boot/vmlinuz-{k}")), b"kernel").unwrap();
+    std::fs::write(
+        root.join(format!("boot/initrd-{k}.img")),
+        initrd::fake_initrd(
+            &[],
+            &[
+                "init",
+                "lib/virtio_pci.ko",
+                "lib/virtio_blk.ko",
+                "lib/jbd.ko",
+                "lib/ext3.ko",
+            ],
+            false,
+        ),
+    )
+    .unwrap();
     let mut exec = RecordingChroot::new(&root).answer(
         "sh -c",
         CommandOutput {
@@ -377,6 +424,11 @@ fn convert_runs_the_rhel5_steps() {
         "{cmds:?}"
     );
     assert_eq!(cmds.len(), 2, "{cmds:?}");
+    assert!(
+        !report.notes.iter().any(|n| n.contains("not checked")),
+        "{:?}",
+        report.notes
+    );
     assert_eq!(
         std::fs::read_to_string(root.join("boot/grub/device.map")).unwrap(),
         "(hd0)\t/dev/loop7\n"
@@ -410,6 +462,157 @@ fn a_grub_cfg_without_the_new_uuid_fails_with_the_reason() {
         .to_string();
     assert!(
         err.contains("root=/dev/loop0p2") && err.contains("/dev/disk/by-uuid/"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A converted Debian tree with GRUB 2 and kernel `k`: grub.cfg as
+/// grub-mkconfig writes it (default entry 0), the kernel, the initrd, and
+/// the kernel's module lists (`dep`: module paths, `builtin`: built in).
+fn boot_tree(
+    name: &str,
+    initrd: &[u8],
+    dep: &[&str],
+    builtin: &[&str],
+) -> (PathBuf, ConvertContext) {
+    let ctx = load_ctx(&fixtures().join("debian12-grub2"));
+    let k = ctx.guest.kernel.clone();
+    let uuid = ctx.root().unwrap().uuid.clone();
+    let root = scratch(name);
+    install_kernel(&root, &k, initrd);
+    std::fs::write(
+        root.join("boot/grub/grub.cfg"),
+        format!(
+            "set default=\"0\"\nfunction load_video {{\n  insmod all_video\n}}\nmenuentry 'Debian GNU/Linux' --class debian {{\n\tload_video\n\tlinux\t/boot/vmlinuz-{k} root=UUID={uuid} ro net.ifnames=0 quiet\n\tinitrd\t/boot/initrd.img-{k}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let modules = root.join("lib/modules").join(&k);
+    std::fs::create_dir_all(&modules).unwrap();
+    let dep: String = dep.iter().map(|p| format!("{p}:\n")).collect();
+    std::fs::write(modules.join("modules.dep"), dep).unwrap();
+    let builtin: String = builtin.iter().map(|p| format!("{p}\n")).collect();
+    std::fs::write(modules.join("modules.builtin"), builtin).unwrap();
+    (root, ctx)
+}
+
+const VIRTIO_MODULES: &[&str] = &[
+    "kernel/drivers/block/virtio_blk.ko.xz",
+    "kernel/drivers/virtio/virtio_pci.ko.xz",
+];
+
+/// Regression (issue 13): the initrd was rebuilt without virtio (an
+/// initramfs-tools MODULES=dep image made on the source's hardware), the
+/// VM stopped at "Gave up waiting for root file system device", and
+/// convert said the clone was bootable.
+#[test]
+fn regression_an_initrd_without_virtio_is_flagged_with_the_reason() {
+    let k = "6.1.0-25-amd64";
+    let initrd = debian_initrd(k, &["ext4", "ahci", "megaraid_sas"]);
+    let mut dep = VIRTIO_MODULES.to_vec();
+    dep.push("kernel/fs/ext4/ext4.ko.xz");
+    let (root, ctx) = boot_tree("initrd-no-virtio", &initrd, &dep, &[]);
+    let err = bootloader::grub2::Grub2
+        .verify(&root, &ctx)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "the converted guest would not boot: /boot/initrd.img-{k} (the initrd of /boot/grub/grub.cfg line 8) lacks virtio_blk, virtio_pci, and the kernel {k} has none of them built in: the VM could not find its disk. Add virtio_blk, virtio_pci to /etc/initramfs-tools/modules (or MODULES=most in /etc/initramfs-tools/initramfs.conf) and run update-initramfs -u -k {k} in the clone"
+        )
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn an_initrd_without_virtio_passes_when_the_kernel_has_it_built_in() {
+    let k = "6.1.0-25-amd64";
+    let initrd = debian_initrd(k, &["ext4"]);
+    let builtin = [
+        "kernel/drivers/block/virtio_blk.ko",
+        "kernel/drivers/virtio/virtio_pci.ko",
+    ];
+    let (root, ctx) = boot_tree(
+        "initrd-builtin-virtio",
+        &initrd,
+        &["kernel/fs/ext4/ext4.ko.xz"],
+        &builtin,
+    );
+    assert_eq!(
+        bootloader::grub2::Grub2.verify(&root, &ctx).unwrap(),
+        Vec::<String>::new()
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn the_root_filesystems_driver_is_needed_and_a_missing_one_is_named() {
+    let k = "6.1.0-25-amd64";
+    let mut dep = VIRTIO_MODULES.to_vec();
+    dep.push("kernel/fs/ext4/ext4.ko.xz");
+    let initrd = debian_initrd(k, &["virtio_blk", "virtio-pci"]);
+    let (root, mut ctx) = boot_tree("initrd-no-ext4", &initrd, &dep, &[]);
+    let err = bootloader::grub2::Grub2
+        .verify(&root, &ctx)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("lacks ext4, and") && err.contains("could not mount its root filesystem"),
+        "{err}"
+    );
+    // ext3 on this kernel: its ext4 driver serves, and is what is missing.
+    ctx.filesystems[0].fs_type = "ext3".into();
+    let err = bootloader::grub2::Grub2
+        .verify(&root, &ctx)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lacks ext4, and"), "{err}");
+    // A kernel with no ext4 at all is another check's business.
+    std::fs::write(
+        root.join("lib/modules").join(k).join("modules.dep"),
+        VIRTIO_MODULES
+            .iter()
+            .map(|p| format!("{p}:\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    assert_eq!(
+        bootloader::grub2::Grub2.verify(&root, &ctx).unwrap(),
+        Vec::<String>::new()
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_missing_or_unreadable_initrd_is_an_error_and_an_xz_one_a_note() {
+    let k = "6.1.0-25-amd64";
+    let (root, ctx) = boot_tree("initrd-xz", b"", VIRTIO_MODULES, &[]);
+    let initrd = root.join(format!("boot/initrd.img-{k}"));
+    let err = bootloader::grub2::Grub2
+        .verify(&root, &ctx)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("/boot/initrd.img-{k} (the initrd of /boot/grub/grub.cfg line 8) is not a readable initramfs")),
+        "{err}"
+    );
+    std::fs::write(&initrd, [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0, 0]).unwrap();
+    let notes = bootloader::grub2::Grub2.verify(&root, &ctx).unwrap();
+    assert_eq!(
+        notes,
+        vec![format!("the initrd at /boot/initrd.img-{k} (of /boot/grub/grub.cfg line 8) is compressed with xz, which hotclone cannot read: its drivers were not checked")]
+    );
+    std::fs::remove_file(&initrd).unwrap();
+    let err = bootloader::grub2::Grub2
+        .verify(&root, &ctx)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "/boot/initrd.img-{k} (the initrd of /boot/grub/grub.cfg line 8) is not in the clone"
+        )),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&root);

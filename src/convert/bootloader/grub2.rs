@@ -9,12 +9,15 @@
 //! VM's interface naming and console reach the kernel line either way.
 //! [`Grub2::verify`] reads the regenerated `grub.cfg` back and fails,
 //! naming the line, when a Linux entry lacks the new root or an option the
-//! conversion relies on.
+//! conversion relies on; then finds the entry GRUB boots by default
+//! ([`default_entry`]) and checks its kernel and initrd
+//! ([`crate::convert::initrd`]).
 
 use std::path::Path;
 
 use super::{edit_cmdline, run_noted, Bootloader};
 use crate::convert::chroot::ChrootExec;
+use crate::convert::initrd::{check_boot_entry, BootEntry};
 use crate::convert::{
     map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter,
 };
@@ -99,12 +102,23 @@ impl Bootloader for Grub2 {
         }
         Ok(())
     }
-    fn verify(&self, root: &Path, ctx: &ConvertContext) -> Result<(), ConvertError> {
+    fn verify(&self, root: &Path, ctx: &ConvertContext) -> Result<Vec<String>, ConvertError> {
         let rel = Self::cfg_path(ctx);
         let text = std::fs::read_to_string(root.join(rel))
             .map_err(|e| ConvertError::Verify(format!("/{rel} was not written ({e})")))?;
         let uuid = ctx.root().map(|r| r.uuid.clone()).unwrap_or_default();
-        check_linux_entries(rel, &text, &uuid, &ctx.cmdline_add).map_err(ConvertError::Verify)
+        check_linux_entries(rel, &text, &uuid, &ctx.cmdline_add).map_err(ConvertError::Verify)?;
+        let cfg = format!("/{rel}");
+        let (entry, mut notes) = default_entry(&text);
+        match entry {
+            Some(e) => notes.extend(check_boot_entry(root, ctx, &cfg, &e)?),
+            None => {
+                return Err(ConvertError::Verify(format!(
+                    "{cfg} has no menuentry: GRUB would stop at its prompt. Check GRUB_DISABLE_* settings in /etc/default/grub and rerun grub-mkconfig in the clone"
+                )))
+            }
+        }
+        Ok(notes)
     }
 }
 
@@ -164,6 +178,150 @@ pub fn check_linux_entries(
         ));
     }
     Ok(())
+}
+
+/// A top-level item of GRUB's menu: an entry, or a submenu of entries.
+#[derive(Debug)]
+enum Item {
+    Entry(BootEntry),
+    Submenu(Vec<BootEntry>),
+}
+
+/// A `{ ... }` block being read.
+enum Block {
+    Entry(BootEntry),
+    Submenu(Vec<BootEntry>),
+    /// A function or anything else in braces.
+    Other,
+}
+
+/// The entry a generated `grub.cfg` boots by default, and notes on what
+/// was assumed. `set default="N"` (or `"N>M"`, entry M of submenu N) picks
+/// it; the last such value that is a literal wins (grub-mkconfig writes
+/// `${next_entry}` in one branch and the real default in the other). A
+/// default GRUB resolves at boot (`${saved_entry}`, a title or an id) or
+/// one out of range falls back to the first entry, with a note. `None`
+/// when there is no menuentry at all.
+pub fn default_entry(text: &str) -> (Option<BootEntry>, Vec<String>) {
+    let (items, defaults) = menu(text);
+    let mut notes = Vec::new();
+    let first = |items: &[Item]| match items.first()? {
+        Item::Entry(e) => Some(e.clone()),
+        Item::Submenu(v) => v.first().cloned(),
+    };
+    let literal = defaults.iter().rev().find(|d| !d.starts_with('$'));
+    let Some(value) = literal.or(defaults.last()) else {
+        return (first(&items), notes);
+    };
+    let mut fallback = |why: String| {
+        notes.push(format!(
+            "grub.cfg: {why}; the boot check read the first entry's kernel and initrd"
+        ));
+        first(&items)
+    };
+    let (top, sub) = match value.split_once('>') {
+        Some((t, s)) => (t, Some(s)),
+        None => (value.as_str(), None),
+    };
+    let Ok(n) = top.parse::<usize>() else {
+        let why = format!("the default entry is \"{value}\", which GRUB resolves at boot");
+        return (fallback(why), notes);
+    };
+    let picked = match (items.get(n), sub.map(str::parse::<usize>)) {
+        (Some(Item::Entry(e)), None) => Some(e.clone()),
+        (Some(Item::Submenu(v)), Some(Ok(m))) => v.get(m).cloned(),
+        _ => None,
+    };
+    match picked {
+        Some(e) => (Some(e), notes),
+        None => {
+            let why = format!("the default entry \"{value}\" is not an entry of the menu");
+            (fallback(why), notes)
+        }
+    }
+}
+
+/// The menu's top-level items and every `set default=` value (unquoted),
+/// in file order.
+fn menu(text: &str) -> (Vec<Item>, Vec<String>) {
+    let mut items = Vec::new();
+    let mut defaults = Vec::new();
+    let mut stack: Vec<Block> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        let mut words = t.split_whitespace();
+        let word = words.next().unwrap_or_default();
+        if t.ends_with('{') {
+            stack.push(match word {
+                "menuentry" => Block::Entry(BootEntry {
+                    title: quoted(t),
+                    kernel: None,
+                    initrds: vec![],
+                    initrd_line: 0,
+                }),
+                "submenu" => Block::Submenu(vec![]),
+                _ => Block::Other,
+            });
+            continue;
+        }
+        if t == "}" {
+            close(&mut stack, &mut items);
+            continue;
+        }
+        let entry = stack.iter_mut().rev().find_map(|b| match b {
+            Block::Entry(e) => Some(e),
+            _ => None,
+        });
+        match (entry, word) {
+            (Some(e), "linux" | "linux16" | "linuxefi") if e.kernel.is_none() => {
+                e.kernel = words.next().map(|p| (n + 1, p.to_string()));
+            }
+            (Some(e), "initrd" | "initrd16" | "initrdefi") if e.initrds.is_empty() => {
+                e.initrds = words.map(str::to_string).collect();
+                e.initrd_line = n + 1;
+            }
+            (None, "set") => {
+                if let Some(v) = t["set".len()..].trim_start().strip_prefix("default=") {
+                    defaults.push(v.trim().trim_matches(|c| c == '"' || c == '\'').to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    (items, defaults)
+}
+
+/// End the innermost block: an entry joins the enclosing submenu, or the
+/// top level; a submenu joins the top level (a nested one, its parent).
+fn close(stack: &mut Vec<Block>, items: &mut Vec<Item>) {
+    match stack.pop() {
+        Some(Block::Entry(e)) => match submenu_of(stack) {
+            Some(v) => v.push(e),
+            None => items.push(Item::Entry(e)),
+        },
+        Some(Block::Submenu(entries)) => match submenu_of(stack) {
+            Some(v) => v.extend(entries),
+            None => items.push(Item::Submenu(entries)),
+        },
+        Some(Block::Other) | None => {}
+    }
+}
+
+fn submenu_of(stack: &mut [Block]) -> Option<&mut Vec<BootEntry>> {
+    stack.iter_mut().rev().find_map(|b| match b {
+        Block::Submenu(v) => Some(v),
+        _ => None,
+    })
+}
+
+/// The first quoted string of a line (a menuentry's title).
+fn quoted(line: &str) -> String {
+    let Some(start) = line.find(['\'', '"']) else {
+        return String::new();
+    };
+    let q = line[start..].chars().next().unwrap_or('\'');
+    let rest = &line[start + 1..];
+    rest[..rest.find(q).unwrap_or(rest.len())].to_string()
 }
 
 /// The pure rewrite of `/etc/default/grub`.
@@ -234,7 +392,7 @@ fn edit_value(value: &str, ctx: &ConvertContext, add: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::check_linux_entries;
+    use super::{check_linux_entries, default_entry};
 
     const UUID: &str = "0b1e2a77-0000-4000-8000-000000000001";
 
@@ -293,5 +451,89 @@ mod tests {
         let err = check_linux_entries("boot/grub/grub.cfg", "set timeout=5\n", UUID, &opts())
             .unwrap_err();
         assert!(err.contains("no Linux entry"), "{err}");
+    }
+
+    /// What grub-mkconfig writes on Debian 12 (trimmed): a function, the
+    /// next_entry/default dance, an entry, a submenu of two.
+    const DEBIAN_CFG: &str = "\
+function load_video {
+  insmod all_video
+}
+if [ \"${next_entry}\" ] ; then
+   set default=\"${next_entry}\"
+   set next_entry=
+else
+   set default=\"DEFAULT\"
+fi
+menuentry 'Debian GNU/Linux' --class debian $menuentry_id_option 'gnulinux-simple-x' {
+	load_video
+	if [ x$feature_platform_search_hint = xy ]; then
+	  search --no-floppy --fs-uuid --set=root x
+	fi
+	echo	'Loading Linux 6.1.0-18-amd64 ...'
+	linux	/boot/vmlinuz-6.1.0-18-amd64 root=UUID=x ro quiet
+	echo	'Loading initial ramdisk ...'
+	initrd	/boot/initrd.img-6.1.0-18-amd64
+}
+submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-advanced-x' {
+	menuentry 'Debian GNU/Linux, with Linux 6.1.0-18-amd64' --class debian {
+		linux	/vmlinuz-6.1.0-18-amd64 root=UUID=x ro
+		initrd	/intel-ucode.img /initrd.img-6.1.0-18-amd64
+	}
+	menuentry 'Debian GNU/Linux, with Linux 5.10.0-28-amd64' --class debian {
+		linux	/vmlinuz-5.10.0-28-amd64 root=UUID=x ro
+	}
+}
+";
+
+    fn with_default(value: &str) -> String {
+        DEBIAN_CFG.replace("DEFAULT", value)
+    }
+
+    #[test]
+    fn the_default_entry_is_the_literal_set_default() {
+        let (e, notes) = default_entry(&with_default("0"));
+        let e = e.unwrap();
+        assert_eq!(e.title, "Debian GNU/Linux");
+        assert_eq!(e.kernel, Some((16, "/boot/vmlinuz-6.1.0-18-amd64".into())));
+        assert_eq!(e.initrds, vec!["/boot/initrd.img-6.1.0-18-amd64"]);
+        assert_eq!(e.initrd_line, 18);
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    #[test]
+    fn a_submenu_entry_is_picked_by_n_greater_than_m() {
+        let (e, notes) = default_entry(&with_default("1>0"));
+        let e = e.unwrap();
+        assert_eq!(e.title, "Debian GNU/Linux, with Linux 6.1.0-18-amd64");
+        assert_eq!(
+            e.initrds,
+            vec!["/intel-ucode.img", "/initrd.img-6.1.0-18-amd64"]
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+        let (e, _) = default_entry(&with_default("1>1"));
+        let e = e.unwrap();
+        assert_eq!(e.kernel, Some((26, "/vmlinuz-5.10.0-28-amd64".into())));
+        assert!(e.initrds.is_empty());
+    }
+
+    #[test]
+    fn a_default_resolved_at_boot_falls_back_to_the_first_entry_with_a_note() {
+        for value in ["saved", "gnulinux-simple-x", "Debian GNU/Linux", "7", "1"] {
+            let (e, notes) = default_entry(&with_default(value));
+            assert_eq!(e.unwrap().title, "Debian GNU/Linux", "{value}");
+            assert_eq!(notes.len(), 1, "{value}: {notes:?}");
+            assert!(notes[0].contains(value), "{notes:?}");
+        }
+        // Only a variable (GRUB_DEFAULT=saved on Red Hat).
+        let cfg = "set default=\"${saved_entry}\"\nmenuentry 'R' {\n linux16 /vmlinuz-3.10.0 root=x\n initrd16 /initramfs-3.10.0.img\n}\n";
+        let (e, notes) = default_entry(cfg);
+        assert_eq!(e.unwrap().initrds, vec!["/initramfs-3.10.0.img"]);
+        assert!(notes[0].contains("${saved_entry}"), "{notes:?}");
+        // No default at all: the first entry, nothing to say.
+        let (e, notes) = default_entry("menuentry 'A' {\n linux /vmlinuz-1 root=x\n}\n");
+        assert_eq!(e.unwrap().title, "A");
+        assert!(notes.is_empty());
+        assert_eq!(default_entry("set timeout=5\n").0, None);
     }
 }

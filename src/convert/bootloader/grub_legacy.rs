@@ -7,11 +7,16 @@
 //!
 //! Installing runs the guest's `grub` shell in batch mode with a device map
 //! naming the target disk `(hd0)`.
+//!
+//! Verifying checks every kernel line boots the new root, then reads the
+//! default entry ([`default_entry`]) and checks its kernel and initrd
+//! ([`crate::convert::initrd`]).
 
 use std::path::Path;
 
 use super::{edit_cmdline, run_noted, Bootloader};
 use crate::convert::chroot::ChrootExec;
+use crate::convert::initrd::{check_boot_entry, BootEntry};
 use crate::convert::{
     map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter,
 };
@@ -101,7 +106,7 @@ impl Bootloader for GrubLegacy {
         }
         Ok(())
     }
-    fn verify(&self, root: &Path, ctx: &ConvertContext) -> Result<(), ConvertError> {
+    fn verify(&self, root: &Path, ctx: &ConvertContext) -> Result<Vec<String>, ConvertError> {
         let uuid = ctx.root().map(|r| r.uuid.clone()).unwrap_or_default();
         for f in FILES {
             if let Ok(text) = std::fs::read_to_string(root.join(f.pattern)) {
@@ -116,7 +121,18 @@ impl Bootloader for GrubLegacy {
                         f.pattern
                     )));
                 }
-                return Ok(());
+                let cfg = format!("/{}", f.pattern);
+                let (entry, mut notes) = default_entry(&text);
+                match entry {
+                    Some(e) => notes.extend(check_boot_entry(root, ctx, &cfg, &e)?),
+                    None => {
+                        return Err(ConvertError::Verify(format!(
+                            "{cfg} has no title entry: GRUB would stop at its prompt. Add a title with kernel and initrd lines for {}",
+                            ctx.guest.kernel
+                        )))
+                    }
+                }
+                return Ok(notes);
             }
         }
         Err(ConvertError::Verify(
@@ -128,6 +144,73 @@ impl Bootloader for GrubLegacy {
 fn is_kernel_line(line: &str) -> bool {
     let t = line.trim_start();
     (t.starts_with("kernel") || t.starts_with("module")) && t.contains("root=")
+}
+
+/// The entry GRUB legacy boots by default, and notes on what was assumed:
+/// `default N` (or `default=N`) counts `title` entries from 0; `default
+/// saved` or one out of range falls back to the first entry, with a note.
+/// In a Xen entry (`kernel /xen.gz`), the first `module` is the Linux
+/// kernel and the second its initrd. `None` when there is no title.
+pub fn default_entry(text: &str) -> (Option<BootEntry>, Vec<String>) {
+    let mut entries: Vec<BootEntry> = Vec::new();
+    let mut default: Option<String> = None;
+    let mut xen_modules = 0;
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('#') {
+            continue;
+        }
+        let word = t
+            .split(|c: char| c.is_whitespace() || c == '=')
+            .next()
+            .unwrap_or("");
+        let rest = t[word.len()..].trim_start_matches(|c: char| c.is_whitespace() || c == '=');
+        let image = rest.split_whitespace().find(|p| !p.starts_with("--"));
+        if word == "title" {
+            entries.push(BootEntry {
+                title: rest.to_string(),
+                kernel: None,
+                initrds: vec![],
+                initrd_line: 0,
+            });
+            xen_modules = 0;
+            continue;
+        }
+        let Some(e) = entries.last_mut() else {
+            if word == "default" {
+                default = rest.split_whitespace().next().map(str::to_string);
+            }
+            continue;
+        };
+        let Some(image) = image else { continue };
+        match word {
+            "kernel" if image.contains("xen.gz") => xen_modules = 1,
+            "kernel" => e.kernel = Some((n + 1, image.to_string())),
+            "module" if xen_modules == 1 => {
+                e.kernel = Some((n + 1, image.to_string()));
+                xen_modules = 2;
+            }
+            "initrd" | "module" if xen_modules != 1 && e.initrds.is_empty() => {
+                e.initrds = vec![image.to_string()];
+                e.initrd_line = n + 1;
+            }
+            _ => {}
+        }
+    }
+    let mut notes = Vec::new();
+    let index = match default.as_deref() {
+        None => 0,
+        Some(d) => match d.parse::<usize>() {
+            Ok(i) if i < entries.len() => i,
+            _ => {
+                notes.push(format!(
+                    "menu: the default entry is \"{d}\", which is not an entry's number; the boot check read the first entry's kernel and initrd"
+                ));
+                0
+            }
+        },
+    };
+    (entries.get(index).cloned(), notes)
 }
 
 /// The pure rewrite of menu.lst / grub.conf.
@@ -186,4 +269,48 @@ pub fn rewrite_menu(text: &str, ctx: &ConvertContext) -> String {
         all.extend(edited);
         vec![format!("{indent}{word}{sep}{}", all.join(" "))]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_entry;
+
+    const MENU: &str = "\
+default=1
+timeout=5
+title CentOS (2.6.18-398.el5)
+	root (hd0,0)
+	kernel /vmlinuz-2.6.18-398.el5 ro root=UUID=x
+	initrd /initrd-2.6.18-398.el5.img
+title CentOS (2.6.18-398.el5xen)
+	root (hd0,0)
+	kernel /xen.gz-2.6.18-398.el5
+	module /vmlinuz-2.6.18-398.el5xen ro root=UUID=x
+	module /initrd-2.6.18-398.el5xen.img
+";
+
+    #[test]
+    fn default_n_counts_titles_and_xen_entries_take_their_modules() {
+        let (e, notes) = default_entry(MENU);
+        let e = e.unwrap();
+        assert_eq!(e.title, "CentOS (2.6.18-398.el5xen)");
+        assert_eq!(e.kernel, Some((10, "/vmlinuz-2.6.18-398.el5xen".into())));
+        assert_eq!(e.initrds, vec!["/initrd-2.6.18-398.el5xen.img"]);
+        assert_eq!(e.initrd_line, 11);
+        assert!(notes.is_empty(), "{notes:?}");
+        let (e, _) = default_entry(&MENU.replace("default=1", "default\t\t0"));
+        let e = e.unwrap();
+        assert_eq!(e.kernel, Some((5, "/vmlinuz-2.6.18-398.el5".into())));
+        assert_eq!(e.initrds, vec!["/initrd-2.6.18-398.el5.img"]);
+    }
+
+    #[test]
+    fn default_saved_or_out_of_range_falls_back_to_the_first_with_a_note() {
+        for d in ["default saved", "default 5"] {
+            let (e, notes) = default_entry(&MENU.replace("default=1", d));
+            assert_eq!(e.unwrap().title, "CentOS (2.6.18-398.el5)");
+            assert_eq!(notes.len(), 1, "{notes:?}");
+        }
+        assert_eq!(default_entry("default 0\ntimeout 5\n").0, None);
+    }
 }

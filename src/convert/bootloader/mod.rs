@@ -31,8 +31,11 @@ pub trait Bootloader: FileRewriter {
         ctx: &ConvertContext,
         progress: &mut dyn Progress,
     ) -> Result<(), ConvertError>;
-    /// Check the final config boots the new root.
-    fn verify(&self, root: &Path, ctx: &ConvertContext) -> Result<(), ConvertError>;
+    /// Check the final config boots the new root, and that its default
+    /// entry's kernel and initrd are in the clone with the VM's drivers
+    /// ([`crate::convert::initrd`]). Ok carries notes: what was assumed or
+    /// could not be checked.
+    fn verify(&self, root: &Path, ctx: &ConvertContext) -> Result<Vec<String>, ConvertError>;
 }
 
 /// Kernel command-line edits shared by every bootloader:
