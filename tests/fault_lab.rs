@@ -33,50 +33,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::image::MountedImage;
-use common::{lab, run, run_ok, Lab, Lcg};
-
-/// How the client is started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Namespaces {
-    /// `ip netns exec`: network and mount namespaces of its own.
-    OwnMounts,
-    /// `nsenter --net`: the lab's network, the host's mount namespace.
-    HostMounts,
-}
-
-fn hotclone_in(lab: &Lab, ns: Namespaces, home: &Path, args: &[&str]) -> Command {
-    let mut cmd = match ns {
-        Namespaces::OwnMounts => lab.hotclone(),
-        Namespaces::HostMounts => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net=/run/netns/{}", lab.client_ns))
-                .arg("--")
-                .arg(env!("CARGO_BIN_EXE_hotclone"))
-                .env("HOME", lab.dir.join("home"));
-            c
-        }
-    };
-    cmd.env("HOTCLONE_HOME", home)
-        .args(args)
-        .arg("--batch")
-        .arg("-F")
-        .arg(&lab.ssh_config);
-    cmd
-}
+use common::{hotclone_in, lab, run, run_ok, Lab, Lcg, Namespaces};
 
 fn on_source(lab: &Lab, command: &str) -> String {
     common::source_ssh(lab, "busybox", command)
-}
-
-/// md5, type, mode, owner, size, mtime and link count of everything under
-/// `dirs` (see sync_lab's TREE), sorted; run by the source's busybox and by
-/// the host on the mounted target.
-const TREE: &str = "find DIRS -type f -exec sh -c 'for f; do echo \"$(stat -c \"%F|%a|%u|%g|%s|%Y|%h\" \"$f\")|$(md5sum < \"$f\" | cut -c1-32)|$f\"; done' _ {} + ; find DIRS -type l -exec sh -c 'for f; do echo \"link|$(readlink \"$f\")|$f\"; done' _ {} + ; find DIRS ! -type f ! -type l -exec stat -c '%F|%a|%u|%g|-|%Y|%n' {} +";
-
-fn sorted(out: &str) -> Vec<String> {
-    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
-    v.sort();
-    v
 }
 
 /// The sizes in MiB of the three big files: large enough that a kill
@@ -220,11 +180,7 @@ fn check_image(image: &Path, work: &Path, dirs: &str) -> Vec<String> {
         String::from_utf8_lossy(&fsck.stdout)
     );
     let mounted = MountedImage::mount(image, 2, &work.join("mnt"));
-    let tree = sorted(&run_ok(Command::new("sh").arg("-c").arg(format!(
-        "cd {} && {}",
-        mounted.mount_point.display(),
-        TREE.replace("DIRS", dirs)
-    ))));
+    let tree = common::host_tree(&mounted.mount_point, dirs);
     let strays = run_ok(Command::new("sh").arg("-c").arg(format!(
         "find {} -name '*hotclone-tmp*'",
         mounted.mount_point.display()
@@ -234,10 +190,7 @@ fn check_image(image: &Path, work: &Path, dirs: &str) -> Vec<String> {
 }
 
 fn source_tree(lab: &Lab, dirs: &str) -> Vec<String> {
-    sorted(&on_source(
-        lab,
-        &format!("cd / && {}", TREE.replace("DIRS", dirs)),
-    ))
+    common::source_tree(lab, "busybox", dirs)
 }
 
 fn seed() -> u64 {
@@ -567,30 +520,12 @@ impl<'a> RescueVm<'a> {
         vm
     }
 
-    /// Run `command` on the rescue system (with the keys launch made).
+    /// Run `command` on the rescue system (with the keys launch made);
+    /// its stdout. It must succeed.
     fn ssh(&self, command: &str) -> String {
-        let vm = self.home.join(self.name).join("vm");
-        run_ok(
-            self.lab
-                .client_command("ssh")
-                .args([
-                    "-F",
-                    "/dev/null",
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "IdentitiesOnly=yes",
-                ])
-                .arg("-o")
-                .arg(format!(
-                    "UserKnownHostsFile={}",
-                    vm.join("known_hosts").display()
-                ))
-                .arg("-i")
-                .arg(vm.join("id_ed25519"))
-                .arg(format!("root@{VM_IP}"))
-                .arg(command),
-        )
+        let out = common::rescue_ssh(self.lab, &self.home.join(self.name).join("vm"), VM_IP, command);
+        assert!(out.status.success(), "on the rescue VM: {command}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Forget the clone (its journal, plan and inventory), keeping the
@@ -616,10 +551,10 @@ impl<'a> RescueVm<'a> {
             fsck.starts_with("0\n"),
             "e2fsck -fn found the live target damaged:\n{fsck}"
         );
-        sorted(&self.ssh(&format!(
-            "mkdir -p /mnt/check && mount -o ro /dev/vda2 /mnt/check && cd /mnt/check && ( {} ); \
+        common::sorted_lines(&self.ssh(&format!(
+            "mkdir -p /mnt/check && mount -o ro /dev/vda2 /mnt/check && ( {} ); \
              find /mnt/check -name '*hotclone-tmp*' | sed 's/^/STRAY /'; cd / && umount /mnt/check",
-            TREE.replace("DIRS", dirs)
+            common::tree_command("/mnt/check", dirs)
         )))
     }
 }

@@ -64,29 +64,7 @@ impl Launched<'_> {
 
     /// A command on the rescue system, with the keys launch made for it.
     fn rescue_ssh(&self, command: &str) -> std::process::Output {
-        let vm = self.vm_dir();
-        run(self
-            .lab
-            .client_command("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                vm.join("known_hosts").display()
-            ))
-            .arg("-i")
-            .arg(vm.join("id_ed25519"))
-            .arg(format!("root@{VM_IP}"))
-            .arg(command))
+        common::rescue_ssh(self.lab, &self.vm_dir(), VM_IP, command)
     }
 
     /// `hotclone sync NAME`; exit 3 (files changed while read) is fine

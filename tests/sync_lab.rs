@@ -47,13 +47,7 @@ fn committed_bytes(lab: &Lab, home: &Path) -> u64 {
 
 /// `hotclone ARGS --batch -F ssh_config` with its own state directory.
 fn hotclone(lab: &Lab, home: &Path, args: &[&str]) -> Command {
-    let mut cmd = lab.hotclone();
-    cmd.env("HOTCLONE_HOME", home)
-        .args(args)
-        .arg("--batch")
-        .arg("-F")
-        .arg(&lab.ssh_config);
-    cmd
+    common::hotclone_in(lab, common::Namespaces::OwnMounts, home, args)
 }
 
 /// The JSON `pass` event of a sync run's stdout.
@@ -65,30 +59,12 @@ fn pass_event(stdout: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no pass event in:\n{stdout}"))
 }
 
-/// Type, mode, owner, size (not for directories), mtime, link count and
-/// name of everything under `dirs`, plus an md5 per regular file, sorted.
-/// Run by the source's busybox and by the host on the mounted target.
-const TREE: &str = "find DIRS -type f -exec sh -c 'for f; do echo \"$(stat -c \"%F|%a|%u|%g|%s|%Y|%h\" \"$f\")|$(md5sum < \"$f\" | cut -c1-32)|$f\"; done' _ {} + ; find DIRS -type l -exec sh -c 'for f; do echo \"link|$(readlink \"$f\")|$f\"; done' _ {} + ; find DIRS ! -type f ! -type l -exec stat -c '%F|%a|%u|%g|-|%Y|%n' {} +";
-
-fn tree(out: &str) -> Vec<String> {
-    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
-    v.sort();
-    v
-}
-
 fn source_tree(lab: &Lab, dirs: &str) -> Vec<String> {
-    tree(&on_source(
-        lab,
-        &format!("cd / && {}", TREE.replace("DIRS", dirs)),
-    ))
+    common::source_tree(lab, "busybox", dirs)
 }
 
 fn target_tree(root: &Path, dirs: &str) -> Vec<String> {
-    tree(&run_ok(Command::new("sh").arg("-c").arg(format!(
-        "cd {} && {}",
-        root.display(),
-        TREE.replace("DIRS", dirs)
-    ))))
+    common::host_tree(root, dirs)
 }
 
 fn clone_busybox(lab: &Lab, home: &Path, image: &Path) {

@@ -205,3 +205,93 @@ pub fn children(pid: u32) -> Vec<u32> {
     }
     out
 }
+
+/// Type, mode, owner, size (not for directories), mtime, link count and
+/// name of everything under `DIRS`, plus an md5 per regular file. A shell
+/// command that busybox and GNU tools run alike: on a source, in the
+/// rescue VM, or on the host over a mounted target.
+pub const TREE: &str = "find DIRS -type f -exec sh -c 'for f; do echo \"$(stat -c \"%F|%a|%u|%g|%s|%Y|%h\" \"$f\")|$(md5sum < \"$f\" | cut -c1-32)|$f\"; done' _ {} + ; find DIRS -type l -exec sh -c 'for f; do echo \"link|$(readlink \"$f\")|$f\"; done' _ {} + ; find DIRS ! -type f ! -type l -exec stat -c '%F|%a|%u|%g|-|%Y|%n' {} +";
+
+/// [`TREE`] for `dirs`, run from `/`'s point of view of `root`.
+pub fn tree_command(root: &str, dirs: &str) -> String {
+    format!("cd {root} && {}", TREE.replace("DIRS", dirs))
+}
+
+/// The lines of a [`TREE`] listing, sorted.
+pub fn sorted_lines(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// The tree of `dirs` on the lab source `source`.
+pub fn source_tree(lab: &Lab, source: &str, dirs: &str) -> Vec<String> {
+    sorted_lines(&source_ssh(lab, source, &tree_command("/", dirs)))
+}
+
+/// The tree of `dirs` under `root` on this host (a mounted target).
+pub fn host_tree(root: &Path, dirs: &str) -> Vec<String> {
+    sorted_lines(&run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(tree_command(&root.display().to_string(), dirs)),
+    ))
+}
+
+/// `command` on a rescue VM at `ip`, as root with the keys `hotclone
+/// launch` made for it (in `vm_dir`), its host key checked strictly.
+pub fn rescue_ssh(lab: &Lab, vm_dir: &Path, ip: &str, command: &str) -> Output {
+    run(lab
+        .client_command("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            vm_dir.join("known_hosts").display()
+        ))
+        .arg("-i")
+        .arg(vm_dir.join("id_ed25519"))
+        .arg(format!("root@{ip}"))
+        .arg(command))
+}
+
+/// How the client is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespaces {
+    /// `ip netns exec`: network and mount namespaces of its own.
+    OwnMounts,
+    /// `nsenter --net`: the lab's network, the host's mount namespace.
+    HostMounts,
+}
+
+/// `hotclone ARGS --batch -F ssh_config`, with its own state directory
+/// `home`, started the way `ns` says.
+pub fn hotclone_in(lab: &Lab, ns: Namespaces, home: &Path, args: &[&str]) -> Command {
+    let mut cmd = match ns {
+        Namespaces::OwnMounts => lab.hotclone(),
+        Namespaces::HostMounts => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{}", lab.client_ns))
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_hotclone"))
+                .env("HOME", lab.dir.join("home"));
+            c
+        }
+    };
+    cmd.env("HOTCLONE_HOME", home)
+        .args(args)
+        .arg("--batch")
+        .arg("-F")
+        .arg(&lab.ssh_config);
+    cmd
+}
+
