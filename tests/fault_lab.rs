@@ -523,7 +523,12 @@ impl<'a> RescueVm<'a> {
     /// Run `command` on the rescue system (with the keys launch made);
     /// its stdout. It must succeed.
     fn ssh(&self, command: &str) -> String {
-        let out = common::rescue_ssh(self.lab, &self.home.join(self.name).join("vm"), VM_IP, command);
+        let out = common::rescue_ssh(
+            self.lab,
+            &self.home.join(self.name).join("vm"),
+            VM_IP,
+            command,
+        );
         assert!(out.status.success(), "on the rescue VM: {command}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }

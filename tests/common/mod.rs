@@ -294,4 +294,3 @@ pub fn hotclone_in(lab: &Lab, ns: Namespaces, home: &Path, args: &[&str]) -> Com
         .arg(&lab.ssh_config);
     cmd
 }
-
