@@ -328,13 +328,10 @@ pub(crate) fn convert_phase(
         .with_uuid_links(&ctx);
     let report = convert::convert(&prepared.root, &ctx, &mut exec, progress)
         .map_err(|e| CloneError::Convert(e.to_string()))?;
-    // Nothing of ours stays in the clone: conversion's own bookkeeping (the
-    // interface-rename marker) only matters while it runs.
-    let ours = prepared.root.join("var/lib/hotclone");
-    if ours.exists() {
-        std::fs::remove_dir_all(&ours)
-            .map_err(|e| CloneError::Convert(format!("removing {}: {e}", ours.display())))?;
-    }
+    // Conversion's own bookkeeping (the interface-rename record) stays in
+    // the target's state directory, for the re-conversions of later syncs;
+    // cutover removes it with the rest of that state. Nothing of ours is
+    // in the clone's own tree.
     let mut notes = report.notes;
     if plan.autorelabel {
         let flag = prepared.root.join(".autorelabel");

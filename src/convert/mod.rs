@@ -25,9 +25,16 @@
 //!   time. `net.ifnames=0` keeps the kernel's `eth0` naming so the source's
 //!   configuration still applies.
 //! - Interface renames (eth1 -> eth0) are the one rewrite that is not
-//!   idempotent (a second eth0<->eth1 swap would undo the first), so
-//!   [`convert`] records them in `/var/lib/hotclone/interfaces-renamed` in
-//!   the target and does not apply them again on a rerun.
+//!   idempotent (a second eth0<->eth1 swap would undo the first). [`convert`]
+//!   records every network config file it leaves, with the digest of its
+//!   content, in [`renamed_record`] (`/.hotclone/interfaces-renamed`, in the
+//!   target's state directory, which survives syncs and which cutover
+//!   removes with the rest of our state), and a rerun leaves the names of a
+//!   recorded file alone while its content is the recorded one. A file a
+//!   sync brought again from the source (its content changed) is not, and
+//!   gets the renames from the source's names, as in a first conversion.
+//!   The files of one module are all read before any is written, so a swap
+//!   of file names (`ifcfg-eth0` <-> `ifcfg-eth1`) loses neither.
 //! - Guest commands run through [`chroot::ChrootExec`]; their output goes
 //!   to [`Progress::note`], never to stdout.
 //!
@@ -58,9 +65,24 @@ use crate::probe::{BootloaderKind, DistroFamily, Inventory, NetConfigStyle};
 use crate::progress::Progress;
 use chroot::ChrootExec;
 
-/// Written into the target once interface renames are applied, so a
-/// rerun does not apply them twice.
-pub const RENAMED_MARKER: &str = "var/lib/hotclone/interfaces-renamed";
+/// The record of network config files whose interface names conversion
+/// already mapped, in the target's state directory
+/// ([`crate::sync::TARGET_STATE_DIR`]): see [`renamed_record`].
+pub const RENAMED_RECORD: &str = "interfaces-renamed";
+
+/// Where an older hotclone marked (for the whole tree) that renames were
+/// applied. Read once for such a target, then removed: nothing of ours may
+/// stay in the clone's own tree.
+pub const LEGACY_RENAMED_MARKER: &str = "var/lib/hotclone/interfaces-renamed";
+
+/// The rename record of the target tree at `root`. It lives with the
+/// migration's other state on the target, so it survives from the clone's
+/// conversion to the re-conversions of later syncs, and leaves with that
+/// state at cutover ([`crate::cutover::identity::finalize`]). Passes never
+/// list it, so neither syncs nor `verify` see it.
+pub fn renamed_record(root: &Path) -> PathBuf {
+    crate::sync::target_state(root).join(RENAMED_RECORD)
+}
 
 /// Kernel command-line options every clone gets: keep `eth0` naming, and a
 /// serial console next to the VGA one.
@@ -571,28 +593,7 @@ pub fn convert(
         &mut report,
         progress,
     )?;
-    let marker = root.join(RENAMED_MARKER);
-    let net_ctx = if marker.exists() {
-        let msg = "interface renames were applied by an earlier conversion; not applied again"
-            .to_string();
-        progress.note(&msg);
-        report.notes.push(msg);
-        ctx.without_renames()
-    } else {
-        ctx.clone()
-    };
-    for net in &modules.network {
-        apply(root, net.as_rewriter(), &net_ctx, &mut report, progress)?;
-    }
-    let renames: Vec<String> = ctx
-        .nics
-        .iter()
-        .filter(|n| n.source != n.target)
-        .map(|n| format!("{} -> {}\n", n.source, n.target))
-        .collect();
-    if !renames.is_empty() && !marker.exists() {
-        write_file(&marker, &renames.concat())?;
-    }
+    unconfigure_network(root, &modules, &ctx, &mut report, progress)?;
     apply(
         root,
         modules.initramfs.as_rewriter(),
@@ -612,6 +613,100 @@ pub fn convert(
     Ok(report)
 }
 
+/// The network step: every network style's rewrites, with the plan's
+/// interface renames applied only to files that do not have them yet
+/// (see [`renamed_record`]), then the record of what the files are now.
+fn unconfigure_network(
+    root: &Path,
+    modules: &family::Modules,
+    ctx: &ConvertContext,
+    report: &mut ConvertReport,
+    progress: &mut dyn Progress,
+) -> Result<(), ConvertError> {
+    if !ctx.nics.iter().any(|n| n.source != n.target) {
+        for net in &modules.network {
+            apply(root, net.as_rewriter(), ctx, report, progress)?;
+        }
+        return Ok(());
+    }
+    let record_path = renamed_record(root);
+    let record = match std::fs::read_to_string(&record_path) {
+        Ok(text) => read_record(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => return Err(io_err(&record_path)(e)),
+    };
+    // A target an older hotclone converted marked the whole tree instead.
+    let legacy = root.join(LEGACY_RENAMED_MARKER);
+    let legacy_all = record.is_empty() && legacy.exists();
+    let kept_names = ctx.without_renames();
+    let mut already = 0;
+    for net in &modules.network {
+        apply_with(root, net.as_rewriter(), report, progress, |rel, text| {
+            if legacy_all || record.contains(&(rel.to_string(), digest(text))) {
+                already += 1;
+                &kept_names
+            } else {
+                ctx
+            }
+        })?;
+    }
+    if already > 0 {
+        let msg = format!(
+            "interface renames: {already} network config file(s) have them from an earlier conversion; not applied again"
+        );
+        progress.note(&msg);
+        report.notes.push(msg);
+    }
+    let mut text = String::from(
+        "# hotclone: network config files that have the VM's interface names already\n\
+         # (blake3 of the content, path); a conversion renames only files not listed.\n",
+    );
+    for net in &modules.network {
+        for rel in expand(root, net.files())? {
+            let path = root.join(&rel);
+            if rel.contains('\n')
+                || !std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file())
+            {
+                continue;
+            }
+            let content = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+            text.push_str(&format!("{}  {rel}\n", digest(&content)));
+        }
+    }
+    if std::fs::read_to_string(&record_path).ok().as_deref() != Some(text.as_str()) {
+        if let Some(dir) = record_path.parent().filter(|d| !d.exists()) {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err(dir))?;
+        }
+        write_file(&record_path, &text)?;
+    }
+    if legacy.exists() {
+        std::fs::remove_file(&legacy).map_err(io_err(&legacy))?;
+        // Only ours: the directory goes when the marker was all it held.
+        if let Some(dir) = legacy.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    Ok(())
+}
+
+/// The (path, digest) pairs of a rename record.
+fn read_record(text: &str) -> std::collections::HashSet<(String, String)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once("  "))
+        .map(|(d, p)| (p.to_string(), d.to_string()))
+        .collect()
+}
+
+fn digest(text: &str) -> String {
+    blake3::hash(text.as_bytes()).to_hex().to_string()
+}
+
 /// Run one module's rewrites over the files it names under `root`.
 pub fn apply(
     root: &Path,
@@ -620,6 +715,21 @@ pub fn apply(
     report: &mut ConvertReport,
     progress: &mut dyn Progress,
 ) -> Result<(), ConvertError> {
+    apply_with(root, module, report, progress, |_, _| ctx)
+}
+
+/// [`apply`], with the context for each file chosen by `ctx_for(path,
+/// text)`. Every file is read before any is written, and removals (the
+/// old names of renamed files included) go before writes, so a swap of
+/// names (`ifcfg-eth0` <-> `ifcfg-eth1`) keeps both files.
+fn apply_with<'c>(
+    root: &Path,
+    module: &dyn FileRewriter,
+    report: &mut ConvertReport,
+    progress: &mut dyn Progress,
+    mut ctx_for: impl FnMut(&str, &str) -> &'c ConvertContext,
+) -> Result<(), ConvertError> {
+    let mut planned = Vec::new();
     for rel in expand(root, module.files())? {
         let path = root.join(&rel);
         let meta = std::fs::symlink_metadata(&path).ok();
@@ -633,25 +743,34 @@ pub fn apply(
             Some(_) => std::fs::read_to_string(&path).map_err(io_err(&path))?,
             None => String::new(),
         };
-        match module.rewrite(&rel, &text, ctx) {
+        let action = module.rewrite(&rel, &text, ctx_for(&rel, &text));
+        planned.push((rel, path, meta.is_some(), action));
+    }
+    for (_, path, exists, action) in &planned {
+        let goes = match action {
+            FileAction::Remove => *exists,
+            FileAction::Rename { name, .. } => path.with_file_name(name) != *path,
+            FileAction::Keep | FileAction::Write(_) => false,
+        };
+        if goes {
+            std::fs::remove_file(path).map_err(io_err(path))?;
+        }
+    }
+    for (rel, path, exists, action) in planned {
+        match action {
             FileAction::Keep => {}
             FileAction::Write(content) => {
                 write_file(&path, &content)?;
                 report.changed.push(format!("{rel} ({})", module.name()));
             }
             FileAction::Rename { name, content } => {
-                let new = path.with_file_name(&name);
-                write_file(&new, &content)?;
-                if new != path {
-                    std::fs::remove_file(&path).map_err(io_err(&path))?;
-                }
+                write_file(&path.with_file_name(&name), &content)?;
                 report
                     .changed
                     .push(format!("{rel} -> {name} ({})", module.name()));
             }
             FileAction::Remove => {
-                if meta.is_some() {
-                    std::fs::remove_file(&path).map_err(io_err(&path))?;
+                if exists {
                     report
                         .changed
                         .push(format!("{rel} removed ({})", module.name()));

@@ -363,6 +363,202 @@ fn convert_runs_the_debian_steps_in_order() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// A phony Debian guest from fixture `case` in a scratch root, with what
+/// `convert` needs to pass its boot check (kernel, initrd with virtio,
+/// grub.cfg as grub-mkconfig writes it from the rewritten defaults).
+fn debian_guest(case: &str, name: &str) -> (PathBuf, ConvertContext) {
+    let case = fixtures().join(case);
+    let root = scratch(name);
+    copy_tree(&case, &root);
+    let mut ctx = load_ctx(&case);
+    ctx.disk_device = Some("/dev/loop7".into());
+    let uuid = ctx.root().unwrap().uuid.clone();
+    let k = ctx.guest.kernel.clone();
+    install_kernel(
+        &root,
+        &k,
+        &debian_initrd(&k, &["virtio_blk", "virtio_pci", "ext4"]),
+    );
+    std::fs::write(
+        root.join("boot/grub/grub.cfg"),
+        format!(
+            "set default=\"0\"\nmenuentry 'Debian GNU/Linux' {{\n\tlinux\t/boot/vmlinuz-{k} root=UUID={uuid} ro net.ifnames=0 console=ttyS0,115200 console=tty0\n\tinitrd\t/boot/initrd.img-{k}\n}}\n"
+        ),
+    )
+    .unwrap();
+    (root, ctx)
+}
+
+/// Every file under `dir` of `root`, by path relative to `root`.
+fn files_under(root: &Path, dir: &str) -> std::collections::BTreeMap<String, String> {
+    let mut files = Vec::new();
+    if root.join(dir).exists() {
+        walk(&root.join(dir), &mut files);
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            let rel = f.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            (rel, std::fs::read_to_string(&f).unwrap())
+        })
+        .collect()
+}
+
+/// Regression (issue 14, item 6): the interface-rename marker was deleted
+/// right after conversion (it lived in the clone's /var/lib/hotclone), so
+/// the re-conversion a sync triggers applied the eth0 <-> eth1 swap again
+/// and the names flipped back.
+#[test]
+fn regression_a_second_conversion_does_not_swap_interface_names_back() {
+    let case = fixtures().join("debian11-rename");
+    let (root, ctx) = debian_guest("debian11-rename", "reconvert");
+    // The plan swaps the source's two NICs.
+    assert_eq!(ctx.nic_target("eth0"), Some("eth1"));
+    assert_eq!(ctx.nic_target("eth1"), Some("eth0"));
+    let expected =
+        |rel: &str| std::fs::read_to_string(case.join(format!("{rel}.expected"))).unwrap();
+    let reconvert = |root: &Path| {
+        // What the clone's convert phase removed after conversion before
+        // the fix: nothing of the record may be there.
+        let _ = std::fs::remove_dir_all(root.join("var/lib/hotclone"));
+        convert(root, &ctx, &mut RecordingChroot::new(root), &mut Silent).unwrap()
+    };
+
+    convert(&root, &ctx, &mut RecordingChroot::new(&root), &mut Silent).unwrap();
+    let first = files_under(&root, "etc/network");
+    assert_eq!(
+        first["etc/network/interfaces"],
+        expected("etc/network/interfaces")
+    );
+    assert_eq!(
+        first["etc/network/interfaces.d/vlan"],
+        expected("etc/network/interfaces.d/vlan")
+    );
+    // The record is in the target's state directory (cutover removes it),
+    // nothing of ours is in the clone's own tree.
+    assert!(renamed_record(&root).starts_with(crate::sync::target_state(&root)));
+    assert!(renamed_record(&root).exists());
+    assert!(!root.join("var/lib/hotclone").exists());
+
+    let again = reconvert(&root);
+    assert_eq!(files_under(&root, "etc/network"), first);
+    assert_eq!(again.changed, Vec::<String>::new());
+
+    // A sync brought the source's interfaces file again (it changed on the
+    // source): it is converted from the source's names, like a first
+    // conversion of it; the file the sync left alone stays as it was.
+    let source = std::fs::read_to_string(case.join("etc/network/interfaces")).unwrap()
+        + "# changed on the source\n";
+    std::fs::write(root.join("etc/network/interfaces"), &source).unwrap();
+    let synced = reconvert(&root);
+    let after = files_under(&root, "etc/network");
+    assert_eq!(
+        after["etc/network/interfaces"],
+        network::ifupdown::rewrite(&source, &ctx)
+    );
+    assert_eq!(
+        after["etc/network/interfaces"],
+        expected("etc/network/interfaces") + "# changed on the source\n"
+    );
+    assert_eq!(
+        after["etc/network/interfaces.d/vlan"],
+        first["etc/network/interfaces.d/vlan"]
+    );
+    assert_eq!(
+        synced.changed,
+        vec!["etc/network/interfaces (ifupdown)".to_string()]
+    );
+    // And converting again once more changes nothing.
+    assert_eq!(reconvert(&root).changed, Vec::<String>::new());
+    assert_eq!(files_under(&root, "etc/network"), after);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A target an older hotclone converted (and whose marker survived) keeps
+/// its names, and the old marker leaves the clone's tree.
+#[test]
+fn a_legacy_rename_marker_is_honoured_once_and_removed() {
+    let (root, ctx) = debian_guest("debian11-rename", "legacy-marker");
+    convert(&root, &ctx, &mut RecordingChroot::new(&root), &mut Silent).unwrap();
+    let first = files_under(&root, "etc/network");
+    std::fs::remove_file(renamed_record(&root)).unwrap();
+    std::fs::create_dir_all(root.join("var/lib/hotclone")).unwrap();
+    std::fs::write(
+        root.join(LEGACY_RENAMED_MARKER),
+        "eth1 -> eth0\neth0 -> eth1\n",
+    )
+    .unwrap();
+    convert(&root, &ctx, &mut RecordingChroot::new(&root), &mut Silent).unwrap();
+    assert_eq!(files_under(&root, "etc/network"), first);
+    assert!(!root.join("var/lib/hotclone").exists());
+    assert!(renamed_record(&root).exists());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// ifcfg files are renamed with their interface: a swap writes each file
+/// under the other's name, and neither is lost, on a first conversion, a
+/// second one, and one after a sync brought both source files again.
+#[test]
+fn an_ifcfg_swap_keeps_both_files_and_is_not_applied_twice() {
+    let root = scratch("ifcfg-swap");
+    let dir = root.join("etc/sysconfig/network-scripts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = |dev: &str, ip: &str, mac: &str| {
+        format!("DEVICE={dev}\nHWADDR={mac}\nONBOOT=yes\nBOOTPROTO=none\nIPADDR={ip}\nPREFIX=24\n")
+    };
+    let eth0 = source("eth0", "10.0.0.5", "00:1A:4B:00:00:01");
+    let eth1 = source("eth1", "198.51.100.17", "00:1A:4B:00:00:02");
+    let write_source = || {
+        std::fs::write(dir.join("ifcfg-eth0"), &eth0).unwrap();
+        std::fs::write(dir.join("ifcfg-eth1"), &eth1).unwrap();
+    };
+    let mut ctx = ConvertContext::new(
+        Guest {
+            version: Some("6.10".into()),
+            ..guest(DistroFamily::RedHat, BootloaderKind::GrubLegacy)
+        },
+        vec![],
+    );
+    ctx.nics = vec![
+        NicRename {
+            source: "eth0".into(),
+            mac: Some("00:1a:4b:00:00:01".into()),
+            target: "eth1".into(),
+        },
+        NicRename {
+            source: "eth1".into(),
+            mac: Some("00:1a:4b:00:00:02".into()),
+            target: "eth0".into(),
+        },
+    ];
+    let modules = family::select(&ctx.guest).unwrap();
+    let run = || {
+        let mut report = ConvertReport::default();
+        unconfigure_network(&root, &modules, &ctx, &mut report, &mut Silent).unwrap();
+        report.changed
+    };
+    let want = std::collections::BTreeMap::from([
+        (
+            "etc/sysconfig/network-scripts/ifcfg-eth0".to_string(),
+            "DEVICE=eth0\nONBOOT=yes\nBOOTPROTO=none\nIPADDR=198.51.100.17\nPREFIX=24\n"
+                .to_string(),
+        ),
+        (
+            "etc/sysconfig/network-scripts/ifcfg-eth1".to_string(),
+            "DEVICE=eth1\nONBOOT=yes\nBOOTPROTO=none\nIPADDR=10.0.0.5\nPREFIX=24\n".to_string(),
+        ),
+    ]);
+    write_source();
+    assert_eq!(run().len(), 2);
+    assert_eq!(files_under(&root, "etc/sysconfig"), want);
+    assert_eq!(run(), Vec::<String>::new());
+    assert_eq!(files_under(&root, "etc/sysconfig"), want);
+    write_source();
+    run();
+    assert_eq!(files_under(&root, "etc/sysconfig"), want);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 /// `boot/vmlinuz-K` and `boot/initrd.img-K` (`initrd`) in a fake root.
 fn install_kernel(root: &Path, k: &str, initrd: &[u8]) {
     std::fs::create_dir_all(root.join("boot/grub")).unwrap();

@@ -7,8 +7,10 @@
 //! them without MAC pinning). This step checks that the production
 //! addresses are in it, makes the clone announce its addresses when its
 //! interfaces come up (`arp_notify`, so neighbours drop the source's MAC
-//! at once), and removes everything of ours from the disk: the journal
-//! copy and the conversion's marker.
+//! at once), and removes everything of ours from the disk: the target's
+//! state directory (journal copy, plan, inventory, the conversion's
+//! interface-rename record) and the rename marker older versions left in
+//! `/var/lib/hotclone`.
 //!
 //! On failure nothing was removed unless the checks passed; the disk is
 //! left mounted by the caller's handle and unmounted by it.
@@ -139,6 +141,7 @@ mod tests {
         std::fs::write(root.join("etc/network/interfaces"), interfaces).unwrap();
         std::fs::write(root.join("etc/hostname"), "web01\n").unwrap();
         std::fs::write(root.join(".hotclone/journal.sqlite"), "x").unwrap();
+        std::fs::write(crate::convert::renamed_record(&root), "x").unwrap();
         root
     }
 
@@ -153,6 +156,7 @@ mod tests {
         );
         let notes = finalize(&r, &inv, &addrs).unwrap();
         assert!(!r.join(".hotclone").exists());
+        assert!(!crate::convert::renamed_record(&r).exists());
         assert!(!r.join("var/lib/hotclone").exists());
         let sysctl = std::fs::read_to_string(r.join(ANNOUNCE_SYSCTL)).unwrap();
         assert!(

@@ -38,7 +38,9 @@ use crate::target::{Opener, StateFile, Target};
 
 /// Where the target keeps its copy of the migration's state, relative to
 /// the root of the target's root filesystem. It is not part of the cloned
-/// tree: passes never list, send or remove it. Cutover removes it.
+/// tree: passes never list, send or remove it. Conversion keeps its
+/// interface-rename record there too ([`crate::convert::renamed_record`]),
+/// so re-conversions after syncs do not rename twice. Cutover removes it.
 pub const TARGET_STATE_DIR: &str = ".hotclone";
 
 /// The journal copy, inventory and plan on the target, for `root`.
