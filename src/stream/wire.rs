@@ -65,10 +65,19 @@ pub const MAX_META: usize = 16 << 20;
 pub const HOLE_BLOCK: usize = 4096;
 /// Files at least this big report `part` progress while they arrive.
 pub const RESUMABLE_MIN: u64 = 256 << 10;
-/// How often (content bytes) a `part` line is sent. Each follows an
-/// fdatasync of the partial copy, so what a `part` books survives a crash
-/// of the target host too; a larger interval keeps those syncs cheap.
+/// How often (content bytes) a `part` line is sent at most: every MiB of a
+/// big file. Each follows an fdatasync of the partial copy, so what a
+/// `part` books survives a crash of the target host too; the interval
+/// keeps those syncs cheap. Smaller files get one every quarter of their
+/// size, at least [`RESUMABLE_MIN`] apart ([`checkpoint_every`]).
 pub const CHECKPOINT_EVERY: u64 = 1 << 20;
+
+/// The checkpoint interval for a file of `size` bytes: a quarter of it,
+/// between [`RESUMABLE_MIN`] and [`CHECKPOINT_EVERY`] (a 512 KiB file gets
+/// one, at its middle; a 200 MiB one every MiB).
+pub fn checkpoint_every(size: u64) -> u64 {
+    (size / 4).clamp(RESUMABLE_MIN, CHECKPOINT_EVERY)
+}
 /// Size of a big file's data frames: what tar has sent reaches the agent
 /// (and its partial copy) without waiting for a whole [`MAX_DATA`].
 pub const DATA_FRAME: u64 = 128 << 10;

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use filetime::FileTime;
 
 use crate::stream::wire::{
-    is_zero, EntryKind, EntryMeta, CHECKPOINT_EVERY, HOLE_BLOCK, RESUMABLE_MIN,
+    checkpoint_every, is_zero, EntryKind, EntryMeta, HOLE_BLOCK, RESUMABLE_MIN,
 };
 
 /// Why one entry was not written. The message names the path.
@@ -1021,7 +1021,7 @@ impl FileSink {
             pos: 0,
             placed: false,
             next_part: if meta.size >= RESUMABLE_MIN {
-                CHECKPOINT_EVERY
+                checkpoint_every(meta.size)
             } else {
                 u64::MAX
             },
@@ -1048,7 +1048,7 @@ impl FileSink {
         self.pos = offset;
         self.whole = Some(whole);
         if self.next_part != u64::MAX {
-            self.next_part = offset + CHECKPOINT_EVERY;
+            self.next_part = offset + checkpoint_every(self.meta.size);
         }
         Ok(())
     }
@@ -1061,7 +1061,7 @@ impl FileSink {
         if self.pos < self.next_part || self.pos >= self.meta.size {
             return None;
         }
-        self.next_part = self.pos + CHECKPOINT_EVERY;
+        self.next_part = self.pos + checkpoint_every(self.meta.size);
         if self.file.as_ref().map(File::sync_data).transpose().is_err() {
             return None;
         }
@@ -1202,6 +1202,15 @@ impl FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoints_come_every_quarter_between_the_resumable_minimum_and_a_mib() {
+        use crate::stream::wire::checkpoint_every;
+        assert_eq!(checkpoint_every(512 << 10), 256 << 10);
+        assert_eq!(checkpoint_every(2 << 20), 512 << 10);
+        assert_eq!(checkpoint_every(200 << 20), 1 << 20);
+        assert_eq!(checkpoint_every(300 << 10), 256 << 10);
+    }
 
     #[test]
     fn temp_names_are_what_the_sweep_matches() {
