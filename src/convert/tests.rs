@@ -279,28 +279,8 @@ fn copy_tree(from: &Path, to: &Path) {
 
 #[test]
 fn convert_runs_the_debian_steps_in_order() {
-    let case = fixtures().join("debian12-grub2");
-    let root = scratch("debian12");
-    copy_tree(&case, &root);
-    let mut ctx = load_ctx(&case);
-    ctx.disk_device = Some("/dev/loop7".into());
+    let (root, ctx) = debian_guest("debian12-grub2", "debian12");
     let uuid = ctx.root().unwrap().uuid.clone();
-    let k = ctx.guest.kernel.clone();
-    // The installed kernel and an initrd holding the VM's drivers (what
-    // update-initramfs leaves after the rewrite of its modules list).
-    install_kernel(
-        &root,
-        &k,
-        &debian_initrd(&k, &["virtio_blk", "virtio_pci", "ext4"]),
-    );
-    std::fs::write(
-        root.join("boot/grub/grub.cfg"),
-        // What grub-mkconfig writes from the rewritten defaults file.
-        format!(
-            "set default=\"0\"\nmenuentry 'Debian GNU/Linux' {{\n\tlinux\t/boot/vmlinuz-{k} root=UUID={uuid} ro net.ifnames=0 console=ttyS0,115200 console=tty0\n\tinitrd\t/boot/initrd.img-{k}\n}}\n"
-        ),
-    )
-    .unwrap();
     std::fs::create_dir_all(root.join("etc/udev/rules.d")).unwrap();
     std::fs::write(
         root.join("etc/udev/rules.d/70-persistent-net.rules"),
