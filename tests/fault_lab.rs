@@ -500,14 +500,7 @@ impl<'a> RescueVm<'a> {
             home: work.join("home"),
             name,
         };
-        let rescue = std::env::var_os("HOTCLONE_RESCUE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| common::lab_dir().join("rescue"));
-        assert!(
-            rescue.join("manifest.json").is_file(),
-            "no rescue image in {}: `cargo xtask rescue-image` (or `cargo xtask test`) builds it",
-            rescue.display()
-        );
+        let rescue = common::rescue_dir();
         run_ok(
             lab.hotclone()
                 .env("HOTCLONE_HOME", &vm.home)

@@ -23,18 +23,6 @@ use common::{lab, run, run_ok, source_ssh, workdir, Lab};
 
 const VM_IP: &str = "198.51.100.50";
 
-fn rescue_dir() -> PathBuf {
-    let dir = std::env::var_os("HOTCLONE_RESCUE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::lab_dir().join("rescue"));
-    assert!(
-        dir.join("manifest.json").is_file(),
-        "no rescue image in {} (HOTCLONE_RESCUE_DIR): build it with `cargo xtask rescue-image` (`cargo xtask test` does)",
-        dir.display()
-    );
-    dir
-}
-
 /// A migration home with a launched VM; the VM is stopped and the source
 /// link brought back up when dropped, whatever the test did.
 struct Launched<'a> {
@@ -49,7 +37,7 @@ impl Launched<'_> {
     fn hotclone(&self) -> Command {
         let mut c = self.lab.hotclone();
         c.env("HOTCLONE_HOME", &self.home)
-            .env("HOTCLONE_RESCUE_DIR", rescue_dir());
+            .env("HOTCLONE_RESCUE_DIR", common::rescue_dir());
         c
     }
 
@@ -687,7 +675,7 @@ fn a_target_that_is_not_the_rescue_system_is_refused_and_left_clean() {
 #[test]
 fn the_rescue_iso_boots_to_its_ssh_server() {
     let _one = common::one_at_a_time();
-    let iso = rescue_dir().join("rescue.iso");
+    let iso = common::rescue_dir().join("rescue.iso");
     assert!(
         iso.is_file(),
         "{} is missing (hotclone rescue build makes it unless --no-iso)",

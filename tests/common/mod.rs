@@ -294,3 +294,17 @@ pub fn hotclone_in(lab: &Lab, ns: Namespaces, home: &Path, args: &[&str]) -> Com
         .arg(&lab.ssh_config);
     cmd
 }
+
+/// The rescue image the tests boot (`HOTCLONE_RESCUE_DIR`, else the lab's);
+/// a test fails loudly when it is not built.
+pub fn rescue_dir() -> PathBuf {
+    let dir = std::env::var_os("HOTCLONE_RESCUE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| lab_dir().join("rescue"));
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "no rescue image in {} (HOTCLONE_RESCUE_DIR): build it with `cargo xtask rescue-image` (`cargo xtask test` does)",
+        dir.display()
+    );
+    dir
+}
