@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             Command::Clone(args) => cli::clone::run(args).await,
             Command::Sync(args) => cli::sync::run(args).await,
             Command::Status(args) => cli::status::run(args),
+            Command::Rehearse(args) => cli::rehearse::run(args).await,
             Command::Cutover(args) => cli::cutover::run(args).await,
             Command::Verify(args) => cli::verify::run(args).await,
             Command::Rescue(args) => cli::rescue::run(args).map(|()| 0),

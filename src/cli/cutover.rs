@@ -79,6 +79,10 @@ pub struct CutoverArgs {
     /// $HOTCLONE_RESCUE_DIR, else ~/.local/share/hotclone/rescue].
     #[arg(long, value_name = "DIR")]
     pub rescue: Option<std::path::PathBuf>,
+    /// Cut over even though the latest conversion has no passing
+    /// `hotclone rehearse`. The report records that it did.
+    #[arg(long)]
+    pub no_rehearsal: bool,
     /// Progress as JSON lines on stdout, and the record at the end.
     #[arg(long)]
     pub json: bool,
@@ -114,6 +118,7 @@ pub async fn run(args: CutoverArgs) -> anyhow::Result<u8> {
             checksum: false,
         },
         source: args.ssh.to_options()?,
+        no_rehearsal: args.no_rehearsal,
     };
     let mut progress = CliProgress::new(args.json);
     if args.dry_run {

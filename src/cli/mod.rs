@@ -10,6 +10,7 @@ pub mod password;
 pub mod plan;
 pub mod probe;
 pub mod progress;
+pub mod rehearse;
 pub mod render;
 pub mod rescue;
 pub mod ssh_args;
@@ -53,6 +54,7 @@ pub enum Command {
     Clone(clone::CloneArgs),
     Sync(sync::SyncArgs),
     Status(status::StatusArgs),
+    Rehearse(rehearse::RehearseArgs),
     Cutover(cutover::CutoverArgs),
     Verify(verify::VerifyArgs),
     Rescue(rescue::RescueArgs),

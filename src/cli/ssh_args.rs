@@ -74,6 +74,7 @@ impl SshArgs {
             keepalive_interval: Duration::from_secs(self.keepalive.max(1)),
             pinned_host_key: None,
             address: None,
+            netns: None,
         })
     }
 }

@@ -52,6 +52,20 @@ pub fn run(args: StatusArgs) -> anyhow::Result<u8> {
         ),
         None => println!("  verify     never (`hotclone verify {}`)", s.name),
     }
+    match &s.last_rehearsal {
+        Some(r) => println!(
+            "  rehearsal  {} at {}{} ({})",
+            if r.passed { "passed" } else { "FAILED" },
+            hotclone::cutover::report::timestamp(r.at as u64 * 1000),
+            if s.converted_since_rehearsal {
+                ", converted again since"
+            } else {
+                ""
+            },
+            r.summary
+        ),
+        None => println!("  rehearsal  never (`hotclone rehearse {}`)", s.name),
+    }
     if let Some(e) = s.final_sync_estimate_seconds {
         println!("  final sync about {e} s (the last pass)");
     }

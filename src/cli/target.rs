@@ -73,6 +73,12 @@ pub enum TargetAction {
         #[arg(long, value_name = "FILE")]
         addresses: PathBuf,
     },
+    /// Rehearsal: hold the disk's lock with nothing of it mounted, print
+    /// {"parked":DISK}, and keep holding it until stdin closes.
+    Park {
+        #[command(flatten)]
+        disk: DiskArgs,
+    },
     /// Unmount the disk's filesystems (--fsck: and check them).
     Finish {
         #[command(flatten)]
@@ -129,6 +135,16 @@ pub fn run(args: TargetArgs) -> anyhow::Result<()> {
                 serde_json::from_str(&read(&addresses)?)?;
             let notes = remote::finalize(&plan(&disk.plan)?, &disk.disk, &disk.root, &inv, &addrs)?;
             println!("{}", serde_json::to_string(&notes)?);
+        }
+        TargetAction::Park { disk } => {
+            let lock = remote::park(&plan(&disk.plan)?, &disk.disk)?;
+            println!("{}", serde_json::json!({"parked": disk.disk}));
+            use std::io::{Read, Write};
+            std::io::stdout().flush()?;
+            // Until the client closes stdin (or its connection dies).
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+            drop(lock);
         }
         TargetAction::Finish { disk, fsck } => {
             let done = remote::finish(&plan(&disk.plan)?, &disk.disk, &disk.root, fsck)?;

@@ -1,9 +1,15 @@
-//! The user's health checks (`--check`), parsed once before anything is
-//! touched: `tcp:PORT` (a TCP connect to the first production address),
-//! `tcp:HOST:PORT`, and `cmd:COMMAND` (run on the clone over SSH, exit 0
-//! passes).
+//! The clone's health: the user's checks (`--check`), parsed once before
+//! anything is touched: `tcp:PORT` (a TCP connect to the first production
+//! address), `tcp:HOST:PORT`, and `cmd:COMMAND` (run on the clone over SSH,
+//! exit 0 passes); and the services that must run on it, asked of its own
+//! init. [`check_once`] is the one judgement both `rehearse` and `cutover`
+//! make, so a rehearsal that passes means the cutover's check passes too.
 
+use std::path::Path;
 use std::time::Duration;
+
+use super::services::ServiceManager;
+use crate::ssh::Session;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,18 +58,113 @@ impl Check {
     }
 }
 
-/// A TCP connect to `host:port` within `timeout`.
-pub async fn tcp(host: &str, port: u16, timeout: Duration) -> Result<(), String> {
+/// A TCP connect to `host:port` within `timeout` (from inside `netns`
+/// when given: the rehearsal's isolated network).
+pub async fn tcp(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    netns: Option<&Path>,
+) -> Result<(), String> {
     let addr = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
     };
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
+    let connect = async {
+        match netns {
+            Some(ns) => {
+                let sa = addr
+                    .parse()
+                    .map_err(|_| std::io::Error::other("not an IP address"))?;
+                crate::netns::connect_async(ns, sa, timeout).await
+            }
+            None => tokio::net::TcpStream::connect(&addr).await,
+        }
+    };
+    match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("{addr}: {e}")),
         Err(_) => Err(format!("{addr}: no answer within {timeout:?}")),
     }
+}
+
+/// What the clone must show to be healthy.
+pub struct Expected<'a> {
+    /// Services that must run, asked of the clone's own init.
+    pub services: &'a [String],
+    pub checks: &'a [Check],
+    /// The address `tcp:PORT` checks connect to (the first production one).
+    pub first_address: &'a str,
+    /// Where TCP checks connect from (`None`: here).
+    pub netns: Option<&'a Path>,
+}
+
+/// One health check's outcome: its name (`cron runs`, `tcp ADDR:80`) and,
+/// when it failed, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub name: String,
+    pub failure: Option<String>,
+}
+
+impl Verdict {
+    /// The report's line: the name, or the name and the failure.
+    pub fn line(&self) -> String {
+        match &self.failure {
+            None => self.name.clone(),
+            Some(why) => format!("{}: {why}", self.name),
+        }
+    }
+}
+
+/// One round of the health checks on the clone over `session`, in order:
+/// every service, then every check.
+pub async fn check_once(
+    session: &Session,
+    manager: &dyn ServiceManager,
+    expected: &Expected<'_>,
+) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    let first = expected.first_address;
+    for s in expected.services {
+        let failure = match session.run(&manager.is_running(s), b"").await {
+            Ok(o) if o.status.success() => None,
+            Ok(_) => Some("it does not run on the clone".to_string()),
+            Err(e) => Some(format!("cannot ask the clone ({e})")),
+        };
+        out.push(Verdict {
+            name: format!("{s} runs"),
+            failure,
+        });
+    }
+    for c in expected.checks {
+        let result = match c {
+            Check::Tcp { host, port } => {
+                tcp(
+                    host.as_deref().unwrap_or(first),
+                    *port,
+                    Duration::from_secs(5),
+                    expected.netns,
+                )
+                .await
+            }
+            Check::Cmd { command } => match session.run(command, b"").await {
+                Ok(o) if o.status.success() => Ok(()),
+                Ok(o) => Err(format!(
+                    "exit {}: {}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                )),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        out.push(Verdict {
+            name: c.describe(first),
+            failure: result.err(),
+        });
+    }
+    out
 }
 
 #[cfg(test)]

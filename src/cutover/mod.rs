@@ -116,6 +116,9 @@ pub struct CutoverOptions {
     pub pass: PassOptions,
     /// How to reach the source (as for `sync`).
     pub source: ConnectOptions,
+    /// Cut over without a passing rehearsal of the latest conversion
+    /// (`--no-rehearsal`); the report records it.
+    pub no_rehearsal: bool,
 }
 
 /// What a dry run found and would do.
@@ -471,6 +474,15 @@ impl<'a> Cutover<'a> {
         let name = self.migration.name.clone();
         let status = crate::status::read(self.migration)?;
         let mut reasons = status.not_ready.clone();
+        self.rec.rehearsal = match (&status.rehearsal_gate, &status.last_rehearsal) {
+            (Some(gate), _) if self.opts.no_rehearsal => {
+                reasons.retain(|r| r != gate);
+                format!("skipped with --no-rehearsal ({gate})")
+            }
+            (Some(_), _) => String::new(),
+            (None, Some(r)) => format!("passed ({}; {})", r.summary, r.report.display()),
+            (None, None) => String::new(),
+        };
         let last_end = status.passes.iter().rev().find_map(|p| p.finished);
         let age = last_end.map(|t| (now_ms() / 1000) as i64 - t);
         if let Some(age) = age.filter(|a| *a > self.opts.max_sync_age.as_secs() as i64) {

@@ -59,6 +59,9 @@ pub fn markdown(r: &Record) -> String {
     };
     out.push_str(&outcome);
     out.push_str("\n\n");
+    if !r.rehearsal.is_empty() {
+        out.push_str(&format!("Rehearsal: {}\n\n", r.rehearsal));
+    }
     if let Some(d) = r.downtime_ms {
         out.push_str(&format!(
             "Downtime (first service stopped to healthy clone): **{}**\n\n",

@@ -138,6 +138,10 @@ pub struct Record {
     pub verify: Option<(u64, u64)>,
     /// Service stop to healthy clone.
     pub downtime_ms: Option<u64>,
+    /// The rehearsal the cutover relied on, or that it was skipped
+    /// (`--no-rehearsal`) and what the gate said.
+    #[serde(default)]
+    pub rehearsal: String,
 }
 
 impl Record {
@@ -158,6 +162,7 @@ impl Record {
             final_sync: None,
             verify: None,
             downtime_ms: None,
+            rehearsal: String::new(),
         }
     }
 

@@ -253,43 +253,25 @@ impl Cutover<'_> {
         let started = Instant::now();
         let manager = services::for_clone(&self.inventory.init);
         let first = self.rec.addresses[0].ip().to_string();
+        let expected = health::Expected {
+            services: &self.rec.stopped,
+            checks: &self.opts.checks,
+            first_address: &first,
+            netns: None,
+        };
         loop {
-            let mut passed = Vec::new();
-            let mut failed = Vec::new();
             let session = self.clone.as_ref().expect("announce connected");
-            for s in &self.rec.stopped {
-                let out = session.run(&manager.is_running(s), b"").await?;
-                if out.status.success() {
-                    passed.push(format!("{s} runs"));
-                } else {
-                    failed.push(format!("{s} does not run on the clone"));
-                }
-            }
-            for c in &self.opts.checks {
-                let result = match c {
-                    health::Check::Tcp { host, port } => {
-                        health::tcp(
-                            host.as_deref().unwrap_or(&first),
-                            *port,
-                            Duration::from_secs(5),
-                        )
-                        .await
-                    }
-                    health::Check::Cmd { command } => match session.run(command, b"").await {
-                        Ok(o) if o.status.success() => Ok(()),
-                        Ok(o) => Err(format!(
-                            "exit {}: {}",
-                            o.status,
-                            String::from_utf8_lossy(&o.stderr).trim()
-                        )),
-                        Err(e) => Err(e.to_string()),
-                    },
-                };
-                match result {
-                    Ok(()) => passed.push(c.describe(&first)),
-                    Err(e) => failed.push(format!("{}: {e}", c.describe(&first))),
-                }
-            }
+            let verdicts = health::check_once(session, manager.as_ref(), &expected).await;
+            let passed: Vec<String> = verdicts
+                .iter()
+                .filter(|v| v.failure.is_none())
+                .map(health::Verdict::line)
+                .collect();
+            let failed: Vec<String> = verdicts
+                .iter()
+                .filter(|v| v.failure.is_some())
+                .map(health::Verdict::line)
+                .collect();
             if failed.is_empty() {
                 return Ok(format!(
                     "healthy after {:.1} s: {}",

@@ -114,6 +114,25 @@ pub struct VerifyRow {
     pub differences: u64,
 }
 
+/// The last rehearsal (`hotclone rehearse`) of a migration's clone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RehearsalRow {
+    /// When it finished (Unix seconds).
+    pub at: i64,
+    pub passed: bool,
+    /// The conversion it booted ([`Journal::conversion`]); a rehearsal
+    /// proves nothing about a later one.
+    pub conversion: Option<i64>,
+    /// One line: what passed, or the first failure.
+    pub summary: String,
+    /// The Markdown report.
+    pub report: PathBuf,
+}
+
+/// Journal meta keys of the conversion stamp and the last rehearsal.
+const CONVERTED_AT: &str = "converted_at";
+const REHEARSAL: &str = "rehearsal";
+
 pub struct Journal {
     conn: Connection,
     path: PathBuf,
@@ -489,6 +508,38 @@ impl Journal {
         Ok(())
     }
 
+    /// Stamp a finished conversion of the target (clone's, or the one a
+    /// sync triggered): Unix milliseconds, so two conversions within a
+    /// second still differ. A rehearsal names the stamp it booted.
+    pub fn record_conversion(&mut self) -> Result<i64, JournalError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        let last = self.conversion()?.unwrap_or(0);
+        let stamp = now.max(last + 1);
+        self.set_meta(CONVERTED_AT, &stamp.to_string())?;
+        Ok(stamp)
+    }
+
+    /// The stamp of the latest conversion, if the target was converted.
+    pub fn conversion(&self) -> Result<Option<i64>, JournalError> {
+        Ok(self.meta(CONVERTED_AT)?.and_then(|v| v.parse().ok()))
+    }
+
+    pub fn record_rehearsal(&mut self, row: &RehearsalRow) -> Result<(), JournalError> {
+        let json = serde_json::to_string(row).unwrap_or_default();
+        self.set_meta(REHEARSAL, &json)
+    }
+
+    /// The last rehearsal; `None` if there was none (or its record is
+    /// unreadable, which counts as none: the gate then asks for one).
+    pub fn last_rehearsal(&self) -> Result<Option<RehearsalRow>, JournalError> {
+        Ok(self
+            .meta(REHEARSAL)?
+            .and_then(|v| serde_json::from_str(&v).ok()))
+    }
+
     pub fn last_verify(&self) -> Result<Option<VerifyRow>, JournalError> {
         self.conn
             .query_row(
@@ -567,6 +618,7 @@ impl Journal {
 
     /// Files the conversion rewrote (digest of the new content) or
     /// removed (no digest): they differ from the source on purpose.
+    /// Also stamps the conversion ([`Journal::record_conversion`]).
     pub fn record_converted(&mut self, files: &[ConvertedFile]) -> Result<(), JournalError> {
         let wrap = self.err("recording converted files");
         let tx = self.conn.transaction().map_err(&wrap)?;
@@ -577,7 +629,8 @@ impl Journal {
             )
             .map_err(&wrap)?;
         }
-        tx.commit().map_err(&wrap)
+        tx.commit().map_err(&wrap)?;
+        self.record_conversion().map(|_| ())
     }
 
     pub fn converted(&self) -> Result<Vec<ConvertedFile>, JournalError> {

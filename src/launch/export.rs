@@ -133,6 +133,7 @@ mod tests {
             mode: BootMode::Disk,
             rescue_host_key: String::new(),
             rescue_agent_build: String::new(),
+            drive_options: Vec::new(),
         }
     }
 

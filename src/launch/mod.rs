@@ -110,6 +110,10 @@ pub struct VmState {
     pub rescue_host_key: String,
     /// The build id of the hotclone inside the rescue image.
     pub rescue_agent_build: String,
+    /// More `-drive` options (a rehearsal's overlay: its backing file,
+    /// the disk the real VM holds open, is read without QEMU's lock).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drive_options: Vec<String>,
 }
 
 /// Files of a migration's VM.
@@ -291,6 +295,7 @@ pub async fn launch(
         mode: BootMode::Rescue,
         rescue_host_key: host_key.fingerprint(),
         rescue_agent_build: rescue.manifest.agent_build.clone(),
+        drive_options: Vec::new(),
     };
     progress.phase("starting the rescue VM");
     if let Err(e) = qemu::start(&mut state, &files, Some(&rescue)) {

@@ -140,8 +140,13 @@ pub fn args(state: &VmState, files: &VmFiles, rescue: Option<&RescueImage>) -> V
     a.extend(strings(&[
         "-drive",
         &format!(
-            "file={},format={fmt},if=virtio,cache=writeback",
-            state.disk.display()
+            "file={},format={fmt},if=virtio,cache=writeback{}",
+            state.disk.display(),
+            state
+                .drive_options
+                .iter()
+                .map(|o| format!(",{o}"))
+                .collect::<String>()
         ),
         "-netdev",
         &format!("tap,id=net0,ifname={},script=no,downscript=no", state.tap),
@@ -295,6 +300,7 @@ mod tests {
             mode: BootMode::Rescue,
             rescue_host_key: String::new(),
             rescue_agent_build: String::new(),
+            drive_options: Vec::new(),
         }
     }
 

@@ -24,6 +24,10 @@ pub struct Inventory {
     pub selinux: Option<String>,
     /// What could not be read, and what that means. Never fatal.
     pub warnings: Vec<String>,
+    /// The SSH host key the probe saw (`SHA256:...`): the clone carries
+    /// the same key, and a rehearsal's prober accepts only it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
 }
 
 impl Inventory {

@@ -61,7 +61,10 @@ pub async fn probe(session: &Session, source_name: &str) -> Result<Inventory, Pr
                 .collect(),
         });
     }
-    Ok(from_output(source_name, &out.stdout))
+    let mut inventory = from_output(source_name, &out.stdout);
+    let key = &session.info().host_key_fingerprint;
+    inventory.host_key = (!key.is_empty()).then(|| key.clone());
+    Ok(inventory)
 }
 
 /// Build the inventory from the probe script's raw output. Pure.
@@ -195,6 +198,7 @@ fn assemble(source_name: &str, s: &Sections) -> Inventory {
         .map(|m| m.to_ascii_lowercase());
     Inventory {
         selinux,
+        host_key: None,
         source: source_name.to_string(),
         hostname,
         os,

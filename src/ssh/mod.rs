@@ -34,7 +34,7 @@ mod error;
 mod exec;
 mod known_hosts;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,9 @@ pub struct ConnectOptions {
     /// ssh_config still applies: user, keys, algorithms). With
     /// `pinned_host_key`: the same server at another address.
     pub address: Option<String>,
+    /// Make the TCP connection from inside this network namespace (its
+    /// file, `/run/netns/NAME`): the rehearsal's isolated network.
+    pub netns: Option<PathBuf>,
 }
 
 impl Default for ConnectOptions {
@@ -106,6 +109,7 @@ impl Default for ConnectOptions {
             keepalive_interval: Duration::from_secs(15),
             pinned_host_key: None,
             address: None,
+            netns: None,
         }
     }
 }
@@ -123,6 +127,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("keepalive_interval", &self.keepalive_interval)
             .field("pinned_host_key", &self.pinned_host_key)
             .field("address", &self.address)
+            .field("netns", &self.netns)
             .finish()
     }
 }
@@ -403,6 +408,7 @@ async fn tcp_connect(
     addr: &str,
     deadline: Instant,
     total: Duration,
+    netns: Option<&Path>,
 ) -> Result<tokio::net::TcpStream, SshError> {
     let timeout = |phase| SshError::Timeout {
         addr: addr.to_string(),
@@ -432,7 +438,13 @@ async fn tcp_connect(
     }
     let mut last = None;
     for sa in addrs {
-        match tokio::time::timeout(remaining(deadline), tokio::net::TcpStream::connect(sa)).await {
+        let connect = async {
+            match netns {
+                Some(ns) => crate::netns::connect_async(ns, sa, remaining(deadline)).await,
+                None => tokio::net::TcpStream::connect(sa).await,
+            }
+        };
+        match tokio::time::timeout(remaining(deadline), connect).await {
             Err(_) => return Err(timeout("TCP connect")),
             Ok(Ok(s)) => {
                 if let Err(e) = s.set_nodelay(true) {
@@ -477,9 +489,15 @@ async fn handshake(
     preferred: russh::Preferred,
     deadline: Instant,
 ) -> Result<(Handle<Client>, Arc<Mutex<Shared>>), HandshakeError> {
-    let stream = tcp_connect(r, addr, deadline, opts.connect_timeout)
-        .await
-        .map_err(HandshakeError::Fatal)?;
+    let stream = tcp_connect(
+        r,
+        addr,
+        deadline,
+        opts.connect_timeout,
+        opts.netns.as_deref(),
+    )
+    .await
+    .map_err(HandshakeError::Fatal)?;
     let shared = Arc::new(Mutex::new(Shared::default()));
     let handler = Client {
         host: r.host.clone(),

@@ -264,6 +264,40 @@ impl Connection {
         self.target_json("verifying the target", &cmd).await
     }
 
+    /// Park the planned disk for a rehearsal (`hotclone target park`): the
+    /// VM holds its lock, with nothing of it mounted and its writes on the
+    /// VM's disk, until [`Parked::release`] (or until this connection
+    /// dies: the remote end sees stdin close and lets go).
+    pub async fn park(&self, plan: &Plan) -> Result<Parked, CloneError> {
+        let disk = planned_disk(plan)?;
+        let plan_file = format!("{WORK_DIR}/plan.toml");
+        self.put(&plan_file, plan.to_toml().as_bytes()).await?;
+        let cmd = format!(
+            "{} target park --plan {plan_file} --disk {}",
+            q(&self.agent),
+            q(&disk.display().to_string())
+        );
+        let mut child = self.session.exec(&cmd).await.map_err(CloneError::Ssh)?;
+        let mut stdout = tokio::io::BufReader::new(child.take_stdout().expect("stdout"));
+        let mut stderr = child.take_stderr().expect("stderr");
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line).await;
+        if !line.contains("\"parked\"") {
+            let mut why = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut why).await;
+            let status = child.wait().await;
+            return Err(CloneError::Target(format!(
+                "parking {} for the rehearsal failed ({}): {}",
+                disk.display(),
+                status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string()),
+                String::from_utf8_lossy(&why).trim()
+            )));
+        }
+        Ok(Parked { child })
+    }
+
     /// Run a `hotclone target ...` command and remove our scratch files
     /// whatever it did; its JSON answer.
     async fn target_json<T: serde::de::DeserializeOwned>(
@@ -391,6 +425,18 @@ async fn put(
 }
 
 /// The rescue VM's disk, prepared and mounted at [`ROOT`] there.
+/// A disk parked in the rescue VM ([`Connection::park`]).
+pub struct Parked {
+    child: crate::ssh::RemoteChild,
+}
+
+impl Parked {
+    /// Let the disk go: close the park command's stdin and wait for it.
+    pub async fn release(self) {
+        let _ = self.child.wait().await;
+    }
+}
+
 pub struct LiveTarget {
     conn: Connection,
     disk: PathBuf,

@@ -130,6 +130,25 @@ pub fn finish(plan: &Plan, disk: &Path, root: &Path, fsck: bool) -> Result<PathB
     }
 }
 
+/// Park the disk for a rehearsal: hold its lock (no pass, conversion or
+/// verify can start while the lock is held), and check that nothing of it
+/// is mounted and that its writes reached the VM's disk, so the host can
+/// read the disk file consistently. The lock is the caller's to keep.
+pub fn park(plan: &Plan, disk: &Path) -> Result<TargetLock, ImageError> {
+    check_planned(plan, disk)?;
+    let lock = hold(disk)?;
+    let mounted = super::device::mounted_anywhere(&super::device::with_partitions(disk));
+    if !mounted.is_empty() {
+        return Err(ImageError::MountedElsewhere {
+            device: disk.to_path_buf(),
+            holders: mounted.join("; "),
+        });
+    }
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    Ok(lock)
+}
+
 /// Re-hash the target on `disk` against `journal` (the client's, sent for
 /// this), then unmount it again.
 pub fn verify(
