@@ -183,6 +183,12 @@ pub struct ConvertContext {
     /// The target disk as seen from this host (grub-install's argument).
     #[serde(default)]
     pub disk_device: Option<String>,
+    /// Mount points that were filesystems of their own on the source and
+    /// are directories of the root filesystem in the clone (the plan's
+    /// `--consolidate`). With `/boot` among them, bootloader paths named
+    /// from the top of the old /boot filesystem gain a `/boot` prefix.
+    #[serde(default)]
+    pub merged_into_root: Vec<String>,
 }
 
 fn default_cmdline() -> Vec<String> {
@@ -213,6 +219,7 @@ impl ConvertContext {
             cmdline_add: default_cmdline(),
             drivers: default_drivers(),
             disk_device: None,
+            merged_into_root: vec![],
         }
     }
 
@@ -321,6 +328,7 @@ impl ConvertContext {
             swaps,
             nics,
             disk_device,
+            merged_into_root: plan.merged_into_root.clone(),
             ..ConvertContext::new(guest, filesystems)
         })
     }
@@ -328,6 +336,24 @@ impl ConvertContext {
     /// The root filesystem's mapping.
     pub fn root(&self) -> Option<&FsMapping> {
         self.filesystems.iter().find(|f| f.mount_point == "/")
+    }
+
+    /// The target partition GRUB reads its files from: /boot's, or /'s
+    /// when /boot is not a filesystem of its own. `None` when the context
+    /// does not know it.
+    pub fn boot_partition(&self) -> Option<u32> {
+        self.filesystems
+            .iter()
+            .find(|f| f.mount_point == "/boot")
+            .or_else(|| self.root())
+            .and_then(|f| f.partition)
+    }
+
+    /// Whether the source's separate /boot is a directory of / in the
+    /// clone (paths named from its top need `/boot` in front).
+    pub fn boot_merged_into_root(&self) -> bool {
+        self.merged_into_root.iter().any(|m| m == "/boot")
+            && !self.filesystems.iter().any(|f| f.mount_point == "/boot")
     }
 
     /// The copied filesystem a spec (fstab first field, `root=` value)
