@@ -2,8 +2,10 @@
 //! config files whose device names and kernel options it rewrites, install
 //! into the target disk's boot area, regenerate the config, and check the
 //! result points at the new root. What every config's kernel command line
-//! needs is in [`cmdline`].
+//! needs is in [`cmdline`]; Boot Loader Specification entries (RHEL 8+,
+//! Fedora), which GRUB 2 reads when its config says `blscfg`, in [`bls`].
 
+pub mod bls;
 pub mod cmdline;
 pub mod grub2;
 pub mod grub_legacy;
