@@ -21,6 +21,10 @@
 //!   a missing mount; the commented line tells the admin what was there.
 //!   Lines with `noauto` or `nofail`, network mounts, pseudo filesystems
 //!   and bind mounts are kept as they were.
+//! - The clone's filesystems are plain partitions (the plan flattens LVM,
+//!   MD RAID and LUKS), so kernel command lines lose the options that
+//!   activate them, and Xen or second-port serial consoles become the
+//!   VM's ([`bootloader::cmdline`]).
 //! - Configs never pin a MAC: the VM's NIC MAC is not known at convert
 //!   time. `net.ifnames=0` keeps the kernel's `eth0` naming so the source's
 //!   configuration still applies.
