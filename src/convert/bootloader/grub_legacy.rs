@@ -4,9 +4,9 @@
 //! kernel line (in a Xen entry, the first `module` after `kernel
 //! /xen.gz`; the hypervisor's line keeps its own options) gets the
 //! command-line edits of [`super::cmdline`]: the new root by UUID, no
-//! LVM/MD activation, the VM's consoles and options. Entries that boot
-//! something else (memtest, a chainloader, another menu) are left as they
-//! are. Disk addresses are recomputed for the plan's layout: `root
+//! LVM/MD activation, the VM's consoles and options; memtest gets none.
+//! Entries that boot something elsewhere (a chainloader, another menu)
+//! are left as they are. Disk addresses are recomputed for the plan's layout: `root
 //! (hdX,Y)`, Debian's `# groot=`, `splashimage`, `gfxmenu` and path
 //! prefixes name `(hd0,P)`, P the partition holding /boot (or /) counted
 //! from 0; a Xen PV guest's whole-disk `(hd0)` becomes that partition
@@ -241,38 +241,28 @@ pub fn default_entry(text: &str) -> (Option<BootEntry>, Vec<String>) {
     (entries.get(index).cloned(), notes)
 }
 
-/// What a `title` entry boots, from its lines: Linux (a Linux `kernel`
-/// line, or Xen's hypervisor with the Linux kernel as its first `module`),
-/// or something else (memtest, a chainloader, another menu), which is
-/// left exactly as it is.
-fn linux_entries(text: &str) -> Vec<bool> {
-    let mut kinds: Vec<bool> = Vec::new();
+/// Whether each `title` entry boots a file of the clone's boot
+/// filesystem (a `kernel` line: Linux, Xen's hypervisor, memtest), whose
+/// disk addresses and paths follow the plan's layout; or something
+/// elsewhere (a chainloader, another menu), which is left exactly as it
+/// is.
+fn own_entries(text: &str) -> Vec<bool> {
+    // None: nothing seen yet; Some(false): boots something elsewhere.
+    let mut kinds: Vec<Option<bool>> = Vec::new();
     for line in text.lines() {
         let t = line.trim_start();
         if t.starts_with('#') {
             continue;
         }
-        let (word, rest) = split_word(t);
-        match word {
-            "title" => kinds.push(false),
-            "kernel" => {
-                let (head, _) = kernel_head(rest);
-                let typed_other = head
-                    .iter()
-                    .any(|h| h.starts_with("--type=") && h != "--type=linux");
-                if let (Some(k), Some(image)) = (kinds.last_mut(), head.last()) {
-                    *k = !typed_other && (is_linux_image(image) || is_xen_hypervisor(image));
-                }
-            }
-            "chainloader" | "configfile" => {
-                if let Some(k) = kinds.last_mut() {
-                    *k = false;
-                }
-            }
+        let (word, _) = split_word(t);
+        match (word, kinds.last_mut()) {
+            ("title", _) => kinds.push(None),
+            ("kernel", Some(k @ None)) => *k = Some(true),
+            ("chainloader" | "configfile", Some(k)) => *k = Some(false),
             _ => {}
         }
     }
-    kinds
+    kinds.into_iter().map(|k| k == Some(true)).collect()
 }
 
 /// A line's first word (up to whitespace or `=`) and what follows the
@@ -359,17 +349,18 @@ fn remap_serial(rest: &str) -> Option<String> {
     Some(out.join(" "))
 }
 
-/// The pure rewrite of menu.lst / grub.conf, entry by entry: in a Linux
-/// entry, `root (hdX,Y)` and the device prefixes of its paths name the
-/// clone's boot partition, paths gain `/boot` when that filesystem was
-/// merged into /, and the Linux kernel line (the first `module` after
-/// Xen's hypervisor) gets [`edit_cmdline`]; the hypervisor's own line and
-/// the initrd are left their options. Entries that boot something else
-/// (memtest, chainloader, another menu) are left as they are. Outside the
+/// The pure rewrite of menu.lst / grub.conf, entry by entry: in an entry
+/// that boots a kernel, `root (hdX,Y)` and the device prefixes of its
+/// paths name the clone's boot partition, and paths gain `/boot` when
+/// that filesystem was merged into /. Its Linux kernel line (the first
+/// `module` after Xen's hypervisor) gets [`edit_cmdline`]; the
+/// hypervisor's own line, memtest's and the initrd keep their options.
+/// Entries that boot something elsewhere (chainloader, another menu) are
+/// left as they are. Outside the
 /// entries: `splashimage`, `gfxmenu`, Debian's `# groot=`, `# kopt=`,
 /// `# defoptions=`, `# xenkopt=`, and a `serial` line on another port.
 pub fn rewrite_menu(text: &str, ctx: &ConvertContext) -> String {
-    let linux = linux_entries(text);
+    let own = own_entries(text);
     let part = ctx.boot_partition();
     let merged = ctx.boot_merged_into_root();
     let mut entry: Option<usize> = None;
@@ -387,7 +378,7 @@ pub fn rewrite_menu(text: &str, ctx: &ConvertContext) -> String {
             after_hypervisor = false;
             return vec![line.to_string()];
         }
-        if entry.is_some_and(|e| !linux.get(e).copied().unwrap_or(false)) {
+        if entry.is_some_and(|e| !own.get(e).copied().unwrap_or(false)) {
             return vec![line.to_string()];
         }
         let new_rest = match word {
@@ -422,8 +413,11 @@ pub fn rewrite_menu(text: &str, ctx: &ConvertContext) -> String {
                     return vec![line.to_string()];
                 };
                 let hypervisor = word == "kernel" && is_xen_hypervisor(image);
+                let typed_other = head
+                    .iter()
+                    .any(|h| h.starts_with("--type=") && h != "--type=linux");
                 let linux_line = match word {
-                    "kernel" => !hypervisor,
+                    "kernel" => !hypervisor && !typed_other && is_linux_image(image),
                     _ => after_hypervisor || args.iter().any(|a| a.starts_with("root=")),
                 };
                 if word == "kernel" {
@@ -503,7 +497,8 @@ mod tests {
     }
 
     /// Regression (issue 14): options went onto every `kernel` line, and
-    /// the disk addresses of the source stayed. grubby's test/grub.2 and
+    /// the disk addresses of the source stayed. A chainloader's are not
+    /// ours and stay; memtest's follow the layout but get no options. grubby's test/grub.2 and
     /// grub.10: a chainloader entry and a Fedora Core 4 Xen entry.
     #[test]
     fn regression_only_linux_entries_are_rewritten_and_the_xen_module_is_the_kernel() {
@@ -533,7 +528,7 @@ title xen
 \tmodule /vmlinuz-2.6.10-1.1082_FC4 ro rhgb quiet acpi=off net.ifnames=0 console=ttyS0,115200 console=tty0
 \tmodule /initrd-2.6.10-1.1082_FC4
 title Memtest86+ (4.20)
-\troot (hd0,0)
+\troot (hd0,1)
 \tkernel --type=netbsd /elf-memtest86+-4.20
 "
         );
