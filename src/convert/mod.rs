@@ -21,6 +21,10 @@
 //!   a missing mount; the commented line tells the admin what was there.
 //!   Lines with `noauto` or `nofail`, network mounts, pseudo filesystems
 //!   and bind mounts are kept as they were.
+//! - The clone's filesystems are plain partitions (the plan flattens LVM,
+//!   MD RAID and LUKS), so kernel command lines lose the options that
+//!   activate them, and Xen or second-port serial consoles become the
+//!   VM's ([`bootloader::cmdline`]).
 //! - Configs never pin a MAC: the VM's NIC MAC is not known at convert
 //!   time. `net.ifnames=0` keeps the kernel's `eth0` naming so the source's
 //!   configuration still applies.
@@ -183,6 +187,12 @@ pub struct ConvertContext {
     /// The target disk as seen from this host (grub-install's argument).
     #[serde(default)]
     pub disk_device: Option<String>,
+    /// Mount points that were filesystems of their own on the source and
+    /// are directories of the root filesystem in the clone (the plan's
+    /// `--consolidate`). With `/boot` among them, bootloader paths named
+    /// from the top of the old /boot filesystem gain a `/boot` prefix.
+    #[serde(default)]
+    pub merged_into_root: Vec<String>,
 }
 
 fn default_cmdline() -> Vec<String> {
@@ -213,6 +223,7 @@ impl ConvertContext {
             cmdline_add: default_cmdline(),
             drivers: default_drivers(),
             disk_device: None,
+            merged_into_root: vec![],
         }
     }
 
@@ -321,6 +332,7 @@ impl ConvertContext {
             swaps,
             nics,
             disk_device,
+            merged_into_root: plan.merged_into_root.clone(),
             ..ConvertContext::new(guest, filesystems)
         })
     }
@@ -328,6 +340,24 @@ impl ConvertContext {
     /// The root filesystem's mapping.
     pub fn root(&self) -> Option<&FsMapping> {
         self.filesystems.iter().find(|f| f.mount_point == "/")
+    }
+
+    /// The target partition GRUB reads its files from: /boot's, or /'s
+    /// when /boot is not a filesystem of its own. `None` when the context
+    /// does not know it.
+    pub fn boot_partition(&self) -> Option<u32> {
+        self.filesystems
+            .iter()
+            .find(|f| f.mount_point == "/boot")
+            .or_else(|| self.root())
+            .and_then(|f| f.partition)
+    }
+
+    /// Whether the source's separate /boot is a directory of / in the
+    /// clone (paths named from its top need `/boot` in front).
+    pub fn boot_merged_into_root(&self) -> bool {
+        self.merged_into_root.iter().any(|m| m == "/boot")
+            && !self.filesystems.iter().any(|f| f.mount_point == "/boot")
     }
 
     /// The copied filesystem a spec (fstab first field, `root=` value)

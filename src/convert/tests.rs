@@ -863,3 +863,82 @@ fn from_plan_collects_every_old_spec() {
 }
 
 use crate::progress::{Progress, Silent};
+
+/// What grub2-mkconfig writes on RHEL 8 (insights-core's
+/// `GRUB2_TEMPLATE_BLSCFG`, trimmed): no linux line, the entries are read
+/// by `blscfg`, with a `kernelopts` fallback.
+const RHEL8_GRUB_CFG: &str = "\
+### BEGIN /etc/grub.d/00_tuned ###
+set tuned_params=\"\"
+### END /etc/grub.d/00_tuned ###
+insmod blscfg
+blscfg
+if [ -s $prefix/grubenv ]; then
+  load_env
+fi
+
+if [ -z \"${kernelopts}\" ]; then
+  set kernelopts=\"root=/dev/mapper/rhel-root ro crashkernel=auto resume=/dev/mapper/rhel-swap rd.lvm.lv=rhel/root rd.lvm.lv=rhel/swap rhgb quiet transparent_hugepage=never \"
+fi
+";
+
+/// Regression (issue 14): a RHEL 8 grub.cfg says `blscfg` and has no
+/// linux line of its own. The boot check failed it as "no Linux entry",
+/// and the BLS entries and grubenv, which kept `rd.lvm.lv=` and the old
+/// root, were never rewritten or read.
+#[test]
+fn regression_bls_entries_are_rewritten_and_checked_as_the_menu() {
+    let case = fixtures().join("rhel8-bls");
+    let root = scratch("rhel8-bls");
+    copy_tree(&case, &root);
+    let ctx = load_ctx(&case);
+    let k = ctx.guest.kernel.clone();
+    std::fs::write(root.join(format!("boot/vmlinuz-{k}")), b"kernel").unwrap();
+    std::fs::write(
+        root.join(format!("boot/initramfs-{k}.img")),
+        debian_initrd(&k, &["virtio_blk", "virtio_pci", "xfs"]),
+    )
+    .unwrap();
+    std::fs::write(root.join("boot/grub2/grub.cfg"), RHEL8_GRUB_CFG).unwrap();
+
+    let entry = format!("/boot/loader/entries/295e1ba1696e4fad9e062f096f92d147-{k}.conf");
+    let err = bootloader::grub2::Grub2
+        .verify(&root, &ctx)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "the converted guest would not boot: {entry} line 5: the kernel options lack root=UUID=3f1c8a2e-5b7d-4e1a-9c3f-2a6b8d0e4f11, net.ifnames=0 and still have rd.lvm.lv=root_vg/lv_root, rd.lvm.lv=root_vg/lv_swap, which the VM has not (its options come from kernelopts in /boot/grub2/grubenv)"
+        )),
+        "{err}"
+    );
+
+    let mut report = ConvertReport::default();
+    let grub2 = bootloader::grub2::Grub2;
+    apply(&root, grub2.as_rewriter(), &ctx, &mut report, &mut Silent).unwrap();
+    assert!(
+        report
+            .changed
+            .iter()
+            .any(|c| c == "boot/grub2/grubenv (grub2)"),
+        "{:?}",
+        report.changed
+    );
+    assert_eq!(
+        std::fs::metadata(root.join("boot/grub2/grubenv"))
+            .unwrap()
+            .len(),
+        1024
+    );
+    // grubenv's saved_entry names the 8.4 entry: no note, its kernel and
+    // initrd are checked.
+    assert_eq!(grub2.verify(&root, &ctx).unwrap(), Vec::<String>::new());
+    // Without the kernel, the default entry fails by its own file.
+    std::fs::remove_file(root.join(format!("boot/vmlinuz-{k}"))).unwrap();
+    let err = grub2.verify(&root, &ctx).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("/vmlinuz-{k} (the kernel of {entry} line 3)")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -12,10 +12,19 @@
 //! conversion relies on; then finds the entry GRUB boots by default
 //! ([`default_entry`]) and checks its kernel and initrd
 //! ([`crate::convert::initrd`]).
+//!
+//! RHEL 8 and later (and Fedora) boot Boot Loader Specification entries:
+//! grub.cfg says `blscfg`, and the kernels, initrds and options are in
+//! `/boot/loader/entries/*.conf` (and RHEL 8's `kernelopts` in
+//! `/boot/grub2/grubenv`), which grub2-mkconfig does not regenerate. They
+//! are rewritten and checked by [`bls`]; `GRUB_CMDLINE_LINUX` gets the
+//! same edits ([`super::cmdline`]: no LVM/MD activation, the VM's
+//! consoles) either way.
 
 use std::path::Path;
 
-use super::{edit_cmdline, run_noted, Bootloader};
+use super::cmdline::{is_linux_image, leftovers};
+use super::{bls, edit_cmdline, run_noted, Bootloader};
 use crate::convert::chroot::ChrootExec;
 use crate::convert::initrd::{check_boot_entry, BootEntry};
 use crate::convert::{
@@ -45,13 +54,30 @@ impl FileRewriter for Grub2 {
         "grub2"
     }
     fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern {
-            pattern: "etc/default/grub",
-            create: true,
-        }]
+        &[
+            FilePattern {
+                pattern: "etc/default/grub",
+                create: true,
+            },
+            FilePattern {
+                pattern: "boot/loader/entries/*",
+                create: false,
+            },
+            FilePattern {
+                pattern: bls::GRUBENV,
+                create: false,
+            },
+        ]
     }
-    fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
-        FileAction::from_text(text, rewrite_default(text, ctx))
+    fn rewrite(&self, path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
+        let new = if path.starts_with(bls::ENTRIES_DIR) {
+            bls::rewrite_entry(path, text, ctx)
+        } else if path == bls::GRUBENV {
+            bls::rewrite_grubenv(text, ctx)
+        } else {
+            rewrite_default(text, ctx)
+        };
+        FileAction::from_text(text, new)
     }
 }
 
@@ -107,6 +133,15 @@ impl Bootloader for Grub2 {
         let text = std::fs::read_to_string(root.join(rel))
             .map_err(|e| ConvertError::Verify(format!("/{rel} was not written ({e})")))?;
         let uuid = ctx.root().map(|r| r.uuid.clone()).unwrap_or_default();
+        if bls::uses_blscfg(&text) {
+            // The menu is the BLS entries (RHEL 8+); entries grub.cfg has
+            // of its own are checked too.
+            if has_linux_entry(&text) {
+                check_linux_entries(rel, &text, &uuid, &ctx.cmdline_add)
+                    .map_err(ConvertError::Verify)?;
+            }
+            return bls::verify(root, ctx, &text);
+        }
         check_linux_entries(rel, &text, &uuid, &ctx.cmdline_add).map_err(ConvertError::Verify)?;
         let cfg = format!("/{rel}");
         let (entry, mut notes) = default_entry(&text);
@@ -120,6 +155,16 @@ impl Bootloader for Grub2 {
         }
         Ok(notes)
     }
+}
+
+/// Whether a grub.cfg has a `linux` line of its own.
+fn has_linux_entry(text: &str) -> bool {
+    text.lines().any(|l| {
+        matches!(
+            l.split_whitespace().next(),
+            Some("linux" | "linux16" | "linuxefi")
+        )
+    })
 }
 
 /// Every Linux entry of a generated `grub.cfg` (its `linux`, `linux16` or
@@ -141,7 +186,7 @@ pub fn check_linux_entries(
             continue;
         }
         let image = words.next().unwrap_or_default();
-        if image.contains("memtest") {
+        if !is_linux_image(image) {
             // Not Linux: memtest86+ takes no kernel options.
             continue;
         }
@@ -158,6 +203,14 @@ pub fn check_linux_entries(
                 .filter(|o| !args.contains(&o.as_str()))
                 .map(String::as_str),
         );
+        let left = leftovers(&args);
+        if !left.is_empty() {
+            return Err(format!(
+                "/{rel} line {}: the kernel line still has {}, which the VM has not (its filesystems are plain partitions, its consoles ttyS0 and tty0): dracut would wait for volumes that do not exist. Remove them from GRUB_CMDLINE_LINUX in /etc/default/grub and rerun grub-mkconfig in the clone",
+                n + 1,
+                left.join(", ")
+            ));
+        }
         if !missing.is_empty() {
             let root_found: Vec<&&str> = args.iter().filter(|a| a.starts_with("root=")).collect();
             return Err(format!(
