@@ -90,7 +90,9 @@ pub fn renamed_record(root: &Path) -> PathBuf {
 
 /// Kernel command-line options every clone gets: keep `eth0` naming, and a
 /// serial console next to the VGA one.
-pub const DEFAULT_CMDLINE: &[&str] = &["net.ifnames=0", "console=ttyS0,115200", "console=tty0"];
+/// The serial console comes last, so it is `/dev/console`: the initramfs, init and
+/// their failures (an emergency shell) show on it, where a rehearsal reads them.
+pub const DEFAULT_CMDLINE: &[&str] = &["net.ifnames=0", "console=tty0", "console=ttyS0,115200"];
 
 /// Drivers the VM needs in the initramfs (virtio, and the emulated
 /// IDE/SATA controllers as a fallback). Those the guest's kernel lacks are

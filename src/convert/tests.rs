@@ -362,7 +362,7 @@ fn debian_guest(case: &str, name: &str) -> (PathBuf, ConvertContext) {
     std::fs::write(
         root.join("boot/grub/grub.cfg"),
         format!(
-            "set default=\"0\"\nmenuentry 'Debian GNU/Linux' {{\n\tlinux\t/boot/vmlinuz-{k} root=UUID={uuid} ro net.ifnames=0 console=ttyS0,115200 console=tty0\n\tinitrd\t/boot/initrd.img-{k}\n}}\n"
+            "set default=\"0\"\nmenuentry 'Debian GNU/Linux' {{\n\tlinux\t/boot/vmlinuz-{k} root=UUID={uuid} ro net.ifnames=0 console=tty0 console=ttyS0,115200\n\tinitrd\t/boot/initrd.img-{k}\n}}\n"
         ),
     )
     .unwrap();

@@ -252,7 +252,7 @@ mod tests {
         ] {
             assert_eq!(
                 edit(line, true),
-                "ro net.ifnames=0 console=ttyS0,115200 console=tty0",
+                "ro net.ifnames=0 console=tty0 console=ttyS0,115200",
                 "{line}"
             );
         }

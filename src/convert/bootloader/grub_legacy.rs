@@ -525,7 +525,7 @@ title DOS
 title xen
 \troot (hd0,1)
 \tkernel /xen.gz dom0_mem=1024M console=com1
-\tmodule /vmlinuz-2.6.10-1.1082_FC4 ro rhgb quiet acpi=off net.ifnames=0 console=ttyS0,115200 console=tty0
+\tmodule /vmlinuz-2.6.10-1.1082_FC4 ro rhgb quiet acpi=off net.ifnames=0 console=tty0 console=ttyS0,115200
 \tmodule /initrd-2.6.10-1.1082_FC4
 title Memtest86+ (4.20)
 \troot (hd0,1)
