@@ -247,6 +247,7 @@ fn bookworm_copy_converts_and_gets_grub_on_a_loop_disk() {
 
         let guest = Guest {
             family: DistroFamily::Debian,
+            id: "debian".into(),
             version,
             bootloader: BootloaderKind::Grub2,
             kernel: kernel.clone(),

@@ -79,6 +79,7 @@ fn key_opts(lab: &Lab) -> ConnectOptions {
         keepalive_interval: Duration::from_secs(15),
         pinned_host_key: None,
         address: None,
+        netns: None,
     }
 }
 

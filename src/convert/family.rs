@@ -1,22 +1,45 @@
-//! The one place that knows distro families: which bootloader, initramfs
-//! and network modules a guest gets. An unsupported combination fails here,
-//! before anything is written, and names itself.
+//! The one place that knows distro families: which bootloader, initramfs,
+//! network, sysconfig and console modules a guest gets. An unsupported
+//! combination fails here, before anything is written, and names itself;
+//! so does a kernel that cannot boot the VM (a Xen paravirtual kernel, a
+//! kernel without virtio: [`crate::plan::kernel_rules`]).
+//!
+//! The initramfs tool follows the distribution and its version, not the
+//! family's major version alone: Fedora 8-11 have Red Hat's mkinitrd and
+//! Fedora 12+ dracut; openSUSE up to 13.1 and SLES 10-11 have SUSE's own
+//! mkinitrd, openSUSE 13.2+/Leap and SLES 12+ dracut. A guest whose
+//! distribution ID is unknown (a context saved before it was recorded) is
+//! read as RHEL, or as SLES for a SUSE 12, and a note says so.
 
 use super::bootloader::{grub2::Grub2, grub_legacy::GrubLegacy, Bootloader};
+use super::console::{
+    inittab::Inittab, securetty::Securetty, systemd::SystemdGetty, upstart::Upstart,
+};
 use super::initramfs::{
-    dracut::Dracut, initramfs_tools::InitramfsTools, mkinitrd::Mkinitrd, Initramfs,
+    dracut::Dracut, initramfs_tools::InitramfsTools, mkinitrd::Mkinitrd,
+    suse_mkinitrd::SuseMkinitrd, Initramfs,
 };
 use super::network::{
-    ifcfg::Ifcfg, ifupdown::Ifupdown, netplan::Netplan, udev::UdevPersistentNet, NetworkConfig,
+    ifcfg::Ifcfg, ifupdown::Ifupdown, netplan::Netplan, networkd::Networkd,
+    networkmanager::NetworkManager, udev::UdevPersistentNet, NetworkConfig,
 };
-use super::{ConvertError, Guest};
-use crate::probe::{BootloaderKind, DistroFamily, NetConfigStyle};
+use super::sysconfig::{
+    redhat_kernel::RedHatSysconfigKernel, suse_bootloader::SuseSysconfigBootloader,
+};
+use super::{ConvertError, FileRewriter, Guest};
+use crate::plan::kernel_rules;
+use crate::probe::{BootloaderKind, DistroFamily};
 
 pub struct Modules {
     pub bootloader: Box<dyn Bootloader>,
     pub initramfs: Box<dyn Initramfs>,
     /// Network styles; each touches only files that exist.
     pub network: Vec<Box<dyn NetworkConfig>>,
+    /// Distribution settings naming devices or kernels
+    /// ([`super::sysconfig`]); each touches only files that exist.
+    pub sysconfig: Vec<Box<dyn FileRewriter>>,
+    /// Getty configuration for the VM's consoles ([`super::console`]).
+    pub console: Vec<Box<dyn FileRewriter>>,
     /// What was chosen by assumption, or left as it is.
     pub notes: Vec<String>,
 }
@@ -29,6 +52,14 @@ impl std::fmt::Debug for Modules {
             .field(
                 "network",
                 &self.network.iter().map(|n| n.name()).collect::<Vec<_>>(),
+            )
+            .field(
+                "sysconfig",
+                &self.sysconfig.iter().map(|n| n.name()).collect::<Vec<_>>(),
+            )
+            .field(
+                "console",
+                &self.console.iter().map(|n| n.name()).collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -54,6 +85,17 @@ fn bootloader_name(b: BootloaderKind) -> &'static str {
 }
 
 pub fn select(guest: &Guest) -> Result<Modules, ConvertError> {
+    select_with(guest, None)
+}
+
+/// [`select`], told whether the guest kernel's own module lists name
+/// `virtio_blk` (`None` when they cannot be read). A kernel whose version
+/// predates virtio but whose modules have it (a distro backport the rules
+/// do not know) is converted.
+pub fn select_with(
+    guest: &Guest,
+    kernel_has_virtio: Option<bool>,
+) -> Result<Modules, ConvertError> {
     let family = guest.family;
     let mut notes = Vec::new();
     let unsupported = |what: String, hint: &str| ConvertError::Unsupported {
@@ -82,13 +124,66 @@ pub fn select(guest: &Guest) -> Result<Modules, ConvertError> {
             ))
         }
     };
-    let major = guest.major_version();
-    let initramfs: Box<dyn Initramfs> = match family {
-        DistroFamily::Debian => Box::new(InitramfsTools),
-        DistroFamily::RedHat => match major {
-            Some(v) if v < 6 => Box::new(Mkinitrd),
-            Some(_) => Box::new(Dracut),
-            None => {
+    if let Some((what, hint)) = kernel_rules::unbootable(family, &guest.kernel) {
+        let xen = kernel_rules::xen_pv_only(family, &guest.kernel);
+        if xen || kernel_has_virtio != Some(true) {
+            return Err(ConvertError::Unsupported { what, hint });
+        }
+    }
+    let initramfs = initramfs_for(guest, &mut notes);
+    let network: Vec<Box<dyn NetworkConfig>> = match family {
+        DistroFamily::Debian => vec![
+            Box::new(Ifupdown),
+            Box::new(Netplan),
+            Box::new(NetworkManager),
+            Box::new(Networkd),
+            Box::new(UdevPersistentNet),
+        ],
+        _ => vec![
+            Box::new(Ifcfg),
+            Box::new(Netplan),
+            Box::new(NetworkManager),
+            Box::new(Networkd),
+            Box::new(UdevPersistentNet),
+        ],
+    };
+    let sysconfig: Vec<Box<dyn FileRewriter>> = match family {
+        DistroFamily::RedHat => vec![Box::new(RedHatSysconfigKernel)],
+        DistroFamily::Suse => vec![Box::new(SuseSysconfigBootloader)],
+        _ => vec![],
+    };
+    let mut console: Vec<Box<dyn FileRewriter>> = vec![
+        Box::new(Inittab),
+        Box::new(SystemdGetty),
+        Box::new(Securetty),
+    ];
+    if family == DistroFamily::Debian {
+        // Ubuntu's upstart; RHEL 6's upstart starts a serial getty from
+        // console= by itself (/etc/init/serial.conf).
+        console.push(Box::new(Upstart));
+    }
+    Ok(Modules {
+        bootloader,
+        initramfs,
+        network,
+        sysconfig,
+        console,
+        notes,
+    })
+}
+
+/// Which initramfs tool the guest's distribution and version have.
+fn initramfs_for(guest: &Guest, notes: &mut Vec<String>) -> Box<dyn Initramfs> {
+    let id = guest.id.to_ascii_lowercase();
+    let version = guest.version_pair();
+    match guest.family {
+        DistroFamily::Debian | DistroFamily::Unknown => Box::new(InitramfsTools),
+        DistroFamily::RedHat => match (id.as_str(), version) {
+            ("fedora", Some((v, _))) if v < 12 => Box::new(Mkinitrd),
+            ("fedora", Some(_)) => Box::new(Dracut),
+            (_, Some((v, _))) if v < 6 => Box::new(Mkinitrd),
+            (_, Some(_)) => Box::new(Dracut),
+            (_, None) => {
                 let legacy = guest.bootloader == BootloaderKind::GrubLegacy;
                 notes.push(format!(
                     "Red Hat version unknown: assuming {} from the bootloader",
@@ -105,44 +200,37 @@ pub fn select(guest: &Guest) -> Result<Modules, ConvertError> {
                 }
             }
         },
-        DistroFamily::Suse => match major {
-            Some(v) if v >= 12 => Box::new(Dracut),
-            _ => {
-                return Err(unsupported(
-                    format!(
-                        "Suse family before 12 (SUSE's own mkinitrd), version {}",
-                        guest.version.as_deref().unwrap_or("unknown")
-                    ),
-                    "only SUSE 12 and later (dracut) are converted",
-                ))
+        DistroFamily::Suse => {
+            let opensuse = id.starts_with("opensuse");
+            let rolling = ["leap", "tumbleweed", "microos", "slowroll"]
+                .iter()
+                .any(|r| id.contains(r));
+            match version {
+                _ if rolling => Box::new(Dracut),
+                // openSUSE 13.2 switched to dracut; 42.x and 15.x are Leap.
+                Some(v) if opensuse || (id.is_empty() && v.0 == 13) => {
+                    if v < (13, 2) {
+                        Box::new(SuseMkinitrd)
+                    } else {
+                        Box::new(Dracut)
+                    }
+                }
+                Some((v, _)) if v < 12 => Box::new(SuseMkinitrd),
+                Some((v, _)) => {
+                    if id.is_empty() && v == 12 {
+                        notes.push(
+                            "SUSE 12 of unknown distribution: assuming SLES 12 (dracut); an openSUSE 12.x has mkinitrd, probe the source again to tell".into(),
+                        );
+                    }
+                    Box::new(Dracut)
+                }
+                None => {
+                    notes.push(
+                        "SUSE version unknown: assuming SUSE's mkinitrd (SLES 10-11 era)".into(),
+                    );
+                    Box::new(SuseMkinitrd)
+                }
             }
-        },
-        DistroFamily::Unknown => unreachable!("refused above"),
-    };
-    let network: Vec<Box<dyn NetworkConfig>> = match family {
-        DistroFamily::Debian => vec![
-            Box::new(Ifupdown),
-            Box::new(Netplan),
-            Box::new(UdevPersistentNet),
-        ],
-        _ => vec![
-            Box::new(Ifcfg),
-            Box::new(Netplan),
-            Box::new(UdevPersistentNet),
-        ],
-    };
-    for style in &guest.network_styles {
-        let left = match style {
-            NetConfigStyle::NetworkManager => "NetworkManager keyfiles",
-            NetConfigStyle::Networkd => "systemd-networkd .network files",
-            _ => continue,
-        };
-        notes.push(format!("{left} are left as they are (not converted yet); check they do not pin the source's MAC"));
+        }
     }
-    Ok(Modules {
-        bootloader,
-        initramfs,
-        network,
-        notes,
-    })
 }

@@ -3,7 +3,10 @@
 //! - A line whose spec (or, failing that, mount point) is a copied
 //!   filesystem becomes `UUID=<new>` with the new fs type; options, dump
 //!   and pass are kept.
-//! - A swap line for the source's swap becomes the new swap's UUID.
+//! - A swap line for the source's swap becomes the new swap's UUID; each
+//!   source swap maps to its own new swap ([`ConvertContext::from_plan`]),
+//!   and when several source swaps share one new swap, the later lines are
+//!   commented out with `# hotclone: same swap as a line above: `.
 //! - Network mounts, pseudo filesystems, bind mounts, and lines with
 //!   `noauto`/`nofail` are kept as they are.
 //! - Any other line naming a local device (`/dev/...`, `LABEL=`, `UUID=`,
@@ -37,9 +40,28 @@ impl FileRewriter for Fstab {
     }
 }
 
+/// The prefix of a swap line whose swap another line already names: the
+/// plan made one swap partition for several source swaps, and two lines
+/// with the same UUID would swapon it twice.
+pub const SAME_SWAP: &str = "# hotclone: same swap as a line above: ";
+
 /// The pure rewrite.
 pub fn rewrite(text: &str, ctx: &ConvertContext) -> String {
-    map_lines(text, |line| vec![rewrite_line(line, ctx)])
+    let mut swaps_named = std::collections::HashSet::new();
+    map_lines(text, |line| {
+        let new = rewrite_line(line, ctx);
+        let (fields, _) = split_keep_gaps(&new);
+        let is_swap = fields.get(2).is_some_and(|t| t == "swap")
+            || fields.get(1).is_some_and(|m| m == "swap");
+        if is_swap && !new.trim_start().starts_with('#') {
+            if let Some(s) = ctx.swap_for(&fields[0]) {
+                if !swaps_named.insert(s.uuid.clone()) {
+                    return vec![format!("{SAME_SWAP}{}", line.trim_start())];
+                }
+            }
+        }
+        vec![new]
+    })
 }
 
 /// Lines that will be commented out because they name a local device that

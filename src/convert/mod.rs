@@ -3,7 +3,9 @@
 //!
 //! The flow ([`convert`]) reads like virt-v2v's: choose the modules for the
 //! guest ([`family::select`], the one place that knows distro families),
-//! then `remap_fstab`, `configure_bootloader`, `unconfigure_network`,
+//! then `remap_fstab`, `configure_bootloader`, `configure_kernel` (the
+//! distribution's sysconfig files, [`sysconfig`]), `unconfigure_network`,
+//! `configure_console` (gettys on tty1 and ttyS0, [`console`]),
 //! `configure_initramfs`, `rebuild_initramfs`, `install_bootloader`,
 //! `update_bootloader`, `verify_boot_config`.
 //!
@@ -54,11 +56,13 @@
 
 pub mod bootloader;
 pub mod chroot;
+pub mod console;
 pub mod family;
 pub mod fstab;
 pub mod initramfs;
 pub mod initrd;
 pub mod network;
+pub mod sysconfig;
 
 use std::path::{Path, PathBuf};
 
@@ -110,6 +114,12 @@ pub const DEFAULT_DRIVERS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Guest {
     pub family: DistroFamily,
+    /// The distribution's os-release ID ("fedora", "centos", "sles",
+    /// "opensuse", "opensuse-leap", "ubuntu"): Fedora 8-11 and RHEL 8+
+    /// share major versions, and so do openSUSE 12 and SLES 12. Empty in
+    /// contexts saved before it was recorded.
+    #[serde(default)]
+    pub id: String,
     /// The distro's version ("5.0.10", "12.7"); picks the era's tools.
     #[serde(default)]
     pub version: Option<String>,
@@ -124,9 +134,16 @@ pub struct Guest {
 impl Guest {
     /// The major version number, when the version has one.
     pub fn major_version(&self) -> Option<u32> {
+        self.version_pair().map(|(major, _)| major)
+    }
+
+    /// Major and minor version ("13.1" -> (13, 1), "11" -> (11, 0)).
+    pub fn version_pair(&self) -> Option<(u32, u32)> {
         let v = self.version.as_deref()?;
-        let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
-        digits.parse().ok()
+        let mut parts = v.split(|c: char| !c.is_ascii_digit());
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        Some((major, minor))
     }
 }
 
@@ -241,6 +258,15 @@ impl ConvertContext {
     ) -> Result<Self, ConvertError> {
         let mut filesystems = Vec::new();
         let mut swaps = Vec::new();
+        let swap_parts = plan
+            .disk
+            .partitions
+            .iter()
+            .filter(|p| {
+                p.role == PartitionRole::Swap && made.iter().any(|m| m.partition == p.number)
+            })
+            .count();
+        let mut swap_index = 0;
         for p in &plan.disk.partitions {
             let Some(new) = made.iter().find(|m| m.partition == p.number) else {
                 continue;
@@ -284,20 +310,8 @@ impl ConvertContext {
                     });
                 }
                 PartitionRole::Swap => {
-                    let mut old: Vec<String> = inv
-                        .storage
-                        .swaps
-                        .iter()
-                        .filter(|s| s.kind == "partition")
-                        .map(|s| s.path.clone())
-                        .collect();
-                    old.extend(
-                        inv.storage
-                            .fstab
-                            .iter()
-                            .filter(|e| e.fs_type == "swap")
-                            .map(|e| e.spec.clone()),
-                    );
+                    let mut old = swap_specs(inv, swap_parts, swap_index);
+                    swap_index += 1;
                     old.sort();
                     old.dedup();
                     swaps.push(SwapMapping {
@@ -325,6 +339,7 @@ impl ConvertContext {
             .collect();
         let guest = Guest {
             family: plan.source.family,
+            id: inv.os.id.clone(),
             version: inv.os.version.clone(),
             bootloader: plan.source.bootloader,
             kernel: plan.source.kernel.clone(),
@@ -425,6 +440,52 @@ impl ConvertContext {
     }
 }
 
+/// The specs of the source swaps the `index`-th of `count` new swap
+/// partitions replaces. One new swap replaces them all; several pair with
+/// the source's swap partitions in order, each taking its own device path
+/// and the fstab lines naming that device (by path, UUID or label), so no
+/// two source swaps end up with the same new UUID.
+fn swap_specs(inv: &Inventory, count: usize, index: usize) -> Vec<String> {
+    let parts: Vec<&str> = inv
+        .storage
+        .swaps
+        .iter()
+        .filter(|s| s.kind == "partition")
+        .map(|s| s.path.as_str())
+        .collect();
+    let fstab_swaps = inv.storage.fstab.iter().filter(|e| e.fs_type == "swap");
+    if count <= 1 {
+        let mut old: Vec<String> = parts.iter().map(|p| p.to_string()).collect();
+        old.extend(fstab_swaps.map(|e| e.spec.clone()));
+        return old;
+    }
+    let Some(path) = parts.get(index) else {
+        return vec![];
+    };
+    // The spellings of this device: its path, and its UUID and label.
+    let name = path.trim_start_matches("/dev/");
+    let mut names = vec![normalize_spec(path)];
+    for b in inv.storage.block_devices.iter().filter(|b| b.name == name) {
+        names.extend(
+            b.uuid
+                .as_ref()
+                .map(|u| normalize_spec(&format!("UUID={u}"))),
+        );
+        names.extend(
+            b.label
+                .as_ref()
+                .map(|l| normalize_spec(&format!("LABEL={l}"))),
+        );
+    }
+    let mut old = vec![path.to_string()];
+    old.extend(
+        fstab_swaps
+            .filter(|e| names.contains(&normalize_spec(&e.spec)))
+            .map(|e| e.spec.clone()),
+    );
+    old
+}
+
 /// The drivers kernel `version` in the copy at `root` has, as a module
 /// (`modules.dep`) or built in (`modules.builtin`), `-` spelled `_`; `None`
 /// when neither list can be read (then nothing is known to be missing).
@@ -494,6 +555,9 @@ pub enum FileAction {
     Rename { name: String, content: String },
     /// Delete the file.
     Remove,
+    /// Make the path a symlink to this target (a systemd unit enabled in a
+    /// `.wants` directory), when nothing is there yet.
+    Symlink(String),
 }
 
 impl FileAction {
@@ -514,6 +578,7 @@ impl FileAction {
             FileAction::Write(t) => t.clone(),
             FileAction::Rename { name, content } => format!("### renamed to {name}\n{content}"),
             FileAction::Remove => "### removed\n".to_string(),
+            FileAction::Symlink(target) => format!("### symlink to {target}\n"),
         }
     }
 }
@@ -535,6 +600,15 @@ pub trait FileRewriter {
     /// `path` is relative to the root, e.g. `etc/fstab`; `text` is empty
     /// for a file that does not exist yet.
     fn rewrite(&self, path: &str, text: &str, ctx: &ConvertContext) -> FileAction;
+
+    /// Files to create (relative to the root) given which paths exist
+    /// (`exists` sees symlinks and directories too); `rewrite` gets each
+    /// with empty text. For files whose creation depends on others (a
+    /// getty job where the guest's init has its getty jobs); unconditional
+    /// ones are [`FilePattern::create`].
+    fn creates(&self, _exists: &dyn Fn(&str) -> bool) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Whether `path` is one of this module's files.
     fn handles(&self, path: &str) -> bool {
@@ -594,13 +668,15 @@ pub fn convert(
     progress: &mut dyn Progress,
 ) -> Result<ConvertReport, ConvertError> {
     progress.phase("converting");
-    let modules = family::select(&ctx.guest)?;
+    let has_virtio = kernel_modules(root, &ctx.guest.kernel).map(|m| m.contains("virtio_blk"));
+    let modules = family::select_with(&ctx.guest, has_virtio)?;
     let ctx = ctx.clone().with_available_drivers(root);
     let mut report = ConvertReport {
         notes: modules.notes.clone(),
         ..Default::default()
     };
-    for n in &modules.notes {
+    report.notes.extend(network::kept_notes(&ctx));
+    for n in &report.notes {
         progress.note(n);
     }
     if ctx.root().is_none() {
@@ -609,7 +685,8 @@ pub fn convert(
         ));
     }
 
-    // remap_fstab, configure_bootloader, unconfigure_network, configure_initramfs
+    // remap_fstab, configure_bootloader, configure_kernel (sysconfig),
+    // unconfigure_network, configure_console, configure_initramfs
     if let Ok(text) = std::fs::read_to_string(root.join("etc/fstab")) {
         for line in fstab::not_copied(&text, &ctx) {
             let msg = format!("fstab: commented out, its device is not part of the clone: {line}");
@@ -625,7 +702,13 @@ pub fn convert(
         &mut report,
         progress,
     )?;
+    for m in &modules.sysconfig {
+        apply(root, m.as_ref(), &ctx, &mut report, progress)?;
+    }
     unconfigure_network(root, &modules, &ctx, &mut report, progress)?;
+    for m in &modules.console {
+        apply(root, m.as_ref(), &ctx, &mut report, progress)?;
+    }
     apply(
         root,
         modules.initramfs.as_rewriter(),
@@ -762,7 +845,14 @@ fn apply_with<'c>(
     mut ctx_for: impl FnMut(&str, &str) -> &'c ConvertContext,
 ) -> Result<(), ConvertError> {
     let mut planned = Vec::new();
-    for rel in expand(root, module.files())? {
+    let mut paths = expand(root, module.files())?;
+    let exists = |p: &str| std::fs::symlink_metadata(root.join(p)).is_ok();
+    for p in module.creates(&exists) {
+        if !exists(&p) && !paths.contains(&p) {
+            paths.push(p);
+        }
+    }
+    for rel in paths {
         let path = root.join(&rel);
         let meta = std::fs::symlink_metadata(&path).ok();
         if meta.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
@@ -782,7 +872,7 @@ fn apply_with<'c>(
         let goes = match action {
             FileAction::Remove => *exists,
             FileAction::Rename { name, .. } => path.with_file_name(name) != *path,
-            FileAction::Keep | FileAction::Write(_) => false,
+            FileAction::Keep | FileAction::Write(_) | FileAction::Symlink(_) => false,
         };
         if goes {
             std::fs::remove_file(path).map_err(io_err(path))?;
@@ -806,6 +896,17 @@ fn apply_with<'c>(
                     report
                         .changed
                         .push(format!("{rel} removed ({})", module.name()));
+                }
+            }
+            FileAction::Symlink(target) => {
+                if !exists {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+                    }
+                    std::os::unix::fs::symlink(&target, &path).map_err(io_err(&path))?;
+                    report
+                        .changed
+                        .push(format!("{rel} -> {target} created ({})", module.name()));
                 }
             }
         }

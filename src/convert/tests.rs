@@ -23,6 +23,13 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         .collect();
     entries.sort();
     for p in entries {
+        // A symlink in a phony guest (an enabled unit) is only there to
+        // exist: conversion never rewrites one, and its target is absolute.
+        if p.symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            continue;
+        }
         if p.is_dir() {
             walk(&p, out);
         } else {
@@ -44,6 +51,8 @@ fn rewriters(m: &family::Modules) -> Vec<&dyn FileRewriter> {
         m.initramfs.as_rewriter(),
     ];
     v.extend(m.network.iter().map(|n| n.as_rewriter()));
+    v.extend(m.sysconfig.iter().map(|n| n.as_ref()));
+    v.extend(m.console.iter().map(|n| n.as_ref()));
     v
 }
 
@@ -67,6 +76,14 @@ fn golden_fixtures() {
             Ok(modules) => {
                 let mut files = Vec::new();
                 walk(case, &mut files);
+                // Files the modules create where the phony guest has none.
+                let exists = |p: &str| std::fs::symlink_metadata(case.join(p)).is_ok();
+                for module in rewriters(&modules) {
+                    for rel in module.creates(&exists) {
+                        let action = module.rewrite(&rel, "", &ctx);
+                        results.push((case.join(format!("{rel}.expected")), action.render("")));
+                    }
+                }
                 for f in files {
                     let rel = f
                         .strip_prefix(case)
@@ -136,6 +153,7 @@ fn golden_fixtures() {
 fn guest(family: DistroFamily, bootloader: BootloaderKind) -> Guest {
     Guest {
         family,
+        id: String::new(),
         version: Some("12".into()),
         bootloader,
         kernel: "6.1.0-18-amd64".into(),
@@ -160,12 +178,37 @@ fn unsupported_combinations_name_themselves() {
         "{e}"
     );
     let e = family::select(&Guest {
-        version: Some("11.4".into()),
-        ..guest(DistroFamily::Suse, BootloaderKind::Grub2)
+        version: Some("5.11".into()),
+        kernel: "2.6.18-398.el5xen".into(),
+        ..guest(DistroFamily::RedHat, BootloaderKind::GrubLegacy)
     })
     .unwrap_err()
     .to_string();
-    assert!(e.contains("Suse family before 12"), "{e}");
+    assert!(
+        e.starts_with("the Xen paravirtual kernel 2.6.18-398.el5xen")
+            && e.contains("yum install kernel"),
+        "{e}"
+    );
+    let e = family::select(&Guest {
+        version: Some("5.2".into()),
+        kernel: "2.6.18-92.el5".into(),
+        ..guest(DistroFamily::RedHat, BootloaderKind::GrubLegacy)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("without virtio drivers") && e.contains("5.3 or later"),
+        "{e}"
+    );
+    // A backport the rules do not know: the kernel's own modules decide.
+    let old_suse = Guest {
+        version: Some("10.4".into()),
+        kernel: "2.6.16.60-0.85.1-smp".into(),
+        ..guest(DistroFamily::Suse, BootloaderKind::GrubLegacy)
+    };
+    assert!(family::select(&old_suse).is_err());
+    assert!(family::select_with(&old_suse, Some(true)).is_ok());
+    assert!(family::select_with(&old_suse, Some(false)).is_err());
 }
 
 #[test]
@@ -190,16 +233,59 @@ fn families_pick_their_modules() {
     })
     .unwrap();
     assert_eq!(m.initramfs.name(), "dracut");
-    let m = family::select(&Guest {
-        network_styles: vec![NetConfigStyle::NetworkManager],
-        ..guest(DistroFamily::RedHat, BootloaderKind::Grub2)
-    })
-    .unwrap();
-    assert!(
-        m.notes.iter().any(|n| n.contains("NetworkManager")),
-        "{:?}",
-        m.notes
-    );
+    // NetworkManager keyfiles and networkd files are converted for every
+    // family (they were "left as they are").
+    for family in [
+        DistroFamily::RedHat,
+        DistroFamily::Debian,
+        DistroFamily::Suse,
+    ] {
+        let m = family::select(&guest(family, BootloaderKind::Grub2)).unwrap();
+        let names: Vec<&str> = m.network.iter().map(|n| n.name()).collect();
+        assert!(
+            names.contains(&"NetworkManager keyfile") && names.contains(&"systemd-networkd"),
+            "{names:?}"
+        );
+        assert!(
+            !m.notes.iter().any(|n| n.contains("left as they are")),
+            "{:?}",
+            m.notes
+        );
+    }
+}
+
+/// The initramfs tool by distribution and version (issue 14, item 3).
+#[test]
+fn regression_the_initramfs_tool_follows_distribution_and_version() {
+    let pick = |family, id: &str, version: &str| {
+        family::select(&Guest {
+            id: id.into(),
+            version: Some(version.into()),
+            kernel: "3.0.101-63-default".into(),
+            ..guest(family, BootloaderKind::GrubLegacy)
+        })
+        .unwrap()
+        .initramfs
+        .name()
+    };
+    use DistroFamily::{RedHat, Suse};
+    assert_eq!(pick(RedHat, "fedora", "10"), "mkinitrd");
+    assert_eq!(pick(RedHat, "fedora", "11"), "mkinitrd");
+    assert_eq!(pick(RedHat, "fedora", "12"), "dracut");
+    assert_eq!(pick(RedHat, "rhel", "8.9"), "dracut");
+    assert_eq!(pick(RedHat, "centos", "5.11"), "mkinitrd");
+    assert_eq!(pick(Suse, "sles", "10.4"), "SUSE mkinitrd");
+    assert_eq!(pick(Suse, "sles", "11.4"), "SUSE mkinitrd");
+    assert_eq!(pick(Suse, "sles", "12.5"), "dracut");
+    assert_eq!(pick(Suse, "opensuse", "11.4"), "SUSE mkinitrd");
+    assert_eq!(pick(Suse, "opensuse", "12.3"), "SUSE mkinitrd");
+    assert_eq!(pick(Suse, "opensuse", "13.1"), "SUSE mkinitrd");
+    assert_eq!(pick(Suse, "opensuse", "13.2"), "dracut");
+    assert_eq!(pick(Suse, "opensuse", "42.3"), "dracut");
+    assert_eq!(pick(Suse, "opensuse-leap", "15.5"), "dracut");
+    // No ID recorded (an older journal): SUSE 13.1 is openSUSE, 12 SLES.
+    assert_eq!(pick(Suse, "", "13.1"), "SUSE mkinitrd");
+    assert_eq!(pick(Suse, "", "12"), "dracut");
 }
 
 #[test]
@@ -941,4 +1027,68 @@ fn regression_bls_entries_are_rewritten_and_checked_as_the_menu() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Issue 14 item 4: a guest whose only getty is serial-getty@hvc0 gets the
+/// getty@tty1 and serial-getty@ttyS0 links, once (the mechanism: a
+/// module's `creates` and `FileAction::Symlink`).
+#[test]
+fn regression_a_systemd_guest_with_only_an_hvc0_getty_gains_tty1_and_ttys0() {
+    use super::console::systemd::{SystemdGetty, WANTS};
+    let root = scratch("systemd-gettys");
+    let wants = root.join(WANTS);
+    std::fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink(
+        "/lib/systemd/system/serial-getty@.service",
+        wants.join("serial-getty@hvc0.service"),
+    )
+    .unwrap();
+    let ctx = ConvertContext::new(guest(DistroFamily::Debian, BootloaderKind::Grub2), vec![]);
+    let mut progress = crate::progress::Silent;
+    for _ in 0..2 {
+        let mut report = ConvertReport::default();
+        apply(&root, &SystemdGetty, &ctx, &mut report, &mut progress).unwrap();
+    }
+    for (unit, target) in [
+        ("getty@tty1.service", "/lib/systemd/system/getty@.service"),
+        (
+            "serial-getty@ttyS0.service",
+            "/lib/systemd/system/serial-getty@.service",
+        ),
+    ] {
+        let link = std::fs::read_link(wants.join(unit)).unwrap();
+        assert_eq!(link, Path::new(target), "{unit}");
+    }
+    assert_eq!(std::fs::read_dir(&wants).unwrap().count(), 3);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Issue 14 item 5: two source swaps with a new swap each keep their own
+/// UUIDs (the golden case `two-swaps` covers one new swap for both, which
+/// gave two lines the same UUID; `ConvertContext::from_plan` now pairs
+/// several planned swaps with the source's in order instead of giving each
+/// every old spec).
+#[test]
+fn two_swaps_map_to_their_own_new_swaps() {
+    let mut ctx = ConvertContext::new(guest(DistroFamily::Debian, BootloaderKind::Grub2), vec![]);
+    ctx.swaps = vec![
+        SwapMapping {
+            old_specs: vec!["/dev/sda5".into(), "UUID=aaaa".into()],
+            uuid: "1111".into(),
+            device: None,
+        },
+        SwapMapping {
+            old_specs: vec!["/dev/sdb1".into()],
+            uuid: "2222".into(),
+            device: None,
+        },
+    ];
+    let out = fstab::rewrite(
+        "UUID=aaaa none swap sw 0 0\n/dev/sdb1 none swap sw 0 0\n",
+        &ctx,
+    );
+    assert_eq!(
+        out,
+        "UUID=1111 none swap sw 0 0\nUUID=2222 none swap sw 0 0\n"
+    );
 }

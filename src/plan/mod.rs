@@ -9,6 +9,7 @@
 //! disk too small says both sizes, an unreadable kernel version names it.
 
 pub mod fs_rules;
+pub mod kernel_rules;
 pub mod layout;
 pub mod target;
 
@@ -152,6 +153,8 @@ pub enum PlanError {
     NoRoot { source_name: String },
     #[error("cannot read the kernel version {release:?}; name the kernel to boot with --kernel")]
     KernelUnknown { release: String },
+    #[error("{what}; {hint}")]
+    KernelUnbootable { what: String, hint: String },
     #[error("the target disk is too small: the plan needs {} ({breakdown}), the disk has {}. Give a larger size=, or leave data out with --exclude",
         format_bytes(*needed), format_bytes(*available))]
     DiskTooSmall {
@@ -177,6 +180,19 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
         Some(k) => k.clone(),
         None => newest_installed_kernel(inv),
     };
+    if kernel_rules::xen_pv_only(inv.os.family, &kernel_release) {
+        return Err(PlanError::KernelUnbootable {
+            what: format!(
+                "{} has only Xen paravirtual kernels installed ({}), which cannot boot under KVM",
+                inv.source,
+                pv_kernels(inv, &kernel_release)
+            ),
+            hint: format!(
+                "install the non-Xen kernel on the source: {}; then plan again",
+                kernel_rules::non_xen_kernel_package(inv.os.family, &kernel_release)
+            ),
+        });
+    }
     let kernel = KernelVersion::parse(&kernel_release).ok_or_else(|| PlanError::KernelUnknown {
         release: kernel_release.clone(),
     })?;
@@ -199,6 +215,24 @@ pub fn make(inv: &Inventory, opts: &PlanOptions) -> Result<Plan, PlanError> {
         notes.push(
             "the source boots with UEFI; the clone is planned for BIOS boot (grub-pc)".into(),
         );
+    }
+    if let kernel_rules::Virtio::Missing(hint) = kernel_rules::virtio_support(&kernel_release) {
+        notes.push(format!(
+            "kernel {kernel_release} has no virtio drivers by its version ({hint}); conversion refuses it unless its modules list virtio_blk"
+        ));
+    }
+    let kept: Vec<&str> = inv
+        .network
+        .interfaces
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|n| crate::probe::is_virtual_interface(n))
+        .collect();
+    if !kept.is_empty() {
+        notes.push(format!(
+            "virtual interfaces keep their names and configuration: {} (a bridge's port takes the VM NIC's name)",
+            kept.join(", ")
+        ));
     }
 
     let selection = layout::select(inv, &opts.include_mounts);
@@ -401,14 +435,39 @@ fn bare_partition(role: PartitionRole, size_bytes: u64) -> Partition {
     }
 }
 
+/// The newest installed kernel, a Xen paravirtual one only when nothing
+/// else is installed (a Xen guest often carries both flavours, and runs
+/// the Xen one).
 fn newest_installed_kernel(inv: &Inventory) -> String {
-    inv.kernel
+    let newest = |xen: bool| {
+        inv.kernel
+            .installed
+            .iter()
+            .filter(|k| kernel_rules::xen_pv_only(inv.os.family, k) == xen)
+            .filter_map(|k| KernelVersion::parse(k).map(|v| (v, k)))
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, k)| k.clone())
+    };
+    newest(false)
+        .or_else(|| newest(true))
+        .unwrap_or_else(|| inv.kernel.running.clone())
+}
+
+/// The Xen PV kernels installed, for the refusal (the chosen one when the
+/// inventory lists none).
+fn pv_kernels(inv: &Inventory, chosen: &str) -> String {
+    let all: Vec<&str> = inv
+        .kernel
         .installed
         .iter()
-        .filter_map(|k| KernelVersion::parse(k).map(|v| (v, k)))
-        .max_by(|a, b| a.0.cmp(&b.0))
-        .map(|(_, k)| k.clone())
-        .unwrap_or_else(|| inv.kernel.running.clone())
+        .map(String::as_str)
+        .filter(|k| kernel_rules::xen_pv_only(inv.os.family, k))
+        .collect();
+    if all.is_empty() {
+        chosen.to_string()
+    } else {
+        all.join(", ")
+    }
 }
 
 /// GPT: 1, 2, 3... MBR: primaries 1-3, then extended 4 holding 5, 6...

@@ -317,3 +317,23 @@ pub struct Capabilities {
     pub hashers: Vec<String>,
     pub rsync: bool,
 }
+
+/// Whether an interface name is a virtual interface rather than a NIC: a
+/// bridge, bond, team, VLAN, alias, container or VM network, tunnel. Such
+/// interfaces keep their names and configuration in the clone; only NICs
+/// map onto the VM's NICs.
+pub fn is_virtual_interface(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "br", "bridge", "bond", "team", "virbr", "docker", "vlan", "veth", "vnet", "tap", "tun",
+        "lxcbr", "lxdbr", "ovs", "cni", "flannel", "cali", "vxlan", "wg", "xenbr", "vif",
+        "macvlan", "ipvlan",
+    ];
+    name.contains('.')
+        || name.contains(':')
+        || PREFIXES.iter().any(|p| {
+            name.strip_prefix(p).is_some_and(|rest| {
+                rest.is_empty()
+                    || rest.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '_')
+            })
+        })
+}

@@ -189,6 +189,7 @@ mod tests {
         ConvertContext::new(
             Guest {
                 family: DistroFamily::RedHat,
+                id: String::new(),
                 version: Some("6.8".into()),
                 bootloader: BootloaderKind::GrubLegacy,
                 kernel: "2.6.32-642.el6.x86_64".into(),

@@ -1,6 +1,6 @@
-//! Red Hat's mkinitrd (RHEL 5 and older): `/etc/modprobe.conf` gets
-//! `alias scsi_hostadapterN virtio_blk` and network aliases to
-//! `virtio_net`; the image is rebuilt with `mkinitrd -f --with=...`.
+//! Red Hat's mkinitrd (RHEL 5 and older, Fedora 8-11): `/etc/modprobe.conf`
+//! gets `alias scsi_hostadapterN virtio_blk` (a Xen guest's `xenblk` alias
+//! becomes it) and network aliases to `virtio_net`; the image is rebuilt with `mkinitrd -f --with=...`.
 
 use super::Initramfs;
 use crate::convert::bootloader::run_noted;
@@ -13,6 +13,15 @@ use crate::progress::Progress;
 pub struct Mkinitrd;
 
 pub const MODPROBE_CONF: &str = "etc/modprobe.conf";
+
+/// Xen guests' block drivers (`alias scsi_hostadapter xenblk`).
+const XEN_BLOCK: &[&str] = &[
+    "xenblk",
+    "xen-vbd",
+    "xen_vbd",
+    "xen-blkfront",
+    "xen_blkfront",
+];
 
 impl FileRewriter for Mkinitrd {
     fn name(&self) -> &'static str {
@@ -66,6 +75,12 @@ pub fn rewrite_modprobe(text: &str, ctx: &ConvertContext) -> String {
         if fields.len() >= 3 && fields[0] == "alias" && !line.trim_start().starts_with('#') {
             if fields[1].starts_with("scsi_hostadapter") {
                 adapters += 1;
+                // A Xen guest's block driver is not in a non-Xen kernel, and
+                // mkinitrd aborts on a module it cannot find.
+                if XEN_BLOCK.contains(&fields[2]) && ctx.drivers.iter().any(|d| d == "virtio_blk") {
+                    has_virtio_blk = true;
+                    return vec![format!("alias {} virtio_blk", fields[1])];
+                }
                 has_virtio_blk |= fields[2] == "virtio_blk";
             }
             let is_nic = fields[1].starts_with("eth")

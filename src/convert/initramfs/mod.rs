@@ -1,9 +1,15 @@
 //! Initramfs tools behind one trait: make sure the VM's drivers are in the
-//! image, and rebuild it for the kernel the clone boots.
+//! image, and rebuild it for the kernel the clone boots. Which tool a guest
+//! has depends on its distribution and version, not the family alone
+//! ([`crate::convert::family::select`]): Red Hat's mkinitrd (RHEL 5 and
+//! older, Fedora 8-11), SUSE's own mkinitrd (SLES 10-11, openSUSE up to
+//! 13.1), dracut (RHEL 6+, Fedora 12+, SLES 12+, openSUSE 13.2+/Leap),
+//! initramfs-tools (Debian, Ubuntu).
 
 pub mod dracut;
 pub mod initramfs_tools;
 pub mod mkinitrd;
+pub mod suse_mkinitrd;
 
 use super::chroot::ChrootExec;
 use super::{ConvertContext, ConvertError, FileRewriter};

@@ -1,6 +1,12 @@
 //! Red Hat and SUSE `ifcfg-*` files: `HWADDR=` and `MACADDR=` are dropped
 //! (initscripts ignore a device whose MAC differs), `DEVICE=`/`NAME=` and
 //! the file name follow the plan's renames (`ifcfg-eth1` -> `ifcfg-eth0`).
+//! A bridge or bond (`ifcfg-br0`, `TYPE=Bridge`) keeps its name and file,
+//! and so do its ports (`BRIDGE=br0`, `MASTER=bond0` in `ifcfg-eth0`): a
+//! plan that maps the bridge to the VM's eth0 leaves every file where it
+//! is, so the bridge's file is never renamed onto a port's, nor two ports'
+//! onto one name. A bridge over `eth1` then has no port in a one-NIC VM,
+//! and a note says so. `IPV6ADDR=` and the other keys are kept.
 
 use super::{rename_token, NetworkConfig};
 use crate::convert::{map_lines, ConvertContext, FileAction, FilePattern, FileRewriter};
@@ -50,6 +56,10 @@ impl NetworkConfig for Ifcfg {
 
 /// The pure rewrite: the new file name and content.
 pub fn rewrite(file_name: &str, text: &str, ctx: &ConvertContext) -> (String, String) {
+    // No port takes a bridge's or bond's NIC here: each port has a file of
+    // its own, and with several ports (eth1 and eth2 in bond0) every one
+    // would be renamed onto the same ifcfg-ethN.
+    let ctx = &super::file_context(ctx, &[]);
     let content = map_lines(text, |line| {
         let t = line.trim_start();
         let Some((key, value)) = t.split_once('=') else {

@@ -3,6 +3,11 @@
 //! `set-name:` follows the same name, and an ethernet keyed by its own
 //! interface name is renamed when the plan maps it elsewhere.
 //!
+//! A bridge or bond (`bridges:`, `bonds:`) keeps its name; a mapping of it
+//! moves to its port (see [`super::file_context`]), and the ports named in
+//! `interfaces:` (and a VLAN's `link:`, a bond's `primary:`) follow the renames. Addresses,
+//! IPv6 ones included, are kept.
+//!
 //! Line-based on purpose (no YAML round trip), so comments and layout
 //! survive. Flow-style `match: {macaddress: ...}` is not handled.
 
@@ -77,7 +82,61 @@ fn is_structural(l: &Line) -> bool {
     l.key.is_some()
 }
 
+/// The virtual devices' sections, whose `interfaces:` name their ports.
+const VIRTUAL_SECTIONS: &[&str] = &["bridges", "bonds", "vlans"];
+
+/// The items of a list value: `[eth0, eth1]` or `eth0`.
+fn list_items(value: &str) -> Vec<String> {
+    value
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|w| w.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The (master, port) pairs of `bridges:` and `bonds:`.
+pub fn ports(text: &str) -> Vec<(String, String)> {
+    let lines: Vec<Line> = text.lines().map(parse).collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if !matches!(l.key.as_deref(), Some("bridges" | "bonds")) || !l.value.is_empty() {
+            continue;
+        }
+        let end = block_end(&lines, i, l.indent);
+        let Some(c) = (i + 1..end)
+            .find(|&j| is_structural(&lines[j]))
+            .map(|j| lines[j].indent)
+        else {
+            continue;
+        };
+        let mut master = None;
+        let mut in_list = false;
+        for line in &lines[i + 1..end] {
+            if is_structural(line) && line.indent == c {
+                master = line.key.clone();
+                in_list = false;
+            } else if line.key.as_deref() == Some("interfaces") {
+                in_list = line.value.is_empty();
+                for p in list_items(&line.value) {
+                    out.extend(master.clone().map(|m| (m, p)));
+                }
+            } else if is_structural(line) {
+                in_list = false;
+            } else if in_list {
+                if let Some(item) = line.text.trim_start().strip_prefix("- ") {
+                    for p in list_items(item.split(" #").next().unwrap_or("")) {
+                        out.extend(master.clone().map(|m| (m, p)));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 pub fn rewrite(text: &str, ctx: &ConvertContext) -> String {
+    let ctx = &super::file_context(ctx, &ports(text));
     let mut lines: Vec<Line> = text.lines().map(parse).collect();
     let mut i = 0;
     while i < lines.len() {
@@ -86,6 +145,13 @@ pub fn rewrite(text: &str, ctx: &ConvertContext) -> String {
             let end = block_end(&lines, i, e);
             rewrite_ethernets(&mut lines, i + 1, end, ctx);
             i = block_end(&lines, i, e);
+        } else if VIRTUAL_SECTIONS.contains(&lines[i].key.as_deref().unwrap_or(""))
+            && lines[i].value.is_empty()
+        {
+            let e = lines[i].indent;
+            let end = block_end(&lines, i, e);
+            rename_ports(&mut lines, i + 1, end, ctx);
+            i = end;
         } else {
             i += 1;
         }
@@ -204,6 +270,51 @@ fn rewrite_one(lines: &mut Vec<Line>, id_at: usize, id_end: usize, ctx: &Convert
             .unwrap_or("")
             .to_string();
         lines[id_at] = parse(&format!("{}{target}:{rest}", " ".repeat(l.indent)));
+    }
+}
+
+/// Rename the ports a virtual device names: `interfaces: [eth1]`, the
+/// `- eth1` items under `interfaces:`, and a VLAN's `link: eth1`.
+fn rename_ports(lines: &mut [Line], start: usize, end: usize, ctx: &ConvertContext) {
+    let mut in_list = false;
+    for l in lines.iter_mut().take(end).skip(start) {
+        match l.key.as_deref() {
+            Some("interfaces") => {
+                in_list = l.value.is_empty();
+                if l.value.starts_with('[') {
+                    let items = list_items(&l.value);
+                    let renamed: Vec<String> = items
+                        .iter()
+                        .map(|p| super::rename_token(p, ctx).unwrap_or_else(|| p.clone()))
+                        .collect();
+                    if renamed != items {
+                        *l = parse(&format!(
+                            "{}interfaces: [{}]",
+                            " ".repeat(l.indent),
+                            renamed.join(", ")
+                        ));
+                    }
+                }
+            }
+            Some("link" | "primary") => {
+                in_list = false;
+                if let Some(new) = super::rename_token(&l.value, ctx) {
+                    *l = with_value(l, &new);
+                }
+            }
+            Some(_) => in_list = false,
+            None if in_list => {
+                let t = l.text.trim_start();
+                if let Some(item) = t.strip_prefix("- ") {
+                    let name = item.trim();
+                    if let Some(new) = super::rename_token(name, ctx) {
+                        let indent = l.text.len() - t.len();
+                        l.text = format!("{}- {new}", " ".repeat(indent));
+                    }
+                }
+            }
+            None => {}
+        }
     }
 }
 
