@@ -110,9 +110,10 @@ impl Drop for Launched<'_> {
         // The lab service and the churn leave the source as it was.
         let _ = run(self.lab.client_command("ssh").arg("-F").arg(&self.lab.ssh_config).args([
             "debian12",
-            "[ -x /etc/init.d/hc-echo ] && /etc/init.d/hc-echo stop; touch /tmp/churn.stop; sleep 1; \
-             rm -rf /usr/local/bin/hc-echo /etc/init.d/hc-echo /etc/systemd/system/hc-echo.service \
-             /etc/systemd/system/multi-user.target.wants/hc-echo.service /etc/hc-echo.broken /srv/churn /tmp/churn.stop /root/future-dated",
+            &format!(
+                "{}; touch /tmp/churn.stop; sleep 1; rm -rf /srv/churn /tmp/churn.stop /root/future-dated",
+                common::HC_ECHO_REMOVE
+            ),
         ]));
     }
 }
@@ -166,19 +167,7 @@ fn live_clone_syncs_under_churn_and_cuts_over_with_no_ip_conflict() {
             "echo {marker} > /root/hotclone-marker && echo skewed > /root/future-dated && touch -d 2100-01-01 /root/future-dated"
         ),
     );
-    run_ok(
-        lab.client_command("ssh")
-            .arg("-F")
-            .arg(&lab.ssh_config)
-            .args(["debian12", "sh", "-s"])
-            .stdin(
-                std::fs::File::open(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/tests/fixtures/hc-echo.sh"
-                ))
-                .unwrap(),
-            ),
-    );
+    common::install_hc_echo(&lab, "debian12");
     wait_for_service(&lab);
     let mut l = launch(&lab, &work, "live");
     let vm = l.vm_json();
@@ -496,12 +485,105 @@ fn assert_source_serves(lab: &Lab, source: &common::LabSource) {
     wait_for_service(lab);
 }
 
+/// The gate: a cutover of a clone never rehearsed is refused, touching
+/// nothing. Then the live target's rehearsal: it passes, the VM's disk is
+/// the same byte for byte afterwards, the rescue system still runs, and a
+/// capture of the production bridge holds no frame of the rehearsal.
+fn rehearsal_gate(l: &Launched, source: &common::LabSource) {
+    let before = source_addresses(source);
+    let out = run(&mut cutover_cmd(l, &[]));
+    let err = stderr_of(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("never rehearsed") && err.contains("hotclone rehearse live"),
+        "{err}"
+    );
+    assert_eq!(source_addresses(source), before);
+    assert_eq!(l.vm_json()["mode"], "rescue");
+
+    let disk = PathBuf::from(l.vm_json()["disk"].as_str().unwrap());
+    let sha = |p: &Path| run_ok(Command::new("sha256sum").arg(p));
+    let disk_before = sha(&disk);
+    let pcap = l.home.join("rehearsal.pcap");
+    let mut capture = Command::new("ip")
+        .args([
+            "netns", "exec", "hc-lan", "tcpdump", "-i", "br0", "-U", "-n", "-w",
+        ])
+        .arg(&pcap)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let out = run(l
+        .hotclone()
+        .args(["rehearse", "live", "--json", "-F"])
+        .arg(&l.lab.ssh_config)
+        .args([
+            "--check",
+            "tcp:8080",
+            "--check",
+            "cmd:test -s /etc/hostname",
+        ]));
+    std::thread::sleep(Duration::from_secs(1));
+    // The tcpdump this test started (ip netns exec runs it as this pid).
+    unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
+    let _ = capture.wait();
+    assert!(
+        out.status.success(),
+        "the live rehearsal failed: {}",
+        stderr_of(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rec: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .rfind(|l| l.contains("\"event\":\"rehearsal\""))
+            .unwrap(),
+    )
+    .unwrap();
+    let rec = &rec["record"];
+    assert_eq!(rec["passed"], true, "{rec}");
+    let t = &rec["timings"];
+    eprintln!(
+        "live rehearsal timings (ms): overlay {} boot {} checks {} teardown {} total {}",
+        t["overlay_ms"], t["boot_ms"], t["checks_ms"], t["teardown_ms"], t["total_ms"]
+    );
+    assert_eq!(
+        sha(&disk),
+        disk_before,
+        "the rehearsal changed the VM's disk"
+    );
+    assert_eq!(l.vm_json()["mode"], "rescue");
+    let parked = l.rescue_ssh("ls -A /run/hotclone 2>/dev/null | wc -l; mountpoint -q /mnt/target && echo mounted || echo unmounted");
+    assert_eq!(
+        String::from_utf8_lossy(&parked.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "unmounted"],
+        "the rescue system runs, with nothing of the rehearsal left"
+    );
+    let captured = std::fs::read(&pcap).unwrap();
+    let mac = rec["mac"].as_str().unwrap();
+    assert_ne!(mac, l.vm_json()["mac"].as_str().unwrap());
+    assert_eq!(
+        common::pcap::frames_from(&captured, mac),
+        0,
+        "frames from {mac}"
+    );
+    assert_eq!(
+        common::pcap::frames_naming(&captured, [198, 51, 100, 11]),
+        0,
+        "frames for the production address during the rehearsal"
+    );
+}
+
 /// Three cutovers of the same migration: a stranger takes the production
 /// address after the source let go (refused, rolled back); the clone's
 /// service is broken (its health check fails, rolled back); then the
 /// real one, under a packet capture of the bridge.
 fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
     l.source_moved = Some(source.ns.clone());
+    rehearsal_gate(l, source);
     // A dry run names every step and changes nothing.
     let before = source_addresses(source);
     let dry = run_ok(&mut cutover_cmd(l, &["--dry-run"]));
@@ -607,6 +689,10 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
         std::fs::read_to_string(l.home.join(&l.name).join("cutover-report.md")).unwrap()
     );
     assert_eq!(rec["outcome"]["state"], "done", "{rec}");
+    assert!(
+        rec["rehearsal"].as_str().unwrap().starts_with("passed"),
+        "the report names the rehearsal it relied on: {rec}"
+    );
     assert!(rec["downtime_ms"].as_u64().unwrap() > 0, "{rec}");
     assert_eq!(l.vm_json()["mode"], "disk");
 

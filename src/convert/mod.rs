@@ -725,7 +725,64 @@ pub fn convert(
         progress.note(&n);
         report.notes.push(n);
     }
+    verify_interfaces(root, &ctx)?;
     Ok(report)
+}
+
+/// The boot check's network part: every interface the converted config
+/// brings up at boot is one the VM will have
+/// ([`network::interfaces_check`]).
+pub fn verify_interfaces(root: &Path, ctx: &ConvertContext) -> Result<(), ConvertError> {
+    use network::interfaces_check::{first_missing, ifcfg_brought_up, ifupdown_brought_up};
+    let mut vm_nics: Vec<String> = ctx.nics.iter().map(|n| n.target.clone()).collect();
+    if vm_nics.is_empty() {
+        // Every VM hotclone makes has one NIC.
+        vm_nics.push("eth0".into());
+    }
+    let mut files: Vec<(PathBuf, Vec<(usize, String)>)> = Vec::new();
+    let list = |dir: &str| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let mut ifupdown = vec![root.join("etc/network/interfaces")];
+    ifupdown.extend(list("etc/network/interfaces.d"));
+    for path in ifupdown {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            files.push((path, ifupdown_brought_up(&text)));
+        }
+    }
+    for dir in ["etc/sysconfig/network-scripts", "etc/sysconfig/network"] {
+        for path in list(dir) {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
+            let Some(device) = name.strip_prefix("ifcfg-") else {
+                continue;
+            };
+            if device.contains(".bak") || device.ends_with('~') || device.ends_with(".orig") {
+                continue;
+            }
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                files.push((path, ifcfg_brought_up(&text, device).into_iter().collect()));
+            }
+        }
+    }
+    for (path, up) in files {
+        if let Some((line, iface, base)) = first_missing(&up, &vm_nics) {
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            return Err(ConvertError::Verify(format!(
+                "/{} line {line} brings up {iface} at boot, but the VM will have {} only: {base} does not exist there, so the clone would boot without that network. Map the source's NIC to a VM NIC in the plan (its [[network]] entries), or take {iface} out of the source's config and sync again",
+                rel.display(),
+                vm_nics.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The network step: every network style's rewrites, with the plan's

@@ -1092,3 +1092,45 @@ fn two_swaps_map_to_their_own_new_swaps() {
         "UUID=1111 none swap sw 0 0\nUUID=2222 none swap sw 0 0\n"
     );
 }
+
+/// Issue 13: a converted config that brings up a NIC the VM will not have
+/// fails the boot check, naming the file and the line; the VM's own NICs,
+/// VLANs on them and bridges pass.
+#[test]
+fn regression_the_boot_check_finds_a_config_bringing_up_a_nic_the_vm_lacks() {
+    let root = scratch("interfaces-check");
+    let mut ctx = ConvertContext::new(guest(DistroFamily::Debian, BootloaderKind::Grub2), vec![]);
+    ctx.nics = vec![NicRename {
+        source: "eth1".into(),
+        mac: None,
+        target: "eth0".into(),
+    }];
+    std::fs::create_dir_all(root.join("etc/network/interfaces.d")).unwrap();
+    std::fs::create_dir_all(root.join("etc/sysconfig/network-scripts")).unwrap();
+    std::fs::write(
+        root.join("etc/network/interfaces"),
+        "auto lo\niface lo inet loopback\nauto eth0 eth0.100 br0\n",
+    )
+    .unwrap();
+    verify_interfaces(&root, &ctx).unwrap();
+    std::fs::write(
+        root.join("etc/network/interfaces.d/backup"),
+        "# the old NIC\n\nallow-hotplug eth5\niface eth5 inet dhcp\n",
+    )
+    .unwrap();
+    let err = verify_interfaces(&root, &ctx).unwrap_err().to_string();
+    assert!(
+        err.contains("/etc/network/interfaces.d/backup line 3 brings up eth5")
+            && err.contains("eth0 only"),
+        "{err}"
+    );
+    std::fs::remove_file(root.join("etc/network/interfaces.d/backup")).unwrap();
+    std::fs::write(
+        root.join("etc/sysconfig/network-scripts/ifcfg-eth1"),
+        "DEVICE=eth1\nONBOOT=yes\n",
+    )
+    .unwrap();
+    let err = verify_interfaces(&root, &ctx).unwrap_err().to_string();
+    assert!(err.contains("ifcfg-eth1 line 2 brings up eth1"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}

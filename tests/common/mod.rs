@@ -308,3 +308,26 @@ pub fn rescue_dir() -> PathBuf {
     );
     dir
 }
+
+/// Install the lab's TCP service (`tests/fixtures/hc-echo.sh`: port 8080
+/// answers with the hostname) on a source, and start it.
+pub fn install_hc_echo(lab: &Lab, source: &str) {
+    run_ok(
+        lab.client_command("ssh")
+            .arg("-F")
+            .arg(&lab.ssh_config)
+            .args([source, "sh", "-s"])
+            .stdin(
+                std::fs::File::open(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/fixtures/hc-echo.sh"
+                ))
+                .unwrap(),
+            ),
+    );
+}
+
+/// The source's shell command that stops and removes the lab service.
+pub const HC_ECHO_REMOVE: &str = "[ -x /etc/init.d/hc-echo ] && /etc/init.d/hc-echo stop; \
+rm -rf /usr/local/bin/hc-echo /etc/init.d/hc-echo /etc/systemd/system/hc-echo.service \
+/etc/systemd/system/multi-user.target.wants/hc-echo.service /etc/hc-echo.broken";

@@ -13,8 +13,9 @@ pub struct Claim {
     pub mac: String,
 }
 
-/// Every ARP packet in `pcap` (classic format, Ethernet) sent from `ip`.
-pub fn arp_claims(pcap: &[u8], ip: [u8; 4]) -> Vec<Claim> {
+/// The Ethernet frames of a classic pcap file, with their time
+/// (microseconds since the epoch).
+pub fn frames(pcap: &[u8]) -> Vec<(u64, &[u8])> {
     assert!(pcap.len() >= 24, "not a pcap file ({} bytes)", pcap.len());
     let le = match pcap[..4] {
         [0xd4, 0xc3, 0xb2, 0xa1] => true,
@@ -42,25 +43,61 @@ pub fn arp_claims(pcap: &[u8], ip: [u8; 4]) -> Vec<Claim> {
             u32_at(pcap, i + 4) as u64,
             u32_at(pcap, i + 8) as usize,
         );
-        let frame = &pcap[i + 16..(i + 16 + len).min(pcap.len())];
+        out.push((
+            sec * 1_000_000 + usec,
+            &pcap[i + 16..(i + 16 + len).min(pcap.len())],
+        ));
         i += 16 + len;
+    }
+    out
+}
+
+fn mac_text(b: &[u8]) -> String {
+    b.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Every ARP packet in `pcap` (classic format, Ethernet) sent from `ip`.
+pub fn arp_claims(pcap: &[u8], ip: [u8; 4]) -> Vec<Claim> {
+    let mut out = Vec::new();
+    for (at_us, frame) in frames(pcap) {
         if frame.len() < 42 || frame[12..14] != [0x08, 0x06] {
             continue;
         }
         let arp = &frame[14..];
         if arp[14..18] == ip {
             out.push(Claim {
-                at_us: sec * 1_000_000 + usec,
+                at_us,
                 op: u16::from_be_bytes([arp[6], arp[7]]),
-                mac: arp[8..14]
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":"),
+                mac: mac_text(&arp[8..14]),
             });
         }
     }
     out
+}
+
+/// Frames sent from `mac` (`aa:bb:...`, any case).
+pub fn frames_from(pcap: &[u8], mac: &str) -> usize {
+    let mac = mac.to_lowercase();
+    frames(pcap)
+        .iter()
+        .filter(|(_, f)| f.len() >= 12 && mac_text(&f[6..12]) == mac)
+        .count()
+}
+
+/// ARP and IPv4 frames that name `ip` anywhere an address goes: ARP's
+/// sender or target, IPv4's source or destination.
+pub fn frames_naming(pcap: &[u8], ip: [u8; 4]) -> usize {
+    frames(pcap)
+        .iter()
+        .filter(|(_, f)| match f.get(12..14) {
+            Some([0x08, 0x06]) if f.len() >= 42 => f[28..32] == ip || f[38..42] == ip,
+            Some([0x08, 0x00]) if f.len() >= 34 => f[26..30] == ip || f[30..34] == ip,
+            _ => false,
+        })
+        .count()
 }
 
 /// The MACs in the order they took turns claiming the address: one entry

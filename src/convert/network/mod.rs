@@ -12,6 +12,7 @@
 
 pub mod ifcfg;
 pub mod ifupdown;
+pub mod interfaces_check;
 pub mod netplan;
 pub mod networkd;
 pub mod networkmanager;
