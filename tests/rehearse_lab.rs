@@ -312,7 +312,7 @@ fn rehearsal_passes_a_good_clone_without_a_frame_on_production_and_names_the_cau
         "touch etc/hc-echo.broken",
         "rm -f etc/hc-echo.broken",
         &["--health-timeout", "20"],
-        &["hc-echo runs", "does not run on the clone"],
+        &["hc-echo runs", "hc-echo does not run on the clone"],
     );
     let st = c.status();
     assert_eq!(st["last_rehearsal"]["passed"], false, "{st}");

@@ -101,7 +101,8 @@ pub struct Expected<'a> {
 }
 
 /// One health check's outcome: its name (`cron runs`, `tcp ADDR:80`) and,
-/// when it failed, why.
+/// when it failed, a sentence that says so (`cron does not run on the
+/// clone`, `tcp ADDR:80: connection refused`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub name: String,
@@ -109,12 +110,9 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// The report's line: the name, or the name and the failure.
+    /// The report's line: the name, or the failure.
     pub fn line(&self) -> String {
-        match &self.failure {
-            None => self.name.clone(),
-            Some(why) => format!("{}: {why}", self.name),
-        }
+        self.failure.clone().unwrap_or_else(|| self.name.clone())
     }
 }
 
@@ -130,8 +128,8 @@ pub async fn check_once(
     for s in expected.services {
         let failure = match session.run(&manager.is_running(s), b"").await {
             Ok(o) if o.status.success() => None,
-            Ok(_) => Some("it does not run on the clone".to_string()),
-            Err(e) => Some(format!("cannot ask the clone ({e})")),
+            Ok(_) => Some(format!("{s} does not run on the clone")),
+            Err(e) => Some(format!("{s}: cannot ask the clone ({e})")),
         };
         out.push(Verdict {
             name: format!("{s} runs"),
@@ -159,9 +157,10 @@ pub async fn check_once(
                 Err(e) => Err(e.to_string()),
             },
         };
+        let name = c.describe(first);
         out.push(Verdict {
-            name: c.describe(first),
-            failure: result.err(),
+            failure: result.err().map(|e| format!("{name}: {e}")),
+            name,
         });
     }
     out

@@ -275,6 +275,58 @@ pub async fn run(
     Ok(rehearsal)
 }
 
+/// The rehearsal's VM: the overlay on the isolated bridge in namespace
+/// `ns`. Its backing file may be the live VM's disk, which that VM's QEMU
+/// holds locked; it is only read here, and parked.
+fn rehearsal_vm(
+    migration: &str,
+    overlay: &Path,
+    ns: &str,
+    mac: String,
+    memory_mib: u64,
+    cpus: u32,
+) -> VmState {
+    VmState {
+        name: format!("rehearse-{migration}"),
+        disk: overlay.to_path_buf(),
+        format: ImageFormat::Qcow2,
+        size_bytes: 0,
+        net: NetSpec::Bridge {
+            bridge: isolated::BRIDGE.into(),
+            netns: Some(ns.to_string()),
+        },
+        tap: String::new(),
+        tap_created: false,
+        mac,
+        staging_ip: None,
+        memory_mib,
+        cpus,
+        pid: None,
+        mode: BootMode::Disk,
+        rescue_host_key: String::new(),
+        rescue_agent_build: String::new(),
+        drive_options: vec!["backing.file.locking=off".into()],
+    }
+}
+
+/// A rehearsal killed before its teardown leaves its QEMU running (it is
+/// daemonized): stop it, found by its pidfile and checked to be a QEMU
+/// on this rehearsal's overlay.
+fn stop_stale_vm(dir: &Path, overlay: &Path) {
+    let files = VmFiles {
+        dir: dir.to_path_buf(),
+    };
+    let pid = std::fs::read_to_string(files.pidfile())
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok());
+    if let Some(pid) = pid.filter(|p| crate::launch::qemu::is_our_qemu(*p, overlay)) {
+        let mut stale = rehearsal_vm("stale", overlay, "", String::new(), 0, 0);
+        stale.pid = Some(pid);
+        let _ = crate::launch::qemu::stop(&mut stale);
+    }
+    let _ = std::fs::remove_file(files.pidfile());
+}
+
 /// Overlay, network, boot, probe and teardown, with the target parked.
 #[allow(clippy::too_many_arguments)]
 async fn rehearse_parked(
@@ -292,6 +344,7 @@ async fn rehearse_parked(
     let phase_started = Instant::now();
     progress.phase("making the overlay");
     let overlay = dir.join("overlay.qcow2");
+    stop_stale_vm(dir, &overlay);
     let _ = std::fs::remove_file(&overlay);
     let backing_format = match format {
         ImageFormat::Raw => "raw",
@@ -328,33 +381,17 @@ async fn rehearse_parked(
         }
     };
     let (memory, cpus) = crate::launch::size_like(Some(&inventory.hardware));
-    let mut state = VmState {
-        name: format!("rehearse-{}", migration.name),
-        disk: overlay.clone(),
-        format: ImageFormat::Qcow2,
-        size_bytes: 0,
-        net: NetSpec::Bridge {
-            bridge: isolated::BRIDGE.into(),
-            netns: Some(ns.clone()),
-        },
-        tap: String::new(),
-        tap_created: false,
-        // A MAC of its own: the live VM's rescue system keeps its MAC on
-        // the production segment meanwhile, and a capture there can tell
-        // the two apart (the clone's NIC is eth0 either way: conversion
-        // pins no MAC).
-        mac: crate::launch::qemu::random_mac(),
-        staging_ip: None,
-        memory_mib: vm.map(|v| v.memory_mib).unwrap_or(memory),
-        cpus: vm.map(|v| v.cpus).unwrap_or(cpus),
-        pid: None,
-        mode: BootMode::Disk,
-        rescue_host_key: String::new(),
-        rescue_agent_build: String::new(),
-        // The backing file may be the live VM's disk, which its QEMU
-        // holds locked; it is only read here, and parked.
-        drive_options: vec!["backing.file.locking=off".into()],
-    };
+    // A MAC of its own: the live VM's rescue system keeps its MAC on the
+    // production segment meanwhile, and a capture there can tell the two
+    // apart (the clone's NIC is eth0 either way: conversion pins no MAC).
+    let mut state = rehearsal_vm(
+        &migration.name,
+        &overlay,
+        &ns,
+        crate::launch::qemu::random_mac(),
+        vm.map(|v| v.memory_mib).unwrap_or(memory),
+        vm.map(|v| v.cpus).unwrap_or(cpus),
+    );
     let files = VmFiles {
         dir: dir.to_path_buf(),
     };
