@@ -505,15 +505,7 @@ fn rehearsal_gate(l: &Launched, source: &common::LabSource) {
     let sha = |p: &Path| run_ok(Command::new("sha256sum").arg(p));
     let disk_before = sha(&disk);
     let pcap = l.home.join("rehearsal.pcap");
-    let mut capture = Command::new("ip")
-        .args([
-            "netns", "exec", "hc-lan", "tcpdump", "-i", "br0", "-U", "-n", "-w",
-        ])
-        .arg(&pcap)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let capture = common::pcap::Capture::production(&pcap, None);
     let out = run(l
         .hotclone()
         .args(["rehearse", "live", "--json", "-F"])
@@ -524,24 +516,13 @@ fn rehearsal_gate(l: &Launched, source: &common::LabSource) {
             "--check",
             "cmd:test -s /etc/hostname",
         ]));
-    std::thread::sleep(Duration::from_secs(1));
-    // The tcpdump this test started (ip netns exec runs it as this pid).
-    unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
-    let _ = capture.wait();
+    let captured = capture.stop(Duration::from_secs(1));
     assert!(
         out.status.success(),
         "the live rehearsal failed: {}",
         stderr_of(&out)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let rec: serde_json::Value = serde_json::from_str(
-        stdout
-            .lines()
-            .rfind(|l| l.contains("\"event\":\"rehearsal\""))
-            .unwrap(),
-    )
-    .unwrap();
-    let rec = &rec["record"];
+    let rec = &common::rehearsal_record(&out);
     assert_eq!(rec["passed"], true, "{rec}");
     let t = &rec["timings"];
     eprintln!(
@@ -562,7 +543,6 @@ fn rehearsal_gate(l: &Launched, source: &common::LabSource) {
         ["0", "unmounted"],
         "the rescue system runs, with nothing of the rehearsal left"
     );
-    let captured = std::fs::read(&pcap).unwrap();
     let mac = rec["mac"].as_str().unwrap();
     assert_ne!(mac, l.vm_json()["mac"].as_str().unwrap());
     assert_eq!(
@@ -660,24 +640,12 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
 
     // 3. The real cutover, the bridge captured throughout.
     let pcap = l.home.join("cutover.pcap");
-    let mut capture = Command::new("ip")
-        .args([
-            "netns", "exec", "hc-lan", "tcpdump", "-i", "br0", "-U", "-n", "-w",
-        ])
-        .arg(&pcap)
-        .arg("arp")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let capture = common::pcap::Capture::production(&pcap, Some("arp"));
     let out = run(&mut cutover_cmd(
         l,
         &["--check", "cmd:test -s /etc/hostname", "--json"],
     ));
-    std::thread::sleep(Duration::from_secs(3));
-    // The tcpdump this test started (ip netns exec runs it as this pid).
-    unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
-    let _ = capture.wait();
+    let captured = capture.stop(Duration::from_secs(3));
     assert!(
         out.status.success(),
         "the cutover failed: {}",
@@ -719,7 +687,7 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
         .and_then(|r| r.split_whitespace().next())
         .unwrap()
         .to_lowercase();
-    let claims = common::pcap::arp_claims(&std::fs::read(&pcap).unwrap(), [198, 51, 100, 11]);
+    let claims = common::pcap::arp_claims(&captured, [198, 51, 100, 11]);
     eprintln!("ARP claims for {PROD_IP}: {claims:?}");
     assert_eq!(
         common::pcap::turns(&claims),

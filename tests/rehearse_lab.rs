@@ -69,15 +69,6 @@ impl Clone<'_> {
             .args(extra))
     }
 
-    fn record(out: &Output) -> serde_json::Value {
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout
-            .lines()
-            .rfind(|l| l.contains("\"event\":\"rehearsal\""))
-            .unwrap_or_else(|| panic!("no rehearsal record in:\n{stdout}"));
-        serde_json::from_str::<serde_json::Value>(line).unwrap()["record"].clone()
-    }
-
     fn status(&self) -> serde_json::Value {
         let out = run_ok(
             self.lab
@@ -101,7 +92,7 @@ impl Clone<'_> {
             Some(1),
             "{case}: the rehearsal must fail"
         );
-        let rec = Self::record(&out);
+        let rec = common::rehearsal_record(&out);
         assert_eq!(rec["passed"], false, "{case}: {rec}");
         let failed: Vec<String> = rec["checks"]
             .as_array()
@@ -190,15 +181,7 @@ fn rehearsal_passes_a_good_clone_without_a_frame_on_production_and_names_the_cau
     // 1. The good clone, with the production bridge captured throughout.
     let before = sha256(&image);
     let pcap = dir.join("rehearsal.pcap");
-    let mut capture = Command::new("ip")
-        .args([
-            "netns", "exec", "hc-lan", "tcpdump", "-i", "br0", "-U", "-n", "-w",
-        ])
-        .arg(&pcap)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let capture = common::pcap::Capture::production(&pcap, None);
     let identity = [
         format!("cmd:test \"$(hostname)\" = {}", src.hostname),
         format!("cmd:grep -qx {marker} /root/hotclone-marker"),
@@ -213,12 +196,9 @@ fn rehearsal_passes_a_good_clone_without_a_frame_on_production_and_names_the_cau
         args.extend(["--check", i]);
     }
     let out = c.rehearse(&args);
-    std::thread::sleep(Duration::from_secs(1));
-    // The tcpdump this test started (ip netns exec runs it as this pid).
-    unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
-    let _ = capture.wait();
+    let captured = capture.stop(Duration::from_secs(1));
     assert!(out.status.success(), "the good clone's rehearsal failed");
-    let rec = Clone::record(&out);
+    let rec = common::rehearsal_record(&out);
     assert_eq!(rec["passed"], true, "{rec}");
     let names: Vec<&str> = rec["checks"]
         .as_array()
@@ -259,7 +239,6 @@ fn rehearsal_passes_a_good_clone_without_a_frame_on_production_and_names_the_cau
     );
     // Nothing of the rehearsal reached production: no frame from the
     // clone's NIC, nothing to or from the production address.
-    let captured = std::fs::read(&pcap).unwrap();
     let mac = rec["mac"].as_str().unwrap();
     eprintln!(
         "production bridge during the rehearsal: {} frame(s)",

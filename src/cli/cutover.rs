@@ -92,12 +92,7 @@ pub struct CutoverArgs {
 
 pub async fn run(args: CutoverArgs) -> anyhow::Result<u8> {
     let migration = Migration::open(&migration::home(), &args.name)?;
-    let checks = args
-        .checks
-        .iter()
-        .map(|c| Check::parse(c))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
+    let checks = Check::parse_all(&args.checks).map_err(anyhow::Error::msg)?;
     let opts = CutoverOptions {
         stop: args.stop.clone(),
         quiesce_all: args.quiesce.is_some(),

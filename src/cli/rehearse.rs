@@ -72,12 +72,7 @@ pub struct RehearseArgs {
 
 pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
     let migration = Migration::open(&migration::home(), &args.name)?;
-    let checks = args
-        .checks
-        .iter()
-        .map(|c| Check::parse(c))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
+    let checks = Check::parse_all(&args.checks).map_err(anyhow::Error::msg)?;
     let opts = RehearseOptions {
         checks,
         ignore_services: args.ignore_services.clone(),

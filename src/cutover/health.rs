@@ -48,6 +48,11 @@ impl Check {
         Err(bad("unknown kind"))
     }
 
+    /// Every `--check` given, parsed; the first bad one is the error.
+    pub fn parse_all(texts: &[String]) -> Result<Vec<Check>, String> {
+        texts.iter().map(|t| Check::parse(t)).collect()
+    }
+
     pub fn describe(&self, default_host: &str) -> String {
         match self {
             Check::Tcp { host, port } => {

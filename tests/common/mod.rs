@@ -331,3 +331,13 @@ pub fn install_hc_echo(lab: &Lab, source: &str) {
 pub const HC_ECHO_REMOVE: &str = "[ -x /etc/init.d/hc-echo ] && /etc/init.d/hc-echo stop; \
 rm -rf /usr/local/bin/hc-echo /etc/init.d/hc-echo /etc/systemd/system/hc-echo.service \
 /etc/systemd/system/multi-user.target.wants/hc-echo.service /etc/hc-echo.broken";
+
+/// The record `hotclone rehearse --json` printed last.
+pub fn rehearsal_record(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rfind(|l| l.contains("\"event\":\"rehearsal\""))
+        .unwrap_or_else(|| panic!("no rehearsal record in:\n{stdout}"));
+    serde_json::from_str::<serde_json::Value>(line).unwrap()["record"].clone()
+}

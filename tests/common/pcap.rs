@@ -112,3 +112,41 @@ pub fn turns(claims: &[Claim]) -> Vec<String> {
     }
     out
 }
+
+/// A `tcpdump -w` on the lab's production bridge (`br0` in `hc-lan`),
+/// running until [`Capture::stop`].
+pub struct Capture {
+    child: std::process::Child,
+    pub path: std::path::PathBuf,
+}
+
+impl Capture {
+    /// Start capturing (`filter`: a tcpdump expression, e.g. `arp`), and
+    /// give tcpdump two seconds to open the interface.
+    pub fn production(path: &std::path::Path, filter: Option<&str>) -> Capture {
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", "hc-lan", "tcpdump", "-i", "br0", "-U", "-n", "-w",
+            ])
+            .arg(path)
+            .args(filter)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        Capture {
+            child,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Stop after `grace` (for the last frames) and read the file.
+    pub fn stop(mut self, grace: std::time::Duration) -> Vec<u8> {
+        std::thread::sleep(grace);
+        // SAFETY: the tcpdump this test started (ip netns exec runs it as
+        // this pid).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        std::fs::read(&self.path).unwrap()
+    }
+}

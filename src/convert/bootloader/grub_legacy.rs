@@ -305,6 +305,20 @@ fn remap_device(dev: &str, part: Option<u32>) -> String {
 /// remapped ([`remap_device`]), and, when the source's /boot filesystem
 /// became a directory of / (`merged`), `/boot` in front of a path named
 /// from that filesystem's top.
+/// A kernel-ish line's head (its `--options` and image path), with the
+/// path remapped and the options kept.
+fn remap_head(head: &[String], part: Option<u32>, merged: bool) -> Vec<String> {
+    head.iter()
+        .map(|h| {
+            if h.starts_with("--") {
+                h.clone()
+            } else {
+                remap_path(h, part, merged)
+            }
+        })
+        .collect()
+}
+
 fn remap_path(path: &str, part: Option<u32>, merged: bool) -> String {
     let (dev, file) = match path.strip_prefix('(').and_then(|r| r.split_once(')')) {
         Some((d, f)) => (remap_device(&format!("({d})"), part), f),
@@ -390,16 +404,7 @@ pub fn rewrite_menu(text: &str, ctx: &ConvertContext) -> String {
             }
             "splashimage" | "gfxmenu" | "initrd" => {
                 let (head, args) = kernel_head(rest);
-                let mut all: Vec<String> = head
-                    .iter()
-                    .map(|h| {
-                        if h.starts_with("--") {
-                            h.clone()
-                        } else {
-                            remap_path(h, part, merged)
-                        }
-                    })
-                    .collect();
+                let mut all = remap_head(&head, part, merged);
                 all.extend(args);
                 all.join(" ")
             }
@@ -425,16 +430,7 @@ pub fn rewrite_menu(text: &str, ctx: &ConvertContext) -> String {
                 } else if linux_line {
                     after_hypervisor = false;
                 }
-                let mut all: Vec<String> = head
-                    .iter()
-                    .map(|h| {
-                        if h.starts_with("--") {
-                            h.clone()
-                        } else {
-                            remap_path(h, part, merged)
-                        }
-                    })
-                    .collect();
+                let mut all = remap_head(&head, part, merged);
                 if linux_line {
                     all.extend(edit_cmdline(&args, ctx, true));
                 } else {

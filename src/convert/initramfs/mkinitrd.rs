@@ -3,7 +3,6 @@
 //! becomes it) and network aliases to `virtio_net`; the image is rebuilt with `mkinitrd -f --with=...`.
 
 use super::Initramfs;
-use crate::convert::bootloader::run_noted;
 use crate::convert::chroot::ChrootExec;
 use crate::convert::{
     map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter,
@@ -48,10 +47,7 @@ impl Initramfs for Mkinitrd {
         ctx: &ConvertContext,
         progress: &mut dyn Progress,
     ) -> Result<(), ConvertError> {
-        let args = mkinitrd_args(ctx);
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_noted(exec, &argv, progress)?;
-        Ok(())
+        super::run_args(exec, &mkinitrd_args(ctx), progress)
     }
 }
 

@@ -36,3 +36,14 @@ pub(crate) fn listed(text: &str, driver: &str) -> bool {
         .filter_map(|l| l.split_whitespace().next())
         .any(|w| w.replace('-', "_") == want)
 }
+
+/// Run an initramfs tool's argument list in the chroot (its output to the
+/// progress notes; a failure names the command).
+pub(crate) fn run_args(
+    exec: &mut dyn ChrootExec,
+    args: &[String],
+    progress: &mut dyn Progress,
+) -> Result<(), ConvertError> {
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    super::bootloader::run_noted(exec, &argv, progress).map(|_| ())
+}

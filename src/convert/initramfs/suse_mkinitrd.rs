@@ -10,7 +10,6 @@
 //! the sysconfig file stays rewritten (a rerun changes nothing more).
 
 use super::Initramfs;
-use crate::convert::bootloader::run_noted;
 use crate::convert::chroot::ChrootExec;
 use crate::convert::{
     map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter,
@@ -49,10 +48,7 @@ impl Initramfs for SuseMkinitrd {
         ctx: &ConvertContext,
         progress: &mut dyn Progress,
     ) -> Result<(), ConvertError> {
-        let args = mkinitrd_args(ctx);
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_noted(exec, &argv, progress)?;
-        Ok(())
+        super::run_args(exec, &mkinitrd_args(ctx), progress)
     }
 }
 

@@ -58,6 +58,14 @@ fn key_value(line: &str) -> Option<(&str, &str)> {
     Some((k.trim(), v.trim()))
 }
 
+/// `[name]` -> `name`, lower-cased.
+fn section_header(line: &str) -> Option<String> {
+    line.trim()
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .map(str::to_ascii_lowercase)
+}
+
 fn is_ethernet(section: &str) -> bool {
     section == "ethernet" || section == "802-3-ethernet"
 }
@@ -68,12 +76,8 @@ pub fn ports(text: &str) -> Vec<(String, String)> {
     let (mut master, mut name) = (None, None);
     let mut section = String::new();
     for line in text.lines() {
-        if let Some(s) = line
-            .trim()
-            .strip_prefix('[')
-            .and_then(|s| s.strip_suffix(']'))
-        {
-            section = s.to_ascii_lowercase();
+        if let Some(s) = section_header(line) {
+            section = s;
         } else if section == "connection" {
             match key_value(line) {
                 Some(("master" | "controller", v)) => master = Some(v.to_string()),
@@ -95,12 +99,8 @@ pub fn rewrite(text: &str, ctx: &ConvertContext) -> String {
     let mut mac = None;
     let mut name = None;
     for line in text.lines() {
-        if let Some(s) = line
-            .trim()
-            .strip_prefix('[')
-            .and_then(|s| s.strip_suffix(']'))
-        {
-            section = s.to_ascii_lowercase();
+        if let Some(s) = section_header(line) {
+            section = s;
         } else {
             match key_value(line) {
                 Some(("mac-address", v)) if is_ethernet(&section) && !v.is_empty() => {
@@ -128,12 +128,8 @@ pub fn rewrite(text: &str, ctx: &ConvertContext) -> String {
     for (i, chunk) in lines.iter().enumerate() {
         let line = chunk.trim_end_matches('\n');
         let nl = if chunk.ends_with('\n') { "\n" } else { "" };
-        if let Some(s) = line
-            .trim()
-            .strip_prefix('[')
-            .and_then(|s| s.strip_suffix(']'))
-        {
-            section = s.to_ascii_lowercase();
+        if let Some(s) = section_header(line) {
+            section = s;
             out.push(format!("{line}{nl}"));
             continue;
         }
