@@ -16,29 +16,13 @@
 //!
 //! Comments, blank lines and spacing are preserved.
 
-use super::{
-    join_keep_gaps, map_lines, split_keep_gaps, ConvertContext, FileAction, FilePattern,
-    FileRewriter,
-};
+use super::{join_keep_gaps, map_lines, split_keep_gaps, ConvertContext};
 
 pub const NOT_COPIED: &str = "# hotclone: not copied: ";
 
 pub struct Fstab;
 
-impl FileRewriter for Fstab {
-    fn name(&self) -> &'static str {
-        "fstab"
-    }
-    fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern {
-            pattern: "etc/fstab",
-            create: false,
-        }]
-    }
-    fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
-        FileAction::from_text(text, rewrite(text, ctx))
-    }
-}
+one_file_rewriter!(Fstab, "fstab", "etc/fstab", false, rewrite);
 
 /// The prefix of a swap line whose swap another line already names: the
 /// plan made one swap partition for several source swaps, and two lines

@@ -54,6 +54,34 @@
 //! [`ConvertError::Verify`], naming the file, the line and what to do, and
 //! what it could not read becomes a note in the [`ConvertReport`].
 
+/// A [`FileRewriter`] for one file whose new text is a pure function of its
+/// text and the context: `one_file_rewriter!(Type, "name", PATH, create,
+/// |text, ctx| new_text)`.
+macro_rules! one_file_rewriter {
+    ($ty:ty, $name:expr, $path:expr, $create:expr, $rewrite:expr) => {
+        impl $crate::convert::FileRewriter for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn files(&self) -> &'static [$crate::convert::FilePattern] {
+                &[$crate::convert::FilePattern {
+                    pattern: $path,
+                    create: $create,
+                }]
+            }
+            fn rewrite(
+                &self,
+                _path: &str,
+                text: &str,
+                ctx: &$crate::convert::ConvertContext,
+            ) -> $crate::convert::FileAction {
+                let rewrite: fn(&str, &$crate::convert::ConvertContext) -> String = $rewrite;
+                $crate::convert::FileAction::from_text(text, rewrite(text, ctx))
+            }
+        }
+    };
+}
+
 pub mod bootloader;
 pub mod chroot;
 pub mod console;

@@ -10,7 +10,7 @@
 //! - ttyS0 gets a getty at 115200 unless one runs there.
 
 use super::{is_xen_console, SERIAL_BAUD};
-use crate::convert::{map_lines, ConvertContext, FileAction, FilePattern, FileRewriter};
+use crate::convert::{map_lines, ConvertContext};
 use crate::probe::DistroFamily;
 
 pub struct Inittab;
@@ -18,20 +18,7 @@ pub struct Inittab;
 pub const PATH: &str = "etc/inittab";
 pub const XEN_COMMENT: &str = "# hotclone: no Xen console in the VM: ";
 
-impl FileRewriter for Inittab {
-    fn name(&self) -> &'static str {
-        "inittab"
-    }
-    fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern {
-            pattern: PATH,
-            create: false,
-        }]
-    }
-    fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
-        FileAction::from_text(text, rewrite(text, ctx))
-    }
-}
+one_file_rewriter!(Inittab, "inittab", PATH, false, rewrite);
 
 /// An inittab entry `id:runlevels:action:process`.
 struct Entry<'a> {

@@ -3,26 +3,11 @@
 //! is ttyS0, so it is added (and tty1 when missing), each once. The file
 //! is only touched when it exists (no securetty means no restriction).
 
-use crate::convert::{ConvertContext, FileAction, FilePattern, FileRewriter};
-
 pub struct Securetty;
 
 pub const PATH: &str = "etc/securetty";
 
-impl FileRewriter for Securetty {
-    fn name(&self) -> &'static str {
-        "securetty"
-    }
-    fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern {
-            pattern: PATH,
-            create: false,
-        }]
-    }
-    fn rewrite(&self, _path: &str, text: &str, _ctx: &ConvertContext) -> FileAction {
-        FileAction::from_text(text, rewrite(text))
-    }
-}
+one_file_rewriter!(Securetty, "securetty", PATH, false, |text, _| rewrite(text));
 
 /// The pure rewrite.
 pub fn rewrite(text: &str) -> String {

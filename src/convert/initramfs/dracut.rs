@@ -4,7 +4,7 @@
 use super::Initramfs;
 use crate::convert::bootloader::run_noted;
 use crate::convert::chroot::ChrootExec;
-use crate::convert::{ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter};
+use crate::convert::{ConvertContext, ConvertError, FileRewriter};
 use crate::probe::DistroFamily;
 use crate::progress::Progress;
 
@@ -12,20 +12,7 @@ pub struct Dracut;
 
 pub const CONF: &str = "etc/dracut.conf.d/hotclone.conf";
 
-impl FileRewriter for Dracut {
-    fn name(&self) -> &'static str {
-        "dracut"
-    }
-    fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern {
-            pattern: CONF,
-            create: true,
-        }]
-    }
-    fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
-        FileAction::from_text(text, conf(ctx))
-    }
-}
+one_file_rewriter!(Dracut, "dracut", CONF, true, |_, ctx| conf(ctx));
 
 impl Initramfs for Dracut {
     fn as_rewriter(&self) -> &dyn FileRewriter {

@@ -4,9 +4,7 @@
 
 use super::Initramfs;
 use crate::convert::chroot::ChrootExec;
-use crate::convert::{
-    map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter,
-};
+use crate::convert::{map_lines, ConvertContext, ConvertError, FileRewriter};
 use crate::progress::Progress;
 
 pub struct Mkinitrd;
@@ -22,20 +20,7 @@ const XEN_BLOCK: &[&str] = &[
     "xen_blkfront",
 ];
 
-impl FileRewriter for Mkinitrd {
-    fn name(&self) -> &'static str {
-        "mkinitrd"
-    }
-    fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern {
-            pattern: MODPROBE_CONF,
-            create: true,
-        }]
-    }
-    fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
-        FileAction::from_text(text, rewrite_modprobe(text, ctx))
-    }
-}
+one_file_rewriter!(Mkinitrd, "mkinitrd", MODPROBE_CONF, true, rewrite_modprobe);
 
 impl Initramfs for Mkinitrd {
     fn as_rewriter(&self) -> &dyn FileRewriter {

@@ -11,9 +11,7 @@
 
 use super::Initramfs;
 use crate::convert::chroot::ChrootExec;
-use crate::convert::{
-    map_lines, ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter,
-};
+use crate::convert::{map_lines, ConvertContext, ConvertError, FileRewriter};
 use crate::progress::Progress;
 
 pub struct SuseMkinitrd;
@@ -23,20 +21,13 @@ pub const SYSCONFIG_KERNEL: &str = "etc/sysconfig/kernel";
 /// The variables whose module lists get the VM's drivers.
 const LISTS: &[&str] = &["INITRD_MODULES", "DOMU_INITRD_MODULES"];
 
-impl FileRewriter for SuseMkinitrd {
-    fn name(&self) -> &'static str {
-        "SUSE mkinitrd"
-    }
-    fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern {
-            pattern: SYSCONFIG_KERNEL,
-            create: true,
-        }]
-    }
-    fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
-        FileAction::from_text(text, rewrite_sysconfig_kernel(text, ctx))
-    }
-}
+one_file_rewriter!(
+    SuseMkinitrd,
+    "SUSE mkinitrd",
+    SYSCONFIG_KERNEL,
+    true,
+    rewrite_sysconfig_kernel
+);
 
 impl Initramfs for SuseMkinitrd {
     fn as_rewriter(&self) -> &dyn FileRewriter {

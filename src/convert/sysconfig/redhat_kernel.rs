@@ -8,26 +8,19 @@
 //! `kernel-xen0`/`kernel-xenU` spellings map the same way.
 
 use super::assignment;
-use crate::convert::{map_lines, ConvertContext, FileAction, FilePattern, FileRewriter};
+use crate::convert::{map_lines, ConvertContext};
 
 pub struct RedHatSysconfigKernel;
 
 pub const PATH: &str = "etc/sysconfig/kernel";
 
-impl FileRewriter for RedHatSysconfigKernel {
-    fn name(&self) -> &'static str {
-        "Red Hat sysconfig/kernel"
-    }
-    fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern {
-            pattern: PATH,
-            create: false,
-        }]
-    }
-    fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
-        FileAction::from_text(text, rewrite(text, ctx))
-    }
-}
+one_file_rewriter!(
+    RedHatSysconfigKernel,
+    "Red Hat sysconfig/kernel",
+    PATH,
+    false,
+    rewrite
+);
 
 /// The package flavour of the kernel the clone boots.
 pub fn default_kernel_package(kernel: &str) -> &'static str {

@@ -9,26 +9,19 @@
 
 use super::assignment;
 use crate::convert::bootloader::edit_cmdline;
-use crate::convert::{map_lines, ConvertContext, FileAction, FilePattern, FileRewriter};
+use crate::convert::{map_lines, ConvertContext};
 
 pub struct SuseSysconfigBootloader;
 
 pub const PATH: &str = "etc/sysconfig/bootloader";
 
-impl FileRewriter for SuseSysconfigBootloader {
-    fn name(&self) -> &'static str {
-        "SUSE sysconfig/bootloader"
-    }
-    fn files(&self) -> &'static [FilePattern] {
-        &[FilePattern {
-            pattern: PATH,
-            create: false,
-        }]
-    }
-    fn rewrite(&self, _path: &str, text: &str, ctx: &ConvertContext) -> FileAction {
-        FileAction::from_text(text, rewrite(text, ctx))
-    }
-}
+one_file_rewriter!(
+    SuseSysconfigBootloader,
+    "SUSE sysconfig/bootloader",
+    PATH,
+    false,
+    rewrite
+);
 
 /// The pure rewrite.
 pub fn rewrite(text: &str, ctx: &ConvertContext) -> String {
