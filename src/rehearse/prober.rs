@@ -103,7 +103,9 @@ pub async fn run(p: &Probe<'_>, manager: &dyn ServiceManager, alive: &dyn Fn() -
     let mut up: Vec<bool> = vec![false; p.addresses.len()];
     let mut login_at: Option<Instant> = None;
     let mut userspace_at: Option<Instant> = None;
-    let failure: Option<String> = loop {
+    // Where watching stopped: the boot itself (stuck, or no userspace in
+    // time), or the network after it.
+    let stop: Option<(bool, String)> = loop {
         let reading = read_console(&p.console);
         out.reached = reading.reached;
         if reading.reached >= Reached::Userspace && userspace_at.is_none() {
@@ -113,7 +115,7 @@ pub async fn run(p: &Probe<'_>, manager: &dyn ServiceManager, alive: &dyn Fn() -
             login_at = Some(Instant::now());
         }
         if let Some((why, line)) = reading.stuck {
-            break Some(format!("{why}: the console says {line:?}"));
+            break Some((true, format!("{why}: the console says {line:?}")));
         }
         for (i, ip) in p.addresses.iter().enumerate() {
             if !up[i] && answers(&p.netns, ip).await {
@@ -124,26 +126,31 @@ pub async fn run(p: &Probe<'_>, manager: &dyn ServiceManager, alive: &dyn Fn() -
             break None;
         }
         if !alive() {
-            break Some("the VM stopped (QEMU exited)".into());
+            let boot = reading.reached < Reached::Userspace && !up.iter().any(|u| *u);
+            break Some((boot, "the VM stopped (QEMU exited)".into()));
         }
         let now = Instant::now();
         if login_at.is_some_and(|t| now.duration_since(t) > p.network_grace) {
-            break Some(format!(
+            break Some((false, format!(
                 "the console shows a login prompt but {} did not answer within {} s of it: the clone's network did not come up (its network config names an interface the VM does not have, or the address is not configured)",
                 missing(&p.addresses, &up),
                 p.network_grace.as_secs()
-            ));
+            )));
         }
         if now >= deadline {
-            break Some(format!(
-                "{} within {} s (the console shows {})",
-                if reading.reached < Reached::Userspace {
-                    "the boot did not reach userspace".to_string()
-                } else {
-                    format!("{} did not answer", missing(&p.addresses, &up))
-                },
-                p.boot_timeout.as_secs(),
-                reading.reached.describe()
+            let boot = reading.reached < Reached::Userspace && !up.iter().any(|u| *u);
+            break Some((
+                boot,
+                format!(
+                    "{} within {} s (the console shows {})",
+                    if boot {
+                        "the boot did not reach userspace".to_string()
+                    } else {
+                        format!("{} did not answer", missing(&p.addresses, &up))
+                    },
+                    p.boot_timeout.as_secs(),
+                    reading.reached.describe()
+                ),
             ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -151,10 +158,9 @@ pub async fn run(p: &Probe<'_>, manager: &dyn ServiceManager, alive: &dyn Fn() -
     // A kernel booted with `quiet` may print nothing on the serial port
     // before its getty; addresses that answer prove userspace as well.
     let network_up = up.iter().any(|u| *u);
-    let console_ok = (out.reached >= Reached::Userspace || network_up)
-        && failure.as_deref().map_or(true, |f| {
-            !f.contains("the boot did not reach") && !f.contains("console says")
-        });
+    let console_ok =
+        (out.reached >= Reached::Userspace || network_up) && !stop.as_ref().is_some_and(|s| s.0);
+    let failure: Option<String> = stop.map(|s| s.1);
     checks.push(CheckResult {
         name: "the console reaches userspace".into(),
         passed: Some(console_ok),
