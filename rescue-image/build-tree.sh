@@ -56,7 +56,7 @@ rm -rf "$TREE"/usr/lib/python3* "$TREE"/usr/bin/python3* "$TREE"/usr/share/pytho
 # What the target side runs must still be there and find its libraries.
 for tool in sh dropbear dropbearconvert dropbearkey busybox mount umount losetup \
   partx sfdisk blkid blockdev mke2fs e2fsck tune2fs mkfs.xfs xfs_repair mkfs.vfat \
-  mkswap lvm mdadm modprobe ip arping unshare chroot cp sync grub-install; do
+  mkswap lvm mdadm modprobe ip arping unshare chroot cp sync grub-install udevadm; do
   path=$(chroot "$TREE" sh -c "command -v $tool") || { echo "build-tree: $tool is missing" >&2; exit 1; }
   if chroot "$TREE" ldd "$path" 2>/dev/null | grep -q 'not found'; then
     echo "build-tree: $tool lacks libraries:" >&2

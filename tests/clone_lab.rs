@@ -51,35 +51,59 @@ fn clone_with(
 /// source's address with the source's host key (strict known_hosts check
 /// against the lab's record of the source), reports the source's hostname,
 /// and holds the marker written on the source just before the clone.
-/// A file moved aside on a source for one test, put back when dropped.
-struct Aside<'a> {
+/// Changes made on a source for one test, undone (in reverse) when
+/// dropped. What is moved aside goes under /tmp, which is not copied.
+struct OnSource<'a> {
     lab: &'a Lab,
     source: &'a str,
-    path: &'a str,
+    undo: Vec<String>,
 }
 
-impl<'a> Aside<'a> {
-    fn new(lab: &'a Lab, source: &'a str, path: &'a str) -> Aside<'a> {
-        source_ssh(lab, source, &format!("mv {path} {path}.hotclone-aside"));
-        Aside { lab, source, path }
+impl<'a> OnSource<'a> {
+    fn new(lab: &'a Lab, source: &'a str) -> OnSource<'a> {
+        OnSource {
+            lab,
+            source,
+            undo: vec![],
+        }
+    }
+
+    /// Move `path` away for the test.
+    fn aside(&mut self, path: &str) {
+        let away = format!("/tmp/hotclone-aside{}", path.replace('/', "_"));
+        source_ssh(self.lab, self.source, &format!("mv {path} {away}"));
+        self.undo.push(format!("mv {away} {path}"));
+    }
+
+    /// Run `apply` now and `undo` at the end.
+    fn change(&mut self, apply: &str, undo: &str) {
+        source_ssh(self.lab, self.source, apply);
+        self.undo.push(undo.to_string());
     }
 }
 
-impl Drop for Aside<'_> {
+impl Drop for OnSource<'_> {
     fn drop(&mut self) {
-        let p = self.path;
-        source_ssh(self.lab, self.source, &format!("mv {p}.hotclone-aside {p}"));
+        for cmd in self.undo.iter().rev() {
+            source_ssh(self.lab, self.source, cmd);
+        }
     }
 }
 
-/// Clone `source` into a qcow2 image and boot it; with `missing`, that
-/// file is absent on the source for the clone.
-fn clone_and_boot_without(source: &str, missing: Option<&str>) {
+/// Clone `source` into a qcow2 image and boot it, with the source
+/// changed by `shape` for the clone; `converted` is the least number of
+/// the source's files the conversion changes, and which they are.
+fn clone_and_boot_shaped(
+    source: &str,
+    converted: (usize, &str),
+    shape: impl FnOnce(&mut OnSource),
+) {
     let _one = common::one_at_a_time();
     let lab = lab();
     let src = lab.source(source);
     let dir = common::workdir(source);
-    let _aside = missing.map(|path| Aside::new(&lab, source, path));
+    let mut changes = OnSource::new(&lab, source);
+    shape(&mut changes);
     let marker = format!("marker-{}-{}", source, std::process::id());
     source_ssh(
         &lab,
@@ -106,15 +130,16 @@ fn clone_and_boot_without(source: &str, missing: Option<&str>) {
         &src.hostname,
     ]));
     assert!(verified.contains(" 0 difference(s)"), "{verified}");
-    let converted: usize = verified
+    let changed: usize = verified
         .split(" (")
         .nth(1)
         .and_then(|t| t.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(
-        converted >= 3,
-        "fstab, grub defaults and the initrd were converted: {verified}"
+        changed >= converted.0,
+        "{} were converted: {verified}",
+        converted.1
     );
 
     let mut vm = BootedVm::boot(&image, "qcow2", &dir.join("console.log"));
@@ -178,7 +203,32 @@ fn clone_and_boot_without(source: &str, missing: Option<&str>) {
 /// defaults file with the options, and boots answering on eth0.
 #[test]
 fn clone_debian11_without_grub_defaults_boots_with_the_sources_identity() {
-    clone_and_boot_without("debian11", Some("/etc/default/grub"));
+    clone_and_boot_shaped(
+        "debian11",
+        (3, "fstab, grub defaults and the initrd"),
+        |s| s.aside("/etc/default/grub"),
+    );
+}
+
+/// Issue 13: a copy with no bootloader that can boot the VM. Shaped as
+/// a Xen PV guest that pygrub booted: a menu.lst naming xvda and hvc0,
+/// and no GRUB installed at all (no grub-install, no modules, no
+/// grub.cfg). It was refused; now the clone gets this host's GRUB 2 and
+/// a menu of its own, and boots answering on eth0.
+#[test]
+fn clone_debian12_without_grub_tools_boots_with_this_hosts_grub() {
+    // grub.cfg is new (the source has none), so not among the changed.
+    clone_and_boot_shaped("debian12", (2, "fstab and the initrd"), |s| {
+        for path in ["/usr/sbin/grub-install", "/usr/lib/grub", "/boot/grub"] {
+            s.aside(path);
+        }
+        s.change(
+            "K=$(ls /boot | sed -n 's/^vmlinuz-//p' | sort -V | tail -n 1) && mkdir /boot/grub && \
+             printf 'default 0\ntimeout 5\ntitle Debian (pygrub)\nroot (hd0,0)\nkernel /boot/vmlinuz-%s root=/dev/xvda1 ro console=hvc0\ninitrd /boot/initrd.img-%s\n' \
+             \"$K\" \"$K\" > /boot/grub/menu.lst",
+            "rm -rf /boot/grub",
+        );
+    });
 }
 
 /// `stat` lines, sorted, with directory sizes blanked: they depend on the

@@ -163,6 +163,16 @@ impl ChrootExec for Timed {
         self.log.push((argv.join(" "), t.elapsed(), out.clone()));
         Ok(out)
     }
+    fn run_host(&mut self, argv: &[&str]) -> Result<CommandOutput, ChrootError> {
+        let t = Instant::now();
+        let out = self.inner.run_host(argv)?;
+        self.log.push((
+            format!("[host] {}", argv.join(" ")),
+            t.elapsed(),
+            out.clone(),
+        ));
+        Ok(out)
+    }
 }
 
 #[derive(Default)]

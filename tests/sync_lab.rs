@@ -160,7 +160,15 @@ fn sync_applies_every_kind_of_change_and_a_quiet_pass_sends_nothing() {
     let status = status_json(&lab, &home);
     assert_eq!(status["stage"], "ready");
     assert_eq!(status["passes"].as_array().unwrap().len(), 3);
-    assert_eq!(status["ready_for_cutover"], true, "{status}");
+    // Synced and quiet, so the one thing holding the cutover is the
+    // rehearsal gate (a busybox clone is never converted, so never
+    // rehearsed): `not_ready` names that and nothing else.
+    assert_eq!(status["ready_for_cutover"], false, "{status}");
+    let gate = status["rehearsal_gate"]
+        .as_str()
+        .expect("the rehearsal gate holds");
+    assert!(gate.contains("never rehearsed"), "{status}");
+    assert_eq!(status["not_ready"], serde_json::json!([gate]), "{status}");
 
     on_source(&lab, "rm -rf /srv/t");
     let _ = std::fs::remove_dir_all(&dir);

@@ -58,6 +58,11 @@ pub trait ChrootExec {
     /// Run `argv` chrooted into [`ChrootExec::root`]. A non-zero exit is
     /// not an error here: the caller decides.
     fn run(&mut self, argv: &[&str]) -> Result<CommandOutput, ChrootError>;
+    /// Run one of this host's own commands, outside the chroot: the rescue
+    /// system's for a live target, the client's for an image. Only a
+    /// bootloader the guest has no tools for is installed this way
+    /// ([`super::bootloader::host_grub2`]).
+    fn run_host(&mut self, argv: &[&str]) -> Result<CommandOutput, ChrootError>;
 }
 
 /// The PATH guest tools run with (old and new layouts).
@@ -159,13 +164,39 @@ impl ChrootExec for UnshareChroot {
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(|error| ChrootError::Spawn { command, error })?;
-        Ok(CommandOutput {
+        Ok(CommandOutput::of(&out))
+    }
+
+    fn run_host(&mut self, argv: &[&str]) -> Result<CommandOutput, ChrootError> {
+        let command = argv.join(" ");
+        // A session's PATH (dropbear's in the rescue system) may lack sbin.
+        let path = match std::env::var("PATH") {
+            Ok(p) if !p.is_empty() => format!("{GUEST_PATH}:{p}"),
+            _ => GUEST_PATH.to_string(),
+        };
+        let out = Command::new(argv[0])
+            .args(&argv[1..])
+            .env("PATH", path)
+            .env("LC_ALL", "C")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|error| ChrootError::Spawn { command, error })?;
+        Ok(CommandOutput::of(&out))
+    }
+}
+
+impl CommandOutput {
+    fn of(out: &std::process::Output) -> Self {
+        CommandOutput {
             status: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        }
     }
 }
+
+/// How [`RecordingChroot`] marks a command run on the host.
+pub const HOST_TAG: &str = "[host]";
 
 /// The fake: records every command; answers success, or what
 /// [`RecordingChroot::answer`] set for a command starting with a prefix.
@@ -199,6 +230,12 @@ impl RecordingChroot {
 impl ChrootExec for RecordingChroot {
     fn root(&self) -> &Path {
         &self.root
+    }
+    /// Recorded as `[host] argv...`.
+    fn run_host(&mut self, argv: &[&str]) -> Result<CommandOutput, ChrootError> {
+        let mut tagged = vec![HOST_TAG];
+        tagged.extend_from_slice(argv);
+        self.run(&tagged)
     }
     fn run(&mut self, argv: &[&str]) -> Result<CommandOutput, ChrootError> {
         let joined = argv.join(" ");

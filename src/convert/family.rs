@@ -11,7 +11,7 @@
 //! distribution ID is unknown (a context saved before it was recorded) is
 //! read as RHEL, or as SLES for a SUSE 12, and a note says so.
 
-use super::bootloader::{grub2::Grub2, grub_legacy::GrubLegacy, Bootloader};
+use super::bootloader::{grub2::Grub2, grub_legacy::GrubLegacy, host_grub2::HostGrub2, Bootloader};
 use super::console::{
     inittab::Inittab, securetty::Securetty, systemd::SystemdGetty, upstart::Upstart,
 };
@@ -84,17 +84,104 @@ fn bootloader_name(b: BootloaderKind) -> &'static str {
     }
 }
 
+/// What the copy itself holds for booting, read from the mounted clone:
+/// the probe saw the running source, whose kernel and bootloader may have
+/// been its hypervisor's (a Xen PV guest booted by pygrub or by a kernel
+/// in dom0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyBoot {
+    /// The guest's own GRUB 2: an installer and its i386-pc modules.
+    pub grub2: bool,
+    /// grub-legacy's `grub` shell, which installs it.
+    pub grub_legacy: bool,
+    /// The kernel the clone boots is in /boot.
+    pub kernel: bool,
+}
+
+impl CopyBoot {
+    /// Read from the clone mounted at `root`, for kernel `kver`.
+    pub fn read(root: &std::path::Path, kver: &str) -> CopyBoot {
+        let any = |paths: &[&str]| paths.iter().any(|p| root.join(p).exists());
+        CopyBoot {
+            grub2: any(&[
+                "usr/sbin/grub-install",
+                "usr/sbin/grub2-install",
+                "sbin/grub-install",
+                "sbin/grub2-install",
+            ]) && any(&["usr/lib/grub/i386-pc/normal.mod"]),
+            grub_legacy: any(&["sbin/grub", "usr/sbin/grub"]),
+            kernel: any(&[
+                &format!("boot/vmlinuz-{kver}"),
+                &format!("boot/vmlinux-{kver}"),
+            ]),
+        }
+    }
+}
+
 pub fn select(guest: &Guest) -> Result<Modules, ConvertError> {
-    select_with(guest, None)
+    select_with(guest, None, None)
+}
+
+/// The bootloader module for `guest`. With what the copy holds known
+/// (`copy`), the guest's own GRUB is used when its tools are in the copy
+/// (GRUB 2's when a `menu.lst` is left over from pygrub but GRUB 2 is what
+/// is installed), and this host's GRUB 2 ([`HostGrub2`]) when the copy has
+/// no GRUB tools at all but has its kernel. Without `copy` (a config-only
+/// conversion), the probe's word is taken.
+fn bootloader_for(
+    guest: &Guest,
+    copy: Option<CopyBoot>,
+) -> Result<Box<dyn Bootloader>, ConvertError> {
+    let family = family_name(guest.family);
+    let unsupported = |what: String, hint: &str| ConvertError::Unsupported {
+        what,
+        hint: hint.to_string(),
+    };
+    let kind = guest.bootloader;
+    if let (Some(copy), BootloaderKind::Grub2 | BootloaderKind::GrubLegacy | BootloaderKind::None) =
+        (copy, kind)
+    {
+        return match (kind, copy) {
+            (BootloaderKind::Grub2, CopyBoot { grub2: true, .. }) => Ok(Box::new(Grub2)),
+            (BootloaderKind::GrubLegacy, CopyBoot { grub_legacy: true, .. }) => {
+                Ok(Box::new(GrubLegacy))
+            }
+            (BootloaderKind::GrubLegacy | BootloaderKind::None, CopyBoot { grub2: true, .. }) => {
+                Ok(Box::new(Grub2))
+            }
+            (_, CopyBoot { kernel: true, .. }) => Ok(Box::new(HostGrub2)),
+            _ => Err(unsupported(
+                format!(
+                    "{family} family with no bootloader and no kernel {} in /boot",
+                    guest.kernel
+                ),
+                "the source boots a kernel its hypervisor supplies (a Xen PV guest with a kernel in dom0). Install the distribution's kernel package on the source (linux-image-*, kernel or kernel-default), then sync",
+            )),
+        };
+    }
+    match kind {
+        BootloaderKind::Grub2 => Ok(Box::new(Grub2)),
+        BootloaderKind::GrubLegacy => Ok(Box::new(GrubLegacy)),
+        BootloaderKind::None => Err(unsupported(
+            format!("{family} family with no bootloader"),
+            "the copy has neither grub2 nor grub-legacy; install grub on the source (or boot the clone with an external kernel)",
+        )),
+        other => Err(unsupported(
+            format!("{family} family with {}", bootloader_name(other)),
+            "switch the source to grub (grub2 or grub-legacy) before cloning",
+        )),
+    }
 }
 
 /// [`select`], told whether the guest kernel's own module lists name
-/// `virtio_blk` (`None` when they cannot be read). A kernel whose version
-/// predates virtio but whose modules have it (a distro backport the rules
-/// do not know) is converted.
+/// `virtio_blk` (`None` when they cannot be read), and what the copy
+/// holds for booting (`None` when not read: see [`bootloader_for`]). A
+/// kernel whose version predates virtio but whose modules have it (a
+/// distro backport the rules do not know) is converted.
 pub fn select_with(
     guest: &Guest,
     kernel_has_virtio: Option<bool>,
+    copy: Option<CopyBoot>,
 ) -> Result<Modules, ConvertError> {
     let family = guest.family;
     let mut notes = Vec::new();
@@ -108,22 +195,7 @@ pub fn select_with(
             "hotclone converts Debian, Red Hat and SUSE families; check the probe's os section",
         ));
     }
-    let bootloader: Box<dyn Bootloader> = match guest.bootloader {
-        BootloaderKind::Grub2 => Box::new(Grub2),
-        BootloaderKind::GrubLegacy => Box::new(GrubLegacy),
-        BootloaderKind::None => {
-            return Err(unsupported(
-                format!("{} family with no bootloader", family_name(family)),
-                "the copy has neither grub2 nor grub-legacy; install grub on the source (or boot the clone with an external kernel)",
-            ))
-        }
-        other => {
-            return Err(unsupported(
-                format!("{} family with {}", family_name(family), bootloader_name(other)),
-                "switch the source to grub (grub2 or grub-legacy) before cloning",
-            ))
-        }
-    };
+    let bootloader = bootloader_for(guest, copy)?;
     if let Some((what, hint)) = kernel_rules::unbootable(family, &guest.kernel) {
         let xen = kernel_rules::xen_pv_only(family, &guest.kernel);
         if xen || kernel_has_virtio != Some(true) {

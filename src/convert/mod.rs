@@ -671,7 +671,7 @@ pub enum ConvertError {
     Verify(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
     move |error| ConvertError::Io {
         path: path.to_path_buf(),
         error,
@@ -697,7 +697,8 @@ pub fn convert(
 ) -> Result<ConvertReport, ConvertError> {
     progress.phase("converting");
     let has_virtio = kernel_modules(root, &ctx.guest.kernel).map(|m| m.contains("virtio_blk"));
-    let modules = family::select_with(&ctx.guest, has_virtio)?;
+    let copy = family::CopyBoot::read(root, &ctx.guest.kernel);
+    let modules = family::select_with(&ctx.guest, has_virtio, Some(copy))?;
     let ctx = ctx.clone().with_available_drivers(root);
     let mut report = ConvertReport {
         notes: modules.notes.clone(),

@@ -207,8 +207,8 @@ fn unsupported_combinations_name_themselves() {
         ..guest(DistroFamily::Suse, BootloaderKind::GrubLegacy)
     };
     assert!(family::select(&old_suse).is_err());
-    assert!(family::select_with(&old_suse, Some(true)).is_ok());
-    assert!(family::select_with(&old_suse, Some(false)).is_err());
+    assert!(family::select_with(&old_suse, Some(true), None).is_ok());
+    assert!(family::select_with(&old_suse, Some(false), None).is_err());
 }
 
 #[test]
@@ -360,6 +360,27 @@ fn copy_tree(from: &Path, to: &Path) {
         }
         std::fs::create_dir_all(to.join(rel).parent().unwrap()).unwrap();
         std::fs::copy(&f, to.join(rel)).unwrap();
+    }
+    install_own_grub(to);
+}
+
+/// The guest's own GRUB tools, which every fixture's guest has: what the
+/// copy holds picks the bootloader module ([`family::CopyBoot`]).
+fn install_own_grub(root: &Path) {
+    for tool in [
+        "usr/sbin/grub-install",
+        "usr/lib/grub/i386-pc/normal.mod",
+        "sbin/grub",
+    ] {
+        std::fs::create_dir_all(root.join(tool).parent().unwrap()).unwrap();
+        std::fs::write(root.join(tool), b"").unwrap();
+    }
+}
+
+/// The guest's GRUB tools taken away again.
+fn remove_own_grub(root: &Path) {
+    for dir in ["usr/sbin", "usr/lib/grub", "sbin"] {
+        let _ = std::fs::remove_dir_all(root.join(dir));
     }
 }
 
@@ -1132,5 +1153,116 @@ fn regression_the_boot_check_finds_a_config_bringing_up_a_nic_the_vm_lacks() {
     .unwrap();
     let err = verify_interfaces(&root, &ctx).unwrap_err().to_string();
     assert!(err.contains("ifcfg-eth1 line 2 brings up eth1"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Issue 13: a copy with no GRUB tools of its own (a Xen PV guest that
+/// pygrub booted from its menu.lst, or one booted by its hypervisor's
+/// kernel) was refused, or failed running a `grub` it does not have. Now
+/// the guest's own GRUB is used when the copy has it, this host's GRUB 2
+/// when it has none but has its kernel, and a copy without its kernel is
+/// refused with what to do.
+#[test]
+fn regression_a_copy_without_grub_tools_gets_this_hosts_grub2() {
+    use family::CopyBoot;
+    let pick = |kind, grub2, grub_legacy, kernel| {
+        let copy = CopyBoot {
+            grub2,
+            grub_legacy,
+            kernel,
+        };
+        family::select_with(&guest(DistroFamily::Debian, kind), Some(true), Some(copy))
+            .map(|m| m.bootloader.name())
+            .map_err(|e| e.to_string())
+    };
+    use BootloaderKind::{Grub2, GrubLegacy, None as NoBootloader};
+    assert_eq!(pick(Grub2, true, false, true), Ok("grub2"));
+    assert_eq!(pick(GrubLegacy, false, true, true), Ok("grub-legacy"));
+    // pygrub's menu.lst, GRUB 2 installed since: the guest's own GRUB 2.
+    assert_eq!(pick(GrubLegacy, true, false, true), Ok("grub2"));
+    assert_eq!(pick(NoBootloader, true, false, true), Ok("grub2"));
+    for kind in [Grub2, GrubLegacy, NoBootloader] {
+        assert_eq!(pick(kind, false, false, true), Ok("grub2 (this host's)"));
+        let refused = pick(kind, false, false, false).unwrap_err();
+        assert_eq!(
+            refused,
+            "Debian family with no bootloader and no kernel 6.1.0-18-amd64 in /boot is not supported by hotclone's conversion; the source boots a kernel its hypervisor supplies (a Xen PV guest with a kernel in dom0). Install the distribution's kernel package on the source (linux-image-*, kernel or kernel-default), then sync"
+        );
+    }
+    // lilo and extlinux stay refused: their kernel hooks would rewrite
+    // the boot sector GRUB was installed into.
+    assert!(pick(BootloaderKind::Lilo, false, false, true).is_err());
+}
+
+#[test]
+fn a_copy_without_grub_is_converted_with_this_hosts_grub_and_its_own_menu() {
+    let (root, ctx) = debian_guest("debian12-grub2", "hostgrub");
+    remove_own_grub(&root);
+    let uuid = ctx.root().unwrap().uuid.clone();
+    let k = ctx.guest.kernel.clone();
+    let mut exec = RecordingChroot::new(&root);
+    let report = convert(&root, &ctx, &mut exec, &mut Silent).unwrap();
+    let boot_dir = root.join("boot");
+    assert_eq!(
+        exec.commands(),
+        vec![
+            format!("update-initramfs -u -k {k}"),
+            format!(
+                "[host] grub-install --target=i386-pc --boot-directory {} /dev/loop7",
+                boot_dir.display()
+            ),
+        ]
+    );
+    let menu = std::fs::read_to_string(root.join("boot/grub/grub.cfg")).unwrap();
+    assert!(
+        menu.contains(&format!(
+            "\tlinux /boot/vmlinuz-{k} root=UUID={uuid} ro net.ifnames=0 console=tty0 console=ttyS0,115200\n\tinitrd /boot/initrd.img-{k}\n"
+        )),
+        "{menu}"
+    );
+    assert!(
+        menu.contains(&format!("search --no-floppy --fs-uuid --set=root {uuid}\n")),
+        "{menu}"
+    );
+    assert!(
+        report.notes.iter().all(|n| !n.contains("not checked")),
+        "{:?}",
+        report.notes
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_host_without_grub_says_what_to_install() {
+    let (root, ctx) = debian_guest("debian12-grub2", "nohostgrub");
+    remove_own_grub(&root);
+    struct NoHostGrub(RecordingChroot);
+    impl super::chroot::ChrootExec for NoHostGrub {
+        fn root(&self) -> &Path {
+            self.0.root()
+        }
+        fn run(&mut self, argv: &[&str]) -> Result<CommandOutput, super::chroot::ChrootError> {
+            self.0.run(argv)
+        }
+        fn run_host(&mut self, argv: &[&str]) -> Result<CommandOutput, super::chroot::ChrootError> {
+            Err(super::chroot::ChrootError::Spawn {
+                command: argv.join(" "),
+                error: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })
+        }
+    }
+    let err = convert(
+        &root,
+        &ctx,
+        &mut NoHostGrub(RecordingChroot::new(&root)),
+        &mut Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("this host has no GRUB 2")
+            && err.contains("grub-pc-bin, grub2-common and udev"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }

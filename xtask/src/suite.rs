@@ -17,11 +17,15 @@ use crate::{apt, lab};
 /// clone's initrd with.
 pub const BOOT_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-utils", "zstd"];
 
-/// What building the rescue image and its ISO takes on the host, and GNU
-/// cpio, which a test unpacks hotclone's archives with.
+/// What building the rescue image and its ISO takes on the host; GNU
+/// cpio, which a test unpacks hotclone's archives with; and grub-install
+/// (grub2-common) with udevadm, which it finds a loop device's partitions
+/// by: an image clone whose copy has no bootloader gets this host's GRUB.
 pub const RESCUE_PACKAGES: &[&str] = &[
     "grub-common",
     "grub-pc-bin",
+    "grub2-common",
+    "udev",
     "grub-efi-amd64-bin",
     "xorriso",
     "mtools",

@@ -142,19 +142,33 @@ impl Bootloader for Grub2 {
             }
             return bls::verify(root, ctx, &text);
         }
-        check_linux_entries(rel, &text, &uuid, &ctx.cmdline_add).map_err(ConvertError::Verify)?;
-        let cfg = format!("/{rel}");
-        let (entry, mut notes) = default_entry(&text);
-        match entry {
-            Some(e) => notes.extend(check_boot_entry(root, ctx, &cfg, &e)?),
-            None => {
-                return Err(ConvertError::Verify(format!(
-                    "{cfg} has no menuentry: GRUB would stop at its prompt. Check GRUB_DISABLE_* settings in /etc/default/grub and rerun grub-mkconfig in the clone"
-                )))
-            }
-        }
-        Ok(notes)
+        verify_menu(root, ctx, rel, &text)
     }
+}
+
+/// The boot check of a GRUB 2 menu (not BLS): every Linux entry boots the
+/// new root with the conversion's options ([`check_linux_entries`]), and
+/// the default entry's kernel and initrd are on the disk with the VM's
+/// drivers. `rel` is the menu's path relative to the root.
+pub(crate) fn verify_menu(
+    root: &Path,
+    ctx: &ConvertContext,
+    rel: &str,
+    text: &str,
+) -> Result<Vec<String>, ConvertError> {
+    let uuid = ctx.root().map(|r| r.uuid.clone()).unwrap_or_default();
+    check_linux_entries(rel, text, &uuid, &ctx.cmdline_add).map_err(ConvertError::Verify)?;
+    let cfg = format!("/{rel}");
+    let (entry, mut notes) = default_entry(text);
+    match entry {
+        Some(e) => notes.extend(check_boot_entry(root, ctx, &cfg, &e)?),
+        None => {
+            return Err(ConvertError::Verify(format!(
+                "{cfg} has no menuentry: GRUB would stop at its prompt. Check GRUB_DISABLE_* settings in /etc/default/grub and rerun grub-mkconfig in the clone"
+            )))
+        }
+    }
+    Ok(notes)
 }
 
 /// Whether a grub.cfg has a `linux` line of its own.

@@ -9,6 +9,7 @@ pub mod bls;
 pub mod cmdline;
 pub mod grub2;
 pub mod grub_legacy;
+pub mod host_grub2;
 
 pub use cmdline::edit_cmdline;
 
@@ -51,9 +52,31 @@ pub(crate) fn run_noted(
     argv: &[&str],
     progress: &mut dyn Progress,
 ) -> Result<String, ConvertError> {
-    let cmd = argv.join(" ");
-    progress.note(&format!("running in the target: {cmd}"));
+    progress.note(&format!("running in the target: {}", argv.join(" ")));
     let out = exec.run(argv)?;
+    noted(argv, out, progress)
+}
+
+/// [`run_noted`] for one of this host's own commands
+/// ([`ChrootExec::run_host`]).
+pub(crate) fn run_host_noted(
+    exec: &mut dyn ChrootExec,
+    argv: &[&str],
+    progress: &mut dyn Progress,
+) -> Result<String, ConvertError> {
+    progress.note(&format!("running on this host: {}", argv.join(" ")));
+    let out = exec.run_host(argv)?;
+    noted(argv, out, progress)
+}
+
+/// A command's output to the progress notes; its stdout, or an error with
+/// the command and its output when it failed.
+fn noted(
+    argv: &[&str],
+    out: super::chroot::CommandOutput,
+    progress: &mut dyn Progress,
+) -> Result<String, ConvertError> {
+    let cmd = argv.join(" ");
     for line in out.stdout.lines().chain(out.stderr.lines()) {
         if !line.trim().is_empty() {
             progress.note(&format!("{}: {line}", argv[0]));
