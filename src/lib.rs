@@ -22,6 +22,7 @@ pub mod probe;
 pub mod progress;
 pub mod rehearse;
 pub mod rescue;
+pub mod shell;
 pub mod ssh;
 pub mod status;
 pub mod stream;

@@ -7,6 +7,56 @@
 
 use std::path::{Path, PathBuf};
 
+/// Where a migration is, as its journal records it. The one place its
+/// names are spelled ([`crate::journal::Journal::stage`] reads them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// No target disk yet: probed and planned, or only its VM launched.
+    New,
+    /// The target disk is being made (partitioned, formatted); a clone
+    /// killed now left a disk with no file on it, which the next run makes
+    /// again.
+    Preparing,
+    /// The disk exists and files are being copied; `clone` continues it.
+    Copying,
+    /// Copied, converted and finished: `sync` keeps it current.
+    Ready,
+    /// Cut over: the clone serves, and nothing syncs into it again.
+    CutOver,
+}
+
+impl Stage {
+    const ALL: [Stage; 5] = [
+        Stage::New,
+        Stage::Preparing,
+        Stage::Copying,
+        Stage::Ready,
+        Stage::CutOver,
+    ];
+
+    /// The name the journal stores (and `status --json` shows).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stage::New => "new",
+            Stage::Preparing => "preparing",
+            Stage::Copying => "copying",
+            Stage::Ready => "ready",
+            Stage::CutOver => "cut-over",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     #[error("{0:?} is not a usable migration name: use letters, digits, '.', '_' and '-' (at most 64), not starting with '.'")]
@@ -191,5 +241,22 @@ mod tests {
             Err(MigrationError::NotFound { .. })
         ));
         std::fs::remove_dir_all(&home).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod stage_tests {
+    use super::Stage;
+
+    #[test]
+    fn every_stage_reads_back_from_its_name_and_serializes_as_it() {
+        for s in Stage::ALL {
+            assert_eq!(Stage::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        assert_eq!(Stage::parse("cut_over"), None);
     }
 }

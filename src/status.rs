@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::journal::{Journal, JournalError, PassRow, RehearsalRow, VerifyRow};
-use crate::migration::Migration;
+use crate::migration::{Migration, Stage};
 
 /// A pass longer than this is not "small": the final sync in the
 /// maintenance window would take about as long.
@@ -14,8 +14,7 @@ pub const SMALL_PASS_SECONDS: i64 = 120;
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub name: String,
-    /// "copying", "ready", or "new" (no disk yet).
-    pub stage: String,
+    pub stage: Stage,
     pub files: u64,
     pub dirty: u64,
     pub passes: Vec<PassRow>,
@@ -60,17 +59,17 @@ pub fn rehearsal_gate(
 
 pub fn read(migration: &Migration) -> Result<Status, JournalError> {
     let journal = Journal::open(&migration.journal_path())?;
-    let stage = journal.meta("stage")?.unwrap_or_else(|| "new".into());
+    let stage = journal.stage()?;
     let (files, dirty) = journal.counts()?;
     let passes = journal.passes()?;
     let last_verify = journal.last_verify()?;
     let mut not_ready = Vec::new();
-    if stage == crate::cutover::CUT_OVER {
+    if stage == Stage::CutOver {
         not_ready.push(format!(
             "cut over already: the clone serves (see {})",
             migration.dir.join("cutover-report.md").display()
         ));
-    } else if stage != crate::clone::stage::READY {
+    } else if stage != Stage::Ready {
         not_ready.push(format!(
             "the clone is not finished (stage {stage}); run `hotclone clone` again"
         ));
@@ -103,7 +102,7 @@ pub fn read(migration: &Migration) -> Result<Status, JournalError> {
     let converted_since_rehearsal = last_rehearsal
         .as_ref()
         .is_some_and(|r| r.conversion != conversion);
-    let gate = if stage == crate::clone::stage::READY {
+    let gate = if stage == Stage::Ready {
         rehearsal_gate(&migration.name, last_rehearsal.as_ref(), conversion)
     } else {
         None

@@ -98,6 +98,17 @@ fn clone_and_boot_shaped(
     converted: (usize, &str),
     shape: impl FnOnce(&mut OnSource),
 ) {
+    clone_and_boot_checked(source, converted, shape, |_| {});
+}
+
+/// [`clone_and_boot_shaped`], then `check` with a way to run a command on
+/// the booted clone over SSH (its output).
+fn clone_and_boot_checked(
+    source: &str,
+    converted: (usize, &str),
+    shape: impl FnOnce(&mut OnSource),
+    check: impl FnOnce(&dyn Fn(&str) -> String),
+) {
     let _one = common::one_at_a_time();
     let lab = lab();
     let src = lab.source(source);
@@ -188,6 +199,15 @@ fn clone_and_boot_shaped(
             .arg("cat /root/hotclone-marker"),
     );
     assert_eq!(marker_out.trim(), marker);
+    check(&|cmd: &str| {
+        run_ok(
+            vm.client_command("ssh")
+                .arg("-F")
+                .arg(&lab.ssh_config)
+                .arg(source)
+                .arg(cmd),
+        )
+    });
     drop(vm);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -210,25 +230,56 @@ fn clone_debian11_without_grub_defaults_boots_with_the_sources_identity() {
     );
 }
 
-/// Issue 13: a copy with no bootloader that can boot the VM. Shaped as
-/// a Xen PV guest that pygrub booted: a menu.lst naming xvda and hvc0,
-/// and no GRUB installed at all (no grub-install, no modules, no
-/// grub.cfg). It was refused; now the clone gets this host's GRUB 2 and
-/// a menu of its own, and boots answering on eth0.
+/// Issue 13, and issue 14's Xen PV shape: a copy with no bootloader that
+/// can boot the VM. Shaped as a Xen PV guest that pygrub booted: a
+/// menu.lst on the whole disk `(hd0)` naming xvda and hvc0, xvda names in
+/// fstab, a getty only on hvc0, and no GRUB installed at all (no
+/// grub-install, no modules, no grub.cfg, nothing in the MBR). It was
+/// refused; now the clone gets this host's GRUB 2 and a menu of its own,
+/// boots answering on eth0, and has gettys on tty1 and ttyS0.
 #[test]
-fn clone_debian12_without_grub_tools_boots_with_this_hosts_grub() {
+fn clone_debian12_xen_pv_shape_without_grub_boots_with_this_hosts_grub() {
+    let wants = "/etc/systemd/system/getty.target.wants";
     // grub.cfg is new (the source has none), so not among the changed.
-    clone_and_boot_shaped("debian12", (2, "fstab and the initrd"), |s| {
-        for path in ["/usr/sbin/grub-install", "/usr/lib/grub", "/boot/grub"] {
-            s.aside(path);
-        }
-        s.change(
-            "K=$(ls /boot | sed -n 's/^vmlinuz-//p' | sort -V | tail -n 1) && mkdir /boot/grub && \
-             printf 'default 0\ntimeout 5\ntitle Debian (pygrub)\nroot (hd0,0)\nkernel /boot/vmlinuz-%s root=/dev/xvda1 ro console=hvc0\ninitrd /boot/initrd.img-%s\n' \
-             \"$K\" \"$K\" > /boot/grub/menu.lst",
-            "rm -rf /boot/grub",
-        );
-    });
+    clone_and_boot_checked(
+        "debian12",
+        (2, "fstab and the initrd"),
+        |s| {
+            for path in ["/usr/sbin/grub-install", "/usr/lib/grub", "/boot/grub"] {
+                s.aside(path);
+            }
+            s.aside(&format!("{wants}/getty@tty1.service"));
+            s.change(
+                &format!("ln -s /lib/systemd/system/serial-getty@.service {wants}/serial-getty@hvc0.service"),
+                &format!("rm {wants}/serial-getty@hvc0.service"),
+            );
+            s.change(
+                "sed -i 's#/dev/sda#/dev/xvda#' /etc/fstab",
+                "sed -i 's#/dev/xvda#/dev/sda#' /etc/fstab",
+            );
+            s.change(
+                "K=$(ls /boot | sed -n 's/^vmlinuz-//p' | sort -V | tail -n 1) && mkdir /boot/grub && \
+                 printf 'default 0\ntimeout 5\ntitle Debian (pygrub)\nroot (hd0)\nkernel /boot/vmlinuz-%s root=/dev/xvda1 ro console=hvc0\ninitrd /boot/initrd.img-%s\n' \
+                 \"$K\" \"$K\" > /boot/grub/menu.lst",
+                "rm -rf /boot/grub",
+            );
+        },
+        |on_clone| {
+            let active =
+                on_clone("systemctl is-active getty@tty1.service serial-getty@ttyS0.service");
+            assert_eq!(
+                active.split_whitespace().collect::<Vec<_>>(),
+                ["active", "active"]
+            );
+            let fstab = on_clone("cat /etc/fstab");
+            assert!(!fstab.contains("/dev/xvda"), "{fstab}");
+            let cmdline = on_clone("cat /proc/cmdline");
+            assert!(
+                cmdline.contains("net.ifnames=0") && cmdline.contains("console=ttyS0"),
+                "{cmdline}"
+            );
+        },
+    );
 }
 
 /// `stat` lines, sorted, with directory sizes blanked: they depend on the

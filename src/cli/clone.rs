@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use hotclone::clone::{self, stage, Batching};
+use hotclone::clone::{self, Batching};
 use hotclone::journal::Journal;
 use hotclone::launch::{VmFiles, VmState};
-use hotclone::migration::{self, Migration};
+use hotclone::migration::{self, Migration, Stage};
 use hotclone::plan::{self, Plan, TargetSpec};
 use hotclone::probe::Inventory;
 use hotclone::progress::Progress;
@@ -252,8 +252,8 @@ async fn resumable(
         return Ok(None);
     };
     let journal = Journal::open(&migration.journal_path())?;
-    let stage = journal.meta("stage")?;
-    if stage.is_none() {
+    let stage = journal.stage()?;
+    if stage == Stage::New {
         if VmState::load(&migration)?.is_none() {
             // A clone stopped before it began to make a disk (probing or
             // planning): nothing of it is worth keeping, so it starts over.
@@ -272,7 +272,7 @@ async fn resumable(
         TargetSpec::Image { path, .. } => hotclone::target::local::partial_raw(path).exists(),
         TargetSpec::Live { .. } => journal.meta(clone::FINISHED)?.as_deref() != Some("yes"),
     };
-    if stage.as_deref() == Some(stage::READY) && !unfinished {
+    if stage == Stage::Ready && !unfinished {
         bail!("migration {name} is already cloned; keep it current with `hotclone sync {name}`, or choose another --name");
     }
     if let Some(given) = &args.target {
@@ -338,8 +338,8 @@ async fn finish(
             let kept = Journal::open(&migration.journal_path())
                 .ok()
                 .filter(|j| {
-                    let stage = j.meta("stage").ok().flatten();
-                    stage.is_some() && stage.as_deref() != Some(stage::PREPARING)
+                    let stage = j.stage().unwrap_or(Stage::New);
+                    !matches!(stage, Stage::New | Stage::Preparing)
                 })
                 .and_then(|j| j.counts().ok());
             if e.target_damaged() {

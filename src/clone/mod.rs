@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::convert;
 use crate::journal::Journal;
-use crate::migration::Migration;
+use crate::migration::{Migration, Stage};
 use crate::plan::{Exclude, Plan};
 use crate::probe::{BootloaderKind, DistroFamily, Inventory};
 use crate::progress::{FileWarning, Progress};
@@ -162,18 +162,6 @@ pub async fn list_source(
     Ok(by_path.into_values().collect())
 }
 
-/// The journal's "stage" of a migration.
-pub mod stage {
-    /// The target disk is being made (partitioned, formatted); a clone
-    /// killed now left a disk with no file on it, which the next run makes
-    /// again.
-    pub const PREPARING: &str = "preparing";
-    /// The disk exists and files are being copied; `clone` continues it.
-    pub const COPYING: &str = "copying";
-    /// Copied, converted and finished: `sync` keeps it current.
-    pub const READY: &str = "ready";
-}
-
 /// The journal's meta key set once the target disk is finished (a live
 /// target; an image target shows it by its partial file being gone).
 pub const FINISHED: &str = "finished";
@@ -192,10 +180,10 @@ pub async fn run(
 ) -> Result<CloneReport, CloneError> {
     let started = Instant::now();
     let mut journal = Journal::open(&migration.journal_path())?;
-    let start = match journal.meta("stage")?.as_deref() {
-        None => CloneStart::New,
-        Some(stage::PREPARING) => CloneStart::Redo,
-        Some(_) => CloneStart::Resume,
+    let start = match journal.stage()? {
+        Stage::New => CloneStart::New,
+        Stage::Preparing => CloneStart::Redo,
+        _ => CloneStart::Resume,
     };
     match start {
         CloneStart::Resume => {
@@ -213,12 +201,12 @@ pub async fn run(
         CloneStart::New => progress.phase("preparing the target disk"),
     }
     if start != CloneStart::Resume {
-        journal.set_meta("stage", stage::PREPARING)?;
+        journal.set_stage(Stage::Preparing)?;
     }
     // From here on the disk holds acknowledged files the journal describes:
     // a failure keeps both, and running the clone again continues.
     let mut target = opener.for_clone(plan, migration, start).await?;
-    journal.set_meta("stage", stage::COPYING)?;
+    journal.set_stage(Stage::Copying)?;
     journal.set_meta(FINISHED, "")?;
 
     let pass = crate::sync::pass(
@@ -241,7 +229,7 @@ pub async fn run(
         .convert(inv, plan, &journal.files()?, progress)
         .await?;
     journal.record_converted(&converted.files)?;
-    journal.set_meta("stage", stage::READY)?;
+    journal.set_stage(Stage::Ready)?;
     tokio::task::block_in_place(|| {
         crate::sync::write_target_state(target.as_ref(), migration, &journal)
     })?;
@@ -250,7 +238,7 @@ pub async fn run(
     let image = match target.finish(plan, progress).await {
         Ok(image) => image,
         Err(e) => {
-            let _ = journal.set_meta("stage", stage::COPYING);
+            let _ = journal.set_stage(Stage::Copying);
             return Err(e);
         }
     };

@@ -123,17 +123,13 @@ impl UnshareChroot {
         for (uuid, dev) in &self.uuid_links {
             s.push_str(&format!(
                 "ln -sf {} \"$R/dev/disk/by-uuid/\"{}\n",
-                shell_quote(dev),
-                shell_quote(uuid)
+                crate::shell::quote(dev),
+                crate::shell::quote(uuid)
             ));
         }
         s.push_str("exec chroot \"$R\" \"$@\"\n");
         s
     }
-}
-
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 impl ChrootExec for UnshareChroot {

@@ -157,9 +157,6 @@ pub fn load_record(migration: &Migration) -> Result<Option<Record>, CutoverError
     }
 }
 
-/// The stage a migration is in once cut over; `sync` refuses it.
-pub const CUT_OVER: &str = "cut-over";
-
 /// What preflight learned, for the steps after it.
 struct Found {
     to_stop: Vec<String>,
@@ -374,7 +371,7 @@ impl<'a> Cutover<'a> {
         );
         self.rec.outcome = Outcome::Done;
         let mut journal = Journal::open(&self.migration.journal_path())?;
-        journal.set_meta("stage", CUT_OVER)?;
+        journal.set_stage(crate::migration::Stage::CutOver)?;
         drop(journal);
         self.save()?;
         if let Some(s) = self.source.take() {

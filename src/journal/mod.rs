@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::migration::Stage;
+
+/// The meta key [`Journal::stage`] is kept under.
+const STAGE_KEY: &str = "stage";
+
 /// Bump when the schema changes; an old journal is refused, not guessed at.
 pub const SCHEMA_VERSION: i64 = 2;
 
@@ -451,7 +456,27 @@ impl Journal {
             .map_err(self.err("reading a file record"))
     }
 
-    /// A value kept about the migration ("stage", ...).
+    /// The migration's stage; [`Stage::New`] before a clone recorded one.
+    pub fn stage(&self) -> Result<Stage, JournalError> {
+        match self.meta(STAGE_KEY)? {
+            None => Ok(Stage::New),
+            Some(name) => Stage::parse(&name).ok_or_else(|| JournalError {
+                path: self.path.clone(),
+                what: "reading the migration's stage".into(),
+                source: rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    format!("{name:?} is not a stage this hotclone knows").into(),
+                ),
+            }),
+        }
+    }
+
+    pub fn set_stage(&mut self, stage: Stage) -> Result<(), JournalError> {
+        self.set_meta(STAGE_KEY, stage.as_str())
+    }
+
+    /// A value kept about the migration.
     pub fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
         self.conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))

@@ -51,7 +51,7 @@ pub fn select<'a>(inv: &'a Inventory, include: &[String]) -> Vec<Selection<'a>> 
                     "on another disk ({}) than / ({}); add --include-mount {} to copy it",
                     disk.as_deref().unwrap_or("?"),
                     root_disk.as_deref().unwrap_or("?"),
-                    shell_quote(&m.mount_point)
+                    crate::shell::quote_for_paste(&m.mount_point)
                 ),
             });
             continue;
@@ -59,18 +59,6 @@ pub fn select<'a>(inv: &'a Inventory, include: &[String]) -> Vec<Selection<'a>> 
         out.push(Selection::Copy(m));
     }
     out
-}
-
-/// Quote a path for a shell command line the user may paste.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }
 
 /// Order partitions like an installer would: /boot first, then /, then the
@@ -119,13 +107,6 @@ mod tests {
         // A mail spool: 200k small files in 1 GiB.
         assert_eq!(inode_count(1 << 30, Some(200_000)), Some(310_000));
         assert_eq!(inode_count(1 << 30, None), None);
-    }
-
-    #[test]
-    fn shell_quoting_of_paths() {
-        assert_eq!(shell_quote("/var"), "/var");
-        assert_eq!(shell_quote("/srv/my data"), "'/srv/my data'");
-        assert_eq!(shell_quote("/it's"), "'/it'\\''s'");
     }
 
     #[test]

@@ -212,8 +212,8 @@ pub async fn run(
     let (inventory, plan) = migration.load()?;
     let mut journal = Journal::open(&migration.journal_path())?;
     let conversion = journal.conversion()?;
-    let stage = journal.meta("stage")?;
-    if conversion.is_none() && stage.as_deref() != Some(crate::clone::stage::READY) {
+    let stage = journal.stage()?;
+    if conversion.is_none() && stage != crate::migration::Stage::Ready {
         return Err(RehearseError::NotConverted {
             name: migration.name.clone(),
         });

@@ -81,16 +81,10 @@ const GNU_FORMAT: &str = r"%y %m %U %G %s %T@ %C@ %i %n %D\0%p\0";
 /// The busybox/coreutils stat format: raw mode in hex, then the name last.
 const STAT_FORMAT: &str = "%f %u %g %s %Y %Z %i %h %d %n";
 
-/// Quote a word for the remote POSIX shell.
-pub fn sh_quote(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
 /// The remote command that lists `roots` (absolute paths of the mount
 /// points to copy), staying on each one's filesystem.
 pub fn command(caps: &Capabilities, roots: &[&str]) -> String {
-    let roots: Vec<String> = roots.iter().map(|r| sh_quote(r.as_bytes())).collect();
+    let roots: Vec<String> = roots.iter().map(|r| crate::shell::quote(r)).collect();
     if caps.find_printf {
         format!(
             "LC_ALL=C find {} -xdev -printf '{GNU_FORMAT}'",
@@ -297,10 +291,5 @@ garbage line\n";
             (b"/home/u/my file.txt".as_slice(), 2, 0o644)
         );
         assert_eq!(bad, vec![Unparsed("garbage line".into())]);
-    }
-
-    #[test]
-    fn quoting_survives_single_quotes() {
-        assert_eq!(sh_quote(b"/srv/it's"), r"'/srv/it'\''s'");
     }
 }

@@ -26,7 +26,7 @@ pub fn tool(hashers: &[String]) -> Option<&'static str> {
 pub fn command(tool: &str, root: &str) -> String {
     format!(
         "cd {} && xargs -0 {tool} -- 2>/dev/null; true",
-        crate::convert::chroot::shell_quote(root)
+        crate::shell::quote(root)
     )
 }
 

@@ -115,7 +115,7 @@ pub fn source_script(tool: &str, grown: &[Tail<'_>]) -> Vec<u8> {
     let mut script = Vec::new();
     for g in grown {
         script.extend_from_slice(format!("head -c {} ", g.offset).as_bytes());
-        script.extend_from_slice(&quote(&g.file.path));
+        script.extend_from_slice(&crate::shell::quote_bytes(&g.file.path));
         script.extend_from_slice(format!(" 2>/dev/null | {tool}\n").as_bytes());
     }
     script
@@ -125,23 +125,9 @@ pub fn source_script(tool: &str, grown: &[Tail<'_>]) -> Vec<u8> {
 /// its offset to the listed size, or fewer when the file shrank.
 pub fn tail_command(g: &Tail<'_>) -> Vec<u8> {
     let mut cmd = format!("tail -c +{} ", g.offset + 1).into_bytes();
-    cmd.extend_from_slice(&quote(&g.file.path));
+    cmd.extend_from_slice(&crate::shell::quote_bytes(&g.file.path));
     cmd.extend_from_slice(format!(" | head -c {}", g.file.size - g.offset).as_bytes());
     cmd
-}
-
-/// Single-quoted for sh, any bytes but NUL.
-fn quote(raw: &[u8]) -> Vec<u8> {
-    let mut q = vec![b'\''];
-    for &b in raw {
-        if b == b'\'' {
-            q.extend_from_slice(b"'\\''");
-        } else {
-            q.push(b);
-        }
-    }
-    q.push(b'\'');
-    q
 }
 
 /// Keeps the candidates whose prefix digest on the source (the script's

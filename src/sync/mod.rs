@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crate::clone::copy::{self, Batching, JournalSink, Kept, Work};
 use crate::clone::{forgive_mount_points, list_source, CloneError};
 use crate::journal::{FileRecord, Journal, PassStats};
-use crate::migration::Migration;
+use crate::migration::{Migration, Stage};
 use crate::plan::Plan;
 use crate::probe::Inventory;
 use crate::progress::{FileWarning, Progress};
@@ -375,21 +375,21 @@ pub struct SyncReport {
 /// contact anything.
 pub fn check_stage(migration: &Migration) -> Result<(), CloneError> {
     let journal = Journal::open(&migration.journal_path())?;
-    match journal.meta("stage")?.as_deref() {
-        Some(crate::clone::stage::READY) => {}
-        Some(crate::cutover::CUT_OVER) => {
+    match journal.stage()? {
+        Stage::Ready => {}
+        Stage::CutOver => {
             return Err(CloneError::Stage(format!(
                 "{} was cut over: its clone serves now, and syncing from the old source would overwrite it",
                 migration.name
             )))
         }
-        Some(_) => {
+        Stage::Preparing | Stage::Copying => {
             return Err(CloneError::Stage(format!(
                 "the clone of {} did not finish; run the same `hotclone clone ... --name {}` again to continue it",
                 migration.name, migration.name
             )))
         }
-        None => {
+        Stage::New => {
             return Err(CloneError::Stage(format!(
                 "migration {} has no target disk yet; `hotclone clone` makes it",
                 migration.name

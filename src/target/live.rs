@@ -56,7 +56,7 @@ fn remote_err(what: String, out: &crate::ssh::Output) -> CloneError {
 
 /// Quote for the target's shell.
 fn q(s: &str) -> String {
-    crate::convert::chroot::shell_quote(s)
+    crate::shell::quote(s)
 }
 
 async fn remote_hello(session: &Session, agent: &str) -> Result<Hello, String> {
