@@ -90,22 +90,26 @@ impl Drop for OnSource<'_> {
     }
 }
 
+/// What a shaped clone is expected to show.
+struct Expect {
+    /// The least number of the source's files the conversion changes,
+    /// and which they are.
+    converted: (usize, &'static str),
+    /// The clone's NIC, carrying the source's address and the VM's MAC.
+    nic: &'static str,
+}
+
 /// Clone `source` into a qcow2 image and boot it, with the source
-/// changed by `shape` for the clone; `converted` is the least number of
-/// the source's files the conversion changes, and which they are.
-fn clone_and_boot_shaped(
-    source: &str,
-    converted: (usize, &str),
-    shape: impl FnOnce(&mut OnSource),
-) {
-    clone_and_boot_checked(source, converted, shape, |_| {});
+/// changed by `shape` for the clone.
+fn clone_and_boot_shaped(source: &str, expect: Expect, shape: impl FnOnce(&mut OnSource)) {
+    clone_and_boot_checked(source, expect, shape, |_| {});
 }
 
 /// [`clone_and_boot_shaped`], then `check` with a way to run a command on
 /// the booted clone over SSH (its output).
 fn clone_and_boot_checked(
     source: &str,
-    converted: (usize, &str),
+    expect: Expect,
     shape: impl FnOnce(&mut OnSource),
     check: impl FnOnce(&dyn Fn(&str) -> String),
 ) {
@@ -148,9 +152,9 @@ fn clone_and_boot_checked(
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(
-        changed >= converted.0,
+        changed >= expect.converted.0,
         "{} were converted: {verified}",
-        converted.1
+        expect.converted.1
     );
 
     let mut vm = BootedVm::boot(&image, "qcow2", &dir.join("console.log"));
@@ -175,14 +179,19 @@ fn clone_and_boot_checked(
     let inv = inventory
         .expect("the clone never answered SSH on the source's address with the source's host key");
     assert_eq!(inv.hostname, src.hostname);
-    let eth0 = inv.interface("eth0").expect("the clone's NIC is eth0");
+    let nic = inv.interface(expect.nic).unwrap_or_else(|| {
+        panic!(
+            "the clone's NIC is {}: {:?}",
+            expect.nic, inv.network.interfaces
+        )
+    });
     assert!(
-        eth0.addresses
+        nic.addresses
             .contains(&format!("{}/{}", src.ip, src.prefix)),
-        "{eth0:?}"
+        "{nic:?}"
     );
     assert_eq!(
-        eth0.mac.as_deref(),
+        nic.mac.as_deref(),
         Some("52:54:00:c1:0e:01"),
         "the VM's own MAC, not the source's"
     );
@@ -225,26 +234,58 @@ fn clone_and_boot_checked(
 fn clone_debian11_without_grub_defaults_boots_with_the_sources_identity() {
     clone_and_boot_shaped(
         "debian11",
-        (3, "fstab, grub defaults and the initrd"),
+        Expect {
+            converted: (3, "fstab, grub defaults and the initrd"),
+            nic: "eth0",
+        },
         |s| s.aside("/etc/default/grub"),
     );
 }
 
-/// Issue 13, and issue 14's Xen PV shape: a copy with no bootloader that
-/// can boot the VM. Shaped as a Xen PV guest that pygrub booted: a
-/// menu.lst on the whole disk `(hd0)` naming xvda and hvc0, xvda names in
-/// fstab, a getty only on hvc0, and no GRUB installed at all (no
-/// grub-install, no modules, no grub.cfg, nothing in the MBR). It was
-/// refused; now the clone gets this host's GRUB 2 and a menu of its own,
-/// boots answering on eth0, and has gettys on tty1 and ttyS0.
+/// Issue 13, and issue 14's Xen PV and systemd-networkd shapes, in one
+/// boot: a copy with no bootloader that can boot the VM. Shaped as a Xen
+/// PV guest that pygrub booted: a menu.lst on the whole disk `(hd0)`
+/// naming xvda and hvc0, xvda names in fstab, a getty only on hvc0, and no
+/// GRUB installed at all (no grub-install, no modules, no grub.cfg,
+/// nothing in the MBR). Its network is systemd-networkd's, with a `.link`
+/// renaming the NIC found by the source's MAC to `lan0` (no ifupdown).
+/// It was refused; now the clone gets this host's GRUB 2 and a menu of its
+/// own, boots answering on lan0 (the VM's NIC, renamed), and has gettys
+/// on tty1 and ttyS0.
 #[test]
-fn clone_debian12_xen_pv_shape_without_grub_boots_with_this_hosts_grub() {
+fn clone_debian12_xen_pv_networkd_shape_boots_with_this_hosts_grub() {
     let wants = "/etc/systemd/system/getty.target.wants";
-    // grub.cfg is new (the source has none), so not among the changed.
+    let lab = lab();
+    let src = lab.source("debian12");
+    let link = format!(
+        "[Match]\\nMACAddress={}\\n\\n[Link]\\nName=lan0\\n",
+        src.mac
+    );
+    let network = format!(
+        "[Match]\\nName=lan0\\n\\n[Network]\\nAddress={}/{}\\n",
+        src.ip, src.prefix
+    );
+    let networkd = "/etc/systemd/network";
     clone_and_boot_checked(
         "debian12",
-        (2, "fstab and the initrd"),
+        Expect {
+            converted: (3, "fstab, the .link and the initrd"),
+            nic: "lan0",
+        },
         |s| {
+            s.aside("/etc/network/interfaces");
+            s.change(
+                "printf 'auto lo\\niface lo inet loopback\\n' > /etc/network/interfaces",
+                "rm /etc/network/interfaces",
+            );
+            s.change(
+                &format!(
+                    "printf '{link}' > {networkd}/10-lan.link && printf '{network}' > {networkd}/20-lan.network && systemctl enable systemd-networkd 2>&1"
+                ),
+                &format!(
+                    "systemctl disable systemd-networkd 2>&1; rm {networkd}/10-lan.link {networkd}/20-lan.network"
+                ),
+            );
             for path in ["/usr/sbin/grub-install", "/usr/lib/grub", "/boot/grub"] {
                 s.aside(path);
             }
@@ -272,7 +313,16 @@ fn clone_debian12_xen_pv_shape_without_grub_boots_with_this_hosts_grub() {
                 ["active", "active"]
             );
             let fstab = on_clone("cat /etc/fstab");
-            assert!(!fstab.contains("/dev/xvda"), "{fstab}");
+            // Root by its new UUID; the swap the source named is not
+            // part of the clone, so its line is commented out.
+            let live: Vec<&str> = fstab.lines().filter(|l| !l.starts_with('#')).collect();
+            assert!(live.iter().all(|l| !l.contains("/dev/xvda")), "{fstab}");
+            assert!(live.iter().any(|l| l.starts_with("UUID=")), "{fstab}");
+            let link = on_clone("cat /etc/systemd/network/10-lan.link");
+            assert!(
+                link.contains("OriginalName=eth0") && !link.contains("MACAddress="),
+                "{link}"
+            );
             let cmdline = on_clone("cat /proc/cmdline");
             assert!(
                 cmdline.contains("net.ifnames=0") && cmdline.contains("console=ttyS0"),

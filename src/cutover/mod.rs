@@ -779,8 +779,12 @@ fn still_changing_message(count: u64, paths: &[String]) -> String {
 /// each STEP until the file `cutover.hold` in the migration's directory
 /// (created here, holding the step's name) is removed (at most 10
 /// minutes). The lab tests use it to put a stranger on the network, and
-/// take it off again, at exact moments.
+/// take it off again, at exact moments. Debug builds only (the lab's):
+/// a release build ignores the variable.
 pub(crate) async fn hold_before(migration: &Migration, step: Step) {
+    if !cfg!(debug_assertions) {
+        return;
+    }
     let Ok(wanted) = std::env::var("HOTCLONE_CUTOVER_HOLD") else {
         return;
     };
