@@ -20,6 +20,7 @@ pub mod netns;
 pub mod plan;
 pub mod probe;
 pub mod progress;
+pub mod random;
 pub mod rehearse;
 pub mod rescue;
 pub mod shell;

@@ -74,6 +74,18 @@ pub enum MigrationError {
     },
 }
 
+/// Where the target keeps its copy of the migration's state, relative to
+/// the root of the target's root filesystem. It is not part of the cloned
+/// tree: passes never list, send or remove it. Conversion keeps its
+/// interface-rename record there too ([`crate::convert::renamed_record`]),
+/// so re-conversions after syncs do not rename twice. Cutover removes it.
+pub const TARGET_STATE_DIR: &str = ".hotclone";
+
+/// The journal copy, inventory and plan on the target, for `root`.
+pub fn target_state(root: &Path) -> PathBuf {
+    root.join(TARGET_STATE_DIR)
+}
+
 /// Where migrations live: `$HOTCLONE_HOME`, else `~/.local/state/hotclone`.
 pub fn home() -> PathBuf {
     if let Some(h) = std::env::var_os("HOTCLONE_HOME") {

@@ -131,7 +131,7 @@ pub fn run(args: TargetArgs) -> anyhow::Result<()> {
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
             };
             let inv: Inventory = serde_json::from_str(&read(&inventory)?)?;
-            let addrs: Vec<hotclone::cutover::network::ProdAddr> =
+            let addrs: Vec<hotclone::probe::addresses::ProdAddr> =
                 serde_json::from_str(&read(&addresses)?)?;
             let notes = remote::finalize(&plan(&disk.plan)?, &disk.disk, &disk.root, &inv, &addrs)?;
             println!("{}", serde_json::to_string(&notes)?);

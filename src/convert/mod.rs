@@ -87,6 +87,7 @@ pub mod chroot;
 pub mod console;
 pub mod family;
 pub mod fstab;
+pub mod identity;
 pub mod initramfs;
 pub mod initrd;
 pub mod network;
@@ -103,7 +104,7 @@ use chroot::ChrootExec;
 
 /// The record of network config files whose interface names conversion
 /// already mapped, in the target's state directory
-/// ([`crate::sync::TARGET_STATE_DIR`]): see [`renamed_record`].
+/// ([`crate::migration::TARGET_STATE_DIR`]): see [`renamed_record`].
 pub const RENAMED_RECORD: &str = "interfaces-renamed";
 
 /// Where an older hotclone marked (for the whole tree) that renames were
@@ -114,10 +115,10 @@ pub const LEGACY_RENAMED_MARKER: &str = "var/lib/hotclone/interfaces-renamed";
 /// The rename record of the target tree at `root`. It lives with the
 /// migration's other state on the target, so it survives from the clone's
 /// conversion to the re-conversions of later syncs, and leaves with that
-/// state at cutover ([`crate::cutover::identity::finalize`]). Passes never
+/// state at cutover ([`crate::convert::identity::finalize`]). Passes never
 /// list it, so neither syncs nor `verify` see it.
 pub fn renamed_record(root: &Path) -> PathBuf {
-    crate::sync::target_state(root).join(RENAMED_RECORD)
+    crate::migration::target_state(root).join(RENAMED_RECORD)
 }
 
 /// Kernel command-line options every clone gets: keep `eth0` naming, and a

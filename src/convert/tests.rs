@@ -523,7 +523,7 @@ fn regression_a_second_conversion_does_not_swap_interface_names_back() {
     );
     // The record is in the target's state directory (cutover removes it),
     // nothing of ours is in the clone's own tree.
-    assert!(renamed_record(&root).starts_with(crate::sync::target_state(&root)));
+    assert!(renamed_record(&root).starts_with(crate::migration::target_state(&root)));
     assert!(renamed_record(&root).exists());
     assert!(!root.join("var/lib/hotclone").exists());
 

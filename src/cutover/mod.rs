@@ -12,7 +12,7 @@
 //!    addresses back if this process dies ([`watchdog`]).
 //! 6. ARP probe of every production address from the VM's segment
 //!    (RFC 5227, `arping -D`): anyone answering stops the cutover.
-//! 7. finalize the clone's identity on its disk ([`identity`]).
+//! 7. finalize the clone's identity on its disk ([`crate::convert::identity`]).
 //! 8. boot the clone; it announces its addresses (gratuitous ARP) as its
 //!    interfaces come up. 9. health: SSH on the production address with
 //!    the source's host key, the stopped services running on the clone,
@@ -30,7 +30,6 @@
 //! into the migration's directory either way.
 
 pub mod health;
-pub mod identity;
 pub mod network;
 pub mod report;
 mod rollback;

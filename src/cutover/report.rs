@@ -149,8 +149,8 @@ pub fn markdown(r: &Record) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cutover::network::ProdAddr;
     use crate::cutover::state::FinalSync;
+    use crate::probe::addresses::ProdAddr;
 
     fn sample() -> Record {
         let mut r = Record::new("web01");

@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::state::Step;
-use super::{health, identity, network, services, step_err, watchdog, Cutover, CutoverError};
+use super::{health, network, services, step_err, watchdog, Cutover, CutoverError};
+use crate::convert::identity;
 use crate::journal::Journal;
 use crate::progress::Progress;
 

@@ -27,11 +27,10 @@ pub struct KeyPair {
 
 impl KeyPair {
     pub fn generate() -> Result<KeyPair, KeyError> {
-        let seed =
-            crate::target::partition::random_bytes::<32>().map_err(|source| KeyError::Io {
-                path: "/dev/urandom".into(),
-                source,
-            })?;
+        let seed = crate::random::bytes::<32>().map_err(|source| KeyError::Io {
+            path: "/dev/urandom".into(),
+            source,
+        })?;
         Ok(KeyPair {
             key: PrivateKey::from(Ed25519Keypair::from_seed(&seed)),
         })

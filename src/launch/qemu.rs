@@ -85,7 +85,7 @@ pub fn create_disk(path: &Path, format: ImageFormat, size: u64) -> Result<(), La
 
 /// A random locally administered MAC in QEMU's range.
 pub fn random_mac() -> String {
-    let b = crate::target::partition::random_bytes::<3>().unwrap_or([0x12, 0x34, 0x56]);
+    let b = crate::random::bytes::<3>().unwrap_or([0x12, 0x34, 0x56]);
     format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
 }
 

@@ -10,6 +10,7 @@
 //! command, an unreadable file) is not an error: the inventory carries a
 //! warning saying what is unknown and what that means.
 
+pub mod addresses;
 pub mod inventory;
 pub mod parse;
 pub mod script;

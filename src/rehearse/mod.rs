@@ -337,7 +337,7 @@ async fn rehearse_parked(
     format: ImageFormat,
     vm: Option<&VmState>,
     host_key: &str,
-    addrs: &[crate::cutover::network::ProdAddr],
+    addrs: &[crate::probe::addresses::ProdAddr],
     dir: &Path,
     progress: &mut dyn Progress,
 ) -> Result<Rehearsal, RehearseError> {

@@ -1,5 +1,5 @@
 //! Taking a migration over from its target disk: the disk carries a copy
-//! of the journal, inventory and plan (see [`super::TARGET_STATE_DIR`]), so
+//! of the journal, inventory and plan (see [`crate::migration::TARGET_STATE_DIR`]), so
 //! a client machine that never saw the migration, or lost its state, can
 //! continue it. The disk is only read here; nothing is changed if it has
 //! no state, or the migration already exists on this machine.
@@ -41,7 +41,7 @@ pub fn adopt(home: &Path, name: &str, disk: &Path) -> Result<Migration, CloneErr
         CloneError::Stage(format!(
             "{} carries no hotclone state (no {}/ on any of its filesystems)",
             disk.display(),
-            super::TARGET_STATE_DIR
+            crate::migration::TARGET_STATE_DIR
         ))
     })
 }
@@ -69,7 +69,7 @@ fn find_state(
         if image::run("mount", &["-o", "ro", &dev_s, &at_s], "mount").is_err() {
             continue; // swap, BIOS boot, an unknown filesystem
         }
-        let state: PathBuf = super::target_state(at);
+        let state: PathBuf = crate::migration::target_state(at);
         let copied = if state.join("journal.sqlite").is_file() {
             copy_state(&state, home, name).map(Some)
         } else {

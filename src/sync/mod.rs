@@ -22,7 +22,6 @@ pub mod checksum;
 pub mod delta;
 pub mod grown;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::clone::copy::{self, Batching, JournalSink, Kept, Work};
@@ -35,18 +34,6 @@ use crate::progress::{FileWarning, Progress};
 use crate::ssh::Session;
 use crate::stream::listing::ListedFile;
 use crate::target::{Opener, StateFile, Target};
-
-/// Where the target keeps its copy of the migration's state, relative to
-/// the root of the target's root filesystem. It is not part of the cloned
-/// tree: passes never list, send or remove it. Conversion keeps its
-/// interface-rename record there too ([`crate::convert::renamed_record`]),
-/// so re-conversions after syncs do not rename twice. Cutover removes it.
-pub const TARGET_STATE_DIR: &str = ".hotclone";
-
-/// The journal copy, inventory and plan on the target, for `root`.
-pub fn target_state(root: &Path) -> PathBuf {
-    root.join(TARGET_STATE_DIR)
-}
 
 /// How many of the files a pass leaves dirty or recent its report names.
 pub const STILL_CHANGING_SHOWN: usize = 20;

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::plan::{FsType, ImageFormat, Partition, PartitionRole, Plan, TargetSpec};
-use crate::target::partition::{self, random_bytes};
+use crate::random::bytes as random_bytes;
+use crate::target::partition;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

@@ -332,7 +332,7 @@ impl Connection {
         &self,
         plan: &Plan,
         inventory: &Inventory,
-        addresses: &[crate::cutover::network::ProdAddr],
+        addresses: &[crate::probe::addresses::ProdAddr],
     ) -> Result<Vec<String>, CloneError> {
         let disk = planned_disk(plan)?;
         let json =
@@ -607,7 +607,7 @@ impl Target for LiveTarget {
         let session = self.conn.session.clone();
         let destination = self.conn.destination.clone();
         let handle = self.handle.clone();
-        let dir = crate::sync::target_state(&self.root);
+        let dir = crate::migration::target_state(&self.root);
         Arc::new(move |name: &str, file: StateFile<'_>| {
             let path = dir.join(name).display().to_string();
             let snapshot;

@@ -245,7 +245,7 @@ impl Target for LocalImage {
     }
 
     fn state_writer(&self) -> StateWriter {
-        let dir = crate::sync::target_state(self.root());
+        let dir = crate::migration::target_state(self.root());
         Arc::new(move |name: &str, file: StateFile<'_>| write_state_file(&dir, name, file))
     }
 

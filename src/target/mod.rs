@@ -78,7 +78,7 @@ pub trait Target: Send + Sync {
     /// removes, at the end, temporary files an interrupted agent left.
     async fn agent(&self, sweep: bool) -> Result<AgentLink, CloneError>;
     /// Write `name` into the target's state directory
-    /// ([`crate::sync::TARGET_STATE_DIR`]), replacing it atomically.
+    /// ([`crate::migration::TARGET_STATE_DIR`]), replacing it atomically.
     fn state_writer(&self) -> StateWriter;
     /// Hash files of the tree with `tool` (md5sum, sha1sum) on the target
     /// host: `paths` are NUL-separated, relative to the root; the tool's

@@ -94,13 +94,6 @@ pub fn guid_bytes(text: &str) -> [u8; 16] {
     b
 }
 
-/// Random bytes from the kernel (for disk and partition GUIDs, signatures).
-pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
-    let mut b = [0u8; N];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(b)
-}
-
 /// Write the table for `layout` into `disk`. `bootable` marks that MBR
 /// partition active (grub-legacy's stage1 does not need it, some BIOSes do).
 pub fn write<D: Read + Write + Seek>(
@@ -130,7 +123,7 @@ fn write_gpt<D: Read + Write + Seek>(
     layout: &DiskLayout,
     ext: &[Extent],
 ) -> Result<(), PartitionError> {
-    let mut gpt = gptman::GPT::new_from(disk, SECTOR, random_bytes::<16>()?)?;
+    let mut gpt = gptman::GPT::new_from(disk, SECTOR, crate::random::bytes::<16>()?)?;
     for (p, e) in layout.partitions.iter().zip(ext) {
         let name = match (&p.mount_point, p.role) {
             (Some(mp), _) => mp.clone(),
@@ -140,7 +133,7 @@ fn write_gpt<D: Read + Write + Seek>(
         };
         gpt[p.number] = gptman::GPTPartitionEntry {
             partition_type_guid: guid_bytes(type_guid(p.role)),
-            unique_partition_guid: random_bytes::<16>()?,
+            unique_partition_guid: crate::random::bytes::<16>()?,
             starting_lba: e.start / SECTOR,
             ending_lba: (e.start + e.size) / SECTOR - 1,
             attribute_bits: 0,
@@ -162,7 +155,7 @@ fn write_mbr<D: Read + Write + Seek>(
     if last / SECTOR > u64::from(u32::MAX) {
         return Err(PartitionError::MbrTooLarge(last));
     }
-    let mut mbr = mbrman::MBR::new_from(disk, SECTOR as u32, random_bytes::<4>()?)?;
+    let mut mbr = mbrman::MBR::new_from(disk, SECTOR as u32, crate::random::bytes::<4>()?)?;
     let sectors = |bytes: u64| (bytes / SECTOR) as u32;
     for (p, e) in layout.partitions.iter().zip(ext) {
         let sys = match p.role {

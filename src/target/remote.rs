@@ -109,7 +109,7 @@ pub fn convert(
     let lock = hold(disk)?;
     let prepared = image::attach_device(plan, disk, root, FsCheck::after(&lock))?;
     let notes = crate::clone::convert_phase(inv, plan, &prepared, progress)?;
-    let journal = crate::sync::target_state(root).join("journal.sqlite");
+    let journal = crate::migration::target_state(root).join("journal.sqlite");
     let records = crate::journal::Journal::open(&journal)?.files()?;
     let files = crate::verify::converted_files(root, &records);
     prepared.leave_mounted();
@@ -175,12 +175,12 @@ pub fn finalize(
     disk: &Path,
     root: &Path,
     inventory: &Inventory,
-    addresses: &[crate::cutover::network::ProdAddr],
+    addresses: &[crate::probe::addresses::ProdAddr],
 ) -> Result<Vec<String>, CloneError> {
     check_planned(plan, disk)?;
     let lock = hold(disk)?;
     let prepared = image::attach_device(plan, disk, root, FsCheck::after(&lock))?;
-    match crate::cutover::identity::finalize(root, inventory, addresses) {
+    match crate::convert::identity::finalize(root, inventory, addresses) {
         Ok(notes) => {
             prepared.finish(plan)?;
             Ok(notes)

@@ -17,7 +17,7 @@
 
 use std::path::Path;
 
-use super::network::ProdAddr;
+use crate::probe::addresses::ProdAddr;
 use crate::probe::Inventory;
 
 /// Makes the kernel send gratuitous ARP when an interface comes up. The
@@ -108,7 +108,7 @@ pub fn finalize(
     }
     std::fs::write(&sysctl, ANNOUNCE).map_err(io(&sysctl))?;
     for ours in [
-        crate::sync::target_state(root),
+        crate::migration::target_state(root),
         root.join("var/lib/hotclone"),
     ] {
         match std::fs::remove_dir_all(&ours) {
@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn finalize_checks_the_addresses_and_removes_our_files() {
         let inv = debian5();
-        let (addrs, _) = crate::cutover::network::production(&inv.network);
+        let (addrs, _) = crate::probe::addresses::production(&inv.network);
         let r = root(
             "ok",
             "auto eth0\niface eth0 inet static\n  address 198.51.100.10\n  netmask 255.255.255.0\n\
@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn an_address_the_clone_does_not_configure_is_refused_before_anything_is_removed() {
         let inv = debian5();
-        let (addrs, _) = crate::cutover::network::production(&inv.network);
+        let (addrs, _) = crate::probe::addresses::production(&inv.network);
         let r = root(
             "missing",
             "auto eth0\niface eth0 inet static\n  address 198.51.100.10/24\n",
