@@ -280,22 +280,35 @@ pub(crate) fn forgive_mount_points(copied: &mut copy::CopyOutcome, excludes: &[E
     }
 }
 
-/// Phase 4: make the copy boot as a VM, with the guest's own tools. A
-/// source hotclone cannot convert (no known distribution family, no
-/// bootloader, e.g. a busybox box) is copied faithfully and left as it is,
-/// with a note saying so.
+/// Why a copy is left unconverted, if it is: a source of no known
+/// distribution family (a busybox box) is copied faithfully and left as
+/// it is. A known family without a bootloader is converted: the copy's
+/// own GRUB or this host's is installed ([`convert::family`]), or the
+/// conversion says why it cannot be.
+fn not_converted(family: DistroFamily, bootloader: BootloaderKind) -> Option<String> {
+    let name = |v: serde_json::Result<serde_json::Value>| {
+        v.ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    (family == DistroFamily::Unknown).then(|| {
+        format!(
+            "the copy was not converted ({} family, {} bootloader): it holds the files exactly, but will not boot as a VM as it is",
+            name(serde_json::to_value(family)),
+            name(serde_json::to_value(bootloader))
+        )
+    })
+}
+
+/// Phase 4: make the copy boot as a VM, with the guest's own tools
+/// (unless [`not_converted`] says why not, in a note).
 pub(crate) fn convert_phase(
     inv: &Inventory,
     plan: &Plan,
     prepared: &image::PreparedImage,
     progress: &mut dyn Progress,
 ) -> Result<Vec<String>, CloneError> {
-    if inv.os.family == DistroFamily::Unknown || plan.source.bootloader == BootloaderKind::None {
-        let note = format!(
-            "the copy was not converted ({} family, {} bootloader): it holds the files exactly, but will not boot as a VM as it is",
-            serde_json::to_value(inv.os.family).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-            serde_json::to_value(plan.source.bootloader).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-        );
+    if let Some(note) = not_converted(inv.os.family, plan.source.bootloader) {
         progress.note(&note);
         return Ok(vec![note]);
     }
@@ -335,6 +348,26 @@ pub(crate) fn convert_phase(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13: a known family whose source had no bootloader was left
+    /// unconverted ("will not boot as a VM"), so a Xen PV guest booted by
+    /// its dom0 never got the GRUB the conversion now installs.
+    #[test]
+    fn regression_a_known_family_without_a_bootloader_is_converted() {
+        assert_eq!(
+            not_converted(DistroFamily::Debian, BootloaderKind::None),
+            None
+        );
+        assert_eq!(
+            not_converted(DistroFamily::RedHat, BootloaderKind::None),
+            None
+        );
+        let busybox = not_converted(DistroFamily::Unknown, BootloaderKind::None).unwrap();
+        assert!(
+            busybox.starts_with("the copy was not converted (unknown family, none bootloader)"),
+            "{busybox}"
+        );
+    }
 
     fn ex(path: &str, contents_only: bool) -> Exclude {
         Exclude {

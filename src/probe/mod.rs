@@ -147,7 +147,7 @@ fn assemble(source_name: &str, s: &Sections) -> Inventory {
     let init = system::detect_init(s.cmd_ok("init-link"), &present, pid1);
     let bootloader = system::detect_bootloader(&present, s.cmd_ok("grub-version"));
     if bootloader.kind == BootloaderKind::None {
-        warnings.push("no bootloader found (grub2, grub-legacy, lilo, extlinux); the clone will need one installed".into());
+        warnings.push("no bootloader found (grub2, grub-legacy, lilo, extlinux); the conversion installs GRUB 2 from the converting host if the source has its kernel in /boot".into());
     }
     let hardware = system::parse_hardware(s.file("/proc/cpuinfo"), s.file("/proc/meminfo"));
 
