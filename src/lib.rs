@@ -17,6 +17,7 @@ pub mod journal;
 pub mod launch;
 pub mod migration;
 pub mod netns;
+pub mod pass;
 pub mod plan;
 pub mod probe;
 pub mod progress;

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use clap::Args;
-use hotclone::clone::Batching;
 use hotclone::cutover::health::Check;
 use hotclone::cutover::{CutoverOptions, Finished};
 use hotclone::migration::{self, Migration};
-use hotclone::sync::PassOptions;
+use hotclone::pass::copy::Batching;
+use hotclone::pass::PassOptions;
 
 use super::progress::CliProgress;
 use super::ssh_args::SshArgs;

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use hotclone::clone::Batching;
 use hotclone::migration::{self, Migration};
-use hotclone::sync::{PassOptions, SyncReport};
+use hotclone::pass::copy::Batching;
+use hotclone::pass::PassOptions;
+use hotclone::sync::SyncReport;
 use hotclone::units::format_bytes;
 
 use super::progress::CliProgress;
@@ -201,7 +202,7 @@ fn show(args: &SyncArgs, r: &SyncReport) {
             p.recent
         );
     }
-    let named = hotclone::sync::for_example(&p.still_changing, 3);
+    let named = hotclone::pass::for_example(&p.still_changing, 3);
     if !named.is_empty() {
         println!(
             "  again      {} file(s) next pass{named}",

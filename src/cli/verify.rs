@@ -54,8 +54,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<u8> {
     if !args.target_only {
         let session =
             hotclone::ssh::Session::connect(&inventory.source, &args.ssh.to_options()?).await?;
-        let listing =
-            hotclone::clone::list_source(&session, &inventory, &plan, &mut Silent).await?;
+        let listing = hotclone::pass::list_source(&session, &inventory, &plan, &mut Silent).await?;
         let _ = session.disconnect().await;
         diffs.extend(hotclone::verify::compare_with_source(&records, &listing));
     }

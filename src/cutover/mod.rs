@@ -41,16 +41,16 @@ pub mod watchdog;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::clone::CloneError;
 use crate::journal::Journal;
 use crate::launch::{BootMode, VmFiles, VmState};
 use crate::migration::Migration;
+use crate::pass::PassOptions;
 use crate::plan::Plan;
 use crate::probe::Inventory;
 use crate::progress::Progress;
 use crate::ssh::{ConnectOptions, Session};
-use crate::sync::PassOptions;
 use crate::target::live;
+use crate::target::CloneError;
 use health::Check;
 use state::{FinalSync, Outcome, Record, Rerun, Step};
 
@@ -770,7 +770,7 @@ impl<'a> Cutover<'a> {
 fn still_changing_message(count: u64, paths: &[String]) -> String {
     format!(
         "{count} file(s) still change on the quiesced source{}; stop what writes them (--stop or --quiesce all)",
-        crate::sync::for_example(paths, 3)
+        crate::pass::for_example(paths, 3)
     )
 }
 

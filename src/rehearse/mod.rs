@@ -69,7 +69,7 @@ pub enum RehearseError {
     #[error(transparent)]
     Lock(#[from] crate::target::lock::LockError),
     #[error(transparent)]
-    Clone(#[from] crate::clone::CloneError),
+    Clone(#[from] crate::target::CloneError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -6,6 +6,7 @@
 //!   agent's acknowledgements.
 //! - [`tar_to_wire`]: the source's own tar stream turned into wire frames.
 
+pub mod hashing;
 pub mod listing;
 pub mod tar_to_wire;
 pub mod wire;

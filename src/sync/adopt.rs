@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::clone::CloneError;
 use crate::migration::Migration;
 use crate::target::image::{self, LoopDisk};
+use crate::target::CloneError;
 
 /// Copy the state from `disk` (raw) into a new migration `name` under
 /// `home`.

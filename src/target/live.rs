@@ -23,13 +23,13 @@ use tokio_util::io::SyncIoBridge;
 use super::device::DiskInfo;
 use super::remote::{Hello, ROOT, WORK_DIR};
 use super::{AgentLink, AgentProcess, Converted, StateFile, StateWriter, Target};
-use crate::clone::CloneError;
 use crate::journal::FileRecord;
 use crate::plan::{Plan, TargetSpec};
 use crate::probe::Inventory;
 use crate::progress::Progress;
 use crate::rescue::{AGENT_PATH, BUILD_ID};
 use crate::ssh::{ConnectOptions, Session};
+use crate::target::CloneError;
 use crate::units::format_bytes;
 
 /// Where an uploaded hotclone is kept in the rescue system (RAM).
@@ -556,13 +556,13 @@ impl Target for LiveTarget {
     }
 
     async fn hash_files(&self, tool: &str, paths: &[u8]) -> Result<Vec<u8>, CloneError> {
-        let cmd = crate::sync::checksum::command(tool, ROOT);
+        let cmd = crate::stream::hashing::command(tool, ROOT);
         let out = self
             .conn
             .session
             .run(&cmd, paths)
             .await
-            .map_err(|e| crate::sync::checksum::target_error(tool, e))?;
+            .map_err(|e| crate::target::error::checksum_error(tool, e))?;
         Ok(out.stdout)
     }
 

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use super::image::{self, FsCheck, PreparedImage};
 use super::lock::{self, TargetLock};
 use super::{AgentLink, AgentProcess, Converted, StateFile, StateWriter, Target};
-use crate::clone::CloneError;
 use crate::journal::FileRecord;
 use crate::migration::Migration;
 use crate::plan::{ImageFormat, Plan, TargetSpec};
 use crate::probe::Inventory;
 use crate::progress::Progress;
+use crate::target::CloneError;
 
 /// The working raw disk of a clone while it is being made (renamed, or
 /// converted to qcow2, when the clone finishes).
@@ -172,8 +172,8 @@ impl Target for LocalImage {
     }
 
     async fn hash_files(&self, tool: &str, paths: &[u8]) -> Result<Vec<u8>, CloneError> {
-        use crate::sync::checksum;
-        let err = |e: std::io::Error| checksum::target_error(tool, e);
+        use crate::stream::hashing as checksum;
+        let err = |e: std::io::Error| super::error::checksum_error(tool, e);
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(checksum::command(tool, &self.root().display().to_string()))
@@ -256,7 +256,7 @@ impl Target for LocalImage {
         records: &[FileRecord],
         progress: &mut dyn Progress,
     ) -> Result<Converted, CloneError> {
-        let notes = crate::clone::convert_phase(inv, plan, &self.prepared, progress)?;
+        let notes = crate::target::conversion::convert_phase(inv, plan, &self.prepared, progress)?;
         Ok(Converted {
             notes,
             files: crate::verify::converted_files(self.root(), records),

@@ -14,7 +14,9 @@
 //!   `hotclone agent` and `hotclone target ...`).
 
 pub mod agent;
+pub mod conversion;
 pub mod device;
+pub mod error;
 pub mod image;
 pub mod live;
 pub mod local;
@@ -23,9 +25,9 @@ pub mod partition;
 pub mod remote;
 pub mod writer;
 
+pub use error::CloneError;
 use std::path::{Path, PathBuf};
 
-use crate::clone::CloneError;
 use crate::journal::{ConvertedFile, FileRecord};
 use crate::plan::Plan;
 use crate::probe::Inventory;

@@ -16,10 +16,10 @@ use super::device::DiskInfo;
 use super::image::{self, FsCheck, ImageError, NewFilesystem};
 use super::lock::{self, device_lock_path, TargetLock};
 use super::Converted;
-use crate::clone::CloneError;
 use crate::plan::{Plan, TargetSpec};
 use crate::probe::Inventory;
 use crate::progress::Progress;
+use crate::target::CloneError;
 
 /// Scratch space on the target host (a RAM disk in the rescue system):
 /// the plan, the inventory. Removed at the end.
@@ -108,7 +108,7 @@ pub fn convert(
     check_planned(plan, disk)?;
     let lock = hold(disk)?;
     let prepared = image::attach_device(plan, disk, root, FsCheck::after(&lock))?;
-    let notes = crate::clone::convert_phase(inv, plan, &prepared, progress)?;
+    let notes = crate::target::conversion::convert_phase(inv, plan, &prepared, progress)?;
     let journal = crate::migration::target_state(root).join("journal.sqlite");
     let records = crate::journal::Journal::open(&journal)?.files()?;
     let files = crate::verify::converted_files(root, &records);

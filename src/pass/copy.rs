@@ -23,13 +23,13 @@ use tokio_util::io::SyncIoBridge;
 
 use super::{tar_messages, CloneError};
 use crate::journal::{FileRecord, Journal, Partial};
+use crate::pass::grown::{self, Tail};
 use crate::probe::{Capabilities, TarFlavour};
 use crate::progress::{FileWarning, Progress};
 use crate::ssh::{ExitStatus, Session};
 use crate::stream::listing::{FileKind, ListedFile};
 use crate::stream::tar_to_wire::{self, PumpStats};
 use crate::stream::wire::{Ack, EntryKind, EntryMeta, WireError, WireWriter};
-use crate::sync::grown::{self, Tail};
 use crate::target::StateFile;
 
 /// The remote tar command for this source, reading NUL-separated relative
@@ -217,7 +217,7 @@ pub struct Work<'a> {
     pub remove: &'a [Vec<u8>],
     /// Metadata-only updates, with what the journal holds of the entry.
     pub attrs: Vec<(&'a ListedFile, Kept)>,
-    /// Sent from an offset ([`crate::sync::grown`]): files that only
+    /// Sent from an offset ([`crate::pass::grown`]): files that only
     /// grew, and transfers an interruption cut off.
     pub append: Vec<Tail<'a>>,
     pub send: Vec<&'a ListedFile>,

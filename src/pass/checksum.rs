@@ -10,24 +10,16 @@
 
 use std::collections::HashMap;
 
-use crate::clone::CloneError;
 use crate::journal::FileRecord;
 use crate::stream::listing::{FileKind, ListedFile};
+
+pub use crate::stream::hashing::command;
 
 /// The hashing tool both sides use, from what the source has.
 pub fn tool(hashers: &[String]) -> Option<&'static str> {
     ["md5sum", "sha1sum"]
         .into_iter()
         .find(|t| hashers.iter().any(|h| h == t))
-}
-
-/// The shell command that hashes the NUL-separated relative paths on its
-/// stdin under `root`.
-pub fn command(tool: &str, root: &str) -> String {
-    format!(
-        "cd {} && xargs -0 {tool} -- 2>/dev/null; true",
-        crate::shell::quote(root)
-    )
 }
 
 /// The files to compare: regular files the journal holds clean and the
@@ -92,11 +84,6 @@ pub fn differing(
         })
         .map(|p| p.to_vec())
         .collect()
-}
-
-/// The error for a failed hashing run on the target.
-pub fn target_error(what: &str, e: impl std::fmt::Display) -> CloneError {
-    CloneError::Target(format!("--checksum: hashing on the target: {what}: {e}"))
 }
 
 #[cfg(test)]
