@@ -22,6 +22,7 @@ pub mod plan;
 pub mod probe;
 pub mod progress;
 pub mod random;
+pub mod receiver;
 pub mod rehearse;
 pub mod rescue;
 pub mod shell;

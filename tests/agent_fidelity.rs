@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use hotclone::progress::{FileWarning, Progress};
+use hotclone::receiver::agent::{self, AgentOptions, AgentStats};
 use hotclone::stream::tar_to_wire::pump;
 use hotclone::stream::wire::{Ack, AppendBase, EntryKind, EntryMeta, Frame, WireWriter, VERSION};
-use hotclone::target::agent::{self, AgentOptions, AgentStats};
 
 fn require_root() {
     // SAFETY: geteuid has no preconditions.

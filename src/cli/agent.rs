@@ -37,13 +37,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         (None, Some(path)) => Some(TargetLock::acquire(path, "agent", lock::wait_time())?),
         (None, None) => None,
     };
-    hotclone::target::agent::stop_when_orphaned();
+    hotclone::receiver::agent::stop_when_orphaned();
     let root = args.root;
-    let options = hotclone::target::agent::AgentOptions { sweep: args.sweep };
+    let options = hotclone::receiver::agent::AgentOptions { sweep: args.sweep };
     let stats = tokio::task::spawn_blocking(move || {
         let stdin = std::io::stdin().lock();
         let stdout = std::io::stdout().lock();
-        hotclone::target::agent::run_with(&root, options, stdin, stdout)
+        hotclone::receiver::agent::run_with(&root, options, stdin, stdout)
     })
     .await
     .context("the agent thread failed")??;

@@ -3,7 +3,7 @@
 //! since the last pass (a log) is sent as its new tail ([`candidates`]).
 //!
 //! A resume needs the partial copy's last `part` in the journal (see
-//! [`crate::target::agent`]) and the source file exactly as it was when
+//! [`crate::receiver::agent`]) and the source file exactly as it was when
 //! read (size, mtime, ctime, inode); the agent checks the partial copy's
 //! BLAKE3 before it appends.
 //!

@@ -5,15 +5,13 @@
 //! - [`image`]: the disk made ready: partitioned, formatted, mounted (an
 //!   image file on a loop device, or a block device in the rescue VM).
 //! - [`device`]: is a block device free to write, and how big is it.
-//! - [`agent`]: `hotclone agent`, which decodes the wire stream, writes it
-//!   through [`writer`] and acknowledges each durable entry.
+//! - The agent that writes the stream is [`crate::receiver`].
 //! - [`Target`]: what a clone or sync pass needs from the receiving side,
 //!   with two implementations chosen by the plan's target: [`local`] (an
 //!   image on this machine, the agent a child process) and [`live`] (the
 //!   rescue VM over SSH, the same agent and disk code running there as
 //!   `hotclone agent` and `hotclone target ...`).
 
-pub mod agent;
 pub mod conversion;
 pub mod device;
 pub mod error;
@@ -23,7 +21,6 @@ pub mod local;
 pub mod lock;
 pub mod partition;
 pub mod remote;
-pub mod writer;
 
 pub use error::CloneError;
 use std::path::{Path, PathBuf};
