@@ -90,12 +90,15 @@ pub async fn run(
     journal.set_stage(Stage::Copying)?;
     journal.set_meta(FINISHED, "")?;
 
-    let pass = crate::pass::run(
+    let ends = crate::pass::Ends {
         session,
         inv,
         plan,
         migration,
-        target.as_ref(),
+        target: target.as_ref(),
+    };
+    let pass = crate::pass::run(
+        &ends,
         "clone",
         &crate::pass::PassOptions {
             batching,

@@ -274,6 +274,14 @@ const COMMIT_BYTES: u64 = 256 << 10;
 /// How often the journal copy on the target is refreshed during a pass.
 pub const TARGET_COPY_EVERY: Duration = Duration::from_secs(20);
 
+/// How [`copy`] streams: the tar batches, and whether the agent first
+/// sweeps temporary files a killed agent left.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyOptions {
+    pub sweep: bool,
+    pub batching: Batching,
+}
+
 /// Run `work` against `target`. Every acknowledged write is committed to
 /// the journal within [`COMMIT_EVERY`] (sooner for big files), so when the pass is interrupted
 /// (the link drops, the agent or tar is killed, or this process is), the
@@ -283,17 +291,16 @@ pub const TARGET_COPY_EVERY: Duration = Duration::from_secs(20);
 /// The agent's stream is written from blocking sections
 /// (`block_in_place`): for a live target it is an SSH channel bridged to
 /// blocking I/O.
-#[allow(clippy::too_many_arguments)]
 pub async fn copy(
     session: &Session,
     caps: &Capabilities,
     work: &Work<'_>,
     target: &dyn crate::target::Target,
-    sweep: bool,
-    batching: Batching,
+    options: CopyOptions,
     journal: &JournalSink,
     progress: &mut dyn Progress,
 ) -> Result<CopyOutcome, CloneError> {
+    let CopyOptions { sweep, batching } = options;
     let crate::target::AgentLink {
         input,
         acks,

@@ -168,18 +168,33 @@ pub fn write_target_state(
     put("journal.sqlite", StateFile::Journal(journal))
 }
 
-/// One pass into `target`.
-#[allow(clippy::too_many_arguments)]
+/// What a pass runs between: the source (its session, and the inventory
+/// and plan the migration acts on), the migration's journal, and the
+/// target.
+#[derive(Clone, Copy)]
+pub struct Ends<'a> {
+    pub session: &'a Session,
+    pub inv: &'a Inventory,
+    pub plan: &'a Plan,
+    pub migration: &'a Migration,
+    pub target: &'a dyn Target,
+}
+
+/// One pass into the target; `kind` ("clone", "sync", "final") is what
+/// the journal records it as.
 pub async fn run(
-    session: &Session,
-    inv: &Inventory,
-    plan: &Plan,
-    migration: &Migration,
-    target: &dyn Target,
+    ends: &Ends<'_>,
     kind: &str,
     options: &PassOptions,
     progress: &mut dyn Progress,
 ) -> Result<PassReport, CloneError> {
+    let Ends {
+        session,
+        inv,
+        plan,
+        migration,
+        target,
+    } = *ends;
     let started = Instant::now();
     progress.phase("listing the source");
     let listing_began = source_clock(session).await?;
@@ -296,8 +311,10 @@ pub async fn run(
         &inv.capabilities,
         &work,
         target,
-        options.sweep || interrupted,
-        options.batching,
+        copy::CopyOptions {
+            sweep: options.sweep || interrupted,
+            batching: options.batching,
+        },
         &sink,
         progress,
     )

@@ -239,12 +239,14 @@ pub async fn run(
     let result = rehearse_parked(
         migration,
         opts,
-        &inventory,
-        &disk,
-        format,
-        vm.as_ref(),
-        &host_key,
-        &addrs,
+        &Subject {
+            inventory: &inventory,
+            disk: &disk,
+            format,
+            vm: vm.as_ref(),
+            host_key: &host_key,
+            addrs: &addrs,
+        },
         &dir,
         progress,
     )
@@ -327,20 +329,35 @@ fn stop_stale_vm(dir: &Path, overlay: &Path) {
     let _ = std::fs::remove_file(files.pidfile());
 }
 
+/// What a rehearsal boots and checks: the source as probed, the target
+/// disk (and its VM, for a live target), the host key SSH must answer
+/// with, and the production addresses.
+#[derive(Clone, Copy)]
+struct Subject<'a> {
+    inventory: &'a crate::probe::Inventory,
+    disk: &'a Path,
+    format: ImageFormat,
+    vm: Option<&'a VmState>,
+    host_key: &'a str,
+    addrs: &'a [crate::probe::addresses::ProdAddr],
+}
+
 /// Overlay, network, boot, probe and teardown, with the target parked.
-#[allow(clippy::too_many_arguments)]
 async fn rehearse_parked(
     migration: &Migration,
     opts: &RehearseOptions,
-    inventory: &crate::probe::Inventory,
-    disk: &Path,
-    format: ImageFormat,
-    vm: Option<&VmState>,
-    host_key: &str,
-    addrs: &[crate::probe::addresses::ProdAddr],
+    subject: &Subject<'_>,
     dir: &Path,
     progress: &mut dyn Progress,
 ) -> Result<Rehearsal, RehearseError> {
+    let Subject {
+        inventory,
+        disk,
+        format,
+        vm,
+        host_key,
+        addrs,
+    } = *subject;
     let phase_started = Instant::now();
     progress.phase("making the overlay");
     let overlay = dir.join("overlay.qcow2");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::journal::Journal;
 use crate::migration::{Migration, Stage};
-use crate::pass::{run as pass, write_target_state, PassOptions, PassReport};
+use crate::pass::{run as pass, write_target_state, Ends, PassOptions, PassReport};
 use crate::plan::Plan;
 use crate::probe::Inventory;
 use crate::progress::Progress;
@@ -81,17 +81,14 @@ pub async fn run(
         .find(|p| p.finished.is_some());
     drop(journal);
     let mut target = opener.for_sync(plan, migration, progress).await?;
-    let report = pass(
+    let ends = Ends {
         session,
         inv,
         plan,
         migration,
-        target.as_ref(),
-        "sync",
-        options,
-        progress,
-    )
-    .await?;
+        target: target.as_ref(),
+    };
+    let report = pass(&ends, "sync", options, progress).await?;
     let mut notes = Vec::new();
     if report.reconvert {
         progress.phase("converting again (a boot-relevant file changed)");
