@@ -91,6 +91,7 @@ pub mod identity;
 pub mod initramfs;
 pub mod initrd;
 pub mod network;
+pub mod on_disk;
 pub mod sysconfig;
 
 use std::path::{Path, PathBuf};
