@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use hotclone::launch::{export, VmState};
+use hotclone::launch::{export, hypervisor, VmState};
 use hotclone::migration::{self, Migration};
 
 /// Write definitions of a migration's VM (its converted disk, memory,
@@ -39,7 +39,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     for (file, text) in [
         (
             format!("{}.xml", vm.name),
-            export::libvirt_xml(&vm, &args.bridge),
+            hypervisor::for_vm(&vm).export(&vm, &args.bridge),
         ),
         (
             format!("{}.xl.cfg", vm.name),

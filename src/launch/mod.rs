@@ -14,6 +14,7 @@
 //! launch created is removed again. An existing disk is never replaced.
 
 pub mod export;
+pub mod hypervisor;
 pub mod keys;
 pub mod qemu;
 pub mod spec;
@@ -116,6 +117,12 @@ pub struct VmState {
     pub drive_options: Vec<String>,
 }
 
+/// A random locally administered MAC in QEMU's (and libvirt's) 52:54:00 range.
+pub fn random_mac() -> String {
+    let b = crate::random::bytes::<3>().unwrap_or([0x12, 0x34, 0x56]);
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
 /// Files of a migration's VM.
 pub struct VmFiles {
     pub dir: PathBuf,
@@ -184,10 +191,9 @@ impl VmState {
             .map(|ip| format!("root@{}", ip.addr))
     }
 
-    /// True while the recorded QEMU process is alive (and is ours).
+    /// True while the VM runs ([`hypervisor::Hypervisor::running`]).
     pub fn running(&self) -> bool {
-        self.pid
-            .is_some_and(|pid| qemu::is_our_qemu(pid, &self.disk))
+        hypervisor::for_vm(self).running(self)
     }
 }
 
@@ -257,7 +263,7 @@ pub async fn launch(
             })?,
         };
         progress.phase("creating the disk");
-        qemu::create_disk(&opts.disk.path, opts.disk.format, size)?;
+        hypervisor::for_new_vm().create_disk(&opts.disk.path, opts.disk.format, size)?;
         (size, true)
     };
     let undo_disk = |created: bool| {
@@ -287,7 +293,7 @@ pub async fn launch(
         mac: previous
             .as_ref()
             .map(|p| p.mac.clone())
-            .unwrap_or_else(qemu::random_mac),
+            .unwrap_or_else(random_mac),
         staging_ip: opts.ip.clone(),
         memory_mib: opts.memory_mib.unwrap_or(memory),
         cpus: opts.cpus.unwrap_or(cpus),
@@ -298,14 +304,14 @@ pub async fn launch(
         drive_options: Vec::new(),
     };
     progress.phase("starting the rescue VM");
-    if let Err(e) = qemu::start(&mut state, &files, Some(&rescue)) {
+    if let Err(e) = hypervisor::for_vm(&state).start(&mut state, &files, Some(&rescue)) {
         undo_disk(created);
         return Err(e);
     }
     state.save(migration)?;
     progress.phase("waiting for the rescue system's SSH");
     if let Err(e) = wait_for_rescue(&state, &files, opts.timeout).await {
-        let _ = qemu::stop(&mut state);
+        let _ = hypervisor::for_vm(&state).stop(&mut state);
         let _ = state.save(migration);
         undo_disk(created);
         return Err(e);
@@ -445,7 +451,7 @@ pub fn stop(migration: &Migration) -> Result<VmState, LaunchError> {
     let mut state = VmState::load(migration)?.ok_or_else(|| LaunchError::NoVm {
         name: migration.name.clone(),
     })?;
-    qemu::stop(&mut state)?;
+    hypervisor::for_vm(&state).stop(&mut state)?;
     state.save(migration)?;
     Ok(state)
 }
@@ -462,11 +468,11 @@ pub fn boot_disk(
     let files = VmFiles::of(migration);
     if state.running() {
         progress.phase("stopping the rescue system");
-        qemu::stop(&mut state)?;
+        hypervisor::for_vm(&state).stop(&mut state)?;
     }
     progress.phase("booting the VM from its disk");
     state.mode = BootMode::Disk;
-    qemu::start(&mut state, &files, None)?;
+    hypervisor::for_vm(&state).start(&mut state, &files, None)?;
     state.save(migration)?;
     Ok(state)
 }
@@ -484,7 +490,7 @@ pub async fn relaunch_rescue(
         name: migration.name.clone(),
     })?;
     if state.running() {
-        qemu::stop(&mut state)?;
+        hypervisor::for_vm(&state).stop(&mut state)?;
         state.save(migration)?;
     }
     let opts = LaunchOptions {

@@ -83,10 +83,34 @@ pub fn create_disk(path: &Path, format: ImageFormat, size: u64) -> Result<(), La
     .map(|_| ())
 }
 
-/// A random locally administered MAC in QEMU's range.
-pub fn random_mac() -> String {
-    let b = crate::random::bytes::<3>().unwrap_or([0x12, 0x34, 0x56]);
-    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+/// A qcow2 overlay over `backing` (its format given, so qemu-img never
+/// probes it).
+pub fn create_overlay(
+    backing: &Path,
+    backing_format: ImageFormat,
+    overlay: &Path,
+) -> Result<(), LaunchError> {
+    let fmt = match backing_format {
+        ImageFormat::Raw => "raw",
+        ImageFormat::Qcow2 => "qcow2",
+    };
+    run(
+        None,
+        "qemu-img",
+        &[
+            "create".into(),
+            "-q".into(),
+            "-f".into(),
+            "qcow2".into(),
+            "-F".into(),
+            fmt.into(),
+            "-b".into(),
+            backing.display().to_string(),
+            overlay.display().to_string(),
+        ],
+        "qemu-utils",
+    )
+    .map(|_| ())
 }
 
 /// The tap device name for a migration (IFNAMSIZ allows 15 characters).
@@ -351,7 +375,7 @@ mod tests {
     fn tap_names_fit_ifnamsiz_and_macs_are_local() {
         assert!(tap_name("a-very-long-migration-name-indeed").len() <= 15);
         assert_ne!(tap_name("a"), tap_name("b"));
-        let mac = random_mac();
+        let mac = crate::launch::random_mac();
         assert!(mac.starts_with("52:54:00:") && mac.len() == 17, "{mac}");
         assert!(!is_our_qemu(std::process::id() as i32, Path::new("/vm/x")));
     }

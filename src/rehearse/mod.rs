@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::cutover::health::Check;
 use crate::journal::{Journal, RehearsalRow};
-use crate::launch::{BootMode, NetSpec, VmFiles, VmState};
+use crate::launch::{hypervisor, BootMode, NetSpec, VmFiles, VmState};
 use crate::migration::Migration;
 use crate::plan::{ImageFormat, TargetSpec};
 use crate::progress::Progress;
@@ -58,8 +58,6 @@ pub enum RehearseError {
     Target(String),
     #[error("the rehearsal's isolated network: {0}")]
     Network(String),
-    #[error("`{command}` failed: {output}")]
-    Command { command: String, output: String },
     #[error(transparent)]
     Migration(#[from] crate::migration::MigrationError),
     #[error(transparent)]
@@ -179,23 +177,6 @@ async fn park(
             }
         }
     }
-}
-
-fn qemu_img(args: &[String]) -> Result<(), RehearseError> {
-    let out = std::process::Command::new("qemu-img")
-        .args(args)
-        .output()
-        .map_err(|e| RehearseError::Command {
-            command: format!("qemu-img {}", args.join(" ")),
-            output: format!("{e}; install qemu-utils"),
-        })?;
-    if !out.status.success() {
-        return Err(RehearseError::Command {
-            command: format!("qemu-img {}", args.join(" ")),
-            output: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
 }
 
 /// Rehearse the latest conversion of `migration`.
@@ -321,10 +302,13 @@ fn stop_stale_vm(dir: &Path, overlay: &Path) {
     let pid = std::fs::read_to_string(files.pidfile())
         .ok()
         .and_then(|t| t.trim().parse::<i32>().ok());
-    if let Some(pid) = pid.filter(|p| crate::launch::qemu::is_our_qemu(*p, overlay)) {
+    if let Some(pid) = pid {
         let mut stale = rehearsal_vm("stale", overlay, "", String::new(), 0, 0);
         stale.pid = Some(pid);
-        let _ = crate::launch::qemu::stop(&mut stale);
+        let hv = hypervisor::for_vm(&stale);
+        if hv.running(&stale) {
+            let _ = hv.stop(&mut stale);
+        }
     }
     let _ = std::fs::remove_file(files.pidfile());
 }
@@ -363,21 +347,7 @@ async fn rehearse_parked(
     let overlay = dir.join("overlay.qcow2");
     stop_stale_vm(dir, &overlay);
     let _ = std::fs::remove_file(&overlay);
-    let backing_format = match format {
-        ImageFormat::Raw => "raw",
-        ImageFormat::Qcow2 => "qcow2",
-    };
-    qemu_img(&[
-        "create".into(),
-        "-q".into(),
-        "-f".into(),
-        "qcow2".into(),
-        "-F".into(),
-        backing_format.into(),
-        "-b".into(),
-        disk.display().to_string(),
-        overlay.display().to_string(),
-    ])?;
+    hypervisor::for_new_vm().overlay(disk, format, &overlay)?;
 
     progress.phase("making the isolated network");
     let gateway = inventory
@@ -405,7 +375,7 @@ async fn rehearse_parked(
         &migration.name,
         &overlay,
         &ns,
-        crate::launch::qemu::random_mac(),
+        crate::launch::random_mac(),
         vm.map(|v| v.memory_mib).unwrap_or(memory),
         vm.map(|v| v.cpus).unwrap_or(cpus),
     );
@@ -415,8 +385,8 @@ async fn rehearse_parked(
     let overlay_ms = phase_started.elapsed().as_millis() as u64;
 
     progress.phase("booting the clone on the isolated network");
-    let booted = crate::launch::qemu::start(&mut state, &files, None);
-    let console = files.console(BootMode::Disk);
+    let booted = hypervisor::for_vm(&state).start(&mut state, &files, None);
+    let console = hypervisor::for_vm(&state).console_log(&files, BootMode::Disk);
     let outcome = match booted {
         Ok(()) => {
             progress.phase("probing the clone");
@@ -452,7 +422,7 @@ async fn rehearse_parked(
     progress.phase("tearing down the rehearsal");
     let teardown = Instant::now();
     let interfaces = net.interfaces();
-    let _ = crate::launch::qemu::stop(&mut state);
+    let _ = hypervisor::for_vm(&state).stop(&mut state);
     let prober_addresses = net.prober.clone();
     drop(net);
     let kept_overlay = if opts.keep {

@@ -1,0 +1,101 @@
+//! The hypervisor behind one trait (virt-v2v's `output.mli` is the
+//! model): what `launch`, `cutover`'s boot and rollback, and `rehearse`
+//! need of whatever runs the VM. [`for_vm`] is the one place a backend is
+//! chosen; today that is [`QemuDirect`], a QEMU process hotclone starts
+//! itself (TCG or KVM), recorded by its pidfile.
+//!
+//! On failure a backend returns the command it ran and what it printed
+//! ([`LaunchError::Command`]), or the package that provides a missing
+//! command ([`LaunchError::Missing`]); a VM it could not start is left
+//! stopped.
+
+use std::path::{Path, PathBuf};
+
+use super::{export, qemu, BootMode, LaunchError, VmFiles, VmState};
+use crate::plan::ImageFormat;
+use crate::rescue::RescueImage;
+
+pub trait Hypervisor {
+    /// The backend's name, as `--hypervisor` and reports spell it.
+    fn name(&self) -> &'static str;
+    /// Make the VM's disk, empty, of `size` bytes.
+    fn create_disk(&self, path: &Path, format: ImageFormat, size: u64) -> Result<(), LaunchError>;
+    /// Start the VM `state` describes: the rescue image by direct kernel
+    /// boot when `rescue` is given, else its own disk. Records in `state`
+    /// how to find it again.
+    fn start(
+        &self,
+        state: &mut VmState,
+        files: &VmFiles,
+        rescue: Option<&RescueImage>,
+    ) -> Result<(), LaunchError>;
+    /// Stop it; a VM already stopped is not an error.
+    fn stop(&self, state: &mut VmState) -> Result<(), LaunchError>;
+    /// Whether the VM `state` describes runs now.
+    fn running(&self, state: &VmState) -> bool;
+    /// A copy-on-write overlay over `backing`, which stays unchanged (a
+    /// rehearsal boots the overlay).
+    fn overlay(
+        &self,
+        backing: &Path,
+        backing_format: ImageFormat,
+        overlay: &Path,
+    ) -> Result<(), LaunchError>;
+    /// Where the serial console of the VM booted in `mode` is logged.
+    fn console_log(&self, files: &VmFiles, mode: BootMode) -> PathBuf;
+    /// The VM as a libvirt domain definition (`virsh define` loads it).
+    fn export(&self, state: &VmState, fallback_bridge: &str) -> String;
+}
+
+/// A QEMU process of hotclone's own, daemonized, found by its pidfile.
+pub struct QemuDirect;
+
+impl Hypervisor for QemuDirect {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+    fn create_disk(&self, path: &Path, format: ImageFormat, size: u64) -> Result<(), LaunchError> {
+        qemu::create_disk(path, format, size)
+    }
+    fn start(
+        &self,
+        state: &mut VmState,
+        files: &VmFiles,
+        rescue: Option<&RescueImage>,
+    ) -> Result<(), LaunchError> {
+        qemu::start(state, files, rescue)
+    }
+    fn stop(&self, state: &mut VmState) -> Result<(), LaunchError> {
+        qemu::stop(state)
+    }
+    fn running(&self, state: &VmState) -> bool {
+        state
+            .pid
+            .is_some_and(|pid| qemu::is_our_qemu(pid, &state.disk))
+    }
+    fn overlay(
+        &self,
+        backing: &Path,
+        backing_format: ImageFormat,
+        overlay: &Path,
+    ) -> Result<(), LaunchError> {
+        qemu::create_overlay(backing, backing_format, overlay)
+    }
+    fn console_log(&self, files: &VmFiles, mode: BootMode) -> PathBuf {
+        files.console(mode)
+    }
+    fn export(&self, state: &VmState, fallback_bridge: &str) -> String {
+        export::libvirt_xml(state, fallback_bridge)
+    }
+}
+
+/// The backend that runs `state`'s VM. With [`for_new_vm`], the one
+/// place a backend is chosen.
+pub fn for_vm(_state: &VmState) -> Box<dyn Hypervisor> {
+    Box::new(QemuDirect)
+}
+
+/// The backend a new VM gets.
+pub fn for_new_vm() -> Box<dyn Hypervisor> {
+    Box::new(QemuDirect)
+}
