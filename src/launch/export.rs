@@ -4,7 +4,6 @@
 //! record; `hotclone export` writes them to files.
 
 use super::{NetSpec, VmState};
-use crate::plan::ImageFormat;
 
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -12,13 +11,6 @@ fn xml_escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('\'', "&apos;")
         .replace('"', "&quot;")
-}
-
-fn format_name(f: ImageFormat) -> &'static str {
-    match f {
-        ImageFormat::Raw => "raw",
-        ImageFormat::Qcow2 => "qcow2",
-    }
 }
 
 /// The bridge the VM's NIC should join: the one it was launched on, else
@@ -73,7 +65,7 @@ pub fn libvirt_xml(vm: &VmState, fallback_bridge: &str) -> String {
 ",
         mem = vm.memory_mib,
         cpus = vm.cpus,
-        fmt = format_name(vm.format),
+        fmt = vm.format.name(),
         mac = vm.mac,
     )
 }
@@ -104,7 +96,7 @@ on_crash = \"restart\"
         name = vm.name,
         mem = vm.memory_mib,
         cpus = vm.cpus,
-        fmt = format_name(vm.format),
+        fmt = vm.format.name(),
         disk = vm.disk.display(),
         mac = vm.mac,
         bridge = bridge(vm, fallback_bridge),
@@ -115,6 +107,7 @@ on_crash = \"restart\"
 mod tests {
     use super::*;
     use crate::launch::{BootMode, StagingIp};
+    use crate::plan::ImageFormat;
 
     fn vm(net: NetSpec) -> VmState {
         VmState {

@@ -63,24 +63,12 @@ pub fn create_disk(path: &Path, format: ImageFormat, size: u64) -> Result<(), La
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
-    let fmt = match format {
-        ImageFormat::Raw => "raw",
-        ImageFormat::Qcow2 => "qcow2",
-    };
-    run(
-        None,
-        "qemu-img",
-        &[
-            "create".into(),
-            "-q".into(),
-            "-f".into(),
-            fmt.into(),
-            path.display().to_string(),
-            size.to_string(),
-        ],
-        "qemu-utils",
-    )
-    .map(|_| ())
+    qemu_img_create(&[
+        "-f",
+        format.name(),
+        &path.display().to_string(),
+        &size.to_string(),
+    ])
 }
 
 /// A qcow2 overlay over `backing` (its format given, so qemu-img never
@@ -90,27 +78,22 @@ pub fn create_overlay(
     backing_format: ImageFormat,
     overlay: &Path,
 ) -> Result<(), LaunchError> {
-    let fmt = match backing_format {
-        ImageFormat::Raw => "raw",
-        ImageFormat::Qcow2 => "qcow2",
-    };
-    run(
-        None,
-        "qemu-img",
-        &[
-            "create".into(),
-            "-q".into(),
-            "-f".into(),
-            "qcow2".into(),
-            "-F".into(),
-            fmt.into(),
-            "-b".into(),
-            backing.display().to_string(),
-            overlay.display().to_string(),
-        ],
-        "qemu-utils",
-    )
-    .map(|_| ())
+    qemu_img_create(&[
+        "-f",
+        "qcow2",
+        "-F",
+        backing_format.name(),
+        "-b",
+        &backing.display().to_string(),
+        &overlay.display().to_string(),
+    ])
+}
+
+/// `qemu-img create -q ARGS`.
+fn qemu_img_create(args: &[&str]) -> Result<(), LaunchError> {
+    let mut all = vec!["create".to_string(), "-q".to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    run(None, "qemu-img", &all, "qemu-utils").map(|_| ())
 }
 
 /// The tap device name for a migration (IFNAMSIZ allows 15 characters).
@@ -140,10 +123,7 @@ fn boot_mode(rescue: Option<&RescueImage>) -> BootMode {
 
 /// QEMU's arguments for `state` (rescue boot when `rescue` is given).
 pub fn args(state: &VmState, files: &VmFiles, rescue: Option<&RescueImage>) -> Vec<String> {
-    let fmt = match state.format {
-        ImageFormat::Raw => "raw",
-        ImageFormat::Qcow2 => "qcow2",
-    };
+    let fmt = state.format.name();
     let mode = boot_mode(rescue);
     let mut a = strings(&[
         "-name",

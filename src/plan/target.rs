@@ -16,6 +16,16 @@ pub enum ImageFormat {
     Qcow2,
 }
 
+impl ImageFormat {
+    /// The name QEMU, qemu-img and libvirt use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum TargetSpec {

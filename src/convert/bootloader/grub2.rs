@@ -94,9 +94,7 @@ impl Bootloader for Grub2 {
         ctx: &ConvertContext,
         progress: &mut dyn Progress,
     ) -> Result<(), ConvertError> {
-        let disk = ctx.disk_device.as_deref().ok_or_else(|| {
-            ConvertError::Context("no target disk device to install GRUB into".into())
-        })?;
+        let disk = super::install_disk(ctx)?;
         let tool = if Self::debian_style(ctx) {
             "grub-install"
         } else {

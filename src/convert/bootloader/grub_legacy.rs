@@ -76,9 +76,7 @@ impl Bootloader for GrubLegacy {
         ctx: &ConvertContext,
         progress: &mut dyn Progress,
     ) -> Result<(), ConvertError> {
-        let disk = ctx.disk_device.as_deref().ok_or_else(|| {
-            ConvertError::Context("no target disk device to install GRUB into".into())
-        })?;
+        let disk = super::install_disk(ctx)?;
         let part = ctx.boot_partition().ok_or_else(|| {
             ConvertError::Context(
                 "grub-legacy needs the partition number of /boot (or /) in the convert context"

@@ -57,9 +57,7 @@ impl Bootloader for HostGrub2 {
         ctx: &ConvertContext,
         progress: &mut dyn Progress,
     ) -> Result<(), ConvertError> {
-        let disk = ctx.disk_device.as_deref().ok_or_else(|| {
-            ConvertError::Context("no target disk device to install GRUB into".into())
-        })?;
+        let disk = super::install_disk(ctx)?;
         let boot_dir = exec.root().join("boot");
         let boot_dir = boot_dir.to_string_lossy().into_owned();
         progress.note(&format!(

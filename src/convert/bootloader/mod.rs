@@ -45,6 +45,13 @@ pub trait Bootloader: FileRewriter {
     fn verify(&self, root: &Path, ctx: &ConvertContext) -> Result<Vec<String>, ConvertError>;
 }
 
+/// The target disk GRUB is installed into (`ctx.disk_device`).
+pub(crate) fn install_disk(ctx: &ConvertContext) -> Result<&str, ConvertError> {
+    ctx.disk_device
+        .as_deref()
+        .ok_or_else(|| ConvertError::Context("no target disk device to install GRUB into".into()))
+}
+
 /// Run a command in the chroot, send its output to the progress notes, and
 /// fail with the command and its output when it fails.
 pub(crate) fn run_noted(
