@@ -197,9 +197,15 @@ async fn run_batch(
             stderr: tar_stderr,
         });
     }
-    // GNU tar: 1 = some files changed while read (reported per file), 2 = fatal.
+    // GNU tar: 1 = some files changed while read (reported per file), 2 =
+    // fatal. busybox tar: 1 (through xargs, 123) also when a file went
+    // between the listing and tar; that is a warning when it is all tar
+    // said.
     let tar_ok = tar_status.success()
-        || (caps.tar.flavour == TarFlavour::Gnu && tar_status == ExitStatus::Code(1));
+        || (caps.tar.flavour == TarFlavour::Gnu && tar_status == ExitStatus::Code(1))
+        || (caps.tar.flavour == TarFlavour::Busybox
+            && matches!(tar_status, ExitStatus::Code(1 | 123))
+            && super::tar_messages::only_file_problems(&tar_stderr));
     if !tar_ok {
         return Err(CloneError::Remote {
             what: format!("the source's tar failed ({tar_status})"),
