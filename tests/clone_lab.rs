@@ -71,7 +71,12 @@ impl<'a> OnSource<'a> {
     /// Move `path` away for the test.
     fn aside(&mut self, path: &str) {
         let away = format!("/tmp/hotclone-aside{}", path.replace('/', "_"));
-        source_ssh(self.lab, self.source, &format!("mv {path} {away}"));
+        // A run killed before its undo left `away`: mv would move into it.
+        source_ssh(
+            self.lab,
+            self.source,
+            &format!("rm -rf {away} && mv {path} {away}"),
+        );
         self.undo.push(format!("mv {away} {path}"));
     }
 

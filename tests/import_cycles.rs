@@ -29,18 +29,51 @@ fn crate_paths(text: &str) -> BTreeSet<String> {
         let mut rest = code;
         while let Some(at) = rest.find("crate::") {
             let after = &rest[at + "crate::".len()..];
-            let name: String = after
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            let before = &rest[..at];
-            if !name.is_empty() && !before.ends_with('$') {
-                out.insert(name);
+            // `$crate::` is a macro's.
+            if !rest[..at].ends_with('$') {
+                out.extend(names_at(after));
             }
             rest = after;
         }
     }
     out
+}
+
+/// The module names a path starting at `after` (what follows `crate::`)
+/// names: one, or each of a `{a::X, b::{Y, Z}}` group's.
+fn names_at(after: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut names = Vec::new();
+    match after.strip_prefix('{') {
+        None => names.push(ident(after)),
+        Some(group) => {
+            // Split the group at its top-level commas, up to its closing
+            // brace.
+            let (mut depth, mut start) = (0usize, 0usize);
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        names.push(ident(&group[start..i]));
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        names.push(ident(&group[start..i]));
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    names.retain(|n| !n.is_empty() && n != "self");
+    names
 }
 
 /// module -> module it imports -> files that do.
@@ -132,6 +165,11 @@ fn the_cycle_check_finds_a_cycle() {
         crate_paths(text),
         BTreeSet::from(["b".to_string()]),
         "comments and macro paths are not imports"
+    );
+    assert_eq!(
+        crate_paths("use crate::{e::X, f::{Y, Z}, g};"),
+        BTreeSet::from(["e".to_string(), "f".to_string(), "g".to_string()]),
+        "a group names each of its modules"
     );
     let mut g: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
     let edge = |f: &str| BTreeSet::from([f.to_string()]);

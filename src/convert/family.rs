@@ -108,7 +108,12 @@ impl CopyBoot {
                 "usr/sbin/grub2-install",
                 "sbin/grub-install",
                 "sbin/grub2-install",
-            ]) && any(&["usr/lib/grub/i386-pc/normal.mod"]),
+            ]) && any(&[
+                // Debian, Red Hat; SLES 12; openSUSE and SLES 15.
+                "usr/lib/grub/i386-pc/normal.mod",
+                "usr/lib/grub2/i386-pc/normal.mod",
+                "usr/share/grub2/i386-pc/normal.mod",
+            ]),
             grub_legacy: any(&["sbin/grub", "usr/sbin/grub"]),
             kernel: any(&[
                 &format!("boot/vmlinuz-{kver}"),
@@ -155,7 +160,7 @@ fn bootloader_for(
                     "{family} family with no bootloader and no kernel {} in /boot",
                     guest.kernel
                 ),
-                "the source boots a kernel its hypervisor supplies (a Xen PV guest with a kernel in dom0). Install the distribution's kernel package on the source (linux-image-*, kernel or kernel-default), then sync",
+                "the source boots a kernel its hypervisor supplies (a Xen PV guest with a kernel in dom0). Install the distribution's kernel package on the source (linux-image-*, kernel or kernel-default), then run the same clone again (or `hotclone sync` if the clone finished)",
             )),
         };
     }
@@ -244,7 +249,13 @@ pub fn select_with(
     })
 }
 
-/// Which initramfs tool the guest's distribution and version have.
+/// Which initramfs tool the guest's distribution and version have,
+/// whatever its bootloader (the boot check's rebuild advice names it).
+pub fn initramfs_tool(guest: &Guest) -> Box<dyn Initramfs> {
+    initramfs_for(guest, &mut Vec::new())
+}
+
+/// [`initramfs_tool`], with notes on what was assumed.
 fn initramfs_for(guest: &Guest, notes: &mut Vec<String>) -> Box<dyn Initramfs> {
     let id = guest.id.to_ascii_lowercase();
     let version = guest.version_pair();

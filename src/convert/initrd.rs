@@ -511,13 +511,17 @@ fn advice(
         .collect();
     let list = drivers.join(", ");
     let image = initrd.unwrap_or("<initrd>");
-    let tool = super::family::select(&ctx.guest).map(|m| m.initramfs.name());
-    let (add, run) = match tool {
-        Ok("dracut") => (
+    let tool = super::family::initramfs_tool(&ctx.guest);
+    let (add, run) = match tool.name() {
+        "dracut" => (
             format!("Add {list} to add_drivers in /etc/dracut.conf.d/hotclone.conf and run"),
             format!("dracut -f --no-hostonly {image} {version}"),
         ),
-        Ok("mkinitrd") => {
+        "SUSE mkinitrd" => (
+            format!("Add {list} to INITRD_MODULES in /etc/sysconfig/kernel and run"),
+            format!("mkinitrd -k vmlinuz-{version} -i {image}"),
+        ),
+        "mkinitrd" => {
             let with: String = drivers.iter().map(|d| format!("--with={d} ")).collect();
             (
                 "Run".to_string(),
@@ -574,6 +578,63 @@ mod tests {
     use super::*;
     use crate::rescue::cpio::Cpio;
     use std::io::Write;
+
+    /// A guest with no bootloader of its own is converted since issue 13
+    /// (this host's GRUB); the rebuild advice picked the tool through the
+    /// bootloader-dependent module choice, which refused it, and told a
+    /// RHEL or SUSE guest to run Debian's update-initramfs.
+    #[test]
+    fn regression_rebuild_advice_names_the_guests_tool_without_a_bootloader() {
+        use crate::convert::Guest;
+        use crate::probe::{BootloaderKind, DistroFamily};
+        let ctx = |family, id: &str, version: &str| {
+            ConvertContext::new(
+                Guest {
+                    family,
+                    id: id.into(),
+                    version: Some(version.into()),
+                    bootloader: BootloaderKind::None,
+                    kernel: "K".into(),
+                    network_styles: vec![],
+                },
+                vec![],
+            )
+        };
+        let need = [Need {
+            alternatives: vec!["virtio_blk".into()],
+        }];
+        let rhel7 = advice(
+            &ctx(DistroFamily::RedHat, "centos", "7.9"),
+            &need,
+            Some("/boot/initramfs-K.img"),
+            "K",
+            false,
+        );
+        assert!(
+            rhel7.contains("dracut -f --no-hostonly /boot/initramfs-K.img K"),
+            "{rhel7}"
+        );
+        let sles11 = advice(
+            &ctx(DistroFamily::Suse, "sles", "11.4"),
+            &need,
+            Some("/boot/initrd-K"),
+            "K",
+            false,
+        );
+        assert!(
+            sles11.contains("INITRD_MODULES")
+                && sles11.contains("mkinitrd -k vmlinuz-K -i /boot/initrd-K"),
+            "{sles11}"
+        );
+        let debian = advice(
+            &ctx(DistroFamily::Debian, "debian", "5"),
+            &need,
+            None,
+            "K",
+            true,
+        );
+        assert!(debian.contains("update-initramfs -c -k K"), "{debian}");
+    }
 
     fn archive(files: &[&str]) -> Vec<u8> {
         let mut c = Cpio::new(Vec::new());

@@ -1186,7 +1186,7 @@ fn regression_a_copy_without_grub_tools_gets_this_hosts_grub2() {
         let refused = pick(kind, false, false, false).unwrap_err();
         assert_eq!(
             refused,
-            "Debian family with no bootloader and no kernel 6.1.0-18-amd64 in /boot is not supported by hotclone's conversion; the source boots a kernel its hypervisor supplies (a Xen PV guest with a kernel in dom0). Install the distribution's kernel package on the source (linux-image-*, kernel or kernel-default), then sync"
+            "Debian family with no bootloader and no kernel 6.1.0-18-amd64 in /boot is not supported by hotclone's conversion; the source boots a kernel its hypervisor supplies (a Xen PV guest with a kernel in dom0). Install the distribution's kernel package on the source (linux-image-*, kernel or kernel-default), then run the same clone again (or `hotclone sync` if the clone finished)"
         );
     }
     // lilo and extlinux stay refused: their kernel hooks would rewrite
@@ -1260,8 +1260,59 @@ fn a_host_without_grub_says_what_to_install() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("this host has no GRUB 2")
+        err.contains("could not start on this host")
             && err.contains("grub-pc-bin, grub2-common and udev"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The review of issue 13's selection: SUSE keeps GRUB 2's modules in
+/// /usr/share/grub2 (openSUSE, SLES 15) or /usr/lib/grub2 (SLES 12), so
+/// a SUSE guest with its own GRUB 2 was given this host's.
+#[test]
+fn regression_a_suse_copy_with_its_own_grub2_keeps_it() {
+    let root = scratch("suse-grub2");
+    for f in [
+        "usr/sbin/grub2-install",
+        "usr/share/grub2/i386-pc/normal.mod",
+        "boot/vmlinuz-5.14.21-150500.55.39-default",
+    ] {
+        std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+        std::fs::write(root.join(f), b"").unwrap();
+    }
+    let copy = family::CopyBoot::read(&root, "5.14.21-150500.55.39-default");
+    assert_eq!(
+        copy,
+        family::CopyBoot {
+            grub2: true,
+            grub_legacy: false,
+            kernel: true
+        }
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_failing_host_grub_install_names_the_host_and_what_to_install() {
+    let (root, ctx) = debian_guest("debian12-grub2", "hostgrubfails");
+    remove_own_grub(&root);
+    let mut exec = RecordingChroot::new(&root).answer(
+        "[host] grub-install",
+        CommandOutput {
+            status: 1,
+            stdout: String::new(),
+            stderr: "grub-install: error: /usr/lib/grub/i386-pc/modinfo.sh doesn't exist.\n".into(),
+        },
+    );
+    let err = convert(&root, &ctx, &mut exec, &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("failed on this host")
+            && err.contains("modinfo.sh doesn't exist")
+            && err.contains("grub-pc-bin, grub2-common and udev")
+            && !err.contains("chroot"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&root);

@@ -20,7 +20,7 @@ use std::path::Path;
 
 use super::grub2::verify_menu;
 use super::{run_host_noted, Bootloader};
-use crate::convert::chroot::ChrootExec;
+use crate::convert::chroot::{ChrootError, ChrootExec};
 use crate::convert::{ConvertContext, ConvertError, FileAction, FilePattern, FileRewriter};
 use crate::progress::Progress;
 
@@ -70,14 +70,20 @@ impl Bootloader for HostGrub2 {
             &boot_dir,
             disk,
         ];
+        let hint = format!(
+            "this host's GRUB 2 is what the clone gets, since its copy has no bootloader of its own. Install {HOST_PACKAGES} here (or install grub on the source, then run the same clone again)"
+        );
         match run_host_noted(exec, &argv, progress) {
-            Err(ConvertError::Chroot(crate::convert::chroot::ChrootError::Spawn {
-                command,
-                ..
+            Ok(_) => Ok(()),
+            Err(ConvertError::Chroot(ChrootError::Spawn { command, .. })) => Err(
+                ConvertError::Context(format!("`{command}` could not start on this host: {hint}")),
+            ),
+            Err(ConvertError::Chroot(ChrootError::Failed {
+                command, output, ..
             })) => Err(ConvertError::Context(format!(
-                "`{command}` could not start: this host has no GRUB 2 to install into the clone, whose copy has no bootloader of its own. Install {HOST_PACKAGES} here (or install grub on the source and sync)"
+                "`{command}` failed on this host:\n{output}\n{hint}"
             ))),
-            other => other.map(|_| ()),
+            Err(e) => Err(e),
         }
     }
     fn update(
