@@ -100,18 +100,16 @@ struct Expect {
     /// The least number of the source's files the conversion changes,
     /// and which they are.
     converted: (usize, &'static str),
-    /// The clone's NIC, carrying the source's address and the VM's MAC.
+    /// The clone's interface carrying the source's address.
     nic: &'static str,
+    /// The interface with the VM's MAC: `nic` itself, or the port of a
+    /// bridge `nic`.
+    port: &'static str,
 }
 
 /// Clone `source` into a qcow2 image and boot it, with the source
-/// changed by `shape` for the clone.
-fn clone_and_boot_shaped(source: &str, expect: Expect, shape: impl FnOnce(&mut OnSource)) {
-    clone_and_boot_checked(source, expect, shape, |_| {});
-}
-
-/// [`clone_and_boot_shaped`], then `check` with a way to run a command on
-/// the booted clone over SSH (its output).
+/// changed by `shape` for the clone, then `check` with a way to run a
+/// command on the booted clone over SSH (its output).
 fn clone_and_boot_checked(
     source: &str,
     expect: Expect,
@@ -195,11 +193,18 @@ fn clone_and_boot_checked(
             .contains(&format!("{}/{}", src.ip, src.prefix)),
         "{nic:?}"
     );
+    let port = inv.interface(expect.port).unwrap_or_else(|| {
+        panic!(
+            "the clone has no {}: {:?}",
+            expect.port, inv.network.interfaces
+        )
+    });
     assert_eq!(
-        nic.mac.as_deref(),
+        port.mac.as_deref(),
         Some("52:54:00:c1:0e:01"),
         "the VM's own MAC, not the source's"
     );
+    assert_ne!(nic.mac.as_deref(), Some(src.mac.as_str()), "{nic:?}");
     let root = inv.root_mount().unwrap();
     assert!(
         root.device.starts_with("/dev/vda"),
@@ -235,15 +240,88 @@ fn clone_and_boot_checked(
 /// (net.ifnames=0 above all) never reached grub.cfg, the VM named its NIC
 /// ens3, and the clone came up without its network. Now the clone gets a
 /// defaults file with the options, and boots answering on eth0.
+///
+/// Issue 14, in the same boot: the address on a bridge `br0` over `eth0`
+/// (ifupdown with bridge-utils, as on a host that once ran VMs itself),
+/// pinned to the source's MAC by `hwaddress`. The clone keeps the bridge,
+/// over the VM's NIC, with the MAC line gone.
 #[test]
-fn clone_debian11_without_grub_defaults_boots_with_the_sources_identity() {
-    clone_and_boot_shaped(
+fn clone_debian11_without_grub_defaults_with_a_bridge_boots_with_the_sources_identity() {
+    let lab = lab();
+    let src = lab.source("debian11");
+    let interfaces = format!(
+        "auto lo\\niface lo inet loopback\\n\\nauto br0\\niface br0 inet static\\n\\taddress {}/{}\\n\\thwaddress ether {}\\n\\tbridge_ports eth0\\n\\tbridge_stp off\\n\\tbridge_fd 0\\n",
+        src.ip, src.prefix, src.mac
+    );
+    clone_and_boot_checked(
         "debian11",
         Expect {
-            converted: (3, "fstab, grub defaults and the initrd"),
-            nic: "eth0",
+            converted: (4, "fstab, grub defaults, interfaces and the initrd"),
+            nic: "br0",
+            port: "eth0",
         },
-        |s| s.aside("/etc/default/grub"),
+        |s| {
+            s.aside("/etc/default/grub");
+            s.aside("/etc/network/interfaces");
+            s.change(
+                &format!("printf '{interfaces}' > /etc/network/interfaces"),
+                "rm /etc/network/interfaces",
+            );
+        },
+        |on_clone| {
+            let conf = on_clone("cat /etc/network/interfaces");
+            assert!(
+                conf.contains("bridge_ports eth0") && !conf.contains("hwaddress"),
+                "{conf}"
+            );
+            let ports = on_clone("ls /sys/class/net/br0/brif");
+            assert_eq!(ports.trim(), "eth0");
+        },
+    );
+}
+
+/// Issue 14's shapes 4, 5 and 9 in one boot: Debian 13 (trixie) set up
+/// the Red Hat way, with dracut in place of initramfs-tools and
+/// NetworkManager in place of ifupdown, its address in a keyfile pinned to
+/// the source's MAC (the lab writes it: xtask's `NetworkStack`). The
+/// clone's initrd is dracut's, rebuilt with virtio, and NetworkManager
+/// brings the address up on the VM's NIC.
+#[test]
+fn clone_debian13_with_dracut_and_a_networkmanager_keyfile_boots_on_its_address() {
+    let lab = lab();
+    let src = lab.source("debian13");
+    let keyfile = "/etc/NetworkManager/system-connections/lan.nmconnection";
+    let on_source = source_ssh(&lab, "debian13", &format!("cat {keyfile}"));
+    assert!(
+        on_source.contains(&format!("mac-address={}", src.mac.to_uppercase())),
+        "{on_source}"
+    );
+    clone_and_boot_checked(
+        "debian13",
+        Expect {
+            converted: (3, "fstab, the keyfile and the initrd"),
+            nic: "eth0",
+            port: "eth0",
+        },
+        |_| {},
+        |on_clone| {
+            let conf = on_clone(&format!("cat {keyfile}"));
+            assert!(
+                !conf.to_lowercase().contains(&src.mac.to_lowercase()),
+                "{conf}"
+            );
+            let active = on_clone("nmcli -t -f NAME,DEVICE connection show --active");
+            assert!(active.lines().any(|l| l == "lan:eth0"), "{active}");
+            let tools = on_clone(
+                "grep VERSION_ID /etc/os-release; command -v update-initramfs || echo none; cat /etc/dracut.conf.d/hotclone.conf",
+            );
+            assert!(
+                tools.contains("VERSION_ID=\"13\"")
+                    && tools.contains("none")
+                    && tools.contains("virtio_blk"),
+                "{tools}"
+            );
+        },
     );
 }
 
@@ -276,6 +354,7 @@ fn clone_debian12_xen_pv_networkd_shape_boots_with_this_hosts_grub() {
         Expect {
             converted: (3, "fstab, the .link and the initrd"),
             nic: "lan0",
+            port: "lan0",
         },
         |s| {
             s.aside("/etc/network/interfaces");

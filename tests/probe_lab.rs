@@ -131,6 +131,25 @@ fn probe_debian11() {
     assert_debian(&probe_json(&lab, "debian11"), src);
 }
 
+/// Debian 13 with NetworkManager in place of ifupdown (issue 14, shape 9).
+/// Its address is in a keyfile.
+#[test]
+fn probe_debian13() {
+    let lab = lab();
+    let src = lab.source("debian13");
+    let inv = probe_json(&lab, "debian13");
+    assert_debian(&inv, src);
+    // (trixie's packages leave an /etc/network/interfaces that only
+    // sources interfaces.d: it configures nothing, but it is there.)
+    assert!(
+        inv.network
+            .config_styles
+            .contains(&hotclone::probe::NetConfigStyle::NetworkManager),
+        "{:?}",
+        inv.network.config_styles
+    );
+}
+
 #[test]
 fn probe_legacy_ssh_source_falls_back_and_says_so() {
     let lab = lab();

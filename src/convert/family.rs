@@ -96,6 +96,10 @@ pub struct CopyBoot {
     pub grub_legacy: bool,
     /// The kernel the clone boots is in /boot.
     pub kernel: bool,
+    /// dracut is installed.
+    pub dracut: bool,
+    /// initramfs-tools' `update-initramfs` is installed.
+    pub update_initramfs: bool,
 }
 
 impl CopyBoot {
@@ -119,6 +123,8 @@ impl CopyBoot {
                 &format!("boot/vmlinuz-{kver}"),
                 &format!("boot/vmlinux-{kver}"),
             ]),
+            dracut: any(&["usr/bin/dracut", "usr/sbin/dracut", "sbin/dracut"]),
+            update_initramfs: any(&["usr/sbin/update-initramfs", "sbin/update-initramfs"]),
         }
     }
 }
@@ -207,7 +213,7 @@ pub fn select_with(
             return Err(ConvertError::Unsupported { what, hint });
         }
     }
-    let initramfs = initramfs_for(guest, &mut notes);
+    let initramfs = initramfs_for(guest, copy, &mut notes);
     let network: Vec<Box<dyn NetworkConfig>> = match family {
         DistroFamily::Debian => vec![
             Box::new(Ifupdown),
@@ -250,17 +256,37 @@ pub fn select_with(
 }
 
 /// Which initramfs tool the guest's distribution and version have,
-/// whatever its bootloader (the boot check's rebuild advice names it).
-pub fn initramfs_tool(guest: &Guest) -> Box<dyn Initramfs> {
-    initramfs_for(guest, &mut Vec::new())
+/// whatever its bootloader (the boot check's rebuild advice names it),
+/// and what the copy holds when it was read (`copy`).
+pub fn initramfs_tool(guest: &Guest, copy: Option<CopyBoot>) -> Box<dyn Initramfs> {
+    initramfs_for(guest, copy, &mut Vec::new())
 }
 
-/// [`initramfs_tool`], with notes on what was assumed.
-fn initramfs_for(guest: &Guest, notes: &mut Vec<String>) -> Box<dyn Initramfs> {
+/// [`initramfs_tool`], with notes on what was assumed. A Debian or Ubuntu
+/// copy that has dracut in place of initramfs-tools (the two conflict:
+/// installing one removes the other) is rebuilt with dracut.
+fn initramfs_for(
+    guest: &Guest,
+    copy: Option<CopyBoot>,
+    notes: &mut Vec<String>,
+) -> Box<dyn Initramfs> {
     let id = guest.id.to_ascii_lowercase();
     let version = guest.version_pair();
     match guest.family {
-        DistroFamily::Debian | DistroFamily::Unknown => Box::new(InitramfsTools),
+        DistroFamily::Debian => match copy {
+            Some(CopyBoot {
+                dracut: true,
+                update_initramfs: false,
+                ..
+            }) => {
+                notes.push(
+                    "the copy has dracut in place of initramfs-tools: its initramfs is rebuilt with dracut".into(),
+                );
+                Box::new(Dracut)
+            }
+            _ => Box::new(InitramfsTools),
+        },
+        DistroFamily::Unknown => Box::new(InitramfsTools),
         DistroFamily::RedHat => match (id.as_str(), version) {
             ("fedora", Some((v, _))) if v < 12 => Box::new(Mkinitrd),
             ("fedora", Some(_)) => Box::new(Dracut),

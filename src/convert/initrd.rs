@@ -511,7 +511,7 @@ fn advice(
         .collect();
     let list = drivers.join(", ");
     let image = initrd.unwrap_or("<initrd>");
-    let tool = super::family::initramfs_tool(&ctx.guest);
+    let tool = super::family::initramfs_tool(&ctx.guest, ctx.copy);
     let (add, run) = match tool.name() {
         "dracut" => (
             format!("Add {list} to add_drivers in /etc/dracut.conf.d/hotclone.conf and run"),

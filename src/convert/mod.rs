@@ -242,6 +242,10 @@ pub struct ConvertContext {
     /// from the top of the old /boot filesystem gain a `/boot` prefix.
     #[serde(default)]
     pub merged_into_root: Vec<String>,
+    /// What the copy holds for booting, once read from the mounted copy
+    /// (the initramfs tool it has decides the rebuild advice).
+    #[serde(skip)]
+    pub copy: Option<family::CopyBoot>,
 }
 
 fn default_cmdline() -> Vec<String> {
@@ -273,6 +277,7 @@ impl ConvertContext {
             drivers: default_drivers(),
             disk_device: None,
             merged_into_root: vec![],
+            copy: None,
         }
     }
 
@@ -701,7 +706,8 @@ pub fn convert(
     let has_virtio = kernel_modules(root, &ctx.guest.kernel).map(|m| m.contains("virtio_blk"));
     let copy = family::CopyBoot::read(root, &ctx.guest.kernel);
     let modules = family::select_with(&ctx.guest, has_virtio, Some(copy))?;
-    let ctx = ctx.clone().with_available_drivers(root);
+    let mut ctx = ctx.clone().with_available_drivers(root);
+    ctx.copy = Some(copy);
     let mut report = ConvertReport {
         notes: modules.notes.clone(),
         ..Default::default()

@@ -1170,6 +1170,8 @@ fn regression_a_copy_without_grub_tools_gets_this_hosts_grub2() {
             grub2,
             grub_legacy,
             kernel,
+            dracut: false,
+            update_initramfs: true,
         };
         family::select_with(&guest(DistroFamily::Debian, kind), Some(true), Some(copy))
             .map(|m| m.bootloader.name())
@@ -1287,7 +1289,9 @@ fn regression_a_suse_copy_with_its_own_grub2_keeps_it() {
         family::CopyBoot {
             grub2: true,
             grub_legacy: false,
-            kernel: true
+            kernel: true,
+            dracut: false,
+            update_initramfs: false,
         }
     );
     let _ = std::fs::remove_dir_all(&root);
@@ -1315,5 +1319,44 @@ fn a_failing_host_grub_install_names_the_host_and_what_to_install() {
             && !err.contains("chroot"),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Issue 14, shape 4: a Debian server that installed dracut (which removes
+/// initramfs-tools) was converted with `update-initramfs`, which it no
+/// longer has: the conversion failed, or with both kept, the initrd the
+/// VM boots was never rebuilt with virtio. Now the copy's tool is read,
+/// and dracut rebuilds Debian's `/boot/initrd.img-V` with the VM's drivers.
+#[test]
+fn regression_a_debian_copy_with_dracut_in_place_of_initramfs_tools_rebuilds_with_dracut() {
+    let (root, ctx) = debian_guest("debian12-grub2", "debian-dracut");
+    let k = ctx.guest.kernel.clone();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(root.join("usr/bin/dracut"), b"").unwrap();
+    let mut exec = RecordingChroot::new(&root);
+    let report = convert(&root, &ctx, &mut exec, &mut Silent).unwrap();
+    assert_eq!(
+        exec.commands()[0],
+        format!("dracut -f --no-hostonly /boot/initrd.img-{k} {k}")
+    );
+    assert!(
+        !exec.commands().iter().any(|c| c.contains("update-initramfs")),
+        "{:?}",
+        exec.commands()
+    );
+    let conf = std::fs::read_to_string(root.join("etc/dracut.conf.d/hotclone.conf")).unwrap();
+    assert!(conf.contains("virtio_blk"), "{conf}");
+    assert!(
+        report.notes.iter().any(|n| n.contains("rebuilt with dracut")),
+        "{:?}",
+        report.notes
+    );
+    // Both installed (dracut unpacked, never switched to): initramfs-tools
+    // is still the one the kernel's hooks run.
+    std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+    std::fs::write(root.join("usr/sbin/update-initramfs"), b"").unwrap();
+    let mut exec = RecordingChroot::new(&root);
+    convert(&root, &ctx, &mut exec, &mut Silent).unwrap();
+    assert_eq!(exec.commands()[0], format!("update-initramfs -u -k {k}"));
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -48,8 +48,16 @@ pub fn run(keep_lab: bool, cargo_args: &[String]) -> Result<()> {
         .context("installing the Debian packages the test suite needs")?;
     let opts = lab::LabOptions::from_env();
     let started = std::time::Instant::now();
-    lab::up(&opts).context("bringing the lab up (lab tests need it; they never skip)")?;
-    let rescue = crate::rescue::ensure(&opts)
+    // The rescue image builds while the lab's roots do: both mostly wait
+    // on the mirror and on dpkg.
+    let (up, rescue) = std::thread::scope(|scope| {
+        let rescue = scope.spawn(|| crate::rescue::ensure(&opts));
+        let up = lab::up(&opts);
+        (up, rescue.join())
+    });
+    up.context("bringing the lab up (lab tests need it; they never skip)")?;
+    let rescue = rescue
+        .map_err(|_| anyhow::anyhow!("building the rescue image panicked"))?
         .context("building the rescue image (the live-target tests boot it; they never skip)")?;
     eprintln!(
         "xtask test: lab up in {:.0}s",

@@ -1,4 +1,5 @@
-//! dracut (RHEL 6+, SUSE 12+): our own `/etc/dracut.conf.d/hotclone.conf`
+//! dracut (RHEL 6+, SUSE 12+, and Debian or Ubuntu servers that installed
+//! it in place of initramfs-tools): our own `/etc/dracut.conf.d/hotclone.conf`
 //! with `add_drivers+=" ... "`, then `dracut -f` for the kernel.
 
 use super::Initramfs;
@@ -27,6 +28,9 @@ impl Initramfs for Dracut {
         let k = ctx.guest.kernel.as_str();
         let image = match ctx.guest.family {
             DistroFamily::Suse => format!("/boot/initrd-{k}"),
+            // Debian's dracut keeps initramfs-tools' name, which its
+            // grub.cfg and /initrd.img symlink name.
+            DistroFamily::Debian => format!("/boot/initrd.img-{k}"),
             _ => format!("/boot/initramfs-{k}.img"),
         };
         // --no-hostonly: the image must hold the VM's drivers, not only the

@@ -143,10 +143,7 @@ pub fn up(opts: &LabOptions) -> Result<LabInfo> {
         eprintln!("lab already up ({})", opts.lab_json().display());
         return LabInfo::load(opts);
     }
-    let mut images = Vec::new();
-    for r in recipe::ALL {
-        images.push((r.name, r.ensure(&opts.cache_dir)?));
-    }
+    let images = build_images(&opts.cache_dir)?;
     if opts.lab_json().exists() || all_namespaces().iter().any(|ns| netns::exists(ns)) {
         eprintln!("a stale lab is present; tearing it down first");
         down_locked(opts)?;
@@ -161,6 +158,27 @@ pub fn up(opts: &LabOptions) -> Result<LabInfo> {
         opts.lab_json().display()
     );
     Ok(info)
+}
+
+/// Every recipe's cached image, the missing ones built side by side: a
+/// debootstrap mostly waits on the mirror and on dpkg's fsyncs, so a
+/// fresh machine gets its roots in the time of the slowest.
+fn build_images(cache: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
+    std::thread::scope(|scope| {
+        let builds: Vec<_> = recipe::ALL
+            .iter()
+            .map(|r| (r.name, scope.spawn(move || r.ensure(cache))))
+            .collect();
+        builds
+            .into_iter()
+            .map(|(name, build)| {
+                let image = build
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("building the {name} rootfs panicked"))??;
+                Ok((name, image))
+            })
+            .collect()
+    })
 }
 
 fn start_lab(opts: &LabOptions, images: &[(&str, PathBuf)]) -> Result<LabInfo> {

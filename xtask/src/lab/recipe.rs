@@ -18,6 +18,16 @@ const BUSYBOX_SH: &str = include_str!("scripts/busybox.sh");
 const DEBIAN_INCLUDE: &str = "openssh-server,ifupdown,iproute2,linux-image-amd64,grub-pc,\
 initramfs-tools,systemd-sysv,udev,procps,kmod";
 
+/// What configures a source's network: the lab writes the source's
+/// address in this stack's own files when it starts the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkStack {
+    /// `/etc/network/interfaces`.
+    Ifupdown,
+    /// A keyfile in `/etc/NetworkManager/system-connections`.
+    NetworkManager,
+}
+
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct Recipe {
@@ -27,6 +37,13 @@ pub struct Recipe {
     pub hostname: &'static str,
     /// Address with prefix, as written into /etc/network/interfaces.
     pub addr: &'static str,
+    /// Packages debootstrap adds beyond [`DEBIAN_INCLUDE`] (comma-separated).
+    pub extra: &'static str,
+    /// Shell run after debootstrap, with the tree at `$DIR` and the host's
+    /// resolver in it: what reshapes the root beyond the base (another
+    /// initramfs tool, another network stack). Part of the cache key.
+    pub post: &'static str,
+    pub network: NetworkStack,
 }
 
 pub const DEBIAN12: Recipe = Recipe {
@@ -34,22 +51,56 @@ pub const DEBIAN12: Recipe = Recipe {
     suite: Some("bookworm"),
     hostname: "src-debian12",
     addr: "198.51.100.11/24",
+    extra: "",
+    post: "",
+    network: NetworkStack::Ifupdown,
 };
 pub const DEBIAN11: Recipe = Recipe {
     name: "debian11",
     suite: Some("bullseye"),
     hostname: "src-debian11",
     addr: "198.51.100.12/24",
+    // ifupdown's bridge_ports: the bridge shape (issue 14).
+    extra: "bridge-utils",
+    post: "",
+    network: NetworkStack::Ifupdown,
 };
+/// Debian 13 as a server set up the Red Hat way: dracut instead of
+/// initramfs-tools and NetworkManager instead of ifupdown (issue 14's
+/// shapes 4, 5 and 9). debootstrap resolves the kernel's initramfs
+/// dependency to initramfs-tools, so dracut replaces it afterwards.
+pub const DEBIAN13: Recipe = Recipe {
+    name: "debian13",
+    suite: Some("trixie"),
+    hostname: "src-debian13",
+    addr: "198.51.100.15/24",
+    extra: "",
+    post: DEBIAN13_POST,
+    network: NetworkStack::NetworkManager,
+};
+const DEBIAN13_POST: &str = r#"
+mount -t proc proc "$DIR/proc"
+mount --rbind /sys "$DIR/sys"
+mount --rbind /dev "$DIR/dev"
+chroot "$DIR" apt-get -q update
+chroot "$DIR" apt-get -q -y --no-install-recommends install dracut network-manager
+chroot "$DIR" apt-get -q -y purge ifupdown initramfs-tools initramfs-tools-core
+ls "$DIR"/boot/initrd.img-* >/dev/null
+test -x "$DIR/usr/bin/dracut" && test ! -e "$DIR/usr/sbin/update-initramfs"
+umount -l "$DIR/dev" "$DIR/sys" "$DIR/proc"
+"#;
 pub const BUSYBOX: Recipe = Recipe {
     name: "busybox",
     suite: None,
     hostname: "src-busybox",
     addr: "198.51.100.14/24",
+    extra: "",
+    post: "",
+    network: NetworkStack::Ifupdown,
 };
 
 /// All recipes, in build order.
-pub const ALL: [&Recipe; 3] = [&DEBIAN12, &DEBIAN11, &BUSYBOX];
+pub const ALL: [&Recipe; 4] = [&DEBIAN12, &DEBIAN11, &DEBIAN13, &BUSYBOX];
 
 /// Look up a recipe by name.
 pub fn by_name(name: &str) -> Result<&'static Recipe> {
@@ -71,14 +122,24 @@ impl Recipe {
     /// The text the cache key is computed from.
     pub fn recipe_text(&self) -> String {
         format!(
-            "version={RECIPE_VERSION}\nname={}\nsuite={}\ninclude={}\nhostname={}\naddr={}\npassword={LAB_PASSWORD}\n---\n{}",
+            "version={RECIPE_VERSION}\nname={}\nsuite={}\ninclude={}\nhostname={}\naddr={}\npassword={LAB_PASSWORD}\n---\n{}{}",
             self.name,
             self.suite.unwrap_or("-"),
-            if self.suite.is_some() { DEBIAN_INCLUDE } else { "busybox-static,dropbear-bin(host)" },
+            if self.suite.is_some() { self.include() } else { "busybox-static,dropbear-bin(host)".to_string() },
             self.hostname,
             self.addr,
-            self.script()
+            self.script(),
+            self.post,
         )
+    }
+
+    /// debootstrap's `--include`: the base packages and this recipe's own.
+    fn include(&self) -> String {
+        if self.extra.is_empty() {
+            DEBIAN_INCLUDE.to_string()
+        } else {
+            format!("{DEBIAN_INCLUDE},{}", self.extra)
+        }
     }
 
     /// First 12 hex digits of sha256(recipe text).
@@ -100,14 +161,19 @@ impl Recipe {
         std::fs::create_dir_all(cache)
             .with_context(|| format!("cannot create cache dir {}", cache.display()))?;
         let what = match self.suite {
-            Some(s) => format!("debootstrap {s}, ~1 min"),
+            Some(s) => format!("debootstrap {s}, minutes"),
             None => "busybox + dropbear, seconds".to_string(),
         };
-        eprint!("building {} rootfs ({what})... ", self.name);
+        eprintln!("building {} rootfs ({what})...", self.name);
         let t = Instant::now();
         self.build(cache, &img)
             .with_context(|| format!("building the {} rootfs failed", self.name))?;
-        eprintln!("done in {}s ({})", t.elapsed().as_secs(), img.display());
+        eprintln!(
+            "built {} rootfs in {}s ({})",
+            self.name,
+            t.elapsed().as_secs(),
+            img.display()
+        );
         Ok(img)
     }
 
@@ -144,7 +210,8 @@ impl Recipe {
             .env("DIR", tree)
             .env("SUITE", self.suite.unwrap_or(""))
             .env("MIRROR", host_mirror())
-            .env("INCLUDE", DEBIAN_INCLUDE)
+            .env("INCLUDE", self.include())
+            .env("POST", self.post)
             .env("HC_HOSTNAME", self.hostname)
             .env("HC_ADDR", self.addr)
             .env("HC_PASSWORD", LAB_PASSWORD)

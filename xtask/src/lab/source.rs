@@ -1,7 +1,7 @@
 //! Lab sources: per-lab disk copies, their overlay files, and their sshd
 //! running with the disk loop-mounted as its own root.
 use super::netns::Host;
-use super::recipe::{self, Recipe};
+use super::recipe::{self, NetworkStack, Recipe};
 use crate::sh;
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -44,7 +44,7 @@ pub const CLIENT: Host = Host {
     mac: "02:48:43:00:00:02",
 };
 
-pub const SOURCES: [SourceSpec; 4] = [
+pub const SOURCES: [SourceSpec; 5] = [
     SourceSpec {
         name: "debian12",
         host: Host {
@@ -83,6 +83,19 @@ pub const SOURCES: [SourceSpec; 4] = [
         recipe: &recipe::DEBIAN12,
         sshd: Sshd::OpenSsh,
         legacy: true,
+    },
+    SourceSpec {
+        name: "debian13",
+        host: Host {
+            ns: "hc-debian13",
+            port: "v-debian13",
+            ip: "198.51.100.15",
+            mac: "02:48:43:00:00:15",
+        },
+        hostname: "src-debian13",
+        recipe: &recipe::DEBIAN13,
+        sshd: Sshd::OpenSsh,
+        legacy: false,
     },
     SourceSpec {
         name: "busybox",
@@ -143,6 +156,17 @@ impl SourceSpec {
         format!("{}/24", self.host.ip)
     }
 
+    /// A NetworkManager keyfile as `nmcli` writes one for a static
+    /// address: the connection pinned to this source's NIC by its MAC.
+    fn keyfile(&self) -> String {
+        format!(
+            "[connection]\nid=lan\nuuid=5f3c1a52-8e0b-4d7e-9a61-3b2f4c8d9e{}\ntype=ethernet\n\n[ethernet]\nmac-address={}\n\n[ipv4]\naddress1={}\nmethod=manual\n\n[ipv6]\naddr-gen-mode=default\nmethod=ignore\n\n[proxy]\n",
+            &self.host.mac[15..],
+            self.host.mac.to_uppercase(),
+            self.addr()
+        )
+    }
+
     /// Write the per-lab files for this source into `stage` (a tree that is
     /// copied over the image root with `cp -a`).
     fn stage_overlay(
@@ -154,7 +178,9 @@ impl SourceSpec {
         recipe::remove_tree(stage)?;
         mkdir_mode(stage, 0o755)?;
         mkdir_mode(&stage.join("etc"), 0o755)?;
-        mkdir_mode(&stage.join("etc/network"), 0o755)?;
+        if self.recipe.network == NetworkStack::Ifupdown {
+            mkdir_mode(&stage.join("etc/network"), 0o755)?;
+        }
         mkdir_mode(&stage.join("root"), 0o700)?;
         mkdir_mode(&stage.join("root/.ssh"), 0o700)?;
         write_mode(
@@ -167,11 +193,22 @@ impl SourceSpec {
             self.host.ip, self.hostname
         );
         write_mode(&stage.join("etc/hosts"), &hosts, 0o644)?;
-        let ifaces = format!(
-            "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n\taddress {}\n",
-            self.addr()
-        );
-        write_mode(&stage.join("etc/network/interfaces"), &ifaces, 0o644)?;
+        match self.recipe.network {
+            NetworkStack::Ifupdown => {
+                let ifaces = format!(
+                    "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n\taddress {}\n",
+                    self.addr()
+                );
+                write_mode(&stage.join("etc/network/interfaces"), &ifaces, 0o644)?;
+            }
+            NetworkStack::NetworkManager => {
+                let dir = stage.join("etc/NetworkManager/system-connections");
+                mkdir_mode(&stage.join("etc/NetworkManager"), 0o755)?;
+                mkdir_mode(&dir, 0o755)?;
+                // NetworkManager reads only keyfiles no one else can.
+                write_mode(&dir.join("lan.nmconnection"), &self.keyfile(), 0o600)?;
+            }
+        }
         write_mode(
             &stage.join("root/.ssh/authorized_keys"),
             authorized_keys,

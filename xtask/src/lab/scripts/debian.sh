@@ -1,14 +1,20 @@
 #!/bin/sh
-# Build a Debian source root tree. Inputs (env): DIR SUITE MIRROR INCLUDE HC_HOSTNAME HC_ADDR HC_PASSWORD
+# Build a Debian source root tree. Inputs (env): DIR SUITE MIRROR INCLUDE POST HC_HOSTNAME HC_ADDR HC_PASSWORD
 set -eu
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$DIR" "$MIRROR"
+if [ -n "${POST:-}" ]; then
+  cp /etc/resolv.conf "$DIR/etc/resolv.conf"
+  sh -eux -c "$POST"
+fi
 echo "$HC_HOSTNAME" > "$DIR/etc/hostname"
 cat > "$DIR/etc/hosts" <<HOSTS
 127.0.0.1	localhost
 ${HC_ADDR%/*}	$HC_HOSTNAME
 ::1	localhost ip6-localhost ip6-loopback
 HOSTS
+# Only where ifupdown is what configures the network.
+if [ -e "$DIR/sbin/ifup" ]; then
 cat > "$DIR/etc/network/interfaces" <<IFS
 # The loopback network interface
 auto lo
@@ -19,6 +25,7 @@ auto eth0
 iface eth0 inet static
 	address $HC_ADDR
 IFS
+fi
 echo "nameserver 198.51.100.1" > "$DIR/etc/resolv.conf"
 cat > "$DIR/etc/fstab" <<FSTAB
 # <file system> <mount point> <type> <options> <dump> <pass>
