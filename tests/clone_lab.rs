@@ -325,6 +325,77 @@ fn clone_debian13_with_dracut_and_a_networkmanager_keyfile_boots_on_its_address(
     );
 }
 
+/// Issue 14, shape 2: grub-legacy (GRUB 0.97, the bootloader of Debian
+/// 4-6 and RHEL 3-5) with a Debian automagic menu.lst, and swap as the
+/// first partition: the menu's `root (hd0,1)`, `# groot=` and `# kopt=`
+/// name the source's second partition, which is not where the plan puts
+/// the root. The clone gets an MBR disk, a root grub-legacy can read, its
+/// own GRUB 0.97 reinstalled, and a menu whose disk addresses are
+/// recomputed for the new layout; it boots through that menu (no
+/// `BOOT_IMAGE=` on the command line: GRUB 2 would have added it). Its
+/// first run found the clone's MBR empty behind a conversion that passed
+/// (regression test in convert::tests).
+#[test]
+fn clone_grub_legacy_with_swap_first_boots_through_its_own_menu() {
+    let fstab = "/dev/sda2\\t/\\text4\\terrors=remount-ro\\t0\\t1\\n/dev/sda1\\tnone\\tswap\\tsw\\t0\\t0\\n";
+    clone_and_boot_checked(
+        "grub-legacy",
+        Expect {
+            converted: (3, "fstab, menu.lst and the initrd"),
+            nic: "eth0",
+            port: "eth0",
+        },
+        |s| {
+            s.aside("/etc/fstab");
+            s.change(&format!("printf '{fstab}' > /etc/fstab"), "rm /etc/fstab");
+            // The magic comments as on a swap-first disk; update-grub
+            // (grub-legacy's own) regenerates the kernel list from them.
+            s.change(
+                "cp -a /boot/grub/menu.lst /tmp/hotclone-menu.lst && \
+                 sed -i -e 's|^# kopt=.*|# kopt=root=/dev/sda2 ro|' -e 's|^# groot=.*|# groot=(hd0,1)|' /boot/grub/menu.lst && \
+                 update-grub 2>&1 && grep -q '^root\t*(hd0,1)' /boot/grub/menu.lst",
+                "mv /tmp/hotclone-menu.lst /boot/grub/menu.lst",
+            );
+        },
+        |on_clone| {
+            let cmdline = on_clone("cat /proc/cmdline");
+            assert!(
+                !cmdline.contains("BOOT_IMAGE=")
+                    && cmdline.contains("root=UUID=")
+                    && cmdline.contains("net.ifnames=0"),
+                "not booted by the clone's grub-legacy menu: {cmdline}"
+            );
+            // Every disk address is the root's new partition (GRUB counts
+            // from 0), whatever it was on the source.
+            let root = on_clone("findmnt -n -o SOURCE,FSTYPE /");
+            let (device, fs) = root.trim().split_once(' ').unwrap();
+            assert_eq!(fs.trim(), "ext3", "grub-legacy reads ext2/ext3 only");
+            let n: u32 = device.trim_start_matches("/dev/vda").parse().unwrap();
+            let menu = on_clone("cat /boot/grub/menu.lst");
+            let want = format!("(hd0,{})", n - 1);
+            // (Other comments are the package's examples.)
+            let addresses: Vec<&str> = menu
+                .lines()
+                .filter(|l| l.starts_with("root") || l.starts_with("# groot="))
+                .collect();
+            assert_eq!(addresses.len(), 3, "{menu}");
+            for line in addresses {
+                assert!(line.contains(&want), "{line} (want {want}):\n{menu}");
+            }
+            assert!(
+                menu.contains("# groot=") && !menu.contains("/dev/sda"),
+                "{menu}"
+            );
+            let table =
+                on_clone("cat /sys/block/vda/vda1/partition; blkid -o value -s PTTYPE /dev/vda");
+            assert!(
+                table.contains("dos"),
+                "grub-legacy needs an MBR disk: {table}"
+            );
+        },
+    );
+}
+
 /// Issue 13, and issue 14's Xen PV and systemd-networkd shapes, in one
 /// boot: a copy with no bootloader that can boot the VM. Shaped as a Xen
 /// PV guest that pygrub booted: a menu.lst on the whole disk `(hd0)`

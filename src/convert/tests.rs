@@ -695,7 +695,7 @@ fn convert_runs_the_rhel5_steps() {
         "sh -c",
         CommandOutput {
             status: 0,
-            stdout: "Running \"install /grub/stage1 (hd0)\"... succeeded\nDone.\n".into(),
+            stdout: " Running \"embed /grub/e2fs_stage1_5 (hd0)\"...  17 sectors are embedded.\nsucceeded\n Running \"install /grub/stage1 (hd0) (hd0)1+17 p (hd0,0)/grub/stage2 /grub/grub.conf\"... succeeded\nDone.\n".into(),
             stderr: String::new(),
         },
     );
@@ -712,10 +712,15 @@ fn convert_runs_the_rhel5_steps() {
         "{:?}",
         report.notes
     );
-    assert_eq!(
-        std::fs::read_to_string(root.join("boot/grub/device.map")).unwrap(),
-        "(hd0)\t/dev/loop7\n"
+    // The grub shell gets links it can name partitions by, in a map of
+    // their own: the clone's device.map is not the run's.
+    assert!(
+        cmds[1].contains("ln -s '/dev/loop7' /run/hotclone-grub/disk &&")
+            && cmds[1].contains("--device-map=/run/hotclone-grub/device.map")
+            && cmds[1].ends_with("rm -rf /run/hotclone-grub; exit $rc"),
+        "{cmds:?}"
     );
+    assert!(!root.join("boot/grub/device.map").exists());
     assert!(
         report
             .changed
@@ -1340,14 +1345,20 @@ fn regression_a_debian_copy_with_dracut_in_place_of_initramfs_tools_rebuilds_wit
         format!("dracut -f --no-hostonly /boot/initrd.img-{k} {k}")
     );
     assert!(
-        !exec.commands().iter().any(|c| c.contains("update-initramfs")),
+        !exec
+            .commands()
+            .iter()
+            .any(|c| c.contains("update-initramfs")),
         "{:?}",
         exec.commands()
     );
     let conf = std::fs::read_to_string(root.join("etc/dracut.conf.d/hotclone.conf")).unwrap();
     assert!(conf.contains("virtio_blk"), "{conf}");
     assert!(
-        report.notes.iter().any(|n| n.contains("rebuilt with dracut")),
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("rebuilt with dracut")),
         "{:?}",
         report.notes
     );
@@ -1358,5 +1369,74 @@ fn regression_a_debian_copy_with_dracut_in_place_of_initramfs_tools_rebuilds_wit
     let mut exec = RecordingChroot::new(&root);
     convert(&root, &ctx, &mut exec, &mut Silent).unwrap();
     assert_eq!(exec.commands()[0], format!("update-initramfs -u -k {k}"));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Issue 14, shape 2's lab boot: the clone of a grub-legacy source did not
+/// boot (an empty MBR: "Booting from Hard Disk..." and nothing more), yet
+/// its conversion passed. The grub shell's `setup` embedded stage 1.5
+/// ("succeeded"), then its `install` failed with "Error 22: No such
+/// partition": it writes a partition through `/dev/loop7` + "1", which
+/// does not exist. Any "succeeded" in the output was taken for success.
+/// Now only the install step's own success counts, and the shell names
+/// partitions by links made for the run ([`grub_legacy::setup_script`]).
+#[test]
+fn regression_grub_legacy_setup_that_embedded_but_did_not_install_fails() {
+    use crate::convert::bootloader::grub_legacy::{setup_script, setup_succeeded};
+    let failed = "grub> setup (hd0)\n Checking if \"/boot/grub/stage1\" exists... yes\n Running \"embed /boot/grub/e2fs_stage1_5 (hd0)\"...  19 sectors are embedded.\nsucceeded\n Running \"install /boot/grub/stage1 (hd0) (hd0)1+19 p (hd0,0)/boot/grub/stage2 /boot/grub/menu.lst\"... failed\n\nError 22: No such partition\ngrub> quit\n";
+    let err = setup_succeeded(failed).unwrap_err().to_string();
+    assert!(err.contains("Error 22: No such partition"), "{err}");
+    assert!(setup_succeeded("Done.\n").is_err());
+    let ok = failed
+        .replace("... failed", "... succeeded")
+        .replace("\nError 22: No such partition", "\nDone.");
+    assert!(setup_succeeded(&ok).is_ok());
+
+    let fs = |mount: &str, partition: u32, device: &str| FsMapping {
+        mount_point: mount.into(),
+        old_specs: vec![],
+        uuid: String::new(),
+        fs_type: "ext3".into(),
+        device: Some(device.into()),
+        partition: Some(partition),
+    };
+    let ctx = ConvertContext::new(
+        guest(DistroFamily::Debian, BootloaderKind::GrubLegacy),
+        vec![fs("/", 3, "/dev/loop9"), fs("/boot", 1, "/dev/loop8")],
+    );
+    let script = setup_script("/dev/loop7", 1, &ctx);
+    assert!(
+        script.contains("ln -s '/dev/loop7' /run/hotclone-grub/disk && ln -s '/dev/loop8' /run/hotclone-grub/disk1 && ln -s '/dev/loop9' /run/hotclone-grub/disk3 &&")
+            && script.contains("root (hd0,0)"),
+        "{script}"
+    );
+    // Run for real: the links are made, grub (a stand-in here) sees them
+    // through the map, and nothing is left behind.
+    let root = scratch("grub-links");
+    let fake = root.join("bin");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(
+        fake.join("grub"),
+        "#!/bin/sh\nmap=${3#--device-map=}\ncat \"$map\"; readlink \"${map%/device.map}/disk1\"; echo ' Running \"install x\"... succeeded'\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(fake.join("grub"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let links = root.join("links");
+    let script =
+        setup_script("/dev/loop7", 1, &ctx).replace("/run/hotclone-grub", links.to_str().unwrap());
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("PATH", format!("{}:/usr/bin:/bin", fake.display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("(hd0)\t{}/disk\n/dev/loop8\n", links.display())),
+        "{stdout}"
+    );
+    assert!(setup_succeeded(&stdout).is_ok());
+    assert!(!links.exists());
     let _ = std::fs::remove_dir_all(&root);
 }

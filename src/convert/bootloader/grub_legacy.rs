@@ -18,8 +18,16 @@
 //! same. A `serial` line on another port than the first becomes `serial
 //! --unit=0 --speed=115200`.
 //!
-//! Installing runs the guest's `grub` shell in batch mode with a device map
-//! naming the target disk `(hd0)`.
+//! Installing runs the guest's `grub` shell in batch mode ([`setup_script`])
+//! with a device map naming the target disk `(hd0)`. The shell writes a
+//! partition's sectors (stage 2's patched first block) through the
+//! partition's own device, which it names by appending the partition
+//! number to the disk's: `/dev/vda` → `/dev/vda1`, but `/dev/loop7` →
+//! `/dev/loop71`, which does not exist. So the map names a directory of
+//! links made for the run (`disk`, `disk1`, ...), removed afterwards; the
+//! clone's own device.map is left as it was. A setup is done only when
+//! its `install` step succeeded ([`setup_succeeded`]): `embed` succeeds
+//! before it, and a failing install still ends with "Done".
 //!
 //! Verifying checks every kernel line boots the new root and carries no
 //! storage activation or console the VM has not, then reads the default
@@ -63,6 +71,52 @@ impl FileRewriter for GrubLegacy {
     }
 }
 
+/// Where [`setup_script`] puts the links the grub shell opens, in the
+/// clone (removed when the shell is done).
+const LINKS: &str = "/run/hotclone-grub";
+
+/// The shell script that installs GRUB 0.97 on `disk` from partition
+/// `part` (1-based): links for the disk and each partition the context
+/// knows the device of, a device map naming them, `setup (hd0)`, and the
+/// links removed again whatever grub's outcome (its output and status are
+/// the script's).
+pub(crate) fn setup_script(disk: &str, part: u32, ctx: &ConvertContext) -> String {
+    use crate::shell::quote;
+    let mut links = format!("ln -s {} {LINKS}/disk", quote(disk));
+    let mut parts: Vec<(u32, &str)> = ctx
+        .filesystems
+        .iter()
+        .filter_map(|f| Some((f.partition?, f.device.as_deref()?)))
+        .collect();
+    parts.sort();
+    parts.dedup();
+    for (n, device) in parts {
+        links.push_str(&format!(" && ln -s {} {LINKS}/disk{n}", quote(device)));
+    }
+    format!(
+        "rm -rf {LINKS} && mkdir -p {LINKS} && {links} && printf '(hd0)\\t{LINKS}/disk\\n' > {LINKS}/device.map && \
+         printf 'device (hd0) {LINKS}/disk\\nroot (hd0,{})\\nsetup (hd0)\\nquit\\n' | grub --batch --no-floppy --device-map={LINKS}/device.map; \
+         rc=$?; rm -rf {LINKS}; exit $rc",
+        part.saturating_sub(1)
+    )
+}
+
+/// Whether the grub shell's `setup` output says its `install` step
+/// succeeded (see the module doc).
+pub(crate) fn setup_succeeded(out: &str) -> Result<(), ConvertError> {
+    let install = out.lines().find(|l| l.contains("Running \"install "));
+    let error = out.lines().find(|l| l.trim_start().starts_with("Error "));
+    match (install, error) {
+        (Some(line), None) if line.trim_end().ends_with("succeeded") => Ok(()),
+        _ => {
+            Err(ConvertError::Verify(format!(
+            "grub setup (hd0) did not install GRUB{}; the VM would not boot. Its output:\n{out}",
+            error.map(|e| format!(" ({})", e.trim())).unwrap_or_default()
+        )))
+        }
+    }
+}
+
 impl Bootloader for GrubLegacy {
     fn as_rewriter(&self) -> &dyn FileRewriter {
         self
@@ -83,22 +137,9 @@ impl Bootloader for GrubLegacy {
                     .into(),
             )
         })?;
-        let map = exec.root().join("boot/grub/device.map");
-        std::fs::write(&map, format!("(hd0)\t{disk}\n")).map_err(|error| ConvertError::Io {
-            path: map.clone(),
-            error,
-        })?;
-        let script = format!(
-            "printf 'device (hd0) {disk}\\nroot (hd0,{})\\nsetup (hd0)\\nquit\\n' | grub --batch --no-floppy --device-map=/boot/grub/device.map",
-            part.saturating_sub(1)
-        );
+        let script = setup_script(disk, part, ctx);
         let out = run_noted(exec, &["sh", "-c", &script], progress)?;
-        if !out.contains("succeeded") {
-            return Err(ConvertError::Verify(format!(
-                "grub setup (hd0) did not report success:\n{out}"
-            )));
-        }
-        Ok(())
+        setup_succeeded(&out)
     }
     fn update(
         &self,

@@ -78,6 +78,36 @@ pub const DEBIAN13: Recipe = Recipe {
     post: DEBIAN13_POST,
     network: NetworkStack::NetworkManager,
 };
+/// Debian 12 booting with grub-legacy (GRUB 0.97, bookworm's last real
+/// one) in place of GRUB 2: the menu.lst era of Debian 4-6 and RHEL 3-5
+/// (issue 14, shape 2). The kernel's hook runs grub-legacy's update-grub,
+/// which fails without /boot/grub: debootstrap installs GRUB 2, and
+/// grub-legacy replaces it afterwards, writing its own menu.lst.
+pub const GRUB_LEGACY: Recipe = Recipe {
+    name: "grub-legacy",
+    suite: Some("bookworm"),
+    hostname: "src-grub-legacy",
+    addr: "198.51.100.16/24",
+    extra: "",
+    post: GRUB_LEGACY_POST,
+    network: NetworkStack::Ifupdown,
+};
+const GRUB_LEGACY_POST: &str = r#"
+mount -t proc proc "$DIR/proc"
+mount --rbind /sys "$DIR/sys"
+mount --rbind /dev "$DIR/dev"
+chroot "$DIR" apt-get -q update
+mkdir -p "$DIR/boot/grub"
+chroot "$DIR" apt-get -q -y --no-install-recommends install grub-legacy grub-pc-
+chroot "$DIR" apt-get -q -y purge grub-pc-bin grub2-common
+chroot "$DIR" apt-get -q -y autoremove --purge
+chroot "$DIR" update-grub
+# What grub-install leaves in /boot/grub on a server.
+cp "$DIR"/usr/lib/grub/x86_64-pc/*stage* "$DIR/boot/grub/"
+test -s "$DIR/boot/grub/menu.lst" && test -s "$DIR/boot/grub/stage2"
+test ! -e "$DIR/usr/sbin/grub-mkconfig" && test ! -e "$DIR/usr/lib/grub/i386-pc/normal.mod"
+umount -l "$DIR/dev" "$DIR/sys" "$DIR/proc"
+"#;
 const DEBIAN13_POST: &str = r#"
 mount -t proc proc "$DIR/proc"
 mount --rbind /sys "$DIR/sys"
@@ -100,7 +130,7 @@ pub const BUSYBOX: Recipe = Recipe {
 };
 
 /// All recipes, in build order.
-pub const ALL: [&Recipe; 4] = [&DEBIAN12, &DEBIAN11, &DEBIAN13, &BUSYBOX];
+pub const ALL: [&Recipe; 5] = [&DEBIAN12, &DEBIAN11, &DEBIAN13, &GRUB_LEGACY, &BUSYBOX];
 
 /// Look up a recipe by name.
 pub fn by_name(name: &str) -> Result<&'static Recipe> {

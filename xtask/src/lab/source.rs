@@ -44,7 +44,7 @@ pub const CLIENT: Host = Host {
     mac: "02:48:43:00:00:02",
 };
 
-pub const SOURCES: [SourceSpec; 5] = [
+pub const SOURCES: [SourceSpec; 6] = [
     SourceSpec {
         name: "debian12",
         host: Host {
@@ -94,6 +94,19 @@ pub const SOURCES: [SourceSpec; 5] = [
         },
         hostname: "src-debian13",
         recipe: &recipe::DEBIAN13,
+        sshd: Sshd::OpenSsh,
+        legacy: false,
+    },
+    SourceSpec {
+        name: "grub-legacy",
+        host: Host {
+            ns: "hc-grublegacy",
+            port: "v-grublegacy",
+            ip: "198.51.100.16",
+            mac: "02:48:43:00:00:16",
+        },
+        hostname: "src-grub-legacy",
+        recipe: &recipe::GRUB_LEGACY,
         sshd: Sshd::OpenSsh,
         legacy: false,
     },

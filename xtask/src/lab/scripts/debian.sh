@@ -32,7 +32,8 @@ cat > "$DIR/etc/fstab" <<FSTAB
 /dev/sda1	/	ext4	errors=remount-ro	0	1
 /dev/sda5	none	swap	sw	0	0
 FSTAB
-if [ ! -f "$DIR/etc/default/grub" ]; then
+# GRUB 2's defaults (grub-legacy has none).
+if [ -e "$DIR/usr/sbin/grub-mkconfig" ] && [ ! -f "$DIR/etc/default/grub" ]; then
   mkdir -p "$DIR/etc/default"
   cat > "$DIR/etc/default/grub" <<GRUB
 GRUB_DEFAULT=0
