@@ -39,9 +39,10 @@ pub struct Recipe {
     pub addr: &'static str,
     /// Packages debootstrap adds beyond [`DEBIAN_INCLUDE`] (comma-separated).
     pub extra: &'static str,
-    /// Shell run after debootstrap, with the tree at `$DIR` and the host's
-    /// resolver in it: what reshapes the root beyond the base (another
-    /// initramfs tool, another network stack). Part of the cache key.
+    /// Shell run after debootstrap, with the tree at `$DIR`, the host's
+    /// resolver, /proc, /sys and /dev in it: what reshapes the root beyond
+    /// the base (another initramfs tool, another network stack). Part of
+    /// the cache key.
     pub post: &'static str,
     pub network: NetworkStack,
 }
@@ -93,9 +94,6 @@ pub const GRUB_LEGACY: Recipe = Recipe {
     network: NetworkStack::Ifupdown,
 };
 const GRUB_LEGACY_POST: &str = r#"
-mount -t proc proc "$DIR/proc"
-mount --rbind /sys "$DIR/sys"
-mount --rbind /dev "$DIR/dev"
 chroot "$DIR" apt-get -q update
 mkdir -p "$DIR/boot/grub"
 chroot "$DIR" apt-get -q -y --no-install-recommends install grub-legacy grub-pc-
@@ -106,18 +104,13 @@ chroot "$DIR" update-grub
 cp "$DIR"/usr/lib/grub/x86_64-pc/*stage* "$DIR/boot/grub/"
 test -s "$DIR/boot/grub/menu.lst" && test -s "$DIR/boot/grub/stage2"
 test ! -e "$DIR/usr/sbin/grub-mkconfig" && test ! -e "$DIR/usr/lib/grub/i386-pc/normal.mod"
-umount -l "$DIR/dev" "$DIR/sys" "$DIR/proc"
 "#;
 const DEBIAN13_POST: &str = r#"
-mount -t proc proc "$DIR/proc"
-mount --rbind /sys "$DIR/sys"
-mount --rbind /dev "$DIR/dev"
 chroot "$DIR" apt-get -q update
 chroot "$DIR" apt-get -q -y --no-install-recommends install dracut network-manager
 chroot "$DIR" apt-get -q -y purge ifupdown initramfs-tools initramfs-tools-core
 ls "$DIR"/boot/initrd.img-* >/dev/null
 test -x "$DIR/usr/bin/dracut" && test ! -e "$DIR/usr/sbin/update-initramfs"
-umount -l "$DIR/dev" "$DIR/sys" "$DIR/proc"
 "#;
 pub const BUSYBOX: Recipe = Recipe {
     name: "busybox",

@@ -5,7 +5,11 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$DIR" "$MIRROR"
 if [ -n "${POST:-}" ]; then
   cp /etc/resolv.conf "$DIR/etc/resolv.conf"
+  mount -t proc proc "$DIR/proc"
+  mount --rbind /sys "$DIR/sys"
+  mount --rbind /dev "$DIR/dev"
   sh -eux -c "$POST"
+  umount -l "$DIR/dev" "$DIR/sys" "$DIR/proc"
 fi
 echo "$HC_HOSTNAME" > "$DIR/etc/hostname"
 cat > "$DIR/etc/hosts" <<HOSTS
