@@ -312,13 +312,20 @@ fn clone_debian13_with_dracut_and_a_networkmanager_keyfile_boots_on_its_address(
             );
             let active = on_clone("nmcli -t -f NAME,DEVICE connection show --active");
             assert!(active.lines().any(|l| l == "lan:eth0"), "{active}");
+            // The initrd the VM booted is the one the conversion's dracut
+            // made (the source's, dracut's too, was made without
+            // --no-hostonly), with the drivers hotclone.conf lists.
             let tools = on_clone(
-                "grep VERSION_ID /etc/os-release; command -v update-initramfs || echo none; cat /etc/dracut.conf.d/hotclone.conf",
+                "grep VERSION_ID /etc/os-release; cat /etc/dracut.conf.d/hotclone.conf; lsinitrd /boot/initrd.img-$(uname -r) | grep -E '^Arguments|/virtio_blk'",
             );
+            let arguments = tools.lines().find(|l| l.starts_with("Arguments:"));
             assert!(
                 tools.contains("VERSION_ID=\"13\"")
-                    && tools.contains("none")
-                    && tools.contains("virtio_blk"),
+                    && tools
+                        .lines()
+                        .any(|l| l.starts_with("add_drivers+=") && l.contains("virtio_blk"))
+                    && arguments.is_some_and(|a| a.contains("--no-hostonly"))
+                    && tools.contains("virtio_blk.ko"),
                 "{tools}"
             );
         },
@@ -353,7 +360,7 @@ fn clone_grub_legacy_with_swap_first_boots_through_its_own_menu() {
             s.change(
                 "cp -a /boot/grub/menu.lst /tmp/hotclone-menu.lst && \
                  sed -i -e 's|^# kopt=.*|# kopt=root=/dev/sda2 ro|' -e 's|^# groot=.*|# groot=(hd0,1)|' /boot/grub/menu.lst && \
-                 update-grub 2>&1 && grep -q '^root\t*(hd0,1)' /boot/grub/menu.lst",
+                 update-grub 2>&1 && grep -q '^root[[:space:]]*(hd0,1)' /boot/grub/menu.lst",
                 "mv /tmp/hotclone-menu.lst /boot/grub/menu.lst",
             );
         },

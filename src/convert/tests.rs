@@ -721,6 +721,21 @@ fn convert_runs_the_rhel5_steps() {
         "{cmds:?}"
     );
     assert!(!root.join("boot/grub/device.map").exists());
+    // One the source had names the VM's disk afterwards.
+    std::fs::write(root.join("boot/grub/device.map"), "(hd0)\t/dev/sda\n").unwrap();
+    let mut exec = RecordingChroot::new(&root).answer(
+        "sh -c",
+        CommandOutput {
+            status: 0,
+            stdout: " Running \"install /grub/stage1 (hd0)\"... succeeded\nDone.\n".into(),
+            stderr: String::new(),
+        },
+    );
+    convert(&root, &ctx, &mut exec, &mut Silent).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("boot/grub/device.map")).unwrap(),
+        "(hd0)\t/dev/vda\n"
+    );
     assert!(
         report
             .changed
@@ -1402,7 +1417,11 @@ fn regression_grub_legacy_setup_that_embedded_but_did_not_install_fails() {
     };
     let ctx = ConvertContext::new(
         guest(DistroFamily::Debian, BootloaderKind::GrubLegacy),
-        vec![fs("/", 3, "/dev/loop9"), fs("/boot", 1, "/dev/loop8")],
+        vec![
+            fs("/", 3, "/dev/loop9"),
+            fs("/boot", 1, "/dev/loop8"),
+            fs("/boot/efi", 1, "/dev/loop6"),
+        ],
     );
     let script = setup_script("/dev/loop7", 1, &ctx);
     assert!(

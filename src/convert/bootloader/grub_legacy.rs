@@ -24,8 +24,8 @@
 //! partition's own device, which it names by appending the partition
 //! number to the disk's: `/dev/vda` → `/dev/vda1`, but `/dev/loop7` →
 //! `/dev/loop71`, which does not exist. So the map names a directory of
-//! links made for the run (`disk`, `disk1`, ...), removed afterwards; the
-//! clone's own device.map is left as it was. A setup is done only when
+//! links made for the run (`disk`, `disk1`, ...), removed afterwards; a
+//! device.map the clone has is rewritten to name the VM's disk. A setup is done only when
 //! its `install` step succeeded ([`setup_succeeded`]): `embed` succeeds
 //! before it, and a failing install still ends with "Done".
 //!
@@ -71,6 +71,9 @@ impl FileRewriter for GrubLegacy {
     }
 }
 
+/// The clone's `device.map`, when it has one: the VM's virtio disk.
+const VM_DEVICE_MAP: &str = "(hd0)\t/dev/vda\n";
+
 /// Where [`setup_script`] puts the links the grub shell opens, in the
 /// clone (removed when the shell is done).
 const LINKS: &str = "/run/hotclone-grub";
@@ -83,13 +86,13 @@ const LINKS: &str = "/run/hotclone-grub";
 pub(crate) fn setup_script(disk: &str, part: u32, ctx: &ConvertContext) -> String {
     use crate::shell::quote;
     let mut links = format!("ln -s {} {LINKS}/disk", quote(disk));
-    let mut parts: Vec<(u32, &str)> = ctx
-        .filesystems
-        .iter()
-        .filter_map(|f| Some((f.partition?, f.device.as_deref()?)))
-        .collect();
-    parts.sort();
-    parts.dedup();
+    // One link per partition number (the first filesystem naming it).
+    let mut parts = std::collections::BTreeMap::new();
+    for f in &ctx.filesystems {
+        if let (Some(n), Some(device)) = (f.partition, f.device.as_deref()) {
+            parts.entry(n).or_insert(device);
+        }
+    }
     for (n, device) in parts {
         links.push_str(&format!(" && ln -s {} {LINKS}/disk{n}", quote(device)));
     }
@@ -139,7 +142,17 @@ impl Bootloader for GrubLegacy {
         })?;
         let script = setup_script(disk, part, ctx);
         let out = run_noted(exec, &["sh", "-c", &script], progress)?;
-        setup_succeeded(&out)
+        setup_succeeded(&out)?;
+        // A device map the clone keeps names the VM's disk, for the next
+        // grub-install in the VM (the source's named its own disk).
+        let map = exec.root().join("boot/grub/device.map");
+        if map.exists() {
+            std::fs::write(&map, VM_DEVICE_MAP).map_err(|error| ConvertError::Io {
+                path: map.clone(),
+                error,
+            })?;
+        }
+        Ok(())
     }
     fn update(
         &self,

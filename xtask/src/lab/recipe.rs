@@ -109,6 +109,8 @@ const DEBIAN13_POST: &str = r#"
 chroot "$DIR" apt-get -q update
 chroot "$DIR" apt-get -q -y --no-install-recommends install dracut network-manager
 chroot "$DIR" apt-get -q -y purge ifupdown initramfs-tools initramfs-tools-core
+# What an install with NetworkManager leaves: a file that configures nothing.
+printf '# interfaces(5) file used by ifup(8) and ifdown(8)\n# Include files from /etc/network/interfaces.d:\nsource /etc/network/interfaces.d/*\n' > "$DIR/etc/network/interfaces"
 ls "$DIR"/boot/initrd.img-* >/dev/null
 test -x "$DIR/usr/bin/dracut" && test ! -e "$DIR/usr/sbin/update-initramfs"
 "#;

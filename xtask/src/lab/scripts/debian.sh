@@ -3,14 +3,6 @@
 set -eu
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$DIR" "$MIRROR"
-if [ -n "${POST:-}" ]; then
-  cp /etc/resolv.conf "$DIR/etc/resolv.conf"
-  mount -t proc proc "$DIR/proc"
-  mount --rbind /sys "$DIR/sys"
-  mount --rbind /dev "$DIR/dev"
-  sh -eux -c "$POST"
-  umount -l "$DIR/dev" "$DIR/sys" "$DIR/proc"
-fi
 echo "$HC_HOSTNAME" > "$DIR/etc/hostname"
 cat > "$DIR/etc/hosts" <<HOSTS
 127.0.0.1	localhost
@@ -30,12 +22,22 @@ iface eth0 inet static
 	address $HC_ADDR
 IFS
 fi
-echo "nameserver 198.51.100.1" > "$DIR/etc/resolv.conf"
 cat > "$DIR/etc/fstab" <<FSTAB
 # <file system> <mount point> <type> <options> <dump> <pass>
 /dev/sda1	/	ext4	errors=remount-ro	0	1
 /dev/sda5	none	swap	sw	0	0
 FSTAB
+# The recipe's own step, on the finished base (its fstab included, which
+# grub-legacy's update-grub reads), with the host's resolver.
+if [ -n "${POST:-}" ]; then
+  cp /etc/resolv.conf "$DIR/etc/resolv.conf"
+  mount -t proc proc "$DIR/proc"
+  mount --rbind /sys "$DIR/sys"
+  mount --rbind /dev "$DIR/dev"
+  sh -eux -c "$POST"
+  umount -l "$DIR/dev" "$DIR/sys" "$DIR/proc"
+fi
+echo "nameserver 198.51.100.1" > "$DIR/etc/resolv.conf"
 # GRUB 2's defaults (grub-legacy has none).
 if [ -e "$DIR/usr/sbin/grub-mkconfig" ] && [ ! -f "$DIR/etc/default/grub" ]; then
   mkdir -p "$DIR/etc/default"
