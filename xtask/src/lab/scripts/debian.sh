@@ -38,8 +38,8 @@ if [ -n "${POST:-}" ]; then
   umount -l "$DIR/dev" "$DIR/sys" "$DIR/proc"
 fi
 echo "nameserver 198.51.100.1" > "$DIR/etc/resolv.conf"
-# GRUB 2's defaults (grub-legacy has none).
-if [ -e "$DIR/usr/sbin/grub-mkconfig" ] && [ ! -f "$DIR/etc/default/grub" ]; then
+# GRUB 2's defaults, where its modules are (grub-legacy has none).
+if [ -e "$DIR/usr/lib/grub/i386-pc/normal.mod" ] && [ ! -f "$DIR/etc/default/grub" ]; then
   mkdir -p "$DIR/etc/default"
   cat > "$DIR/etc/default/grub" <<GRUB
 GRUB_DEFAULT=0
