@@ -580,7 +580,7 @@ fn live_clone_and_sync_killed_twice_complete_intact_in_both_namespace_setups() {
     make_data(&lab, LIVE_BIG_MIB);
     let dirs = "bin sbin etc srv";
     let work = common::workdir("faults-live");
-    let vm = RescueVm::launch(&lab, &work, "live");
+    let vm = RescueVm::launch(&lab, &work, "fault-live");
     let log = work.join("hotclone.log");
     // At least one: the closing check needs a clone to sync.
     let rounds = rounds("HOTCLONE_FAULT_LIVE_ROUNDS", 1).max(1);

@@ -21,7 +21,19 @@ use std::time::{Duration, Instant};
 
 use common::{lab, run, run_ok, source_ssh, workdir, Lab};
 
-const VM_IP: &str = "198.51.100.50";
+/// The rescue VM's address (fault_lab's, which may run beside this
+/// binary, is .50).
+const VM_IP: &str = "198.51.100.51";
+
+/// The source every test here clones and cuts over: the lab's second
+/// debian12, this binary's alone (`cargo xtask test` runs it beside the
+/// others, which use debian12).
+const SOURCE: &str = "debian12-live";
+/// Its address: the production address the cutover moves.
+const PROD_IP: &str = "198.51.100.17";
+const PROD_OCTETS: [u8; 4] = [198, 51, 100, 17];
+/// What its lab service answers.
+const SERVICE: &str = "hc-echo on src-live12";
 
 /// A migration home with a launched VM; the VM is stopped and the source
 /// link brought back up when dropped, whatever the test did.
@@ -76,7 +88,7 @@ impl Launched<'_> {
             .hotclone()
             .args(["clone", "--batch", "-F"])
             .arg(&self.lab.ssh_config)
-            .args(["debian12", "--name", &self.name])
+            .args([SOURCE, "--name", &self.name])
             .args(args))
     }
 }
@@ -109,7 +121,7 @@ impl Drop for Launched<'_> {
         }
         // The lab service and the churn leave the source as it was.
         let _ = run(self.lab.client_command("ssh").arg("-F").arg(&self.lab.ssh_config).args([
-            "debian12",
+            SOURCE,
             &format!(
                 "{}; touch /tmp/churn.stop; sleep 1; rm -rf /srv/churn /tmp/churn.stop /root/future-dated",
                 common::HC_ECHO_REMOVE
@@ -154,7 +166,7 @@ fn disk_signatures(l: &Launched) -> String {
 fn live_clone_syncs_under_churn_and_cuts_over_with_no_ip_conflict() {
     let _one = common::one_at_a_time();
     let lab = lab();
-    let source = lab.source("debian12");
+    let source = lab.source(SOURCE);
     let work = workdir("live");
     let marker = format!("live-marker-{}", std::process::id());
     // Issue 12: a file dated in the future (a server with a skewed clock
@@ -162,12 +174,12 @@ fn live_clone_syncs_under_churn_and_cuts_over_with_no_ip_conflict() {
     // below must succeed with it on the source.
     source_ssh(
         &lab,
-        "debian12",
+        SOURCE,
         &format!(
             "echo {marker} > /root/hotclone-marker && echo skewed > /root/future-dated && touch -d 2100-01-01 /root/future-dated"
         ),
     );
-    common::install_hc_echo(&lab, "debian12");
+    common::install_hc_echo(&lab, SOURCE);
     wait_for_service(&lab);
     let mut l = launch(&lab, &work, "live");
     let vm = l.vm_json();
@@ -247,7 +259,7 @@ fn live_clone_syncs_under_churn_and_cuts_over_with_no_ip_conflict() {
     assert!(broken.status.success());
     source_ssh(
         &lab,
-        "debian12",
+        SOURCE,
         &format!("echo {marker}-sync > /root/hotclone-sync-marker"),
     );
     let out = l.sync();
@@ -279,7 +291,7 @@ fn live_clone_syncs_under_churn_and_cuts_over_with_no_ip_conflict() {
         lab.hotclone()
             .args(["probe", "--json", "--batch", "-F"])
             .arg(&lab.ssh_config)
-            .arg("debian12"),
+            .arg(SOURCE),
     );
     let inv: serde_json::Value = serde_json::from_str(&probe).unwrap();
     assert_eq!(inv["hostname"], source.hostname);
@@ -299,7 +311,7 @@ fn live_clone_syncs_under_churn_and_cuts_over_with_no_ip_conflict() {
     assert!(eth0.to_string().contains(&source.ip), "{eth0}");
     let on_clone = source_ssh(
         &lab,
-        "debian12",
+        SOURCE,
         "cat /root/hotclone-marker /root/hotclone-sync-marker; findmnt -n -o SOURCE /; cat /root/.ssh/authorized_keys; ls -d /run/hotclone /.hotclone /var/lib/hotclone /etc/sysctl.d/99-hotclone-announce.conf 2>&1; true",
     );
     let lines: Vec<&str> = on_clone.lines().collect();
@@ -314,7 +326,6 @@ fn live_clone_syncs_under_churn_and_cuts_over_with_no_ip_conflict() {
     assert_eq!(on_clone.matches("No such file").count(), 4, "{on_clone}");
 }
 
-const PROD_IP: &str = "198.51.100.11";
 const FALLBACK: &str = "198.51.100.61/24";
 
 /// A churn generator on the source, writing, renaming and deleting files
@@ -327,7 +338,7 @@ impl<'a> Churn<'a> {
     fn start(lab: &'a Lab) -> Churn<'a> {
         source_ssh(
             lab,
-            "debian12",
+            SOURCE,
             "rm -f /tmp/churn.stop; mkdir -p /srv/churn; cat > /tmp/churn.sh <<'EOF'\n\
              n=0; while [ ! -e /tmp/churn.stop ]; do n=$((n+1)); \
              head -c $(( (n % 5 + 1) * 30000 )) /dev/urandom > /srv/churn/f$((n % 40)); \
@@ -341,7 +352,7 @@ impl<'a> Churn<'a> {
     fn stop(&self) {
         source_ssh(
             self.lab,
-            "debian12",
+            SOURCE,
             "touch /tmp/churn.stop; while [ -e /tmp/churn.sh ]; do sleep 0.2; done; rm -f /tmp/churn.stop",
         );
         std::thread::sleep(Duration::from_millis(1100));
@@ -363,7 +374,7 @@ fn service_answer(lab: &Lab) -> Option<String> {
 /// clone's MAC for a moment).
 fn wait_for_service(lab: &Lab) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while service_answer(lab).as_deref() != Some("hc-echo on src-debian12") {
+    while service_answer(lab).as_deref() != Some(SERVICE) {
         assert!(
             Instant::now() < deadline,
             "the source's service does not answer on {PROD_IP}:8080"
@@ -551,7 +562,7 @@ fn rehearsal_gate(l: &Launched, source: &common::LabSource) {
         "frames from {mac}"
     );
     assert_eq!(
-        common::pcap::frames_naming(&captured, [198, 51, 100, 11]),
+        common::pcap::frames_naming(&captured, PROD_OCTETS),
         0,
         "frames for the production address during the rehearsal"
     );
@@ -583,10 +594,7 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
     }
     assert!(dry.contains("stop hc-echo"), "{dry}");
     assert_eq!(source_addresses(source), before);
-    assert_eq!(
-        service_answer(lab).as_deref(),
-        Some("hc-echo on src-debian12")
-    );
+    assert_eq!(service_answer(lab).as_deref(), Some(SERVICE));
     assert_eq!(l.vm_json()["mode"], "rescue");
 
     // 1. A stranger on the production address once the source let go of it.
@@ -607,14 +615,14 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("{err}");
     assert!(!out.status.success());
-    assert!(err.contains("answers ARP for 198.51.100.11"), "{err}");
+    assert!(err.contains(&format!("answers ARP for {PROD_IP}")), "{err}");
     assert!(err.contains("rolled back"), "{err}");
     assert_eq!(record(l)["outcome"]["state"], "rolled-back");
     assert_source_serves(lab, source);
     assert_eq!(l.vm_json()["mode"], "rescue");
 
     // 2. The clone's service is broken: the health check fails, rollback.
-    source_ssh(lab, "debian12", "touch /etc/hc-echo.broken");
+    source_ssh(lab, SOURCE, "touch /etc/hc-echo.broken");
     let out = run(&mut cutover_cmd(l, &["--health-timeout", "30"]));
     let err = stderr_of(&out);
     assert!(!out.status.success());
@@ -634,7 +642,7 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
         !seen.contains(&l.vm_json()["mac"].as_str().unwrap().to_lowercase()),
         "{seen}"
     );
-    source_ssh(lab, "debian12", "rm -f /etc/hc-echo.broken");
+    source_ssh(lab, SOURCE, "rm -f /etc/hc-echo.broken");
     // What the clone's boot changed was marked dirty: a pass sends it.
     l.sync();
 
@@ -666,10 +674,7 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
 
     // The service answers on the production address from the clone; the
     // source no longer holds it and stays reachable at its fallback.
-    assert_eq!(
-        service_answer(lab).as_deref(),
-        Some("hc-echo on src-debian12")
-    );
+    assert_eq!(service_answer(lab).as_deref(), Some(SERVICE));
     let held = source_addresses(source);
     assert!(!held.contains(&format!("{PROD_IP}/24")), "{held}");
     assert!(held.contains(FALLBACK), "{held}");
@@ -687,7 +692,7 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
         .and_then(|r| r.split_whitespace().next())
         .unwrap()
         .to_lowercase();
-    let claims = common::pcap::arp_claims(&captured, [198, 51, 100, 11]);
+    let claims = common::pcap::arp_claims(&captured, PROD_OCTETS);
     eprintln!("ARP claims for {PROD_IP}: {claims:?}");
     assert_eq!(
         common::pcap::turns(&claims),
@@ -700,7 +705,7 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
 fn a_target_that_is_not_the_rescue_system_is_refused_and_left_clean() {
     let lab = lab();
     let work = workdir("not-rescue");
-    let target = lab.source("debian12");
+    let target = lab.source(SOURCE);
     let out = run(lab
         .hotclone()
         .env("HOTCLONE_HOME", work.join("home"))
@@ -721,7 +726,7 @@ fn a_target_that_is_not_the_rescue_system_is_refused_and_left_clean() {
     let e = stderr_of(&out);
     assert!(e.contains("not running the hotclone rescue image"), "{e}");
     // Nothing of ours was put there.
-    let left = source_ssh(&lab, "debian12", "ls -A /run/hotclone 2>/dev/null | wc -l");
+    let left = source_ssh(&lab, SOURCE, "ls -A /run/hotclone 2>/dev/null | wc -l");
     assert_eq!(left.trim(), "0");
     assert!(!work.join("home/not-rescue").exists());
 }
@@ -755,7 +760,8 @@ fn the_rescue_iso_boots_to_its_ssh_server() {
         .trim()
         .parse()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(240);
+    // A liveness bound: the other lane of `cargo xtask test` shares the cores.
+    let deadline = Instant::now() + Duration::from_secs(600);
     let text = loop {
         let text = std::fs::read_to_string(&console).unwrap_or_default();
         if text.contains("hotclone-rescue: ready") || Instant::now() > deadline {

@@ -97,7 +97,14 @@ async fn connect(d: &str, opts: &ConnectOptions) -> Session {
 #[test]
 fn uname_on_every_source() {
     let lab = common::lab();
-    for src in &lab.sources {
+    // debian12-live is live_lab's, which `cargo xtask test` runs beside
+    // this binary: its cutover moves that source's address. A VM source
+    // runs only while a test has booted it.
+    for src in lab
+        .sources
+        .iter()
+        .filter(|s| s.name != "debian12-live" && s.vm_disks.is_empty())
+    {
         let d = dest(&lab, &src.name);
         let opts = key_opts(&lab);
         let hostname = src.hostname.clone();

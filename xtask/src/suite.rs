@@ -5,6 +5,7 @@
 //! skip.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -63,38 +64,199 @@ pub fn run(keep_lab: bool, cargo_args: &[String]) -> Result<()> {
         "xtask test: lab up in {:.0}s",
         started.elapsed().as_secs_f64()
     );
-    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(lab::workspace_root())
-        .args(["test", "--workspace", "--no-fail-fast"])
-        .args(cargo_args)
-        .env("HOTCLONE_LAB_DIR", &opts.lab_dir)
-        .env("HOTCLONE_RESCUE_DIR", &rescue)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running cargo test")?;
-    let mut totals = Totals::default();
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let line = line.context("reading cargo test's output")?;
-            println!("{line}");
-            totals.add(&line);
-        }
-    }
-    let status = child.wait().context("waiting for cargo test")?;
-    // One closing line for the whole workspace, after cargo's per-binary ones.
-    println!(
-        "xtask test: {} passed, {} failed, {} ignored",
-        totals.passed, totals.failed, totals.ignored
-    );
+    let env = [
+        ("HOTCLONE_LAB_DIR", opts.lab_dir.clone()),
+        ("HOTCLONE_RESCUE_DIR", rescue),
+    ];
+    let outcome = if cargo_args.is_empty() {
+        run_in_two_lanes(&env)
+    } else {
+        run_cargo_test(&env, cargo_args)
+    };
     if !keep_lab {
         if let Err(e) = lab::down_with(&opts) {
             eprintln!("xtask test: taking the lab down failed: {e:#}");
         }
     }
-    if !status.success() {
-        bail!("the test suite failed ({status})");
+    let totals = outcome?;
+    // One closing line for the whole workspace, after the per-binary ones.
+    println!(
+        "xtask test: {} passed, {} failed, {} ignored",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if totals.failed_binaries > 0 {
+        bail!(
+            "the test suite failed ({} test binaries failed)",
+            totals.failed_binaries
+        );
     }
     Ok(())
+}
+
+/// Test binaries with lab resources of their own (a source, a VM address,
+/// migration names), which run beside the others: the lab tests mostly
+/// wait on one TCG vCPU, so two lanes keep both cores busy. live_lab is
+/// about half of the suite's time alone.
+pub const BESIDE: &[&str] = &["live_lab"];
+
+/// `cargo test --workspace --no-fail-fast ARGS`, as a developer runs it
+/// (`cargo xtask test -- --test clone_lab`): one binary after another.
+fn run_cargo_test(env: &[(&str, PathBuf)], cargo_args: &[String]) -> Result<Totals> {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(lab::workspace_root())
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(cargo_args)
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let mut totals = Totals::default();
+    let ok = stream(cmd, &mut totals, &mut std::io::stdout())?;
+    totals.failed_binaries += u64::from(!ok);
+    Ok(totals)
+}
+
+/// Build every test binary, then run the [`BESIDE`] ones in a lane of
+/// their own, its output kept in `target/test-logs/` and printed when it
+/// ends, while the rest run one after another on this output.
+fn run_in_two_lanes(env: &[(&str, PathBuf)]) -> Result<Totals> {
+    let binaries = test_binaries()?;
+    let (beside, main): (Vec<_>, Vec<_>) = binaries
+        .into_iter()
+        .partition(|b| BESIDE.contains(&b.name.as_str()));
+    let logs = lab::workspace_root().join("target/test-logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let (main_totals, beside_result) = std::thread::scope(|scope| {
+        let lane = scope.spawn(|| -> Result<(Totals, Vec<PathBuf>)> {
+            let mut totals = Totals::default();
+            let mut written = Vec::new();
+            for b in &beside {
+                let log = logs.join(format!("{}.log", b.name));
+                let mut file = std::fs::File::create(&log)
+                    .with_context(|| format!("creating {}", log.display()))?;
+                run_binary(b, env, &mut totals, &mut file)?;
+                written.push(log);
+            }
+            Ok((totals, written))
+        });
+        let mut totals = Totals::default();
+        let main_result = main
+            .iter()
+            .try_for_each(|b| run_binary(b, env, &mut totals, &mut std::io::stdout()));
+        let beside = lane
+            .join()
+            .map_err(|_| anyhow::anyhow!("the lane beside panicked"))
+            .and_then(|r| r);
+        (main_result.map(|()| totals), beside)
+    });
+    let mut totals = main_totals?;
+    let (beside_totals, logs) = beside_result?;
+    for log in logs {
+        println!("\n==> {} (ran beside the others)", log.display());
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        print!("{text}");
+    }
+    totals.merge(&beside_totals);
+    Ok(totals)
+}
+
+/// A test executable cargo built, and the package directory it runs in
+/// (cargo runs tests there).
+#[derive(Debug)]
+struct TestBinary {
+    name: String,
+    executable: PathBuf,
+    package_dir: PathBuf,
+}
+
+/// `cargo test --workspace --no-run`: every test executable, unit tests
+/// first, then by name.
+fn test_binaries() -> Result<Vec<TestBinary>> {
+    let out = Command::new(cargo())
+        .current_dir(lab::workspace_root())
+        .args([
+            "test",
+            "--workspace",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("building the tests failed ({})", out.status);
+    }
+    let mut binaries = parse_test_binaries(&String::from_utf8_lossy(&out.stdout));
+    binaries.sort_by_key(|b| (!b.name.starts_with("unittests "), b.name.clone()));
+    Ok(binaries)
+}
+
+/// The test executables in cargo's JSON messages.
+fn parse_test_binaries(messages: &str) -> Vec<TestBinary> {
+    messages
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["profile"]["test"] == true)
+        .filter_map(|m| {
+            let executable = PathBuf::from(m["executable"].as_str()?);
+            let manifest = PathBuf::from(m["manifest_path"].as_str()?);
+            let target = m["target"]["name"].as_str()?;
+            let kinds = m["target"]["kind"].as_array()?;
+            let name = if kinds.iter().any(|k| k == "test") {
+                target.to_string()
+            } else {
+                format!("unittests {target} ({})", kinds.first()?.as_str()?)
+            };
+            Some(TestBinary {
+                name,
+                executable,
+                package_dir: manifest.parent()?.to_path_buf(),
+            })
+        })
+        .collect()
+}
+
+/// Run one test binary, its stdout to `out` and counted; stderr to `out`
+/// too when `out` is a log, inherited otherwise. A failed binary is
+/// counted, not an error: every binary runs (`--no-fail-fast`).
+fn run_binary(
+    b: &TestBinary,
+    env: &[(&str, PathBuf)],
+    totals: &mut Totals,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    writeln!(out, "     Running {} ({})", b.name, b.executable.display())?;
+    let mut cmd = Command::new(&b.executable);
+    cmd.current_dir(&b.package_dir)
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let ok = stream(cmd, totals, out)?;
+    if !ok {
+        writeln!(out, "error: test failed, {}", b.name)?;
+        totals.failed_binaries += 1;
+    }
+    Ok(())
+}
+
+/// Run `cmd`, copying its stdout (and stderr) line by line to `out` and
+/// counting the result lines. Whether it succeeded.
+fn stream(mut cmd: Command, totals: &mut Totals, out: &mut dyn std::io::Write) -> Result<bool> {
+    let (reader, writer) = std::io::pipe().context("making a pipe")?;
+    let mut child = cmd
+        .stdout(writer.try_clone().context("duplicating a pipe")?)
+        .stderr(writer)
+        .spawn()
+        .with_context(|| format!("running {cmd:?}"))?;
+    // The parent's copies of the write end go with `cmd`: the reader
+    // ends when the child (and what it started in the background) exits.
+    drop(cmd);
+    for line in BufReader::new(reader).lines() {
+        let line = line.context("reading test output")?;
+        writeln!(out, "{line}")?;
+        totals.add(&line);
+    }
+    let status = child.wait().context("waiting for a test binary")?;
+    Ok(status.success())
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
 /// Test counts summed over cargo's `test result:` lines.
@@ -103,9 +265,19 @@ pub struct Totals {
     pub passed: u64,
     pub failed: u64,
     pub ignored: u64,
+    /// Test binaries that exited non-zero (a panic outside a test, a
+    /// build failure: not always in a result line).
+    pub failed_binaries: u64,
 }
 
 impl Totals {
+    pub fn merge(&mut self, other: &Totals) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+        self.failed_binaries += other.failed_binaries;
+    }
+
     /// Add one line of cargo test output (other lines are ignored):
     /// `test result: ok. 85 passed; 0 failed; 1 ignored; 0 measured; ...`.
     pub fn add(&mut self, line: &str) {
@@ -130,7 +302,47 @@ impl Totals {
 
 #[cfg(test)]
 mod tests {
-    use super::Totals;
+    use super::{parse_test_binaries, Totals};
+
+    #[test]
+    fn test_binaries_are_the_test_profile_artifacts_with_their_package_dir() {
+        let messages = [
+            r#"{"reason":"compiler-artifact","package_id":"x","manifest_path":"/w/Cargo.toml","target":{"kind":["lib"],"name":"hotclone"},"profile":{"test":true},"executable":"/w/target/debug/deps/hotclone-1"}"#,
+            r#"{"reason":"compiler-artifact","manifest_path":"/w/Cargo.toml","target":{"kind":["lib"],"name":"hotclone"},"profile":{"test":false},"executable":null}"#,
+            r#"{"reason":"compiler-artifact","manifest_path":"/w/Cargo.toml","target":{"kind":["test"],"name":"live_lab"},"profile":{"test":true},"executable":"/w/target/debug/deps/live_lab-2"}"#,
+            r#"{"reason":"compiler-artifact","manifest_path":"/w/xtask/Cargo.toml","target":{"kind":["bin"],"name":"xtask"},"profile":{"test":true},"executable":"/w/target/debug/deps/xtask-3"}"#,
+            r#"{"reason":"build-finished","success":true}"#,
+            "not json",
+        ]
+        .join("\n");
+        let found: Vec<(String, String, String)> = parse_test_binaries(&messages)
+            .into_iter()
+            .map(|b| {
+                (
+                    b.name,
+                    b.executable.display().to_string(),
+                    b.package_dir.display().to_string(),
+                )
+            })
+            .collect();
+        let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            found,
+            [
+                s(
+                    "unittests hotclone (lib)",
+                    "/w/target/debug/deps/hotclone-1",
+                    "/w"
+                ),
+                s("live_lab", "/w/target/debug/deps/live_lab-2", "/w"),
+                s(
+                    "unittests xtask (bin)",
+                    "/w/target/debug/deps/xtask-3",
+                    "/w/xtask"
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn totals_sum_cargo_result_lines_and_ignore_the_rest() {
@@ -144,7 +356,8 @@ mod tests {
             Totals {
                 passed: 93,
                 failed: 1,
-                ignored: 1
+                ignored: 1,
+                failed_binaries: 0
             }
         );
     }

@@ -44,7 +44,7 @@ pub const CLIENT: Host = Host {
     mac: "02:48:43:00:00:02",
 };
 
-pub const SOURCES: [SourceSpec; 6] = [
+pub const SOURCES: [SourceSpec; 7] = [
     SourceSpec {
         name: "debian12",
         host: Host {
@@ -83,6 +83,22 @@ pub const SOURCES: [SourceSpec; 6] = [
         recipe: &recipe::DEBIAN12,
         sshd: Sshd::OpenSsh,
         legacy: true,
+    },
+    // debian12 again, for live_lab alone: its cutover takes this source's
+    // address and service away, so it runs beside the other test binaries
+    // (`cargo xtask test`) without pulling debian12 from under them.
+    SourceSpec {
+        name: "debian12-live",
+        host: Host {
+            ns: "hc-live12",
+            port: "v-live12",
+            ip: "198.51.100.17",
+            mac: "02:48:43:00:00:17",
+        },
+        hostname: "src-live12",
+        recipe: &recipe::DEBIAN12,
+        sshd: Sshd::OpenSsh,
+        legacy: false,
     },
     SourceSpec {
         name: "debian13",
