@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::image::MountedImage;
-use common::vm::BootedVm;
+use common::vm::{BootedVm, SourceVm};
 use common::{lab, run, run_ok, source_ssh, Lab};
 
 /// Run `hotclone clone`; returns the image path.
@@ -116,6 +116,18 @@ fn clone_and_boot_checked(
     shape: impl FnOnce(&mut OnSource),
     check: impl FnOnce(&dyn Fn(&str) -> String),
 ) {
+    clone_and_boot_checked_with(source, expect, shape, || {}, check);
+}
+
+/// [`clone_and_boot_checked`], with `before_boot` run between the clone
+/// and the boot (a source VM stops there, to leave the cores to the clone).
+fn clone_and_boot_checked_with(
+    source: &str,
+    expect: Expect,
+    shape: impl FnOnce(&mut OnSource),
+    before_boot: impl FnOnce(),
+    check: impl FnOnce(&dyn Fn(&str) -> String),
+) {
     let _one = common::one_at_a_time();
     let lab = lab();
     let src = lab.source(source);
@@ -160,8 +172,12 @@ fn clone_and_boot_checked(
         expect.converted.1
     );
 
+    drop(changes);
+    before_boot();
     let mut vm = BootedVm::boot(&image, "qcow2", &dir.join("console.log"));
-    let took = vm.wait_for_console("login:", Duration::from_secs(240));
+    // A liveness bound, not a speed one: under `cargo xtask test` another
+    // lane's VM shares the two cores.
+    let took = vm.wait_for_console("login:", Duration::from_secs(600));
     eprintln!("{source}: login prompt after {took:?}");
     // The same strict check the source passes: a different key fails here.
     let mut inventory = None;
@@ -330,6 +346,81 @@ fn clone_debian13_with_dracut_and_a_networkmanager_keyfile_boots_on_its_address(
             );
         },
     );
+}
+
+/// Issue 14, shape 8: a source whose root is on LVM over MD RAID1 across
+/// two disks, with /boot on MD (metadata 1.0) and swap on LVM, as many
+/// racked servers were installed. It runs as a VM here (this host has
+/// neither md nor device-mapper) and boots from its own GRUB and initrd,
+/// which assemble the arrays and activate the volume group. The clone is
+/// flattened onto plain partitions of one disk: no array, no volume group,
+/// nothing on its kernel line or in fstab that would wait for them.
+#[test]
+fn clone_md_lvm_source_flattens_onto_plain_partitions_and_boots() {
+    let lab = lab();
+    let src = lab.source("md-lvm");
+    let dir = common::workdir("md-lvm-source");
+    let mut source_vm = SourceVm::boot(src, &dir.join("source-console.log"));
+    let took = source_vm.wait_until(Duration::from_secs(600), || {
+        run(lab
+            .client_command("ssh")
+            .arg("-F")
+            .arg(&lab.ssh_config)
+            .args(["-o", "ConnectTimeout=5", "md-lvm", "true"]))
+        .status
+        .success()
+    });
+    eprintln!("md-lvm: the source VM answers SSH after {took:?}");
+    // The source really runs on its arrays and volume group.
+    let layout = source_ssh(
+        &lab,
+        "md-lvm",
+        "findmnt -n -o SOURCE /; findmnt -n -o SOURCE /boot; cat /proc/mdstat; swapon --noheadings --show=NAME",
+    );
+    let lines: Vec<&str> = layout.lines().collect();
+    assert_eq!(lines[0], "/dev/mapper/vg0-root", "{layout}");
+    assert_eq!(lines[1], "/dev/md0", "{layout}");
+    for md in ["md0 : active raid1", "md1 : active raid1"] {
+        assert!(layout.contains(md), "{md}: {layout}");
+    }
+    assert_eq!(
+        layout.matches("[UU]").count(),
+        2,
+        "both mirrors whole: {layout}"
+    );
+    clone_and_boot_checked_with(
+        "md-lvm",
+        Expect {
+            converted: (3, "fstab, the bootloader and the initrd"),
+            nic: "eth0",
+            port: "eth0",
+        },
+        |_| {},
+        || drop(source_vm),
+        |on_clone| {
+            let flat = on_clone(
+                "findmnt -n -o SOURCE /boot; cat /proc/cmdline; grep -v '^#' /etc/fstab; \
+                 cat /proc/mdstat 2>/dev/null | grep -c '^md'; \
+                 ls /dev/mapper 2>/dev/null | grep -vc '^control$'; true",
+            );
+            assert!(
+                flat.lines()
+                    .next()
+                    .is_some_and(|l| l.starts_with("/dev/vda")),
+                "/boot on a plain partition: {flat}"
+            );
+            assert!(
+                !flat.contains("/dev/mapper/vg0")
+                    && !flat.contains("/dev/md")
+                    && !flat.contains("rd.lvm"),
+                "nothing of the arrays or the volume group is left: {flat}"
+            );
+            // No array assembled, no logical volume mapped.
+            let counts: Vec<&str> = flat.lines().rev().take(2).collect();
+            assert_eq!(counts, ["0", "0"], "{flat}");
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue 14, shape 2: grub-legacy (GRUB 0.97, the bootloader of Debian

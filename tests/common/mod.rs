@@ -37,8 +37,13 @@ pub struct LabSource {
     pub kernel_installed: Option<String>,
     pub root_fstype: String,
     pub sshd: String,
-    /// The source's disk image (its root filesystem) on the host.
+    /// The source's disk image (its root filesystem) on the host; for a
+    /// source that runs as a VM, the tree its disks were built from.
     pub image: PathBuf,
+    /// A source that runs as a VM (root on md/LVM): the disks a test
+    /// boots it from ([`vm::SourceVm`]). Empty for the chroot sources.
+    #[serde(default)]
+    pub vm_disks: Vec<PathBuf>,
 }
 
 pub mod image;
@@ -97,12 +102,14 @@ impl Lab {
 /// Run a command, returning its output; prints everything a reader needs when
 /// an assertion about it fails later.
 pub fn run(cmd: &mut Command) -> Output {
+    let started = std::time::Instant::now();
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
     eprintln!(
-        "$ {cmd:?}\n-- exit: {}\n-- stdout:\n{}\n-- stderr:\n{}",
+        "$ {cmd:?}\n-- exit: {} after {:.1} s\n-- stdout:\n{}\n-- stderr:\n{}",
         out.status,
+        started.elapsed().as_secs_f64(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

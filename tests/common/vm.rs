@@ -96,7 +96,7 @@ impl BootedVm {
     }
 
     pub fn console_text(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.console).unwrap_or_default()).into_owned()
+        console_text(&self.console)
     }
 
     /// Wait until the console shows `marker`; panics with the console log.
@@ -143,8 +143,131 @@ impl Drop for BootedVm {
     }
 }
 
+/// A serial console log as text (empty while there is none).
+fn console_text(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
 fn teardown() {
     for ns in [BOOT_CLIENT_NS, BOOT_NS] {
         let _ = Command::new("ip").args(["netns", "del", ns]).output();
+    }
+}
+
+/// A lab source that runs as a VM (`vm_disks` in lab.json), booted from
+/// its own disks' MBR on the lab bridge with the source's MAC, so it
+/// answers on its address as the chroot sources do. `-snapshot`: the
+/// disks are the lab cache's. Stopped, and its tap removed, when dropped.
+pub struct SourceVm {
+    child: Child,
+    ns: String,
+    tap: String,
+    pub console: PathBuf,
+}
+
+impl SourceVm {
+    pub fn boot(source: &super::LabSource, console: &Path) -> SourceVm {
+        assert!(
+            !source.vm_disks.is_empty(),
+            "{} is not a VM source (no vm_disks in lab.json)",
+            source.name
+        );
+        let tap = format!("tap-{}", source.name.replace('-', ""));
+        let _ = Command::new("ip")
+            .args(["-n", &source.ns, "link", "del", &tap])
+            .output();
+        ip(&["-n", &source.ns, "tuntap", "add", &tap, "mode", "tap"]);
+        ip(&["-n", &source.ns, "link", "set", &tap, "master", "br0", "up"]);
+        let _ = std::fs::remove_file(console);
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &source.ns,
+            "qemu-system-x86_64",
+            "-machine",
+            "pc",
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-snapshot",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()));
+        for disk in &source.vm_disks {
+            cmd.arg("-drive")
+                .arg(format!("file={},if=virtio,format=raw", disk.display()));
+        }
+        let child = cmd
+            .args([
+                "-netdev",
+                &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            ])
+            .args([
+                "-device",
+                &format!("virtio-net-pci,netdev=n0,mac={}", source.mac),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("qemu-system-x86_64");
+        SourceVm {
+            child,
+            ns: source.ns.clone(),
+            tap,
+            console: console.to_path_buf(),
+        }
+    }
+
+    pub fn console_text(&self) -> String {
+        console_text(&self.console)
+    }
+
+    /// Wait until `ready` (e.g. an SSH command) succeeds; panics with the
+    /// console log when the VM exits or `timeout` passes.
+    pub fn wait_until(&mut self, timeout: Duration, mut ready: impl FnMut() -> bool) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if ready() {
+                return start.elapsed();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the source VM exited ({status}). Console:\n{}",
+                    self.console_text()
+                );
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        panic!(
+            "the source VM was not ready after {timeout:?}. Console:\n{}",
+            self.console_text()
+        );
+    }
+}
+
+impl Drop for SourceVm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- source VM console ({}) ---\n{}",
+                self.console.display(),
+                self.console_text()
+            );
+        }
+        let _ = Command::new("ip")
+            .args(["-n", &self.ns, "link", "del", &self.tap])
+            .output();
     }
 }

@@ -41,6 +41,9 @@ enum LabCmd {
     Down,
     /// Show each host; exit 1 if the lab is partially up.
     Status,
+    /// Build the cached images only (the roots and the VM sources' disks),
+    /// starting nothing: a lab that is up stays as it is.
+    Images,
 }
 
 fn main() -> Result<()> {
@@ -65,7 +68,7 @@ fn run_lab(action: LabCmd) -> Result<()> {
         LabCmd::Up => {
             let info = lab::up(&opts)?;
             for s in &info.sources {
-                println!("{:<11} {:<15} {} pid {}", s.name, s.ip, s.sshd, s.pid);
+                println!("{:<13} {:<15} {} pid {}", s.name, s.ip, s.sshd, s.pid);
             }
             println!(
                 "ssh: ip netns exec {} ssh -F {} debian12",
@@ -78,6 +81,13 @@ fn run_lab(action: LabCmd) -> Result<()> {
             let t = std::time::Instant::now();
             lab::down_with(&opts)?;
             eprintln!("lab down in {:.1}s", t.elapsed().as_secs_f64());
+            Ok(())
+        }
+        LabCmd::Images => {
+            lab::check_prerequisites()?;
+            for (name, path) in lab::build_all_images(&opts)? {
+                println!("{name:<13} {}", path.display());
+            }
             Ok(())
         }
         LabCmd::Status => {

@@ -6,6 +6,7 @@
 pub mod netns;
 pub mod recipe;
 pub mod source;
+pub mod vm_source;
 
 use crate::{apt, sh};
 use anyhow::{bail, Context, Result};
@@ -94,6 +95,11 @@ pub struct SourceInfo {
     pub sshd: String,
     pub pid: u32,
     pub image: PathBuf,
+    /// A source that runs as a VM: its disks, which a test boots
+    /// (`-snapshot`: they are the cache's). Empty for the others, which
+    /// run as chroots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vm_disks: Vec<PathBuf>,
 }
 
 impl LabInfo {
@@ -160,6 +166,41 @@ pub fn up(opts: &LabOptions) -> Result<LabInfo> {
     Ok(info)
 }
 
+/// Every cached image the lab needs, built where missing: the recipes'
+/// roots, then the VM sources' disks (which need the lab's client keys).
+/// What was built, by name.
+pub fn build_all_images(opts: &LabOptions) -> Result<Vec<(String, PathBuf)>> {
+    let images = build_images(&opts.cache_dir)?;
+    let dir = &opts.lab_dir;
+    for sub in ["disks", "stage"] {
+        fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("creating {}", dir.join(sub).display()))?;
+    }
+    let keys = ensure_client_keys(dir, &opts.cache_dir)?;
+    let mut all: Vec<(String, PathBuf)> = images
+        .iter()
+        .map(|(n, p)| (n.to_string(), p.clone()))
+        .collect();
+    for spec in &vm_source::VM_SOURCES {
+        let info = vm_source::prepare(opts, spec, &recipe_image(&images, spec)?, &keys)?;
+        all.extend(
+            info.vm_disks
+                .into_iter()
+                .map(|d| (spec.name.to_string(), d)),
+        );
+    }
+    Ok(all)
+}
+
+/// The cached image of `spec`'s recipe.
+fn recipe_image(images: &[(&str, PathBuf)], spec: &SourceSpec) -> Result<PathBuf> {
+    images
+        .iter()
+        .find(|(n, _)| *n == spec.recipe.name)
+        .map(|(_, p)| p.clone())
+        .with_context(|| format!("no image of recipe {}", spec.recipe.name))
+}
+
 /// Every recipe's cached image, the missing ones built side by side: a
 /// debootstrap mostly waits on the mirror and on dpkg's fsyncs, so a
 /// fresh machine gets its roots in the time of the slowest.
@@ -187,17 +228,25 @@ fn start_lab(opts: &LabOptions, images: &[(&str, PathBuf)]) -> Result<LabInfo> {
         fs::create_dir_all(dir.join(sub))
             .with_context(|| format!("creating {}", dir.join(sub).display()))?;
     }
-    let keys = ensure_client_keys(dir)?;
+    let keys = ensure_client_keys(dir, &opts.cache_dir)?;
     netns::create_lan()?;
     netns::create_host(&CLIENT)?;
     let mut infos = Vec::new();
     for spec in &SOURCES {
-        let cached = images
-            .iter()
-            .find(|(n, _)| *n == spec.recipe.name)
-            .map(|(_, p)| p.clone())
-            .context("recipe image missing")?;
-        infos.push(start_source(opts, spec, &cached, &keys)?);
+        infos.push(start_source(
+            opts,
+            spec,
+            &recipe_image(images, spec)?,
+            &keys,
+        )?);
+    }
+    for spec in &vm_source::VM_SOURCES {
+        infos.push(vm_source::prepare(
+            opts,
+            spec,
+            &recipe_image(images, spec)?,
+            &keys,
+        )?);
     }
     for spec in &SOURCES {
         source::wait_port(
@@ -223,7 +272,7 @@ fn start_lab(opts: &LabOptions, images: &[(&str, PathBuf)]) -> Result<LabInfo> {
         id_rsa: dir.join("id_rsa"),
         sources: infos,
     };
-    write_known_hosts(&info)?;
+    write_known_hosts(&info, &opts.cache_dir)?;
     write_ssh_config(&info)?;
     check_ssh(&info)?;
     let json = serde_json::to_string_pretty(&info)?;
@@ -272,25 +321,39 @@ fn start_source(
         sshd: spec.sshd.as_str().into(),
         pid,
         image: disk,
+        vm_disks: Vec::new(),
     })
 }
 
 /// Make id_ed25519, id_rsa and password once; return both public keys.
-fn ensure_client_keys(dir: &Path) -> Result<String> {
+/// The lab's client keys, made once and kept in the cache
+/// (`<cache>/client-keys/`), copied into the lab directory: a VM source's
+/// disks hold them, and stay cached across labs only if they stay the
+/// same. A lab directory that has keys and a cache that has none: the
+/// lab's keys are kept. Returns both public keys.
+fn ensure_client_keys(dir: &Path, cache: &Path) -> Result<String> {
+    let kept = cache.join("client-keys");
+    fs::create_dir_all(&kept).with_context(|| format!("creating {}", kept.display()))?;
     for (file, args) in [
         ("id_ed25519", ["-t", "ed25519", "-b", "256"]),
         ("id_rsa", ["-t", "rsa", "-b", "3072"]),
     ] {
-        let key = dir.join(file);
-        if !key.exists() || !dir.join(format!("{file}.pub")).exists() {
-            let _ = fs::remove_file(&key);
-            sh::cmd("ssh-keygen")
-                .args(["-q", "-N", "", "-C", &format!("hotclone-lab-{file}")])
-                .args(args)
-                .arg("-f")
-                .arg(&key)
-                .run()?;
+        let have = |d: &Path| d.join(file).exists() && d.join(format!("{file}.pub")).exists();
+        if !have(&kept) {
+            if have(dir) {
+                copy_key(dir, &kept, file)?;
+            } else {
+                let key = kept.join(file);
+                let _ = fs::remove_file(&key);
+                sh::cmd("ssh-keygen")
+                    .args(["-q", "-N", "", "-C", &format!("hotclone-lab-{file}")])
+                    .args(args)
+                    .arg("-f")
+                    .arg(&key)
+                    .run()?;
+            }
         }
+        copy_key(&kept, dir, file)?;
     }
     fs::write(dir.join("password"), format!("{}\n", recipe::LAB_PASSWORD))?;
     let mut keys = String::new();
@@ -300,14 +363,28 @@ fn ensure_client_keys(dir: &Path) -> Result<String> {
     Ok(keys)
 }
 
-fn write_known_hosts(info: &LabInfo) -> Result<()> {
+/// Copy the key pair `file` from one directory to another (mode 600).
+fn copy_key(from: &Path, to: &Path, file: &str) -> Result<()> {
+    for name in [file.to_string(), format!("{file}.pub")] {
+        let (src, dst) = (from.join(&name), to.join(&name));
+        if src == dst {
+            continue;
+        }
+        let tmp = to.join(format!("{name}.tmp"));
+        fs::copy(&src, &tmp).with_context(|| format!("copying {}", src.display()))?;
+        fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        fs::rename(&tmp, &dst).with_context(|| format!("renaming to {}", dst.display()))?;
+    }
+    Ok(())
+}
+
+fn write_known_hosts(info: &LabInfo, cache: &Path) -> Result<()> {
     let mut out = String::new();
     for s in &info.sources {
-        let spec = SOURCES
-            .iter()
-            .find(|x| x.name == s.name)
-            .context("unknown source")?;
-        let lines = if spec.legacy {
+        let spec = spec_of(&s.name)?;
+        let lines = if !s.vm_disks.is_empty() {
+            vm_source::known_hosts_lines(cache, spec)?
+        } else if spec.legacy {
             scan_legacy(info, s)?
         } else {
             keyscan(s)?
@@ -371,10 +448,7 @@ fn scan_legacy(info: &LabInfo, s: &SourceInfo) -> Result<Vec<String>> {
 fn write_ssh_config(info: &LabInfo) -> Result<()> {
     let mut out = String::from("# Written by `cargo xtask lab up`. Use from hc-client: ip netns exec hc-client ssh -F THIS NAME\n");
     for s in &info.sources {
-        let spec = SOURCES
-            .iter()
-            .find(|x| x.name == s.name)
-            .context("unknown source")?;
+        let spec = spec_of(&s.name)?;
         let key = if spec.legacy {
             &info.id_rsa
         } else {
@@ -399,9 +473,19 @@ fn write_ssh_config(info: &LabInfo) -> Result<()> {
     Ok(())
 }
 
-/// Acceptance: `ssh -F ssh_config NAME true` works from hc-client for each source.
+/// A source's definition, chroot or VM.
+fn spec_of(name: &str) -> Result<&'static SourceSpec> {
+    SOURCES
+        .iter()
+        .chain(&vm_source::VM_SOURCES)
+        .find(|x| x.name == name)
+        .with_context(|| format!("unknown source {name}"))
+}
+
+/// Acceptance: `ssh -F ssh_config NAME true` works from hc-client for each
+/// source that runs (a VM source runs when a test boots it).
 fn check_ssh(info: &LabInfo) -> Result<()> {
-    for s in &info.sources {
+    for s in info.sources.iter().filter(|s| s.vm_disks.is_empty()) {
         sh::netns(CLIENT.ns, "ssh")
             .arg("-F")
             .arg(&info.ssh_config)

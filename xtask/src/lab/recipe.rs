@@ -114,6 +114,54 @@ printf '# interfaces(5) file used by ifup(8) and ifdown(8)\n# Include files from
 ls "$DIR"/boot/initrd.img-* >/dev/null
 test -x "$DIR/usr/bin/dracut" && test ! -e "$DIR/usr/sbin/update-initramfs"
 "#;
+/// Debian 12 with its root on LVM over MD RAID1 and /boot on MD (issue 14,
+/// shape 8). This host's kernel has neither md nor device-mapper, so the
+/// tree is built here, and its two disks in a VM ([`super::vm_source`]).
+/// The arrays' and volume group's names and UUIDs are fixed here, in the
+/// files the initrd is built from, and the disk build creates them to
+/// match: the initrd the source boots with is built at native speed.
+pub const MD_LVM: Recipe = Recipe {
+    name: "md-lvm",
+    suite: Some("bookworm"),
+    hostname: "src-md-lvm",
+    addr: "198.51.100.18/24",
+    // fdisk: sfdisk, which the disk build partitions with.
+    extra: "mdadm,lvm2,fdisk,e2fsprogs",
+    post: MD_LVM_POST,
+    network: NetworkStack::Ifupdown,
+};
+/// The md arrays' UUIDs (mdadm's notation), which the disk build gives them.
+pub const MD_LVM_UUIDS: [&str; 2] = [
+    "5d0c7a61:2b9e4f38:8a1c6d02:7e3b9f15",
+    "9f4e2a17:c3d85b60:1e7a9c24:6b0f3d81",
+];
+const MD_LVM_POST: &str = r#"
+cat > "$DIR/etc/mdadm/mdadm.conf" <<'CONF'
+HOMEHOST <system>
+MAILADDR root
+ARRAY /dev/md0 metadata=1.0 UUID=5d0c7a61:2b9e4f38:8a1c6d02:7e3b9f15
+ARRAY /dev/md1 metadata=1.2 UUID=9f4e2a17:c3d85b60:1e7a9c24:6b0f3d81
+CONF
+cat > "$DIR/etc/fstab" <<'FSTAB'
+# <file system> <mount point> <type> <options> <dump> <pass>
+/dev/mapper/vg0-root	/	ext4	errors=remount-ro	0	1
+/dev/md0	/boot	ext4	defaults	0	2
+/dev/mapper/vg0-swap	none	swap	sw	0	0
+FSTAB
+mkdir -p "$DIR/etc/default"
+cat > "$DIR/etc/default/grub" <<'GRUB'
+GRUB_DEFAULT=0
+GRUB_TIMEOUT=1
+GRUB_DISTRIBUTOR=Debian
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200 net.ifnames=0"
+GRUB_TERMINAL="console serial"
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+GRUB
+# The initrd, with mdadm's and lvm2's hooks and this mdadm.conf.
+chroot "$DIR" update-initramfs -u -k all
+test -x "$DIR/sbin/mdadm" && test -x "$DIR/sbin/lvm" && test -x "$DIR/sbin/sfdisk"
+"#;
 pub const BUSYBOX: Recipe = Recipe {
     name: "busybox",
     suite: None,
@@ -125,7 +173,14 @@ pub const BUSYBOX: Recipe = Recipe {
 };
 
 /// All recipes, in build order.
-pub const ALL: [&Recipe; 5] = [&DEBIAN12, &DEBIAN11, &DEBIAN13, &GRUB_LEGACY, &BUSYBOX];
+pub const ALL: [&Recipe; 6] = [
+    &DEBIAN12,
+    &DEBIAN11,
+    &DEBIAN13,
+    &GRUB_LEGACY,
+    &MD_LVM,
+    &BUSYBOX,
+];
 
 /// Look up a recipe by name.
 pub fn by_name(name: &str) -> Result<&'static Recipe> {
