@@ -102,6 +102,34 @@ pub struct SourceInfo {
     pub vm_disks: Vec<PathBuf>,
 }
 
+impl SourceInfo {
+    /// The record of `spec`, running as `pid` (0: a VM source a test boots).
+    pub fn new(
+        spec: &SourceSpec,
+        facts: source::ImageFacts,
+        pid: u32,
+        image: PathBuf,
+        vm_disks: Vec<PathBuf>,
+    ) -> SourceInfo {
+        SourceInfo {
+            name: spec.name.into(),
+            ns: spec.host.ns.into(),
+            ip: spec.host.ip.into(),
+            prefix: 24,
+            mac: spec.host.mac.into(),
+            hostname: spec.hostname.into(),
+            suite: spec.recipe.suite.map(String::from),
+            debian_version: facts.debian_version,
+            kernel_installed: facts.kernel_installed,
+            root_fstype: "ext4".into(),
+            sshd: spec.sshd.as_str().into(),
+            pid,
+            image,
+            vm_disks,
+        }
+    }
+}
+
 impl LabInfo {
     /// Read `lab.json` of a lab that is up.
     pub fn load(opts: &LabOptions) -> Result<LabInfo> {
@@ -307,22 +335,7 @@ fn start_source(
     let log = dir.join("logs").join(format!("{}.log", spec.name));
     let pid = spec.start(&disk, &dir.join("mnt").join(spec.name), &log)?;
     fs::write(source::pid_file(dir, spec.name), format!("{pid}\n"))?;
-    Ok(SourceInfo {
-        name: spec.name.into(),
-        ns: spec.host.ns.into(),
-        ip: spec.host.ip.into(),
-        prefix: 24,
-        mac: spec.host.mac.into(),
-        hostname: spec.hostname.into(),
-        suite: spec.recipe.suite.map(String::from),
-        debian_version: facts.debian_version,
-        kernel_installed: facts.kernel_installed,
-        root_fstype: "ext4".into(),
-        sshd: spec.sshd.as_str().into(),
-        pid,
-        image: disk,
-        vm_disks: Vec::new(),
-    })
+    Ok(SourceInfo::new(spec, facts, pid, disk, Vec::new()))
 }
 
 /// Make id_ed25519, id_rsa and password once; return both public keys.

@@ -136,22 +136,7 @@ pub fn prepare(
             t.elapsed().as_secs()
         );
     }
-    Ok(super::SourceInfo {
-        name: spec.name.into(),
-        ns: spec.host.ns.into(),
-        ip: spec.host.ip.into(),
-        prefix: 24,
-        mac: spec.host.mac.into(),
-        hostname: spec.hostname.into(),
-        suite: spec.recipe.suite.map(String::from),
-        debian_version: facts.debian_version,
-        kernel_installed: facts.kernel_installed,
-        root_fstype: "ext4".into(),
-        sshd: spec.sshd.as_str().into(),
-        pid: 0,
-        image: tree,
-        vm_disks: disks.to_vec(),
-    })
+    Ok(super::SourceInfo::new(spec, facts, 0, tree, disks.to_vec()))
 }
 
 /// known_hosts lines for a VM source: its own host keys (made here, so
