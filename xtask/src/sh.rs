@@ -27,6 +27,21 @@ pub fn netns(ns: &str, program: &str) -> Cmd {
     cmd("ip").args(["netns", "exec", ns, program])
 }
 
+/// `sh -c SCRIPT NAME` in a private mount namespace of its own
+/// (`unshare --mount`), so the mounts it makes cannot outlive it; add the
+/// script's positional arguments with [`Cmd::arg`].
+pub fn private_mounts(script: &str, name: &str) -> Cmd {
+    cmd("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        name,
+    ])
+}
+
 /// Run `program args...`, return its stdout; fail with its stderr.
 pub fn run<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Result<String> {
     cmd(program).args(args).output()

@@ -277,16 +277,7 @@ impl Recipe {
     /// Run the build script in a private mount namespace, so mounts made by
     /// debootstrap cannot outlive a killed build.
     fn run_script(&self, tree: &Path, log: &Path) -> Result<()> {
-        sh::cmd("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                self.script(),
-                "build",
-            ])
+        sh::private_mounts(self.script(), "build")
             .env("DIR", tree)
             .env("SUITE", self.suite.unwrap_or(""))
             .env("MIRROR", host_mirror())

@@ -280,16 +280,7 @@ impl SourceSpec {
             .arg(disk)
             .run()?;
         self.stage_overlay(stage, keys, host_keys)?;
-        let out = sh::cmd("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                OVERLAY_SH,
-                "overlay",
-            ])
+        let out = sh::private_mounts(OVERLAY_SH, "overlay")
             .arg(disk)
             .arg(stage)
             .output()

@@ -196,16 +196,7 @@ fn build_disks(
     recipe::remove_tree(&work)?;
     fs::create_dir_all(&work)?;
     // The kernel, the initrd and the init script, in and out of the tree.
-    sh::cmd("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            BOOT_FILES_SH,
-            "boot-files",
-        ])
+    sh::private_mounts(BOOT_FILES_SH, "boot-files")
         .arg(tree)
         .arg(&work)
         .stdin(BUILD_SH)
