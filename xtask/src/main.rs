@@ -17,8 +17,10 @@ enum Cmd {
         action: LabCmd,
     },
     /// The whole test suite, lab tests included: installs missing Debian
-    /// packages, brings the lab up, runs `cargo test --workspace`, takes the
-    /// lab down. Extra arguments go to cargo test (e.g. `-- probe`).
+    /// packages, brings the lab up, runs every test binary (live_lab in a
+    /// lane of its own beside the others), takes the lab down. Extra
+    /// arguments go to a plain `cargo test --workspace` instead (e.g.
+    /// `-- --test probe_lab`).
     Test {
         /// Leave the lab up afterwards.
         #[arg(long)]
