@@ -1,5 +1,8 @@
 //! Live targets on the lab: `hotclone launch` boots the rescue image in a
-//! QEMU (TCG) VM on the lab bridge, `hotclone clone` streams a source into
+//! VM on the lab bridge, a libvirt domain of the lab's libvirtd (type
+//! `qemu`, TCG; `HOTCLONE_LIVE_HYPERVISOR=qemu` runs the same test on
+//! QEMU direct, which fault_lab and rehearse_lab use), and the domain is
+//! checked in `virsh` at every step. `hotclone clone` streams a source into
 //! it over SSH, sync passes under churn keep it current, and `hotclone
 //! cutover` moves the source's service and address to the clone: refused
 //! and rolled back when a stranger takes the address, rolled back when the
@@ -35,8 +38,34 @@ const PROD_OCTETS: [u8; 4] = [198, 51, 100, 17];
 /// What its lab service answers.
 const SERVICE: &str = "hc-echo on src-live12";
 
-/// A migration home with a launched VM; the VM is stopped and the source
-/// link brought back up when dropped, whatever the test did.
+/// The hypervisor `launch` is given: the lab's libvirtd, unless
+/// HOTCLONE_LIVE_HYPERVISOR says `qemu`.
+fn hypervisor() -> Hypervisor {
+    match std::env::var("HOTCLONE_LIVE_HYPERVISOR").as_deref() {
+        Ok("qemu") => Hypervisor::Qemu,
+        Ok("libvirt") | Err(_) => Hypervisor::Libvirt,
+        Ok(other) => panic!("HOTCLONE_LIVE_HYPERVISOR={other}: expected libvirt or qemu"),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hypervisor {
+    Libvirt,
+    Qemu,
+}
+
+/// The lab's libvirtd (xtask/src/lab/libvirtd.rs): its domains are TCG.
+const LIBVIRT: &str = "libvirt:qemu:///system,type=qemu";
+
+fn virsh(args: &[&str]) -> std::process::Output {
+    run(Command::new("virsh")
+        .args(["-c", "qemu:///system"])
+        .args(args))
+}
+
+/// A migration home with a launched VM; the VM is stopped (its libvirt
+/// domain undefined) and the source link brought back up when dropped,
+/// whatever the test did.
 struct Launched<'a> {
     lab: &'a Lab,
     home: PathBuf,
@@ -60,6 +89,35 @@ impl Launched<'_> {
     fn vm_json(&self) -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(self.vm_dir().join("vm.json")).unwrap())
             .unwrap()
+    }
+
+    /// Under libvirt: the domain is defined, in `state` (virsh's word:
+    /// running, shut off), and boots what vm.json says. Under QEMU direct:
+    /// vm.json's mode only.
+    fn assert_vm(&self, state: &str, mode: &str) {
+        assert_eq!(self.vm_json()["mode"], mode);
+        if hypervisor() == Hypervisor::Qemu {
+            return;
+        }
+        let domain = format!("hotclone-{}", self.name);
+        let out = virsh(&["domstate", &domain]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            state,
+            "{domain}"
+        );
+        let listed = virsh(&["list", "--all", "--name"]);
+        assert!(
+            String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .any(|l| l == domain),
+            "{domain} is not in `virsh list --all`"
+        );
+        let xml = String::from_utf8_lossy(&virsh(&["dumpxml", &domain]).stdout).into_owned();
+        let mac = self.vm_json()["mac"].as_str().unwrap().to_string();
+        assert!(xml.contains(&format!("<mac address='{mac}'/>")), "{xml}");
+        assert!(xml.contains("<source bridge='br0'/>"), "{xml}");
+        assert_eq!(xml.contains("<kernel>"), mode == "rescue", "{xml}");
     }
 
     /// A command on the rescue system, with the keys launch made for it.
@@ -96,6 +154,9 @@ impl Launched<'_> {
 impl Drop for Launched<'_> {
     fn drop(&mut self) {
         let _ = run(self.hotclone().args(["launch", &self.name, "--stop"]));
+        if hypervisor() == Hypervisor::Libvirt {
+            let _ = virsh(&["undefine", &format!("hotclone-{}", self.name)]);
+        }
         let console = self.vm_dir().join("console-disk.log");
         eprintln!(
             "-- the clone's console ({}):\n{}",
@@ -138,10 +199,16 @@ fn launch<'a>(lab: &'a Lab, work: &Path, name: &str) -> Launched<'a> {
         source_moved: None,
     };
     let disk = work.join("disk.raw");
+    // libvirtd runs in hc-lan, where br0 is: no netns= with libvirt.
+    let (hypervisor, net) = match hypervisor() {
+        Hypervisor::Libvirt => (LIBVIRT, "bridge:br0"),
+        Hypervisor::Qemu => ("qemu", "bridge:br0,netns=hc-lan"),
+    };
     let out = run_ok(
         launched
             .hotclone()
-            .args(["launch", name, "--json", "--net", "bridge:br0,netns=hc-lan"])
+            .args(["launch", name, "--json", "--net", net])
+            .args(["--hypervisor", hypervisor])
             .arg("--disk")
             .arg(format!("{},size=4G", disk.display()))
             .args(["--ip", &format!("{VM_IP}/24")]),
@@ -182,8 +249,7 @@ fn live_clone_syncs_under_churn_and_cuts_over_with_no_ip_conflict() {
     common::install_hc_echo(&lab, SOURCE);
     wait_for_service(&lab);
     let mut l = launch(&lab, &work, "live");
-    let vm = l.vm_json();
-    assert_eq!(vm["mode"], "rescue");
+    l.assert_vm("running", "rescue");
 
     // Refused, touching nothing: someone else's host key at the VM's address.
     let known = l.vm_dir().join("known_hosts");
@@ -236,6 +302,7 @@ fn live_clone_syncs_under_churn_and_cuts_over_with_no_ip_conflict() {
         stderr_of(&out)
     );
     eprintln!("live clone took {:.0} s", started.elapsed().as_secs_f64());
+    l.assert_vm("running", "rescue");
     let status = run_ok(l.hotclone().args(["status", "live", "--json"]));
     assert!(status.contains("\"ready\""), "{status}");
     // Re-hashed in the VM against the client's journal: nothing differs.
@@ -281,6 +348,7 @@ fn live_clone_syncs_under_churn_and_cuts_over_with_no_ip_conflict() {
     l.sync();
     churn.stop();
     l.sync();
+    l.assert_vm("running", "rescue");
 
     cutovers(&lab, &mut l, source);
 
@@ -510,7 +578,7 @@ fn rehearsal_gate(l: &Launched, source: &common::LabSource) {
         "{err}"
     );
     assert_eq!(source_addresses(source), before);
-    assert_eq!(l.vm_json()["mode"], "rescue");
+    l.assert_vm("running", "rescue");
 
     let disk = PathBuf::from(l.vm_json()["disk"].as_str().unwrap());
     let sha = |p: &Path| run_ok(Command::new("sha256sum").arg(p));
@@ -545,7 +613,7 @@ fn rehearsal_gate(l: &Launched, source: &common::LabSource) {
         disk_before,
         "the rehearsal changed the VM's disk"
     );
-    assert_eq!(l.vm_json()["mode"], "rescue");
+    l.assert_vm("running", "rescue");
     let parked = l.rescue_ssh("ls -A /run/hotclone 2>/dev/null | wc -l; mountpoint -q /mnt/target && echo mounted || echo unmounted");
     assert_eq!(
         String::from_utf8_lossy(&parked.stdout)
@@ -595,7 +663,7 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
     assert!(dry.contains("stop hc-echo"), "{dry}");
     assert_eq!(source_addresses(source), before);
     assert_eq!(service_answer(lab).as_deref(), Some(SERVICE));
-    assert_eq!(l.vm_json()["mode"], "rescue");
+    l.assert_vm("running", "rescue");
 
     // 1. A stranger on the production address once the source let go of it.
     let mut child = cutover_cmd(l, &[])
@@ -619,7 +687,7 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
     assert!(err.contains("rolled back"), "{err}");
     assert_eq!(record(l)["outcome"]["state"], "rolled-back");
     assert_source_serves(lab, source);
-    assert_eq!(l.vm_json()["mode"], "rescue");
+    l.assert_vm("running", "rescue");
 
     // 2. The clone's service is broken: the health check fails, rollback.
     source_ssh(lab, SOURCE, "touch /etc/hc-echo.broken");
@@ -633,7 +701,7 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
     assert_eq!(rec["clone_booted"], false, "{rec}");
     assert_source_serves(lab, source);
     // The clone is off the network: the VM runs its rescue system again.
-    assert_eq!(l.vm_json()["mode"], "rescue");
+    l.assert_vm("running", "rescue");
     let seen = l.rescue_ssh(&format!(
         "arping -c 2 -w 3 -I $(ip -o -4 route get {PROD_IP} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p') {PROD_IP}"
     ));
@@ -670,7 +738,7 @@ fn cutovers(lab: &Lab, l: &mut Launched, source: &common::LabSource) {
         "the report names the rehearsal it relied on: {rec}"
     );
     assert!(rec["downtime_ms"].as_u64().unwrap() > 0, "{rec}");
-    assert_eq!(l.vm_json()["mode"], "disk");
+    l.assert_vm("running", "disk");
 
     // The service answers on the production address from the clone; the
     // source no longer holds it and stays reachable at its fallback.

@@ -1,4 +1,4 @@
-//! `hotclone launch`: the target VM of a migration (QEMU direct).
+//! `hotclone launch`: the target VM of a migration (QEMU direct or libvirt).
 
 use std::time::Duration;
 
@@ -18,7 +18,8 @@ use super::progress::CliProgress;
 hotclone launch web01 --disk /var/lib/vm/web01.qcow2,size=40G --net bridge:br0 --ip 192.0.2.50/24\n  \
 hotclone clone root@web01 --name web01             # into the VM, over SSH\n  \
 hotclone launch web01 --boot-disk                   # boot the converted clone\n  \
-hotclone launch web01 --stop\n\n\
+hotclone launch web01 --stop\n  \
+hotclone launch web01 --hypervisor libvirt --disk /var/lib/libvirt/images/web01.qcow2,size=40G --net bridge:br0 --ip 192.0.2.50/24\n\n\
 Without size=, the disk is sized from the migration's plan (`hotclone plan SOURCE --name NAME`).\n\
 Memory and vCPUs follow the source (1-4 GiB, 1-4 vCPUs) unless given.")]
 pub struct LaunchArgs {
@@ -53,6 +54,12 @@ pub struct LaunchArgs {
     /// Seconds to wait for the rescue system's SSH.
     #[arg(long, value_name = "SECS", default_value_t = 180)]
     pub timeout: u64,
+    /// Which hypervisor runs the VM: qemu (a QEMU process of hotclone's
+    /// own) or libvirt[:URI][,type=kvm|qemu] (a libvirt domain named
+    /// hotclone-NAME, visible to virsh and virt-manager; URI defaults to
+    /// qemu:///system). Later commands use the one the VM was launched with.
+    #[arg(long, value_name = "HYPERVISOR", default_value = "qemu")]
+    pub hypervisor: launch::HypervisorSpec,
     /// Stop the VM.
     #[arg(long, conflicts_with_all = ["disk", "net", "boot_disk"])]
     pub stop: bool,
@@ -113,6 +120,7 @@ pub async fn run(args: LaunchArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(hotclone::rescue::default_dir),
         timeout: Duration::from_secs(args.timeout.max(1)),
+        hypervisor: args.hypervisor.clone(),
     };
     let started = std::time::Instant::now();
     let state = launch::launch(&migration, &opts, &mut progress).await?;

@@ -5,7 +5,7 @@
 
 use super::{NetSpec, VmState};
 
-fn xml_escape(s: &str) -> String {
+pub(super) fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -127,6 +127,7 @@ mod tests {
             rescue_host_key: String::new(),
             rescue_agent_build: String::new(),
             drive_options: Vec::new(),
+            hypervisor: Default::default(),
         }
     }
 

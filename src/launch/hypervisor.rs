@@ -1,8 +1,11 @@
 //! The hypervisor behind one trait (virt-v2v's `output.mli` is the
 //! model): what `launch`, `cutover`'s boot and rollback, and `rehearse`
-//! need of whatever runs the VM. [`for_vm`] is the one place a backend is
-//! chosen; today that is [`QemuDirect`], a QEMU process hotclone starts
-//! itself (TCG or KVM), recorded by its pidfile.
+//! need of whatever runs the VM. [`for_spec`] is the one place a backend
+//! is chosen, from `--hypervisor` at launch and from the VM's record
+//! after ([`for_vm`]):
+//! - [`QemuDirect`], a QEMU process hotclone starts itself (TCG or KVM,
+//!   whatever QEMU picks), recorded by its pidfile; the default;
+//! - [`Libvirt`], a libvirt domain `hotclone-NAME` (see [`libvirt`]).
 //!
 //! On failure a backend returns the command it ran and what it printed
 //! ([`LaunchError::Command`]), or the package that provides a missing
@@ -11,7 +14,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{export, qemu, BootMode, LaunchError, VmFiles, VmState};
+use super::libvirt::{self, Libvirt};
+use super::{export, qemu, BootMode, HypervisorSpec, LaunchError, VmFiles, VmState};
 use crate::plan::ImageFormat;
 use crate::rescue::RescueImage;
 
@@ -89,13 +93,55 @@ impl Hypervisor for QemuDirect {
     }
 }
 
-/// The backend that runs `state`'s VM. With [`for_new_vm`], the one
-/// place a backend is chosen.
-pub fn for_vm(_state: &VmState) -> Box<dyn Hypervisor> {
-    Box::new(QemuDirect)
+impl Hypervisor for Libvirt {
+    fn name(&self) -> &'static str {
+        "libvirt"
+    }
+    fn create_disk(&self, path: &Path, format: ImageFormat, size: u64) -> Result<(), LaunchError> {
+        qemu::create_disk(path, format, size)
+    }
+    fn start(
+        &self,
+        state: &mut VmState,
+        files: &VmFiles,
+        rescue: Option<&RescueImage>,
+    ) -> Result<(), LaunchError> {
+        Libvirt::start(self, state, files, rescue)
+    }
+    fn stop(&self, state: &mut VmState) -> Result<(), LaunchError> {
+        Libvirt::stop(self, state)
+    }
+    fn running(&self, state: &VmState) -> bool {
+        Libvirt::running(self, state)
+    }
+    fn overlay(
+        &self,
+        backing: &Path,
+        backing_format: ImageFormat,
+        overlay: &Path,
+    ) -> Result<(), LaunchError> {
+        qemu::create_overlay(backing, backing_format, overlay)
+    }
+    fn console_log(&self, files: &VmFiles, mode: BootMode) -> PathBuf {
+        libvirt::console_log(files, mode)
+    }
+    fn export(&self, state: &VmState, fallback_bridge: &str) -> String {
+        export::libvirt_xml(state, fallback_bridge)
+    }
 }
 
-/// The backend a new VM gets.
-pub fn for_new_vm() -> Box<dyn Hypervisor> {
-    Box::new(QemuDirect)
+/// The backend `spec` names: the one place a backend is chosen.
+pub fn for_spec(spec: &HypervisorSpec) -> Box<dyn Hypervisor> {
+    match spec {
+        HypervisorSpec::Qemu => Box::new(QemuDirect),
+        HypervisorSpec::Libvirt { uri, domain_type } => Box::new(Libvirt {
+            uri: uri.clone(),
+            domain_type: domain_type.clone(),
+        }),
+    }
+}
+
+/// The backend that runs `state`'s VM: the one it was launched with.
+pub fn for_vm(state: &VmState) -> Box<dyn Hypervisor> {
+    for_spec(&state.hypervisor)
 }

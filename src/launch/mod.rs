@@ -1,7 +1,8 @@
 //! Target VMs: start the rescue image in a new VM with an empty disk,
 //! wait until its SSH answers with the host key it was given, and later
-//! stop it or boot it from its own disk. QEMU direct (TCG or KVM, whatever
-//! QEMU picks); `export` writes definitions for other hypervisors.
+//! stop it or boot it from its own disk, under the hypervisor `--hypervisor`
+//! chose ([`hypervisor`]: QEMU direct, or a libvirt domain); `export`
+//! writes definitions for other hypervisors.
 //!
 //! Everything about the VM is recorded in the migration's state
 //! (`NAME/vm/`): `vm.json` ([`VmState`]), the ephemeral keys
@@ -16,6 +17,7 @@
 pub mod export;
 pub mod hypervisor;
 pub mod keys;
+pub mod libvirt;
 pub mod qemu;
 pub mod spec;
 
@@ -28,7 +30,7 @@ use crate::migration::Migration;
 use crate::plan::ImageFormat;
 use crate::progress::Progress;
 use crate::rescue::RescueImage;
-pub use spec::{DiskSpec, NetSpec, StagingIp};
+pub use spec::{DiskSpec, HypervisorSpec, NetSpec, StagingIp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -52,6 +54,12 @@ pub enum LaunchError {
     },
     #[error("something at {addr} answers SSH with another host key than the VM was given: {detail}. Another machine holds the staging address; choose a free one with --ip")]
     WrongHost { addr: String, detail: String },
+    #[error("{what} does not work with --hypervisor {hypervisor}: {advice}")]
+    Unsupported {
+        what: String,
+        hypervisor: String,
+        advice: String,
+    },
     #[error("`{command}` failed: {output}")]
     Command { command: String, output: String },
     #[error("`{command}` could not start: {source}. Install {package}")]
@@ -115,6 +123,10 @@ pub struct VmState {
     /// the disk the real VM holds open, is read without QEMU's lock).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drive_options: Vec<String>,
+    /// Which hypervisor runs it (a VM recorded before there was a choice
+    /// ran under QEMU direct).
+    #[serde(default)]
+    pub hypervisor: HypervisorSpec,
 }
 
 /// A random locally administered MAC in QEMU's (and libvirt's) 52:54:00 range.
@@ -209,6 +221,8 @@ pub struct LaunchOptions {
     pub rescue: PathBuf,
     /// How long to wait for SSH.
     pub timeout: Duration,
+    /// Which hypervisor runs the VM.
+    pub hypervisor: HypervisorSpec,
 }
 
 /// The VM's memory and vCPUs: like the source's, capped (1-4 GiB, 1-4
@@ -263,7 +277,11 @@ pub async fn launch(
             })?,
         };
         progress.phase("creating the disk");
-        hypervisor::for_new_vm().create_disk(&opts.disk.path, opts.disk.format, size)?;
+        hypervisor::for_spec(&opts.hypervisor).create_disk(
+            &opts.disk.path,
+            opts.disk.format,
+            size,
+        )?;
         (size, true)
     };
     let undo_disk = |created: bool| {
@@ -302,6 +320,7 @@ pub async fn launch(
         rescue_host_key: host_key.fingerprint(),
         rescue_agent_build: rescue.manifest.agent_build.clone(),
         drive_options: Vec::new(),
+        hypervisor: opts.hypervisor.clone(),
     };
     progress.phase("starting the rescue VM");
     if let Err(e) = hypervisor::for_vm(&state).start(&mut state, &files, Some(&rescue)) {
@@ -403,7 +422,7 @@ async fn wait_for_rescue(
     let mut why = String::from("no answer yet");
     while started.elapsed() < timeout {
         if !state.running() {
-            why = "QEMU exited".into();
+            why = "the VM stopped".into();
             break;
         }
         match crate::ssh::Session::connect(&dest, &opts).await {
@@ -505,6 +524,7 @@ pub async fn relaunch_rescue(
         cpus: Some(state.cpus),
         rescue: rescue.to_path_buf(),
         timeout,
+        hypervisor: state.hypervisor.clone(),
     };
     launch(migration, &opts, progress).await
 }

@@ -14,7 +14,7 @@ use crate::rescue::RescueImage;
 pub const QEMU: &str = "qemu-system-x86_64";
 
 /// Run `program args` (inside `netns` when given); its output on failure.
-fn run(
+pub(super) fn run(
     netns: Option<&str>,
     program: &str,
     args: &[String],
@@ -55,7 +55,7 @@ fn run(
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
+pub(super) fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
@@ -114,11 +114,22 @@ pub fn is_our_qemu(pid: i32, disk: &Path) -> bool {
             .any(|a| a.windows(disk.len()).any(|w| w == disk))
 }
 
-fn boot_mode(rescue: Option<&RescueImage>) -> BootMode {
+pub(super) fn boot_mode(rescue: Option<&RescueImage>) -> BootMode {
     match rescue {
         Some(_) => BootMode::Rescue,
         None => BootMode::Disk,
     }
+}
+
+/// The rescue kernel's command line: serial console, and the staging
+/// address when it is static.
+pub(super) fn rescue_cmdline(state: &VmState) -> String {
+    let mut cmdline = String::from("console=ttyS0,115200 vsyscall=emulate panic=10 loglevel=4");
+    if let Some(ip) = &state.staging_ip {
+        cmdline.push(' ');
+        cmdline.push_str(&ip.cmdline());
+    }
+    cmdline
 }
 
 /// QEMU's arguments for `state` (rescue boot when `rescue` is given).
@@ -164,12 +175,7 @@ pub fn args(state: &VmState, files: &VmFiles, rescue: Option<&RescueImage>) -> V
     ]));
     match rescue {
         Some(_) => {
-            let mut cmdline =
-                String::from("console=ttyS0,115200 vsyscall=emulate panic=10 loglevel=4");
-            if let Some(ip) = &state.staging_ip {
-                cmdline.push(' ');
-                cmdline.push_str(&ip.cmdline());
-            }
+            let cmdline = rescue_cmdline(state);
             a.extend(strings(&[
                 "-kernel",
                 &rescue
@@ -305,6 +311,7 @@ mod tests {
             rescue_host_key: String::new(),
             rescue_agent_build: String::new(),
             drive_options: Vec::new(),
+            hypervisor: Default::default(),
         }
     }
 

@@ -121,6 +121,81 @@ impl std::str::FromStr for NetSpec {
     }
 }
 
+/// Which hypervisor runs the VM, as `--hypervisor` spells it: `qemu`
+/// (a QEMU process of hotclone's own, the default) or
+/// `libvirt[:URI][,type=kvm|qemu]` (a libvirt domain; URI defaults to
+/// `qemu:///system`, the domain type to `kvm` when libvirt offers it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HypervisorSpec {
+    #[default]
+    Qemu,
+    Libvirt {
+        uri: String,
+        /// `kvm` or `qemu` (TCG); `None`: `kvm` when libvirt offers it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        domain_type: Option<String>,
+    },
+}
+
+pub const LIBVIRT_DEFAULT_URI: &str = "qemu:///system";
+
+impl std::fmt::Display for HypervisorSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HypervisorSpec::Qemu => write!(f, "qemu"),
+            HypervisorSpec::Libvirt { uri, domain_type } => {
+                write!(f, "libvirt:{uri}")?;
+                match domain_type {
+                    Some(t) => write!(f, ",type={t}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// `DRIVER:///PATH`, a libvirt URI without a host.
+fn is_local_uri(uri: &str) -> bool {
+    uri.split_once(":///").is_some_and(|(driver, path)| {
+        !driver.is_empty()
+            && driver
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+')
+            && !path.is_empty()
+            && !path.contains(char::is_whitespace)
+    })
+}
+
+impl std::str::FromStr for HypervisorSpec {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, String> {
+        let shape = || {
+            format!("hypervisor {spec:?}: expected qemu or libvirt[:URI][,type=kvm|qemu] with a libvirt on this host, e.g. libvirt:qemu:///system")
+        };
+        let (head, domain_type) = match spec.rsplit_once(",type=") {
+            Some((head, t @ ("kvm" | "qemu"))) => (head, Some(t.to_string())),
+            Some(_) => return Err(shape()),
+            None => (spec, None),
+        };
+        match head.split_once(':') {
+            None if head == "qemu" && domain_type.is_none() => Ok(HypervisorSpec::Qemu),
+            None if head == "libvirt" => Ok(HypervisorSpec::Libvirt {
+                uri: LIBVIRT_DEFAULT_URI.into(),
+                domain_type,
+            }),
+            // A libvirtd on this host (no host part): the disk, kernel
+            // and console log are files here.
+            Some(("libvirt", uri)) if is_local_uri(uri) => Ok(HypervisorSpec::Libvirt {
+                uri: uri.into(),
+                domain_type,
+            }),
+            _ => Err(shape()),
+        }
+    }
+}
+
 /// The rescue system's static address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagingIp {
@@ -187,6 +262,43 @@ mod tests {
         );
         let ip: StagingIp = "198.51.100.50/24".parse().unwrap();
         assert_eq!(ip.cmdline(), "hotclone.ip=198.51.100.50/24");
+    }
+
+    #[test]
+    fn hypervisors_parse_with_their_defaults_and_print_back() {
+        assert_eq!("qemu".parse::<HypervisorSpec>(), Ok(HypervisorSpec::Qemu));
+        let lv: HypervisorSpec = "libvirt".parse().unwrap();
+        assert_eq!(lv.to_string(), "libvirt:qemu:///system");
+        let lv: HypervisorSpec = "libvirt:qemu:///session,type=qemu".parse().unwrap();
+        assert_eq!(
+            lv,
+            HypervisorSpec::Libvirt {
+                uri: "qemu:///session".into(),
+                domain_type: Some("qemu".into())
+            }
+        );
+        assert_eq!(lv.to_string().parse::<HypervisorSpec>(), Ok(lv));
+        for bad in [
+            "",
+            "kvm",
+            "libvirt:",
+            "libvirt,type=xen",
+            "qemu,type=kvm",
+            "libvirt:nouri",
+            // Another host's libvirtd cannot open this host's files.
+            "libvirt:qemu+ssh://root@kvm1/system",
+        ] {
+            let e = bad.parse::<HypervisorSpec>().unwrap_err();
+            assert!(e.contains("expected qemu or libvirt"), "{bad}: {e}");
+        }
+        // A VM recorded before there was a choice ran under QEMU direct.
+        #[derive(serde::Deserialize)]
+        struct Old {
+            #[serde(default)]
+            h: HypervisorSpec,
+        }
+        let old: Old = serde_json::from_str("{}").unwrap();
+        assert_eq!(old.h, HypervisorSpec::Qemu);
     }
 
     #[test]

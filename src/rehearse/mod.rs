@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::cutover::health::Check;
 use crate::journal::{Journal, RehearsalRow};
-use crate::launch::{hypervisor, BootMode, NetSpec, VmFiles, VmState};
+use crate::launch::{hypervisor, BootMode, HypervisorSpec, NetSpec, VmFiles, VmState};
 use crate::migration::Migration;
 use crate::plan::{ImageFormat, TargetSpec};
 use crate::progress::Progress;
@@ -259,7 +259,8 @@ pub async fn run(
 }
 
 /// The rehearsal's VM: the overlay on the isolated bridge in namespace
-/// `ns`. Its backing file may be the live VM's disk, which that VM's QEMU
+/// `ns`, under QEMU direct whatever runs the migration's own VM (libvirt
+/// puts a NIC in libvirtd's namespace, not in the isolated one). Its backing file may be the live VM's disk, which that VM's QEMU
 /// holds locked; it is only read here, and parked.
 fn rehearsal_vm(
     migration: &str,
@@ -289,6 +290,7 @@ fn rehearsal_vm(
         rescue_host_key: String::new(),
         rescue_agent_build: String::new(),
         drive_options: vec!["backing.file.locking=off".into()],
+        hypervisor: HypervisorSpec::Qemu,
     }
 }
 
@@ -347,7 +349,7 @@ async fn rehearse_parked(
     let overlay = dir.join("overlay.qcow2");
     stop_stale_vm(dir, &overlay);
     let _ = std::fs::remove_file(&overlay);
-    hypervisor::for_new_vm().overlay(disk, format, &overlay)?;
+    hypervisor::for_spec(&HypervisorSpec::Qemu).overlay(disk, format, &overlay)?;
 
     progress.phase("making the isolated network");
     let gateway = inventory

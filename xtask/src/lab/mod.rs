@@ -3,6 +3,7 @@
 //!
 //! `up` builds (or reuses) cached images, copies them per lab, starts the
 //! sources, and writes `<labdir>/lab.json`, which tests read.
+pub mod libvirtd;
 pub mod netns;
 pub mod recipe;
 pub mod source;
@@ -27,6 +28,11 @@ pub const HOST_PACKAGES: &[&str] = &[
     "util-linux",
     "tcpdump",
     "arping",
+    // The lab's libvirtd (libvirtd.rs), without libvirt-daemon-system,
+    // which would pull in systemd.
+    "libvirt-daemon",
+    "libvirt-daemon-driver-qemu",
+    "libvirt-clients",
 ];
 
 /// Where the lab lives.
@@ -158,6 +164,7 @@ fn fully_up(opts: &LabOptions) -> bool {
         && SOURCES
             .iter()
             .all(|s| source::read_pid(&opts.lab_dir, s.name).is_some_and(source::pid_is_ours))
+        && libvirtd::alive(&opts.lab_dir)
 }
 
 /// Check we can build a lab here at all.
@@ -283,6 +290,7 @@ fn start_lab(opts: &LabOptions, images: &[(&str, PathBuf)]) -> Result<LabInfo> {
             30,
         )?;
     }
+    libvirtd::start(dir)?;
     if !netns::ping(CLIENT.ns, SOURCES[0].host.ip) {
         bail!(
             "hc-client cannot ping {}; the bridge is not forwarding",
@@ -538,6 +546,7 @@ fn lock(opts: &LabOptions) -> Result<fs::File> {
 
 fn down_locked(opts: &LabOptions) -> Result<()> {
     let dir = &opts.lab_dir;
+    libvirtd::stop(dir, stop_pid)?;
     for spec in &SOURCES {
         if let Some(pid) = source::read_pid(dir, spec.name) {
             stop_pid(pid)?;
