@@ -450,6 +450,39 @@ fn last_lines(text: &str, n: usize) -> String {
 /// through a second loop device would corrupt it, so such a leftover is an
 /// error naming who holds it.
 pub fn release_stale(raw: &Path, staging: &Path) -> Result<(), ImageError> {
+    unmount_under(staging)?;
+    if raw.is_file() {
+        let raw_s = raw.to_string_lossy().into_owned();
+        let held = run("losetup", &["-j", &raw_s, "-n", "-O", "NAME"], "mount")?;
+        for dev in held.split_whitespace() {
+            // A killed client's mount(8) may finish after the client died,
+            // so a mount under `staging` can land here after the scan
+            // above: look again while the device stays claimed.
+            let started = std::time::Instant::now();
+            while super::device::with_partitions(Path::new(dev))
+                .iter()
+                .any(|d| super::device::claimed(d).unwrap_or(false))
+                && started.elapsed() < UNCLAIM_WAIT
+            {
+                unmount_under(staging)?;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            // Still mounted in some other mount namespace (a killed
+            // client's, kept alive by its agent or its shell)? Then it is
+            // not ours to detach: detaching would leave that mount writing
+            // while we mount the image again through a second device.
+            super::device::wait_unclaimed(Path::new(dev), std::time::Duration::ZERO)?;
+            let _ = run("partx", &["-d", dev], "util-linux");
+            run("losetup", &["-d", dev], "mount")?;
+            tracing::info!("detached {dev}, left attached to {raw_s} by an interrupted run");
+        }
+    }
+    Ok(())
+}
+
+/// Unmount what is mounted at or under `staging` in this mount namespace,
+/// deepest first; a busy mount is retried for 30 s.
+fn unmount_under(staging: &Path) -> Result<(), ImageError> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     let mut stale: Vec<PathBuf> = info
         .lines()
@@ -472,20 +505,6 @@ pub fn release_stale(raw: &Path, staging: &Path) -> Result<(), ImageError> {
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
         tracing::info!("unmounted {at}, left mounted by an interrupted run");
-    }
-    if raw.is_file() {
-        let raw_s = raw.to_string_lossy().into_owned();
-        let held = run("losetup", &["-j", &raw_s, "-n", "-O", "NAME"], "mount")?;
-        for dev in held.split_whitespace() {
-            // Still mounted in some other mount namespace (a killed
-            // client's, kept alive by its agent or its shell)? Then it is
-            // not ours to detach: detaching would leave that mount writing
-            // while we mount the image again through a second device.
-            super::device::wait_unclaimed(Path::new(dev), UNCLAIM_WAIT)?;
-            let _ = run("partx", &["-d", dev], "util-linux");
-            run("losetup", &["-d", dev], "mount")?;
-            tracing::info!("detached {dev}, left attached to {raw_s} by an interrupted run");
-        }
     }
     Ok(())
 }
