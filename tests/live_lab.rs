@@ -392,6 +392,28 @@ fn live_clone_syncs_under_churn_and_cuts_over_with_no_ip_conflict() {
     );
     // Nothing of ours is left on the clone.
     assert_eq!(on_clone.matches("No such file").count(), 4, "{on_clone}");
+
+    // `export` writes a domain the lab's libvirtd defines (as TCG: the
+    // lab has no KVM), with the clone's disk and the VM's MAC.
+    let exported = work.join("export");
+    run_ok(
+        l.hotclone()
+            .args(["export", "live", "--libvirt-type", "qemu", "-o"])
+            .arg(&exported),
+    );
+    let defined = virsh(&["define", &exported.join("live.xml").display().to_string()]);
+    assert!(defined.status.success(), "virsh define refused the export");
+    let xml = String::from_utf8_lossy(&virsh(&["dumpxml", "live"]).stdout).into_owned();
+    let undefined = virsh(&["undefine", "live"]);
+    assert!(xml.contains(&format!("<mac address='{vm_mac}'/>")), "{xml}");
+    assert!(
+        xml.contains(&format!(
+            "<source file='{}'/>",
+            l.vm_json()["disk"].as_str().unwrap()
+        )),
+        "{xml}"
+    );
+    assert!(undefined.status.success());
 }
 
 const FALLBACK: &str = "198.51.100.61/24";

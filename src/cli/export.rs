@@ -12,7 +12,7 @@ use hotclone::migration::{self, Migration};
 /// virtio) and a Xen xl.cfg (HVM, with what differs from KVM in comments).
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  hotclone export web01 -o /etc/libvirt/qemu && virsh define /etc/libvirt/qemu/web01.xml"
+    after_help = "Examples:\n  hotclone export web01 -o /etc/libvirt/qemu && virsh define /etc/libvirt/qemu/web01.xml\n  hotclone export web01 --libvirt-type qemu -o /tmp   # for a host without KVM"
 )]
 pub struct ExportArgs {
     /// The migration (its VM was made by `hotclone launch`).
@@ -24,6 +24,10 @@ pub struct ExportArgs {
     /// The bridge for the NIC when the VM was launched on a tap device.
     #[arg(long, value_name = "BRIDGE", default_value = "br0")]
     pub bridge: String,
+    /// The libvirt domain type: kvm, or qemu (emulation, for a host
+    /// without KVM, such as a test machine that is itself a VM).
+    #[arg(long, value_name = "kvm|qemu", default_value = "kvm")]
+    pub libvirt_type: export::DomainType,
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
@@ -39,7 +43,13 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     for (file, text) in [
         (
             format!("{}.xml", vm.name),
-            hypervisor::for_vm(&vm).export(&vm, &args.bridge),
+            hypervisor::for_vm(&vm).export(
+                &vm,
+                &export::ExportOptions {
+                    fallback_bridge: args.bridge.clone(),
+                    domain_type: args.libvirt_type,
+                },
+            ),
         ),
         (
             format!("{}.xl.cfg", vm.name),

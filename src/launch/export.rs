@@ -22,15 +22,50 @@ fn bridge<'a>(vm: &'a VmState, fallback: &'a str) -> &'a str {
     }
 }
 
-/// A libvirt domain for KVM: the converted disk on virtio, the VM's MAC on
-/// a virtio NIC in `bridge`, a serial console.
-pub fn libvirt_xml(vm: &VmState, fallback_bridge: &str) -> String {
+/// What an exported libvirt domain is for.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// The bridge for the NIC when the VM was launched on a tap device.
+    pub fallback_bridge: String,
+    /// `kvm` (a KVM host), or `qemu` (TCG, for a host without KVM).
+    pub domain_type: DomainType,
+}
+
+/// A libvirt domain type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainType {
+    /// Hardware virtualization: the production choice.
+    Kvm,
+    /// QEMU's emulation (TCG): slow, for a host without KVM.
+    Qemu,
+}
+
+impl std::str::FromStr for DomainType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kvm" => Ok(DomainType::Kvm),
+            "qemu" => Ok(DomainType::Qemu),
+            _ => Err(format!("libvirt domain type {s:?}: expected kvm or qemu")),
+        }
+    }
+}
+
+/// A libvirt domain: the converted disk on virtio, the VM's MAC on a
+/// virtio NIC in its bridge, a serial console. Under KVM the guest gets
+/// the host's CPU model; TCG has no host CPU to copy.
+pub fn libvirt_xml(vm: &VmState, opts: &ExportOptions) -> String {
     let name = xml_escape(&vm.name);
     let disk = xml_escape(&vm.disk.display().to_string());
-    let bridge = xml_escape(bridge(vm, fallback_bridge));
+    let bridge = xml_escape(bridge(vm, &opts.fallback_bridge));
+    let (domain_type, cpu) = match opts.domain_type {
+        DomainType::Kvm => ("kvm", "\n  <cpu mode='host-model'/>"),
+        DomainType::Qemu => ("qemu", ""),
+    };
     format!(
         "<!-- libvirt domain for hotclone migration {name}: `virsh define` this file. -->
-<domain type='kvm'>
+<domain type='{domain_type}'>
   <name>{name}</name>
   <memory unit='MiB'>{mem}</memory>
   <vcpu>{cpus}</vcpu>
@@ -41,8 +76,7 @@ pub fn libvirt_xml(vm: &VmState, fallback_bridge: &str) -> String {
   <features>
     <acpi/>
     <apic/>
-  </features>
-  <cpu mode='host-model'/>
+  </features>{cpu}
   <devices>
     <disk type='file' device='disk'>
       <driver name='qemu' type='{fmt}' cache='none'/>
@@ -131,13 +165,43 @@ mod tests {
         }
     }
 
+    fn kvm(bridge: &str) -> ExportOptions {
+        ExportOptions {
+            fallback_bridge: bridge.into(),
+            domain_type: DomainType::Kvm,
+        }
+    }
+
+    #[test]
+    fn a_tcg_domain_has_no_host_cpu_model() {
+        let v = vm(NetSpec::Bridge {
+            bridge: "br0".into(),
+            netns: None,
+        });
+        let opts = ExportOptions {
+            domain_type: DomainType::Qemu,
+            ..kvm("virbr0")
+        };
+        let xml = libvirt_xml(&v, &opts);
+        assert!(xml.contains("<domain type='qemu'>"), "{xml}");
+        assert!(!xml.contains("<cpu"), "{xml}");
+        // Otherwise the KVM domain, line for line.
+        let kvm_xml = libvirt_xml(&v, &kvm("virbr0"));
+        assert_eq!(
+            kvm_xml
+                .replace("<domain type='kvm'>", "<domain type='qemu'>")
+                .replace("\n  <cpu mode='host-model'/>", ""),
+            xml
+        );
+    }
+
     #[test]
     fn libvirt_and_xl_definitions_match_their_goldens() {
         let v = vm(NetSpec::Bridge {
             bridge: "br0".into(),
             netns: None,
         });
-        crate::golden::assert_golden("export", "web01.xml", &libvirt_xml(&v, "virbr0"));
+        crate::golden::assert_golden("export", "web01.xml", &libvirt_xml(&v, &kvm("virbr0")));
         crate::golden::assert_golden("export", "web01.xl.cfg", &xl_cfg(&v, "xenbr0"));
     }
 
@@ -147,7 +211,7 @@ mod tests {
             tap: "tap0".into(),
             netns: None,
         });
-        let xml = libvirt_xml(&v, "virbr0");
+        let xml = libvirt_xml(&v, &kvm("virbr0"));
         assert!(xml.contains("<source bridge='virbr0'/>"), "{xml}");
         assert!(xml.contains("web01 &lt;old&gt;.qcow2"), "{xml}");
         assert!(xl_cfg(&v, "xenbr0").contains("bridge=xenbr0"));

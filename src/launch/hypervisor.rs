@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::export::ExportOptions;
 use super::libvirt::{self, Libvirt};
 use super::{export, qemu, BootMode, HypervisorSpec, LaunchError, VmFiles, VmState};
 use crate::plan::ImageFormat;
@@ -48,7 +49,7 @@ pub trait Hypervisor {
     /// Where the serial console of the VM booted in `mode` is logged.
     fn console_log(&self, files: &VmFiles, mode: BootMode) -> PathBuf;
     /// The VM as a libvirt domain definition (`virsh define` loads it).
-    fn export(&self, state: &VmState, fallback_bridge: &str) -> String;
+    fn export(&self, state: &VmState, opts: &ExportOptions) -> String;
 }
 
 /// A QEMU process of hotclone's own, daemonized, found by its pidfile.
@@ -88,8 +89,8 @@ impl Hypervisor for QemuDirect {
     fn console_log(&self, files: &VmFiles, mode: BootMode) -> PathBuf {
         files.console(mode)
     }
-    fn export(&self, state: &VmState, fallback_bridge: &str) -> String {
-        export::libvirt_xml(state, fallback_bridge)
+    fn export(&self, state: &VmState, opts: &ExportOptions) -> String {
+        export::libvirt_xml(state, opts)
     }
 }
 
@@ -125,8 +126,8 @@ impl Hypervisor for Libvirt {
     fn console_log(&self, files: &VmFiles, mode: BootMode) -> PathBuf {
         libvirt::console_log(files, mode)
     }
-    fn export(&self, state: &VmState, fallback_bridge: &str) -> String {
-        export::libvirt_xml(state, fallback_bridge)
+    fn export(&self, state: &VmState, opts: &ExportOptions) -> String {
+        export::libvirt_xml(state, opts)
     }
 }
 
