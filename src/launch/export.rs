@@ -140,29 +140,9 @@ on_crash = \"restart\"
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::launch::{BootMode, StagingIp};
-    use crate::plan::ImageFormat;
 
     fn vm(net: NetSpec) -> VmState {
-        VmState {
-            name: "web01".into(),
-            disk: "/var/lib/vm/web01 <old>.qcow2".into(),
-            format: ImageFormat::Qcow2,
-            size_bytes: 40 << 30,
-            net,
-            tap: "hct-1".into(),
-            tap_created: true,
-            mac: "52:54:00:12:34:56".into(),
-            staging_ip: Some("192.0.2.50/24".parse::<StagingIp>().unwrap()),
-            memory_mib: 4096,
-            cpus: 2,
-            pid: None,
-            mode: BootMode::Disk,
-            rescue_host_key: String::new(),
-            rescue_agent_build: String::new(),
-            drive_options: Vec::new(),
-            hypervisor: Default::default(),
-        }
+        crate::launch::example_vm(net)
     }
 
     fn kvm(bridge: &str) -> ExportOptions {

@@ -23,8 +23,11 @@ use crate::rescue::RescueImage;
 pub trait Hypervisor {
     /// The backend's name, as `--hypervisor` and reports spell it.
     fn name(&self) -> &'static str;
-    /// Make the VM's disk, empty, of `size` bytes.
-    fn create_disk(&self, path: &Path, format: ImageFormat, size: u64) -> Result<(), LaunchError>;
+    /// Make the VM's disk, empty, of `size` bytes (qemu-img, for both
+    /// backends: the disk is a file on this host).
+    fn create_disk(&self, path: &Path, format: ImageFormat, size: u64) -> Result<(), LaunchError> {
+        qemu::create_disk(path, format, size)
+    }
     /// Start the VM `state` describes: the rescue image by direct kernel
     /// boot when `rescue` is given, else its own disk. Records in `state`
     /// how to find it again.
@@ -39,13 +42,15 @@ pub trait Hypervisor {
     /// Whether the VM `state` describes runs now.
     fn running(&self, state: &VmState) -> bool;
     /// A copy-on-write overlay over `backing`, which stays unchanged (a
-    /// rehearsal boots the overlay).
+    /// rehearsal boots the overlay); qemu-img, as for the disk.
     fn overlay(
         &self,
         backing: &Path,
         backing_format: ImageFormat,
         overlay: &Path,
-    ) -> Result<(), LaunchError>;
+    ) -> Result<(), LaunchError> {
+        qemu::create_overlay(backing, backing_format, overlay)
+    }
     /// Where the serial console of the VM booted in `mode` is logged.
     fn console_log(&self, files: &VmFiles, mode: BootMode) -> PathBuf;
     /// The VM as a libvirt domain definition (`virsh define` loads it).
@@ -58,9 +63,6 @@ pub struct QemuDirect;
 impl Hypervisor for QemuDirect {
     fn name(&self) -> &'static str {
         "qemu"
-    }
-    fn create_disk(&self, path: &Path, format: ImageFormat, size: u64) -> Result<(), LaunchError> {
-        qemu::create_disk(path, format, size)
     }
     fn start(
         &self,
@@ -78,14 +80,6 @@ impl Hypervisor for QemuDirect {
             .pid
             .is_some_and(|pid| qemu::is_our_qemu(pid, &state.disk))
     }
-    fn overlay(
-        &self,
-        backing: &Path,
-        backing_format: ImageFormat,
-        overlay: &Path,
-    ) -> Result<(), LaunchError> {
-        qemu::create_overlay(backing, backing_format, overlay)
-    }
     fn console_log(&self, files: &VmFiles, mode: BootMode) -> PathBuf {
         files.console(mode)
     }
@@ -97,9 +91,6 @@ impl Hypervisor for QemuDirect {
 impl Hypervisor for Libvirt {
     fn name(&self) -> &'static str {
         "libvirt"
-    }
-    fn create_disk(&self, path: &Path, format: ImageFormat, size: u64) -> Result<(), LaunchError> {
-        qemu::create_disk(path, format, size)
     }
     fn start(
         &self,
@@ -114,14 +105,6 @@ impl Hypervisor for Libvirt {
     }
     fn running(&self, state: &VmState) -> bool {
         Libvirt::running(self, state)
-    }
-    fn overlay(
-        &self,
-        backing: &Path,
-        backing_format: ImageFormat,
-        overlay: &Path,
-    ) -> Result<(), LaunchError> {
-        qemu::create_overlay(backing, backing_format, overlay)
     }
     fn console_log(&self, files: &VmFiles, mode: BootMode) -> PathBuf {
         libvirt::console_log(files, mode)

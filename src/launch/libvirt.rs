@@ -300,31 +300,19 @@ pub fn console_log(files: &VmFiles, mode: BootMode) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::launch::{HypervisorSpec, StagingIp};
-    use crate::plan::ImageFormat;
+    use crate::launch::HypervisorSpec;
 
     fn vm(net: NetSpec) -> VmState {
         VmState {
-            name: "web01".into(),
-            disk: "/var/lib/vm/web01 <old>.qcow2".into(),
-            format: ImageFormat::Qcow2,
-            size_bytes: 40 << 30,
-            net,
             tap: String::new(),
             tap_created: false,
-            mac: "52:54:00:12:34:56".into(),
-            staging_ip: Some("192.0.2.50/24".parse::<StagingIp>().unwrap()),
             memory_mib: 2048,
-            cpus: 2,
-            pid: None,
             mode: BootMode::Rescue,
-            rescue_host_key: String::new(),
-            rescue_agent_build: String::new(),
-            drive_options: Vec::new(),
             hypervisor: HypervisorSpec::Libvirt {
                 uri: "qemu:///system".into(),
                 domain_type: None,
             },
+            ..crate::launch::example_vm(net)
         }
     }
 

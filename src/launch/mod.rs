@@ -129,6 +129,31 @@ pub struct VmState {
     pub hypervisor: HypervisorSpec,
 }
 
+/// A VM record for tests: web01, 4 GiB, a qcow2 disk whose path needs
+/// escaping, booted from its disk.
+#[cfg(test)]
+pub(crate) fn example_vm(net: NetSpec) -> VmState {
+    VmState {
+        name: "web01".into(),
+        disk: "/var/lib/vm/web01 <old>.qcow2".into(),
+        format: ImageFormat::Qcow2,
+        size_bytes: 40 << 30,
+        net,
+        tap: "hct-1".into(),
+        tap_created: true,
+        mac: "52:54:00:12:34:56".into(),
+        staging_ip: Some("192.0.2.50/24".parse::<StagingIp>().unwrap()),
+        memory_mib: 4096,
+        cpus: 2,
+        pid: None,
+        mode: BootMode::Disk,
+        rescue_host_key: String::new(),
+        rescue_agent_build: String::new(),
+        drive_options: Vec::new(),
+        hypervisor: Default::default(),
+    }
+}
+
 /// A random locally administered MAC in QEMU's (and libvirt's) 52:54:00 range.
 pub fn random_mac() -> String {
     let b = crate::random::bytes::<3>().unwrap_or([0x12, 0x34, 0x56]);
