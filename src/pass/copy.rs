@@ -1,6 +1,8 @@
-//! The copy phase: the source's own tar reads the listed files, the client
-//! checks and frames them ([`crate::stream::tar_to_wire`]), and the agent
-//! writes them under the target root and acknowledges each durable write.
+//! The copy phase: the source readers ([`super::reader`]: the source's own
+//! tar for whole files, `tail | head` for files sent from an offset) read
+//! the files, the client checks and frames them
+//! ([`crate::stream::tar_to_wire`]), and the agent writes them under the
+//! target root and acknowledges each durable write.
 //!
 //! ```text
 //! source: tar -c -T - ──ssh──> pump (BLAKE3, zstd) ──pipe──> hotclone agent ──acks──> journal
@@ -18,46 +20,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::io::SyncIoBridge;
-
+use super::reader::{self, Counting, Read, SentEntries};
 use super::{tar_messages, CloneError};
 use crate::journal::{FileRecord, Journal, Partial};
-use crate::pass::grown::{self, Tail};
-use crate::probe::{Capabilities, TarFlavour};
+use crate::pass::grown::Tail;
+use crate::probe::Capabilities;
 use crate::progress::{FileWarning, Progress};
-use crate::ssh::{ExitStatus, Session};
+use crate::ssh::Session;
 use crate::stream::listing::{FileKind, ListedFile};
-use crate::stream::tar_to_wire::{self, PumpStats};
+use crate::stream::tar_to_wire::PumpStats;
 use crate::stream::wire::{Ack, EntryKind, EntryMeta, WireError, WireWriter};
 use crate::target::StateFile;
-
-/// The remote tar command for this source, reading NUL-separated relative
-/// paths on stdin and writing one tar stream (or, for busybox, several
-/// concatenated ones) on stdout.
-pub fn tar_command(caps: &Capabilities) -> String {
-    match caps.tar.flavour {
-        TarFlavour::Busybox => {
-            // busybox tar has no -T: xargs hands it the names (NUL-safe).
-            "cd / && exec xargs -0 tar -c -f - --no-recursion --numeric-owner".to_string()
-        }
-        _ => {
-            let mut cmd = String::from(
-                "cd / && exec tar -c -f - --numeric-owner --no-recursion --sparse --ignore-failed-read --null -T -",
-            );
-            if caps.tar.xattrs {
-                cmd.push_str(" --xattrs --xattrs-include='*'");
-            }
-            if caps.tar.acls {
-                cmd.push_str(" --acls");
-            }
-            if caps.tar.selinux {
-                cmd.push_str(" --selinux");
-            }
-            cmd
-        }
-    }
-}
+pub use reader::Batching;
 
 /// What the copy achieved.
 #[derive(Debug, Default)]
@@ -74,145 +48,6 @@ pub struct CopyOutcome {
     pub warnings: Vec<FileWarning>,
     /// Lines of tar's stderr that named no file.
     pub tar_messages: Vec<String>,
-}
-
-/// How files are grouped into remote tar runs. Each batch is one `tar`
-/// on the source; all batches flow into one wire stream and one agent.
-#[derive(Debug, Clone, Copy)]
-pub struct Batching {
-    pub max_files: usize,
-    pub max_bytes: u64,
-}
-
-impl Default for Batching {
-    fn default() -> Self {
-        Batching {
-            max_files: 20_000,
-            max_bytes: 2 << 30,
-        }
-    }
-}
-
-/// Split `files` into NUL-separated relative path lists, each within the
-/// batching limits (a single file larger than `max_bytes` is a batch alone).
-/// Names of one hardlinked inode, adjacent in `files`, are never split:
-/// tar links names only within one run.
-pub fn batches(files: &[&ListedFile], limits: Batching) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut list, mut count, mut bytes) = (Vec::new(), 0usize, 0u64);
-    let mut prev = None;
-    for f in files.iter().copied() {
-        let rel = f.path.strip_prefix(b"/").unwrap_or(&f.path);
-        if rel.is_empty() {
-            continue;
-        }
-        let same_inode = prev.is_some_and(|p: &ListedFile| {
-            p.nlink > 1 && p.kind == FileKind::File && (p.dev, p.inode) == (f.dev, f.inode)
-        });
-        prev = Some(f);
-        if count > 0
-            && !same_inode
-            && (count >= limits.max_files || bytes + f.size > limits.max_bytes)
-        {
-            out.push(std::mem::take(&mut list));
-            (count, bytes) = (0, 0);
-        }
-        list.extend_from_slice(rel);
-        list.push(0);
-        count += 1;
-        bytes += f.size;
-    }
-    if count > 0 {
-        out.push(list);
-    }
-    out
-}
-
-type AgentWire = WireWriter<Counting<Box<dyn std::io::Write + Send>>>;
-
-/// A command running on the source, its stdin fed by a task.
-struct Fed {
-    remote: crate::ssh::RemoteChild,
-    stdout: crate::ssh::ChildOutput,
-    feeder: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-/// Start `command` on the source; a task writes `input` to its stdin and
-/// closes it.
-async fn exec_fed(session: &Session, command: &str, input: Vec<u8>) -> Result<Fed, CloneError> {
-    let mut remote = session.exec(command).await.map_err(CloneError::Ssh)?;
-    let mut stdin = remote
-        .take_stdin()
-        .ok_or_else(|| CloneError::internal("remote stdin"))?;
-    let stdout = remote
-        .take_stdout()
-        .ok_or_else(|| CloneError::internal("remote stdout"))?;
-    let feeder = tokio::spawn(async move {
-        stdin.write_all(&input).await?;
-        stdin.shutdown().await
-    });
-    Ok(Fed {
-        remote,
-        stdout,
-        feeder,
-    })
-}
-
-/// One remote tar run: feed it `list`, pump its stream into `out`.
-/// Returns what was pumped and tar's stderr.
-async fn run_batch(
-    session: &Session,
-    caps: &Capabilities,
-    list: Vec<u8>,
-    out: &mut AgentWire,
-    progress: &mut dyn Progress,
-) -> Result<(PumpStats, String), CloneError> {
-    let Fed {
-        mut remote,
-        stdout: tar_out,
-        feeder,
-    } = exec_fed(session, &tar_command(caps), list).await?;
-    let mut tar_err = remote
-        .take_stderr()
-        .ok_or_else(|| CloneError::internal("tar stderr"))?;
-    let stderr_task = tokio::spawn(async move {
-        let mut text = Vec::new();
-        let _ = tar_err.read_to_end(&mut text).await;
-        String::from_utf8_lossy(&text).into_owned()
-    });
-    // The pump blocks; block_in_place keeps the other tasks running.
-    let pumped = tokio::task::block_in_place(|| {
-        tar_to_wire::pump(SyncIoBridge::new(tar_out), out, progress)
-    });
-    let tar_stderr = stderr_task.await.unwrap_or_default();
-    let fed = feeder.await;
-    let tar_status = remote.wait().await.map_err(CloneError::Ssh)?;
-    let stats = pumped.map_err(|e| CloneError::Stream {
-        error: e,
-        tar_stderr: tar_stderr.clone(),
-    })?;
-    if let Ok(Err(e)) = fed {
-        return Err(CloneError::Remote {
-            what: format!("sending the file list to the source's tar: {e}"),
-            stderr: tar_stderr,
-        });
-    }
-    // GNU tar: 1 = some files changed while read (reported per file), 2 =
-    // fatal. busybox tar: 1 (through xargs, 123) also when a file went
-    // between the listing and tar; that is a warning when it is all tar
-    // said.
-    let tar_ok = tar_status.success()
-        || (caps.tar.flavour == TarFlavour::Gnu && tar_status == ExitStatus::Code(1))
-        || (caps.tar.flavour == TarFlavour::Busybox
-            && matches!(tar_status, ExitStatus::Code(1 | 123))
-            && super::tar_messages::only_file_problems(&tar_stderr));
-    if !tar_ok {
-        return Err(CloneError::Remote {
-            what: format!("the source's tar failed ({tar_status})"),
-            stderr: tar_stderr,
-        });
-    }
-    Ok((stats, tar_stderr))
 }
 
 /// What one pass hands to the agent: removals and metadata updates first
@@ -364,41 +199,21 @@ pub async fn copy(
             return Err(stream_err(e));
         }
     };
-    let mut stats = PumpStats::default();
-    let mut tar_stderr = String::new();
+    let mut read = Read::default();
     let mut sent_ok = Ok(());
-    for g in &work.append {
-        match send_tail(session, g, &mut out, &sent).await {
-            Ok(n) => {
-                stats.entries += 1;
-                stats.files += 1;
-                stats.bytes += n;
-                progress.file_done(n);
-            }
+    for reader in reader::for_work(work, caps, batching) {
+        match reader.send(session, &mut out, &sent, progress).await {
+            Ok(r) => read.add(r),
             Err(e) => {
                 sent_ok = Err(e);
                 break;
             }
         }
     }
-    for list in batches(&work.send, batching)
-        .into_iter()
-        .take_while(|_| sent_ok.is_ok())
-    {
-        match run_batch(session, caps, list, &mut out, progress).await {
-            Ok((batch, stderr)) => {
-                stats.entries += batch.entries;
-                stats.files += batch.files;
-                stats.bytes += batch.bytes;
-                stats.skipped += batch.skipped;
-                tar_stderr.push_str(&stderr);
-            }
-            Err(e) => {
-                sent_ok = Err(e);
-                break;
-            }
-        }
-    }
+    let Read {
+        stats,
+        stderr: tar_stderr,
+    } = read;
     let wire_bytes = match sent_ok {
         Ok(()) => tokio::task::block_in_place(|| out.finish())
             .map(|c| c.bytes)
@@ -453,91 +268,8 @@ pub async fn copy(
     })
 }
 
-/// Sends a file from an offset, read on the source by `tail | head`.
-/// Returns the bytes sent. A file that shrank or was replaced since the
-/// prefix was checked gives fewer bytes: the rest is sent as zeros (the
-/// stream stays whole, as tar pads a shrunk file) and the entry's recorded
-/// size says what was really read, so the ack books it dirty.
-async fn send_tail(
-    session: &Session,
-    g: &Tail<'_>,
-    out: &mut AgentWire,
-    sent: &SentEntries,
-) -> Result<u64, CloneError> {
-    let Fed {
-        remote,
-        stdout: sh_out,
-        feeder,
-    } = exec_fed(session, "sh", grown::tail_command(g)).await?;
-    let meta = EntryMeta {
-        size: g.file.size,
-        kind: EntryKind::File,
-        ..attrs_meta(g.file)
-    };
-    let (path, sent, offset) = (meta.path.clone(), sent.clone(), g.offset);
-    let mut padded = PadShort {
-        inner: SyncIoBridge::new(sh_out),
-        left: g.file.size - g.offset,
-        got: 0,
-        on_short: Some(Box::new(move |got| {
-            if let Ok(mut m) = sent.lock() {
-                if let Some(e) = m.get_mut(&path) {
-                    e.size = offset + got;
-                }
-            }
-        })),
-    };
-    let result = tokio::task::block_in_place(|| {
-        out.append(&meta, (g.offset, g.prefix, g.base), &mut padded)
-    });
-    let _ = feeder.await;
-    let _ = remote.wait().await;
-    result.map_err(|e| CloneError::Stream {
-        error: e.into(),
-        tar_stderr: String::new(),
-    })?;
-    Ok(g.file.size - g.offset)
-}
-
-/// Reads `left` bytes from `inner`; after an early end, zeros, and
-/// `on_short` is told how many real bytes there were (before the first
-/// zero is handed out, so before the file's FileEnd is written).
-struct PadShort<R> {
-    inner: R,
-    left: u64,
-    got: u64,
-    on_short: Option<Box<dyn FnOnce(u64) + Send>>,
-}
-
-impl<R: std::io::Read> std::io::Read for PadShort<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let want = buf.len().min(self.left.try_into().unwrap_or(usize::MAX));
-        if want == 0 {
-            return Ok(0);
-        }
-        if self.on_short.is_some() {
-            let n = self.inner.read(&mut buf[..want])?;
-            if n > 0 {
-                self.got += n as u64;
-                self.left -= n as u64;
-                return Ok(n);
-            }
-            if let Some(tell) = self.on_short.take() {
-                tell(self.got);
-            }
-        }
-        buf[..want].fill(0);
-        self.left -= want as u64;
-        Ok(want)
-    }
-}
-
-/// What the client sent of each entry still waiting for its ack, by the
-/// wire path: the record is made from it, not read back from the target.
-type SentEntries = std::sync::Arc<std::sync::Mutex<HashMap<Vec<u8>, EntryMeta>>>;
-
 /// The wire's form of a source path: relative to the root, "." for it.
-fn relative(abs: &[u8]) -> &[u8] {
+pub(crate) fn relative(abs: &[u8]) -> &[u8] {
     if abs == b"/" {
         return b".";
     }
@@ -545,7 +277,7 @@ fn relative(abs: &[u8]) -> &[u8] {
 }
 
 /// The metadata-only update for a listed file or directory.
-fn attrs_meta(f: &ListedFile) -> EntryMeta {
+pub(crate) fn attrs_meta(f: &ListedFile) -> EntryMeta {
     EntryMeta {
         path: relative(&f.path).to_vec(),
         kind: if f.kind == FileKind::Dir {
@@ -854,24 +586,6 @@ pub fn xattr_digest(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Option<[u8; 32]> {
     Some(*h.finalize().as_bytes())
 }
 
-/// Counts the compressed bytes that go to the agent.
-struct Counting<W> {
-    inner: W,
-    bytes: u64,
-}
-
-impl<W: std::io::Write> std::io::Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 fn lossy_abs(rel: &[u8]) -> PathBuf {
     PathBuf::from(format!("/{}", String::from_utf8_lossy(rel)))
 }
@@ -882,31 +596,6 @@ mod tests {
 
     fn f(path: &str, size: u64) -> ListedFile {
         ListedFile::test_file(path, size, 0)
-    }
-
-    #[test]
-    fn batches_respect_file_and_byte_limits_and_skip_the_root() {
-        let files = [
-            f("/", 0),
-            f("/a", 10),
-            f("/b", 10),
-            f("/c", 10),
-            f("/big", 100),
-            f("/d", 1),
-        ];
-        let refs: Vec<&ListedFile> = files.iter().collect();
-        let lists = batches(
-            &refs,
-            Batching {
-                max_files: 2,
-                max_bytes: 50,
-            },
-        );
-        let shown: Vec<String> = lists
-            .iter()
-            .map(|l| String::from_utf8_lossy(l).replace('\0', " "))
-            .collect();
-        assert_eq!(shown, vec!["a b ", "c ", "big ", "d "]);
     }
 
     /// What a journal holds after a pass that sent `files`, listed the

@@ -4,6 +4,7 @@
 
 use crate::probe::inventory::{Capabilities, TarFlavour, TarInfo};
 
+#[derive(Default)]
 pub struct ToolOutputs<'a> {
     pub tar_version: Option<&'a str>,
     pub tar_help: Option<&'a str>,

@@ -1,0 +1,228 @@
+//! Whole files through the source's own tar: the listed paths are split
+//! into batches ([`batches`]), each one `tar -c` run on the source, and
+//! every run's stream is checked and framed into the agent's stream
+//! ([`crate::stream::tar_to_wire`]).
+//!
+//! On failure (tar exits with a fatal status, the stream breaks) the batch
+//! stops with an error that carries tar's stderr; batches not yet started
+//! are not run.
+
+use tokio::io::AsyncReadExt;
+use tokio_util::io::SyncIoBridge;
+
+use super::{exec_fed, AgentWire, Fed, Read, SentEntries, SourceReader};
+use crate::pass::tar_messages;
+use crate::probe::{Capabilities, TarFlavour};
+use crate::progress::Progress;
+use crate::ssh::{ExitStatus, Session};
+use crate::stream::listing::{FileKind, ListedFile};
+use crate::stream::tar_to_wire::{self, PumpStats};
+use crate::target::CloneError;
+
+/// The files a pass sends whole, as the batches of tar runs they go in.
+pub struct TarBatches<'a> {
+    caps: &'a Capabilities,
+    lists: Vec<Vec<u8>>,
+}
+
+impl<'a> TarBatches<'a> {
+    pub fn new(caps: &'a Capabilities, files: &[&ListedFile], batching: Batching) -> Self {
+        TarBatches {
+            caps,
+            lists: batches(files, batching),
+        }
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl SourceReader for TarBatches<'_> {
+    fn describe(&self) -> String {
+        format!("tar batches: {}", self.lists.len())
+    }
+
+    async fn send(
+        &self,
+        session: &Session,
+        out: &mut AgentWire,
+        _sent: &SentEntries,
+        progress: &mut dyn Progress,
+    ) -> Result<Read, CloneError> {
+        let mut read = Read::default();
+        for list in &self.lists {
+            let (stats, stderr) =
+                run_batch(session, self.caps, list.clone(), out, progress).await?;
+            read.add(Read { stats, stderr });
+        }
+        Ok(read)
+    }
+}
+
+/// The remote tar command for this source, reading NUL-separated relative
+/// paths on stdin and writing one tar stream (or, for busybox, several
+/// concatenated ones) on stdout.
+pub fn tar_command(caps: &Capabilities) -> String {
+    match caps.tar.flavour {
+        TarFlavour::Busybox => {
+            // busybox tar has no -T: xargs hands it the names (NUL-safe).
+            "cd / && exec xargs -0 tar -c -f - --no-recursion --numeric-owner".to_string()
+        }
+        _ => {
+            let mut cmd = String::from(
+                "cd / && exec tar -c -f - --numeric-owner --no-recursion --sparse --ignore-failed-read --null -T -",
+            );
+            if caps.tar.xattrs {
+                cmd.push_str(" --xattrs --xattrs-include='*'");
+            }
+            if caps.tar.acls {
+                cmd.push_str(" --acls");
+            }
+            if caps.tar.selinux {
+                cmd.push_str(" --selinux");
+            }
+            cmd
+        }
+    }
+}
+
+/// How files are grouped into remote tar runs. Each batch is one `tar`
+/// on the source; all batches flow into one wire stream and one agent.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub max_files: usize,
+    pub max_bytes: u64,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            max_files: 20_000,
+            max_bytes: 2 << 30,
+        }
+    }
+}
+
+/// Split `files` into NUL-separated relative path lists, each within the
+/// batching limits (a single file larger than `max_bytes` is a batch alone).
+/// Names of one hardlinked inode, adjacent in `files`, are never split:
+/// tar links names only within one run.
+pub fn batches(files: &[&ListedFile], limits: Batching) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut list, mut count, mut bytes) = (Vec::new(), 0usize, 0u64);
+    let mut prev = None;
+    for f in files.iter().copied() {
+        let rel = f.path.strip_prefix(b"/").unwrap_or(&f.path);
+        if rel.is_empty() {
+            continue;
+        }
+        let same_inode = prev.is_some_and(|p: &ListedFile| {
+            p.nlink > 1 && p.kind == FileKind::File && (p.dev, p.inode) == (f.dev, f.inode)
+        });
+        prev = Some(f);
+        if count > 0
+            && !same_inode
+            && (count >= limits.max_files || bytes + f.size > limits.max_bytes)
+        {
+            out.push(std::mem::take(&mut list));
+            (count, bytes) = (0, 0);
+        }
+        list.extend_from_slice(rel);
+        list.push(0);
+        count += 1;
+        bytes += f.size;
+    }
+    if count > 0 {
+        out.push(list);
+    }
+    out
+}
+
+/// One remote tar run: feed it `list`, pump its stream into `out`.
+/// Returns what was pumped and tar's stderr.
+async fn run_batch(
+    session: &Session,
+    caps: &Capabilities,
+    list: Vec<u8>,
+    out: &mut AgentWire,
+    progress: &mut dyn Progress,
+) -> Result<(PumpStats, String), CloneError> {
+    let Fed {
+        mut remote,
+        stdout: tar_out,
+        feeder,
+    } = exec_fed(session, &tar_command(caps), list).await?;
+    let mut tar_err = remote
+        .take_stderr()
+        .ok_or_else(|| CloneError::internal("tar stderr"))?;
+    let stderr_task = tokio::spawn(async move {
+        let mut text = Vec::new();
+        let _ = tar_err.read_to_end(&mut text).await;
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    // The pump blocks; block_in_place keeps the other tasks running.
+    let pumped = tokio::task::block_in_place(|| {
+        tar_to_wire::pump(SyncIoBridge::new(tar_out), out, progress)
+    });
+    let tar_stderr = stderr_task.await.unwrap_or_default();
+    let fed = feeder.await;
+    let tar_status = remote.wait().await.map_err(CloneError::Ssh)?;
+    let stats = pumped.map_err(|e| CloneError::Stream {
+        error: e,
+        tar_stderr: tar_stderr.clone(),
+    })?;
+    if let Ok(Err(e)) = fed {
+        return Err(CloneError::Remote {
+            what: format!("sending the file list to the source's tar: {e}"),
+            stderr: tar_stderr,
+        });
+    }
+    // GNU tar: 1 = some files changed while read (reported per file), 2 =
+    // fatal. busybox tar: 1 (through xargs, 123) also when a file went
+    // between the listing and tar; that is a warning when it is all tar
+    // said.
+    let tar_ok = tar_status.success()
+        || (caps.tar.flavour == TarFlavour::Gnu && tar_status == ExitStatus::Code(1))
+        || (caps.tar.flavour == TarFlavour::Busybox
+            && matches!(tar_status, ExitStatus::Code(1 | 123))
+            && tar_messages::only_file_problems(&tar_stderr));
+    if !tar_ok {
+        return Err(CloneError::Remote {
+            what: format!("the source's tar failed ({tar_status})"),
+            stderr: tar_stderr,
+        });
+    }
+    Ok((stats, tar_stderr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(path: &str, size: u64) -> ListedFile {
+        ListedFile::test_file(path, size, 0)
+    }
+
+    #[test]
+    fn batches_respect_file_and_byte_limits_and_skip_the_root() {
+        let files = [
+            f("/", 0),
+            f("/a", 10),
+            f("/b", 10),
+            f("/c", 10),
+            f("/big", 100),
+            f("/d", 1),
+        ];
+        let refs: Vec<&ListedFile> = files.iter().collect();
+        let lists = batches(
+            &refs,
+            Batching {
+                max_files: 2,
+                max_bytes: 50,
+            },
+        );
+        let shown: Vec<String> = lists
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).replace('\0', " "))
+            .collect();
+        assert_eq!(shown, vec!["a b ", "c ", "big ", "d "]);
+    }
+}
