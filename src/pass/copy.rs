@@ -5,7 +5,8 @@
 //! target root and acknowledges each durable write.
 //!
 //! ```text
-//! source: tar -c -T - ──ssh──> pump (BLAKE3, zstd) ──pipe──> hotclone agent ──acks──> journal
+//! source: tar -c -T -   ──ssh──> pump (BLAKE3, zstd) ──pipe──> hotclone agent ──acks──> journal
+//!         tail -c | head ─┘
 //! ```
 //!
 //! Four things run at once: the file list is written to tar's stdin, tar's
@@ -20,7 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::reader::{self, Counting, Read, SentEntries};
+use super::reader::{self, attrs_meta, relative, Counting, ReadStats, SentEntries};
 use super::{tar_messages, CloneError};
 use crate::journal::{FileRecord, Journal, Partial};
 use crate::pass::grown::Tail;
@@ -150,7 +151,7 @@ pub async fn copy(
     let sent: SentEntries = Default::default();
     let book = AckBook::new(work, journal.clone(), sent.clone())?;
     let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
+    let acks_thread = std::thread::spawn(move || {
         for line in acks.lines().map_while(Result::ok) {
             if lines_tx.send(line).is_err() {
                 break;
@@ -161,7 +162,7 @@ pub async fn copy(
     let finish_threads = |process: Box<dyn crate::target::AgentProcess>| {
         tokio::task::block_in_place(|| {
             let status = process.wait();
-            let _ = reader.join();
+            let _ = acks_thread.join();
             let booked = committer
                 .join()
                 .unwrap_or_else(|_| Err(CloneError::internal("the journal thread")));
@@ -199,10 +200,11 @@ pub async fn copy(
             return Err(stream_err(e));
         }
     };
-    let mut read = Read::default();
+    let mut read = ReadStats::default();
     let mut sent_ok = Ok(());
-    for reader in reader::for_work(work, caps, batching) {
-        match reader.send(session, &mut out, &sent, progress).await {
+    for mut source in reader::for_work(&work.append, &work.send, caps, batching) {
+        tracing::debug!("reading from the source: {}", source.describe());
+        match source.send(session, &mut out, &sent, progress).await {
             Ok(r) => read.add(r),
             Err(e) => {
                 sent_ok = Err(e);
@@ -210,7 +212,7 @@ pub async fn copy(
             }
         }
     }
-    let Read {
+    let ReadStats {
         stats,
         stderr: tar_stderr,
     } = read;
@@ -266,33 +268,6 @@ pub async fn copy(
         warnings,
         tar_messages,
     })
-}
-
-/// The wire's form of a source path: relative to the root, "." for it.
-pub(crate) fn relative(abs: &[u8]) -> &[u8] {
-    if abs == b"/" {
-        return b".";
-    }
-    abs.strip_prefix(b"/").unwrap_or(abs)
-}
-
-/// The metadata-only update for a listed file or directory.
-pub(crate) fn attrs_meta(f: &ListedFile) -> EntryMeta {
-    EntryMeta {
-        path: relative(&f.path).to_vec(),
-        kind: if f.kind == FileKind::Dir {
-            EntryKind::Dir
-        } else {
-            EntryKind::File
-        },
-        mode: f.mode & 0o7777,
-        uid: f.uid,
-        gid: f.gid,
-        mtime: f.mtime,
-        mtime_nsec: f.mtime_nsec,
-        size: 0,
-        xattrs: Vec::new(),
-    }
 }
 
 /// What the journal thread recorded.
@@ -593,10 +568,6 @@ fn lossy_abs(rel: &[u8]) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn f(path: &str, size: u64) -> ListedFile {
-        ListedFile::test_file(path, size, 0)
-    }
 
     /// What a journal holds after a pass that sent `files`, listed the
     /// source between `racy_from` and `racy_until`, and had `acks` back

@@ -23,7 +23,7 @@ pub mod checksum;
 pub mod copy;
 pub mod delta;
 pub mod grown;
-pub mod reader;
+mod reader;
 pub mod tar_messages;
 
 use std::path::PathBuf;

@@ -1,62 +1,66 @@
 //! The source readers: each reads some of a pass's files on the source,
 //! with the source's own tools, and writes them into the one wire stream
-//! to the agent. One archiver, many sources, as in rustic_core:
-//! [`super::copy::copy`] opens the stream and books the acknowledgements;
-//! the readers only read and frame. Today's readers are
-//! [`tails::Tails`] (files sent from an offset, by `tail | head`) and
-//! [`tar_batches::TarBatches`] (whole files, by the source's tar); a
-//! block-level reader would be a third, chosen in [`for_work`].
+//! to the agent. One archiver over many sources: [`super::copy::copy`]
+//! opens the stream and books the acknowledgements; the readers only read
+//! and frame. Today's readers are [`tails::Tails`] (files sent from an
+//! offset, by `tail -c | head -c`) and [`tar_batches::TarBatches`] (whole
+//! files, by the source's tar); a block-level reader would be a third,
+//! chosen in [`for_work`].
 //!
-//! On failure a reader stops at the first error and returns it; whatever
+//! On failure a reader stops at its first error and returns it: the
+//! readers after it do not run, and what it had counted is dropped (the
+//! pass fails; the journal, not these counts, says what arrived). Whatever
 //! whole frames it wrote stay in the stream, and the caller flushes them to
 //! the agent before it closes the stream, so a big file cut off midway
 //! keeps the part that arrived (its `part` acks are booked).
 
-pub mod tails;
-pub mod tar_batches;
+mod tails;
+mod tar_batches;
 
 use std::collections::HashMap;
 
 use tokio::io::AsyncWriteExt;
 
-use super::copy::Work;
+use crate::pass::grown::Tail;
 use crate::probe::Capabilities;
 use crate::progress::Progress;
 use crate::ssh::Session;
+use crate::stream::listing::{FileKind, ListedFile};
 use crate::stream::tar_to_wire::PumpStats;
-use crate::stream::wire::{EntryMeta, WireWriter};
+use crate::stream::wire::{EntryKind, EntryMeta, WireWriter};
 use crate::target::CloneError;
 pub use tar_batches::Batching;
 
 /// One way of reading files on the source into the agent's stream.
 #[async_trait::async_trait(?Send)]
 pub trait SourceReader {
-    /// What it reads, for messages ("tar batches: 3").
+    /// What it reads, for the debug log ("tar batches: 3").
     fn describe(&self) -> String;
 
-    /// Read every file it holds on the source and write them into `out`.
+    /// Read every file it holds on the source and write them into `out`;
+    /// a reader runs once (it may give up what it holds as it goes).
     /// `sent` learns each entry as it is framed (the ack is booked from
     /// it); a reader that sends fewer bytes than it framed corrects it.
     async fn send(
-        &self,
+        &mut self,
         session: &Session,
         out: &mut AgentWire,
         sent: &SentEntries,
         progress: &mut dyn Progress,
-    ) -> Result<Read, CloneError>;
+    ) -> Result<ReadStats, CloneError>;
 }
 
 /// What a reader sent.
 #[derive(Debug, Default)]
-pub struct Read {
+pub struct ReadStats {
     pub stats: PumpStats,
     /// What the source's tools said on stderr about files (tar's "file
     /// changed as we read it"), parsed by the caller.
     pub stderr: String,
 }
 
-impl Read {
-    pub fn add(&mut self, other: Read) {
+impl ReadStats {
+    pub fn add(&mut self, other: ReadStats) {
         self.stats.entries += other.stats.entries;
         self.stats.files += other.stats.files;
         self.stats.bytes += other.stats.bytes;
@@ -65,39 +69,37 @@ impl Read {
     }
 }
 
-/// The readers for `work`, in the order they run: the tails first (small,
+/// The readers for a pass's `append` (files sent from an offset) and
+/// `send` (whole files), in the order they run: the tails first (small,
 /// and a cut-off transfer resumes before anything new is sent), then the
 /// whole files by tar. The one place a reader is chosen.
 pub fn for_work<'a>(
-    work: &'a Work<'a>,
+    append: &'a [Tail<'a>],
+    send: &[&ListedFile],
     caps: &'a Capabilities,
     batching: Batching,
 ) -> Vec<Box<dyn SourceReader + 'a>> {
     let mut readers: Vec<Box<dyn SourceReader + 'a>> = Vec::new();
-    if !work.append.is_empty() {
-        readers.push(Box::new(tails::Tails {
-            tails: &work.append,
-        }));
+    if !append.is_empty() {
+        readers.push(Box::new(tails::Tails { tails: append }));
     }
-    if !work.send.is_empty() {
-        readers.push(Box::new(tar_batches::TarBatches::new(
-            caps, &work.send, batching,
-        )));
+    if !send.is_empty() {
+        readers.push(Box::new(tar_batches::TarBatches::new(caps, send, batching)));
     }
     readers
 }
 
 /// The stream every reader writes into: framed, compressed, counted.
-pub type AgentWire = WireWriter<Counting<Box<dyn std::io::Write + Send>>>;
+pub(super) type AgentWire = WireWriter<Counting<Box<dyn std::io::Write + Send>>>;
 
 /// What the client sent of each entry still waiting for its ack, by the
 /// wire path: the record is made from it, not read back from the target.
-pub type SentEntries = std::sync::Arc<std::sync::Mutex<HashMap<Vec<u8>, EntryMeta>>>;
+pub(super) type SentEntries = std::sync::Arc<std::sync::Mutex<HashMap<Vec<u8>, EntryMeta>>>;
 
 /// Counts the compressed bytes that go to the agent.
-pub struct Counting<W> {
-    pub inner: W,
-    pub bytes: u64,
+pub(super) struct Counting<W> {
+    pub(super) inner: W,
+    pub(super) bytes: u64,
 }
 
 impl<W: std::io::Write> std::io::Write for Counting<W> {
@@ -140,12 +142,38 @@ async fn exec_fed(session: &Session, command: &str, input: Vec<u8>) -> Result<Fe
     })
 }
 
+/// The wire's form of a source path: relative to the root, "." for it.
+pub(super) fn relative(abs: &[u8]) -> &[u8] {
+    if abs == b"/" {
+        return b".";
+    }
+    abs.strip_prefix(b"/").unwrap_or(abs)
+}
+
+/// The metadata-only update for a listed file or directory.
+pub(super) fn attrs_meta(f: &ListedFile) -> EntryMeta {
+    EntryMeta {
+        path: relative(&f.path).to_vec(),
+        kind: if f.kind == FileKind::Dir {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        },
+        mode: f.mode & 0o7777,
+        uid: f.uid,
+        gid: f.gid,
+        mtime: f.mtime,
+        mtime_nsec: f.mtime_nsec,
+        size: 0,
+        xattrs: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pass::grown::Tail;
+    use crate::pass::copy::Work;
     use crate::probe::parse::capabilities::{parse, ToolOutputs};
-    use crate::stream::listing::ListedFile;
     use crate::stream::wire::AppendBase;
 
     fn descriptions(work: &Work<'_>) -> Vec<String> {
@@ -153,7 +181,7 @@ mod tests {
             tar_version: Some("tar (GNU tar) 1.34"),
             ..Default::default()
         });
-        let readers = for_work(work, &caps, Batching::default());
+        let readers = for_work(&work.append, &work.send, &caps, Batching::default());
         readers.iter().map(|r| r.describe()).collect()
     }
 

@@ -2,14 +2,15 @@
 //! interruption cut off, resumed from their partial copy, and files that
 //! only grew. The source reads each with `tail -c +N | head -c M`.
 //!
-//! On failure (the stream breaks) the reader stops with the error; a file
-//! that shrank meanwhile is no failure: it is padded with zeros and booked
-//! dirty, so the next pass sends it again.
+//! On failure (`sh` cannot be started on the source, the stream breaks)
+//! the reader stops with the error. A file that shrank or vanished
+//! meanwhile is no failure (tail's exit status is not read): what is
+//! missing is padded with zeros and the file is booked dirty, so the next
+//! pass sends it again.
 
 use tokio_util::io::SyncIoBridge;
 
-use super::{exec_fed, AgentWire, Fed, Read, SentEntries, SourceReader};
-use crate::pass::copy::attrs_meta;
+use super::{attrs_meta, exec_fed, AgentWire, Fed, ReadStats, SentEntries, SourceReader};
 use crate::pass::grown::{self, Tail};
 use crate::progress::Progress;
 use crate::ssh::Session;
@@ -28,13 +29,13 @@ impl SourceReader for Tails<'_, '_> {
     }
 
     async fn send(
-        &self,
+        &mut self,
         session: &Session,
         out: &mut AgentWire,
         sent: &SentEntries,
         progress: &mut dyn Progress,
-    ) -> Result<Read, CloneError> {
-        let mut read = Read::default();
+    ) -> Result<ReadStats, CloneError> {
+        let mut read = ReadStats::default();
         for g in self.tails {
             let n = send_tail(session, g, out, sent).await?;
             read.stats.entries += 1;

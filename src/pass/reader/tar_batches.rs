@@ -3,14 +3,14 @@
 //! every run's stream is checked and framed into the agent's stream
 //! ([`crate::stream::tar_to_wire`]).
 //!
-//! On failure (tar exits with a fatal status, the stream breaks) the batch
-//! stops with an error that carries tar's stderr; batches not yet started
-//! are not run.
+//! On failure (tar exits with a fatal status, the stream breaks: errors
+//! that carry tar's stderr; tar cannot be started or waited for over SSH:
+//! the SSH error) the batch stops; batches not yet started are not run.
 
 use tokio::io::AsyncReadExt;
 use tokio_util::io::SyncIoBridge;
 
-use super::{exec_fed, AgentWire, Fed, Read, SentEntries, SourceReader};
+use super::{exec_fed, AgentWire, Fed, ReadStats, SentEntries, SourceReader};
 use crate::pass::tar_messages;
 use crate::probe::{Capabilities, TarFlavour};
 use crate::progress::Progress;
@@ -41,17 +41,17 @@ impl SourceReader for TarBatches<'_> {
     }
 
     async fn send(
-        &self,
+        &mut self,
         session: &Session,
         out: &mut AgentWire,
         _sent: &SentEntries,
         progress: &mut dyn Progress,
-    ) -> Result<Read, CloneError> {
-        let mut read = Read::default();
-        for list in &self.lists {
-            let (stats, stderr) =
-                run_batch(session, self.caps, list.clone(), out, progress).await?;
-            read.add(Read { stats, stderr });
+    ) -> Result<ReadStats, CloneError> {
+        let mut read = ReadStats::default();
+        // Each list goes to its tar run, and is freed with it.
+        for list in std::mem::take(&mut self.lists) {
+            let (stats, stderr) = run_batch(session, self.caps, list, out, progress).await?;
+            read.add(ReadStats { stats, stderr });
         }
         Ok(read)
     }
@@ -60,7 +60,7 @@ impl SourceReader for TarBatches<'_> {
 /// The remote tar command for this source, reading NUL-separated relative
 /// paths on stdin and writing one tar stream (or, for busybox, several
 /// concatenated ones) on stdout.
-pub fn tar_command(caps: &Capabilities) -> String {
+fn tar_command(caps: &Capabilities) -> String {
     match caps.tar.flavour {
         TarFlavour::Busybox => {
             // busybox tar has no -T: xargs hands it the names (NUL-safe).
@@ -105,7 +105,7 @@ impl Default for Batching {
 /// batching limits (a single file larger than `max_bytes` is a batch alone).
 /// Names of one hardlinked inode, adjacent in `files`, are never split:
 /// tar links names only within one run.
-pub fn batches(files: &[&ListedFile], limits: Batching) -> Vec<Vec<u8>> {
+fn batches(files: &[&ListedFile], limits: Batching) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let (mut list, mut count, mut bytes) = (Vec::new(), 0usize, 0u64);
     let mut prev = None;
