@@ -67,9 +67,30 @@ fn mounted_at(staging: &Path) -> bool {
 /// release_stale must unmount it and detach both devices.
 #[test]
 fn regression_a_mount_that_lands_after_the_scan_is_released_too() {
+    late_mount_released("late", LateDevice::AttachedSecond);
+}
+
+/// The same in the other order. `losetup -j` lists the devices by number,
+/// so when the mounted one came first (its number freed by another test
+/// meanwhile, as in a full `cargo xtask test`), release_stale detached it
+/// before the held one was released, and the late mount failed on a
+/// detached device ("can't read superblock"). It now waits for all of the
+/// image's devices before detaching any.
+#[test]
+fn regression_release_stale_detaches_no_device_while_another_is_claimed() {
+    late_mount_released("first", LateDevice::AttachedFirst);
+}
+
+/// Which of the image's two loop devices the late mount uses.
+enum LateDevice {
+    AttachedFirst,
+    AttachedSecond,
+}
+
+fn late_mount_released(name: &str, late_device: LateDevice) {
     use std::os::unix::fs::OpenOptionsExt;
     require_root();
-    let dir = std::env::temp_dir().join(format!("hc-stale-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("hc-stale-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("staging")).unwrap();
     let raw = dir.join("disk.raw");
@@ -82,8 +103,12 @@ fn regression_a_mount_that_lands_after_the_scan_is_released_too() {
         "truncate -s 64M {0} && mkfs.ext4 -q -F {0}",
         raw.display()
     ));
-    let busy = sh(&format!("losetup -f --show {}", raw.display()));
-    let dev = sh(&format!("losetup -f --show {}", raw.display()));
+    let first = sh(&format!("losetup -f --show {}", raw.display()));
+    let second = sh(&format!("losetup -f --show {}", raw.display()));
+    let (busy, dev) = match late_device {
+        LateDevice::AttachedFirst => (second, first),
+        LateDevice::AttachedSecond => (first, second),
+    };
     let held = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_EXCL)

@@ -454,26 +454,31 @@ pub fn release_stale(raw: &Path, staging: &Path) -> Result<(), ImageError> {
     if raw.is_file() {
         let raw_s = raw.to_string_lossy().into_owned();
         let held = run("losetup", &["-j", &raw_s, "-n", "-O", "NAME"], "mount")?;
-        for dev in held.split_whitespace() {
-            // A killed client's mount(8) may finish after the client died,
-            // so a mount under `staging` can land here after the scan
-            // above: look again while the device stays claimed.
-            let started = std::time::Instant::now();
-            while super::device::with_partitions(Path::new(dev))
-                .iter()
-                .any(|d| super::device::claimed(d).unwrap_or(false))
-                && started.elapsed() < UNCLAIM_WAIT
-            {
-                unmount_under(staging)?;
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            }
+        let devices: Vec<&Path> = held.split_whitespace().map(Path::new).collect();
+        // A killed client's mount(8) may finish after the client died, so
+        // a mount under `staging` can land here after the scan above, on
+        // any of the image's devices: look again while any of them stays
+        // claimed, and detach none before (one detached first would fail
+        // that late mount, or take the device from under it).
+        let started = std::time::Instant::now();
+        while devices
+            .iter()
+            .flat_map(|dev| super::device::with_partitions(dev))
+            .any(|d| super::device::claimed(&d).unwrap_or(false))
+            && started.elapsed() < UNCLAIM_WAIT
+        {
+            unmount_under(staging)?;
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        for dev in devices {
             // Still mounted in some other mount namespace (a killed
             // client's, kept alive by its agent or its shell)? Then it is
             // not ours to detach: detaching would leave that mount writing
             // while we mount the image again through a second device.
-            super::device::wait_unclaimed(Path::new(dev), std::time::Duration::ZERO)?;
-            let _ = run("partx", &["-d", dev], "util-linux");
-            run("losetup", &["-d", dev], "mount")?;
+            super::device::wait_unclaimed(dev, std::time::Duration::ZERO)?;
+            let dev = dev.to_string_lossy();
+            let _ = run("partx", &["-d", &dev], "util-linux");
+            run("losetup", &["-d", &dev], "mount")?;
             tracing::info!("detached {dev}, left attached to {raw_s} by an interrupted run");
         }
     }
