@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use hotclone::target::image::release_stale;
+use hotclone::target::image::{release_stale, LoopDisk};
 
 fn require_root() {
     assert_eq!(
@@ -132,4 +132,73 @@ fn late_mount_released(name: &str, late_device: LateDevice) {
     let loops = sh(&format!("losetup -j {} -n -O NAME", raw.display()));
     assert_eq!(loops, "", "the loop device is still attached");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A 64 MiB image with an MBR of two 20 MiB partitions.
+fn two_partition_image(raw: &Path) {
+    let mut mbr = [0u8; 512];
+    for (slot, start) in [(0usize, 2048u32), (1, 43008)] {
+        let e = &mut mbr[446 + 16 * slot..462 + 16 * slot];
+        e[4] = 0x83;
+        e[8..12].copy_from_slice(&start.to_le_bytes());
+        e[12..16].copy_from_slice(&40960u32.to_le_bytes());
+    }
+    mbr[510] = 0x55;
+    mbr[511] = 0xaa;
+    std::fs::write(raw, mbr).unwrap();
+    sh(&format!("truncate -s 64M {}", raw.display()));
+}
+
+/// clone_lab's failure in a full `cargo xtask test` on a fresh machine:
+/// "`partx -a /dev/loop7` failed: partx: /dev/loop7: error adding
+/// partition 2". An earlier user of /dev/loop7 detached it while its
+/// partition 2 was busy: `partx -d` failed, and `losetup -d` keeps the
+/// partition. Here that is made by holding partition 2 open; the next
+/// attach of that loop device must still give both partitions.
+#[test]
+fn regression_a_partition_left_on_a_loop_device_does_not_fail_its_next_attach() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("hc-stale-part-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = dir.join("disk.raw");
+    let _cleanup = Cleanup {
+        raw: raw.clone(),
+        staging: dir.join("staging"),
+    };
+    two_partition_image(&raw);
+    // `losetup -f` takes the lowest free device; another test may take it
+    // in between, so the stale state is made again until the attach lands
+    // on it.
+    for _ in 0..5 {
+        let dev = sh(&format!("losetup -f --show {}", raw.display()));
+        sh(&format!("partx -a {dev}"));
+        let busy = std::fs::File::open(format!("{dev}p2")).unwrap();
+        let _ = Command::new("partx").args(["-d", &dev]).status();
+        sh(&format!("losetup -d {dev}"));
+        drop(busy);
+        let stale = Path::new(&format!("/dev/{}p2", dev.trim_start_matches("/dev/"))).exists();
+        assert!(
+            stale,
+            "{dev}p2 did not stay after losetup -d: the test made nothing stale"
+        );
+        let disk = LoopDisk::attach(&raw).unwrap_or_else(|e| panic!("attach refused: {e}"));
+        if disk.device != Path::new(&dev) {
+            drop(disk);
+            sh(&format!("partx -d {dev} || true"));
+            continue;
+        }
+        for n in [1, 2] {
+            let part = disk.partition(n).unwrap();
+            assert!(part.exists(), "{} is missing", part.display());
+        }
+        drop(disk);
+        assert!(
+            !Path::new(&format!("{dev}p1")).exists() && !Path::new(&format!("{dev}p2")).exists(),
+            "detaching left {dev}'s partitions"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        return;
+    }
+    panic!("five attaches in a row landed on another loop device than the stale one");
 }

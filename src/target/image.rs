@@ -145,9 +145,13 @@ impl LoopDisk {
         let disk = LoopDisk {
             device: PathBuf::from(dev.trim()),
         };
+        // -u, not -a: it also corrects partitions an earlier user of this
+        // loop device left behind (its `partx -d` failed on a busy
+        // partition, and `losetup -d` keeps them), where -a failed with
+        // "error adding partition N".
         run(
             "partx",
-            &["-a", &disk.device.to_string_lossy()],
+            &["-u", &disk.device.to_string_lossy()],
             "util-linux",
         )?;
         Ok(disk)
@@ -162,11 +166,44 @@ impl LoopDisk {
             return Ok(());
         }
         let dev = self.device.to_string_lossy().into_owned();
-        let _ = run("partx", &["-d", &dev], "util-linux");
+        drop_partitions(&dev);
         run("losetup", &["-d", &dev], "mount")?;
         self.device = PathBuf::new();
         Ok(())
     }
+}
+
+/// Remove a loop device's partitions, as the kernel lists them, before it
+/// is detached (`losetup -d` keeps them). A partition busy for a moment
+/// (udev's probe, an agent exiting) is tried again for up to 5 s; what
+/// stays is corrected by the next attach of the device (`partx -u`).
+fn drop_partitions(dev: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let left: Vec<String> = super::device::with_partitions(Path::new(dev))
+            .iter()
+            .skip(1)
+            .filter_map(|p| partition_number(dev, p))
+            .map(|n| n.to_string())
+            .collect();
+        let failed = left
+            .iter()
+            .filter(|n| run("partx", &["-d", "--nr", n, dev], "util-linux").is_err())
+            .count();
+        if failed == 0 || started.elapsed() >= std::time::Duration::from_secs(5) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// N of the partition device `/dev/loop3pN` of `/dev/loop3`.
+fn partition_number(dev: &str, part: &Path) -> Option<u32> {
+    part.to_str()?
+        .strip_prefix(dev)?
+        .strip_prefix('p')?
+        .parse()
+        .ok()
 }
 
 impl Drop for LoopDisk {
@@ -477,7 +514,7 @@ pub fn release_stale(raw: &Path, staging: &Path) -> Result<(), ImageError> {
             // while we mount the image again through a second device.
             super::device::wait_unclaimed(dev, std::time::Duration::ZERO)?;
             let dev = dev.to_string_lossy();
-            let _ = run("partx", &["-d", &dev], "util-linux");
+            drop_partitions(&dev);
             run("losetup", &["-d", &dev], "mount")?;
             tracing::info!("detached {dev}, left attached to {raw_s} by an interrupted run");
         }
