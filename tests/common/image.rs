@@ -33,6 +33,7 @@ impl MountedImage {
         .to_string();
         run_ok(Command::new("partx").args(["-a", &dev]));
         std::fs::create_dir_all(mount_point).unwrap();
+        shared_mount_point(mount_point);
         let part = format!("{dev}p{partition}");
         for _ in 0..50 {
             if Path::new(&part).exists() {
@@ -78,8 +79,29 @@ pub fn normalize_line(line: &str) -> String {
     f.join(" ")
 }
 
+/// Make `mount_point` a shared mount (bound onto itself) before the
+/// image is mounted on it. A process that `ip netns exec` starts meanwhile
+/// (another test binary's hotclone, in the other lane of `cargo xtask
+/// test`) gets a copy of this host's mounts, as a slave: with a private
+/// mount point the copy of the image's mount stayed there after the test
+/// unmounted it, kept the loop device claimed, and the next hotclone run
+/// on the image refused ("still mounted elsewhere ... in the mount
+/// namespace of pid N (hotclone)"). Under a shared one, the unmount
+/// propagates to those copies.
+fn shared_mount_point(mount_point: &Path) {
+    run_ok(
+        Command::new("mount")
+            .arg("--bind")
+            .arg(mount_point)
+            .arg(mount_point),
+    );
+    run_ok(Command::new("mount").arg("--make-shared").arg(mount_point));
+}
+
 impl Drop for MountedImage {
     fn drop(&mut self) {
+        // The image, then the shared bind under it.
+        let _ = Command::new("umount").arg(&self.mount_point).output();
         let _ = Command::new("umount").arg(&self.mount_point).output();
         let _ = Command::new("partx").args(["-d", &self.loop_dev]).output();
         let _ = Command::new("losetup")
