@@ -173,37 +173,15 @@ impl LoopDisk {
     }
 }
 
-/// Remove a loop device's partitions, as the kernel lists them, before it
-/// is detached (`losetup -d` keeps them). A partition busy for a moment
-/// (udev's probe, an agent exiting) is tried again for up to 5 s; what
-/// stays is corrected by the next attach of the device (`partx -u`).
+/// Remove a loop device's partitions before it is detached (`losetup -d`
+/// keeps them). Once, without waiting: a partition still busy (udev's
+/// probe, a copy of a mount in another mount namespace) stays, and the next
+/// attach of the device corrects it (`partx -u`). A wait here lengthened
+/// the end of a run that had already recorded its result, and a kill
+/// landing in it made the same command, run again, refuse as "already
+/// cloned" (fault_lab).
 fn drop_partitions(dev: &str) {
-    let started = std::time::Instant::now();
-    loop {
-        let left: Vec<String> = super::device::with_partitions(Path::new(dev))
-            .iter()
-            .skip(1)
-            .filter_map(|p| partition_number(dev, p))
-            .map(|n| n.to_string())
-            .collect();
-        let failed = left
-            .iter()
-            .filter(|n| run("partx", &["-d", "--nr", n, dev], "util-linux").is_err())
-            .count();
-        if failed == 0 || started.elapsed() >= std::time::Duration::from_secs(5) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-}
-
-/// N of the partition device `/dev/loop3pN` of `/dev/loop3`.
-fn partition_number(dev: &str, part: &Path) -> Option<u32> {
-    part.to_str()?
-        .strip_prefix(dev)?
-        .strip_prefix('p')?
-        .parse()
-        .ok()
+    let _ = run("partx", &["-d", dev], "util-linux");
 }
 
 impl Drop for LoopDisk {
