@@ -1617,7 +1617,14 @@ fn sweep_removes_leftover_temp_files_only() {
     let (stats, _) = run_stream(&root, AgentOptions::default(), |_| {});
     assert_eq!(stats.swept, 0);
     assert!(root.join(".f.hotclone-tmp").exists());
-    let (stats, acks) = run_stream(&root, AgentOptions { sweep: true }, |_| {});
+    let (stats, acks) = run_stream(
+        &root,
+        AgentOptions {
+            sweep: true,
+            ..Default::default()
+        },
+        |_| {},
+    );
     assert_eq!((stats.swept, stats.entries, stats.bad), (1, 0, 0));
     assert!(acks.is_empty(), "{acks:?}");
     assert!(!root.join(".f.hotclone-tmp").exists());
@@ -1651,9 +1658,16 @@ fn sweep_descends_into_mounts_but_never_follows_symlinks() {
     std::os::unix::fs::symlink(&outside, root.join("a/link")).unwrap();
     fs::create_dir(root.join(".d.hotclone-tmp")).unwrap();
     std::os::unix::fs::symlink("nowhere", root.join(".s.hotclone-tmp")).unwrap();
-    let (stats, _) = run_stream(&root, AgentOptions { sweep: true }, |w| {
-        send_file(w, b"a/mnt/real", b"written after the sweep");
-    });
+    let (stats, _) = run_stream(
+        &root,
+        AgentOptions {
+            sweep: true,
+            ..Default::default()
+        },
+        |w| {
+            send_file(w, b"a/mnt/real", b"written after the sweep");
+        },
+    );
     assert_eq!((stats.swept, stats.files, stats.bad), (3, 1, 0));
     for p in &swept {
         assert!(!p.exists(), "{} is still there", p.display());
@@ -1899,7 +1913,10 @@ fn a_big_file_cut_off_midway_resumes_from_its_partial_copy() {
     let _ = agent::run(tmp.path(), raw_stream(&frames).as_slice(), &mut out);
     let (stats, acks) = resume(
         tmp.path(),
-        AgentOptions { sweep: true },
+        AgentOptions {
+            sweep: true,
+            ..Default::default()
+        },
         &meta,
         &content,
         (offset, digest),
@@ -1927,7 +1944,14 @@ fn a_big_file_cut_off_midway_resumes_from_its_partial_copy() {
     // A partial copy nothing resumes goes with the sweep at the end.
     let _ = agent::run(tmp.path(), raw_stream(&frames).as_slice(), &mut Vec::new());
     assert!(tmp.path().join(".big.hotclone-tmp").exists());
-    let (stats, _) = run_stream(tmp.path(), AgentOptions { sweep: true }, |_| {});
+    let (stats, _) = run_stream(
+        tmp.path(),
+        AgentOptions {
+            sweep: true,
+            ..Default::default()
+        },
+        |_| {},
+    );
     assert_eq!(stats.swept, 1);
     assert!(!tmp.path().join(".big.hotclone-tmp").exists());
 }
@@ -1985,7 +2009,10 @@ fn a_resume_cut_off_before_its_next_part_keeps_the_partial_copy() {
 
     let (_, acks) = resume(
         tmp.path(),
-        AgentOptions { sweep: true },
+        AgentOptions {
+            sweep: true,
+            ..Default::default()
+        },
         &meta,
         &content,
         (offset, digest),
@@ -2037,4 +2064,89 @@ fn a_resume_whose_partial_copy_was_finished_meanwhile_uses_the_finished_file() {
     );
     assert!(bad_reason(&acks, b"big").contains("differs"));
     assert_eq!(fs::read(tmp.path().join("big")).unwrap(), content);
+}
+
+/// Small files are committed as a group (issue 16): through the real
+/// agent binary, whose input is a pipe it polls, every `ok` read from it
+/// names a file that is already in place with its content, and the acks
+/// of a first batch arrive while the input stays open (the agent does not
+/// wait for more input, or for the group to fill, before it answers).
+#[test]
+fn small_files_are_acked_only_once_in_place_and_while_the_input_pauses() {
+    use std::io::BufRead;
+    require_root();
+    let tmp = TempDir::new("group-commit");
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hotclone"))
+        .args(["agent", "--root"])
+        .arg(&root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let content = |i: usize| random_bytes(1000 + i * 37, i as u64);
+    let name = |i: usize| format!("d{}/f{i:04}", i / 100).into_bytes();
+    let mut w = WireWriter::new(child.stdin.take().unwrap()).unwrap();
+    let mut acked = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = 0;
+    let mut read_acks = |upto: usize, acked: &mut std::io::BufReader<_>| {
+        while seen < upto {
+            let mut line = String::new();
+            assert!(
+                acked.read_line(&mut line).unwrap() > 0,
+                "the agent ended early"
+            );
+            match Ack::parse(line.trim_end()).unwrap() {
+                Ack::Ok { path, .. } => {
+                    let i: usize = std::str::from_utf8(&path).unwrap()[4..].parse().unwrap();
+                    assert_eq!(
+                        fs::read(root.join(std::str::from_utf8(&path).unwrap())).unwrap(),
+                        content(i),
+                        "acked before it was in place"
+                    );
+                    seen += 1;
+                }
+                other => panic!("unexpected ack {other:?}"),
+            }
+        }
+    };
+    for i in 0..300 {
+        w.file(
+            &file_meta_sized(&name(i), content(i).len()),
+            &mut &content(i)[..],
+        )
+        .unwrap();
+    }
+    w.flush().unwrap();
+    // The input stays open: these acks come because the input paused.
+    read_acks(300, &mut acked);
+    for i in 300..600 {
+        w.file(
+            &file_meta_sized(&name(i), content(i).len()),
+            &mut &content(i)[..],
+        )
+        .unwrap();
+    }
+    drop(w.finish().unwrap());
+    read_acks(600, &mut acked);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let leftovers: Vec<_> = walk(&root)
+        .into_keys()
+        .filter(|p| p.ends_with(b".hotclone-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn file_meta_sized(path: &[u8], size: usize) -> EntryMeta {
+    EntryMeta {
+        size: size as u64,
+        ..file_meta(path, 0)
+    }
 }

@@ -39,7 +39,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     hotclone::receiver::agent::stop_when_orphaned();
     let root = args.root;
-    let options = hotclone::receiver::agent::AgentOptions { sweep: args.sweep };
+    let options = hotclone::receiver::agent::AgentOptions {
+        sweep: args.sweep,
+        // stdin: acks go out before a read from it would wait.
+        input_fd: Some(0),
+    };
     let stats = tokio::task::spawn_blocking(move || {
         let stdin = std::io::stdin().lock();
         let stdout = std::io::stdout().lock();

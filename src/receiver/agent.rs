@@ -2,9 +2,14 @@
 //! root through [`Writer`], and answers with one [`Ack`] line per entry.
 //!
 //! An `ok` means durable: the file was fsynced before its rename, and its
-//! directory is fsynced before the ack is written. Acks are batched: they
-//! go out (after one fsync per changed directory) whenever the agent is
-//! about to wait for more input, and at the end.
+//! directory is fsynced before the ack is written. Small files are made
+//! durable and placed as a group ([`Writer::commit`]: one `syncfs` before
+//! their renames, one after). Acks are batched: they go out (after the
+//! group commit and one fsync per changed directory) before the agent
+//! waits for more input (given the input's descriptor: when none arrived
+//! within [`INPUT_PAUSE`]), when [`COMMIT_FILES`] or [`COMMIT_BYTES`] are
+//! waiting or the oldest waited [`COMMIT_AGE`], before the next read after
+//! a big file's ack or `part` (as before group commits), and at the end.
 //!
 //! Delta passes also send `Remove` (acked `ok` once the path is gone, also
 //! when it already was) and `Attrs` (metadata of an existing entry; `bad`
@@ -20,11 +25,15 @@
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
+use std::os::fd::RawFd;
 use std::path::Path;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use super::writer::{EntryError, FileSink, Writer};
-use crate::stream::wire::{Ack, AppendBase, EntryKind, EntryMeta, Frame, WireError, WireReader};
+use crate::stream::wire::{
+    Ack, AppendBase, EntryKind, EntryMeta, Frame, WireError, WireReader, RESUMABLE_MIN,
+};
 
 /// What one run wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,7 +66,19 @@ pub struct AgentOptions {
     /// mounted filesystems too, never following symlinks. Only while no
     /// other agent writes under the root.
     pub sweep: bool,
+    /// The input's descriptor, polled to tell whether a read would wait:
+    /// acks go out before one would. Without it, before every read.
+    pub input_fd: Option<RawFd>,
 }
+
+/// Acks wait at most this long for input that is on its way.
+pub const INPUT_PAUSE: Duration = Duration::from_millis(10);
+/// A group commit is due with this many small files waiting...
+pub const COMMIT_FILES: usize = 2048;
+/// ...or this many of their bytes...
+pub const COMMIT_BYTES: u64 = 64 << 20;
+/// ...or when the oldest unsent ack has waited this long.
+pub const COMMIT_AGE: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -102,16 +123,60 @@ pub fn stop_when_orphaned() {
 struct AckOut<W: Write> {
     out: W,
     pending: Vec<Ack>,
+    /// When the oldest of `pending` was pushed.
+    since: Option<Instant>,
+    /// A big file's ack or `part` waits: it goes out before the next read,
+    /// as every ack did before group commits (a client killed meanwhile
+    /// would send the file again, from its last part).
+    urgent: bool,
     writer: Writer,
     stats: AgentStats,
 }
 
 impl<W: Write> AckOut<W> {
-    /// fsync changed directories, then write and flush pending acks.
+    /// The group commit of the small files waiting: those that could not
+    /// be placed have their `ok` turned `bad`.
+    fn commit(&mut self) {
+        for (path, e) in self.writer.commit() {
+            let acked = self
+                .pending
+                .iter_mut()
+                .rev()
+                .find(|a| matches!(a, Ack::Ok { path: p, .. } if *p == path));
+            if let Some(ack) = acked {
+                tracing::warn!("{e}");
+                *ack = Ack::Bad { path, reason: e.0 };
+                self.stats.entries -= 1;
+                self.stats.files -= 1;
+                self.stats.bad += 1;
+            }
+        }
+    }
+
+    /// Whether acks are waiting to go out (or files or directories to be
+    /// made durable first).
+    fn waiting(&self) -> bool {
+        !self.pending.is_empty() || self.writer.has_dirty_dirs() || self.writer.uncommitted().0 > 0
+    }
+
+    /// Whether enough waits that the acks go out now, input or not.
+    fn due(&self) -> bool {
+        let (files, bytes) = self.writer.uncommitted();
+        self.urgent
+            || files >= COMMIT_FILES
+            || bytes >= COMMIT_BYTES
+            || self.since.is_some_and(|t| t.elapsed() >= COMMIT_AGE)
+    }
+
+    /// Commit the small files, fsync changed directories, then write and
+    /// flush pending acks.
     fn flush(&mut self) -> Result<(), AgentError> {
+        self.commit();
         if self.pending.is_empty() && !self.writer.has_dirty_dirs() {
             return Ok(());
         }
+        self.since = None;
+        self.urgent = false;
         self.writer.sync_dirs().map_err(|e| AgentError::Sync(e.0))?;
         for ack in self.pending.drain(..) {
             writeln!(self.out, "{ack}").map_err(AgentError::Acks)?;
@@ -125,6 +190,10 @@ impl<W: Write> AckOut<W> {
             Ack::Warn { .. } => self.stats.warnings += 1,
             Ack::Bad { .. } => self.stats.bad += 1,
             Ack::Done { .. } | Ack::Part { .. } => {}
+        }
+        self.since.get_or_insert_with(Instant::now);
+        if matches!(ack, Ack::Part { .. }) {
+            self.urgent = true;
         }
         self.pending.push(ack);
     }
@@ -148,6 +217,9 @@ impl<W: Write> AckOut<W> {
         digest: Option<[u8; 32]>,
     ) {
         let content = (meta.kind == EntryKind::File).then_some(meta.size);
+        if content.is_some_and(|size| size >= RESUMABLE_MIN) {
+            self.urgent = true;
+        }
         self.ack(&meta.path, r, content, digest);
     }
 
@@ -192,15 +264,48 @@ impl<W: Write> AckOut<W> {
     }
 }
 
-/// Flushes pending acks before every read from the input that could block.
+/// Flushes pending acks before every read from the input that could block
+/// (with the input's descriptor: when no input arrives within
+/// [`INPUT_PAUSE`]; without it, before every read), and whenever a commit
+/// is due.
 struct FlushBeforeRead<R, W: Write> {
     input: R,
+    input_fd: Option<RawFd>,
     acks: Rc<RefCell<AckOut<W>>>,
     failed: Rc<RefCell<Option<AgentError>>>,
 }
 
+/// Whether `fd` has input (or its end) within `wait`.
+fn input_within(fd: RawFd, wait: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let n = unsafe { libc::poll(&mut p, 1, wait.as_millis() as libc::c_int) };
+    // An error (EINTR) counts as no input: the acks go out first.
+    n > 0
+}
+
+impl<R: Read, W: Write> FlushBeforeRead<R, W> {
+    fn flush_now(&self) -> bool {
+        let acks = self.acks.borrow();
+        if !acks.waiting() {
+            return false;
+        }
+        match self.input_fd {
+            None => true,
+            Some(fd) => acks.due() || !input_within(fd, INPUT_PAUSE),
+        }
+    }
+}
+
 impl<R: Read, W: Write> Read for FlushBeforeRead<R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.flush_now() {
+            return self.input.read(buf);
+        }
         if let Err(e) = self.acks.borrow_mut().flush() {
             let msg = e.to_string();
             *self.failed.borrow_mut() = Some(e);
@@ -239,6 +344,23 @@ impl State {
     }
 }
 
+/// Whether `frame` may depend on small files still waiting for their
+/// group commit: a hard link (to one), a removal or metadata change (of
+/// one, or of a directory holding one), an append, or an entry that
+/// replaces one or a directory holding one.
+fn needs_placed_files(frame: &Frame, writer: &Writer) -> bool {
+    if writer.uncommitted().0 == 0 {
+        return false;
+    }
+    match frame {
+        Frame::Entry(meta) => {
+            matches!(meta.kind, EntryKind::Hardlink { .. }) || writer.holds_uncommitted(&meta.path)
+        }
+        Frame::Remove(_) | Frame::Attrs(_) | Frame::Append { .. } => true,
+        _ => false,
+    }
+}
+
 /// Decodes the stream from `input`, writes under `root`, acks to `acks`,
 /// with the default [`AgentOptions`].
 pub fn run(root: &Path, input: impl Read, acks: impl Write) -> Result<AgentStats, AgentError> {
@@ -260,12 +382,15 @@ pub fn run_with(
     let out = Rc::new(RefCell::new(AckOut {
         out: acks,
         pending: Vec::new(),
+        since: None,
+        urgent: false,
         writer,
         stats,
     }));
     let failed = Rc::new(RefCell::new(None));
     let wrapped = FlushBeforeRead {
         input,
+        input_fd: options.input_fd,
         acks: out.clone(),
         failed: failed.clone(),
     };
@@ -278,6 +403,9 @@ pub fn run_with(
             let frame = reader.next_frame().map_err(fail)?;
             let Some(frame) = frame else { break };
             let mut o = out.borrow_mut();
+            if needs_placed_files(&frame, &o.writer) {
+                o.commit();
+            }
             state = match (std::mem::replace(&mut state, State::Idle), frame) {
                 (State::Idle, Frame::Entry(meta)) if meta.kind == EntryKind::File => {
                     received_files += 1;
@@ -408,6 +536,9 @@ pub fn run_with(
         return Err(e);
     }
     let mut o = out.borrow_mut();
+    // Before the sweep (which removes temporary names) and before the
+    // directory times are set (renames change them).
+    o.commit();
     if options.sweep {
         // At the end, not the start: a partial copy left by an interrupted
         // pass may have been resumed by this stream. Before directory
