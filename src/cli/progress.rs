@@ -63,18 +63,22 @@ impl CliProgress {
 
 impl Progress for CliProgress {
     fn phase(&mut self, name: &str) {
-        let at = self.started.elapsed().as_secs();
+        let at = self.started.elapsed();
+        let secs = at.as_secs();
         match &mut self.display {
             Display::Json => {
+                // Milliseconds: a phase of a few seconds is measured
+                // (`cargo xtask bench` times the copy phase by them).
+                let at = (at.as_millis() as f64) / 1000.0;
                 Self::json(serde_json::json!({"event": "phase", "name": name, "at_seconds": at}))
             }
             Display::Bar { bar } => {
                 if let Some(b) = bar.take() {
                     b.finish_and_clear();
                 }
-                eprintln!("==> {name} (at {}:{:02})", at / 60, at % 60);
+                eprintln!("==> {name} (at {}:{:02})", secs / 60, secs % 60);
             }
-            Display::Lines { .. } => eprintln!("==> {name} (at {}:{:02})", at / 60, at % 60),
+            Display::Lines { .. } => eprintln!("==> {name} (at {}:{:02})", secs / 60, secs % 60),
         }
     }
 

@@ -39,8 +39,11 @@ pub use reader::Batching;
 pub struct CopyOutcome {
     pub stats: PumpStats,
     pub wire_bytes: u64,
-    /// What was acknowledged and committed to the journal.
-    pub records: Vec<FileRecord>,
+    /// Paths acknowledged and committed to the journal dirty (changed while
+    /// read, or in the listing's racy window): the next pass sends them
+    /// again. The other records are in the journal only (a pass of a
+    /// million files keeps none of them in memory).
+    pub dirty: Vec<Vec<u8>>,
     pub removed: u64,
     pub attrs: u64,
     /// Records booked dirty because they were modified while the source
@@ -143,6 +146,8 @@ pub async fn copy(
     progress: &mut dyn Progress,
 ) -> Result<CopyOutcome, CloneError> {
     let CopyOptions { sweep, batching } = options;
+    let send_bytes: u64 = work.send.iter().map(|f| f.size).sum();
+    let compression = reader::compression::for_pass(session, caps, send_bytes).await;
     let crate::target::AgentLink {
         input,
         acks,
@@ -174,10 +179,13 @@ pub async fn copy(
         tar_stderr: String::new(),
     };
     let started = tokio::task::block_in_place(|| {
-        let mut out = WireWriter::new(Counting {
-            inner: input,
-            bytes: 0,
-        })?;
+        let mut out = WireWriter::with_level(
+            Counting {
+                inner: input,
+                bytes: 0,
+            },
+            target.wire_level(),
+        )?;
         let remember = sent.clone();
         out.on_entry(Box::new(move |meta: &EntryMeta| {
             if let Ok(mut m) = remember.lock() {
@@ -202,7 +210,7 @@ pub async fn copy(
     };
     let mut read = ReadStats::default();
     let mut sent_ok = Ok(());
-    for mut source in reader::for_work(&work.append, &work.send, caps, batching) {
+    for mut source in reader::for_work(&work.append, &work.send, caps, batching, compression) {
         tracing::debug!("reading from the source: {}", source.describe());
         match source.send(session, &mut out, &sent, progress).await {
             Ok(r) => read.add(r),
@@ -249,19 +257,21 @@ pub async fn copy(
         .filter(|w| matches!(w, FileWarning::Dirty { .. }))
         .map(|w| w.path().as_os_str().as_bytes().to_vec())
         .collect();
-    let mut records = booked.records;
-    for r in &mut records {
-        if dirty.contains(&r.path) {
-            r.dirty = true;
-        }
-    }
+    let mut dirty_paths = booked.dirty;
+    let booked_dirty: std::collections::HashSet<&[u8]> =
+        dirty_paths.iter().map(Vec::as_slice).collect();
+    let more: Vec<Vec<u8>> = dirty
+        .into_iter()
+        .filter(|p| !booked_dirty.contains(p.as_slice()))
+        .collect();
+    dirty_paths.extend(more);
     for w in &warnings {
         progress.warning(w);
     }
     Ok(CopyOutcome {
         stats,
         wire_bytes,
-        records,
+        dirty: dirty_paths,
         removed: booked.removed,
         attrs: booked.attrs,
         recent: booked.recent,
@@ -272,7 +282,8 @@ pub async fn copy(
 
 /// What the journal thread recorded.
 struct Booked {
-    records: Vec<FileRecord>,
+    /// Records booked dirty.
+    dirty: Vec<Vec<u8>>,
     removed: u64,
     attrs: u64,
     recent: u64,
@@ -331,7 +342,7 @@ impl AckBook {
     fn run(mut self, lines: std::sync::mpsc::Receiver<String>) -> Result<Booked, CloneError> {
         use std::sync::mpsc::RecvTimeoutError;
         let mut booked = Booked {
-            records: Vec::new(),
+            dirty: Vec::new(),
             removed: 0,
             attrs: 0,
             recent: 0,
@@ -378,7 +389,9 @@ impl AckBook {
                     self.unparted.clear();
                 }
                 pending_bytes = 0;
-                booked.records.append(&mut pending);
+                booked
+                    .dirty
+                    .extend(pending.drain(..).filter(|r| r.dirty).map(|r| r.path));
                 gone.clear();
                 last_commit = Instant::now();
             }

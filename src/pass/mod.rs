@@ -64,9 +64,14 @@ pub async fn list_source(
         .filter_map(|p| p.mount_point.as_deref())
         .chain(plan.merged_into_root.iter().map(String::as_str))
         .collect();
-    let cmd = listing::command(&inv.capabilities, &roots);
+    let prune: Vec<String> = plan
+        .excludes
+        .iter()
+        .filter_map(|e| listing::prune_pattern(&e.path, e.contents_only))
+        .collect();
+    let cmd = listing::command(&inv.capabilities, &roots, &prune);
     let out = session.run(&cmd, b"").await.map_err(CloneError::Ssh)?;
-    let (files, unparsed) = listing::parse(&inv.capabilities, &out.stdout);
+    let (mut files, unparsed) = listing::parse(&inv.capabilities, &out.stdout);
     if files.is_empty() {
         return Err(CloneError::Remote {
             what: format!(
@@ -82,22 +87,34 @@ pub async fn list_source(
             reason: "the listing line could not be read (a newline in the name?)".into(),
         });
     }
-    let mut by_path: std::collections::BTreeMap<Vec<u8>, ListedFile> =
-        std::collections::BTreeMap::new();
-    for f in files {
+    // The raw listing (about 100 bytes an entry) goes before the entries
+    // are sorted: a million entries must fit a small client (issue 16).
+    drop(out);
+    files.retain(|f| {
         if excluded(&f.path, &plan.excludes) {
-            continue;
+            return false;
         }
         if f.kind == FileKind::Socket {
             progress.warning(&FileWarning::Skipped {
                 path: PathBuf::from(String::from_utf8_lossy(&f.path).into_owned()),
                 reason: "sockets are recreated by their daemons".into(),
             });
-            continue;
+            return false;
         }
-        by_path.insert(f.path.clone(), f);
-    }
-    Ok(by_path.into_values().collect())
+        true
+    });
+    // By path; a path listed twice (a mount point, in its parent's
+    // listing and as the root of its own) keeps its last listing.
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files.dedup_by(|later, kept| {
+        let same = later.path == kept.path;
+        if same {
+            std::mem::swap(later, kept);
+        }
+        same
+    });
+    files.shrink_to_fit();
+    Ok(files)
 }
 
 /// How many of the files a pass leaves dirty or recent its report names.
@@ -322,12 +339,7 @@ pub async fn run(
     .await?;
     forgive_mount_points(&mut copied, &plan.excludes);
     let recent = copied.recent;
-    let dirty: Vec<Vec<u8>> = copied
-        .records
-        .iter()
-        .filter(|r| r.dirty)
-        .map(|r| r.path.clone())
-        .collect();
+    let dirty: Vec<Vec<u8>> = std::mem::take(&mut copied.dirty);
     journal.mark_dirty(&dirty)?;
     let still_changing = shown_paths(&dirty, STILL_CHANGING_SHOWN);
     let dirty_count = (dirty.len() as u64).saturating_sub(recent);
@@ -439,11 +451,9 @@ pub(crate) fn forgive_mount_points(copied: &mut copy::CopyOutcome, excludes: &[E
     copied
         .warnings
         .retain(|w| !(matches!(w, FileWarning::Dirty { .. }) && is_mount_point(w.path())));
-    for r in &mut copied.records {
-        if r.dirty && is_mount_point(std::path::Path::new(&*String::from_utf8_lossy(&r.path))) {
-            r.dirty = false;
-        }
-    }
+    copied
+        .dirty
+        .retain(|p| !is_mount_point(std::path::Path::new(&*String::from_utf8_lossy(p))));
 }
 
 /// The source's clock (Unix seconds), read just before its listing and

@@ -318,6 +318,29 @@ pub struct Capabilities {
     pub rsync: bool,
 }
 
+impl Capabilities {
+    /// GNU find and stat, this tar (no xattrs) and these compressors
+    /// (tests).
+    #[cfg(test)]
+    pub fn for_test(flavour: TarFlavour, compressors: &[&str]) -> Capabilities {
+        Capabilities {
+            tar: TarInfo {
+                flavour,
+                version: None,
+                xattrs: false,
+                acls: false,
+                selinux: false,
+            },
+            find_printf: true,
+            stat_format: true,
+            busybox: None,
+            compressors: compressors.iter().map(|c| c.to_string()).collect(),
+            hashers: Vec::new(),
+            rsync: false,
+        }
+    }
+}
+
 /// Whether an interface name is a virtual interface rather than a NIC: a
 /// bridge, bond, team, VLAN, alias, container or VM network, tunnel. Such
 /// interfaces keep their names and configuration in the clone; only NICs

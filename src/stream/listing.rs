@@ -82,12 +82,24 @@ const GNU_FORMAT: &str = r"%y %m %U %G %s %T@ %C@ %i %n %D\0%p\0";
 const STAT_FORMAT: &str = "%f %u %g %s %Y %Z %i %h %d %n";
 
 /// The remote command that lists `roots` (absolute paths of the mount
-/// points to copy), staying on each one's filesystem.
-pub fn command(caps: &Capabilities, roots: &[&str]) -> String {
+/// points to copy), staying on each one's filesystem. GNU find does not
+/// descend where a `prune` pattern (find's `-path`, see [`prune_pattern`])
+/// matches: a big excluded tree costs nothing to list. The caller still
+/// filters the listing by its excludes (busybox's find is not given them).
+pub fn command(caps: &Capabilities, roots: &[&str], prune: &[String]) -> String {
     let roots: Vec<String> = roots.iter().map(|r| crate::shell::quote(r)).collect();
     if caps.find_printf {
+        let pruned = if prune.is_empty() {
+            String::new()
+        } else {
+            let paths: Vec<String> = prune
+                .iter()
+                .map(|p| format!("-path {}", crate::shell::quote(p)))
+                .collect();
+            format!(" \\( {} \\) -prune -o", paths.join(" -o "))
+        };
         format!(
-            "LC_ALL=C find {} -xdev -printf '{GNU_FORMAT}'",
+            "LC_ALL=C find {} -xdev{pruned} -printf '{GNU_FORMAT}'",
             roots.join(" ")
         )
     } else {
@@ -96,6 +108,27 @@ pub fn command(caps: &Capabilities, roots: &[&str]) -> String {
             roots.join(" ")
         )
     }
+}
+
+/// find's `-path` pattern for an excluded absolute path: the path itself,
+/// or (`contents_only`) what is inside it. Glob characters in the path
+/// are escaped, so it matches only itself.
+pub fn prune_pattern(path: &str, contents_only: bool) -> Option<String> {
+    let path = path.trim_end_matches('/');
+    if !path.starts_with('/') || path.len() < 2 {
+        return None;
+    }
+    let mut out = String::with_capacity(path.len() + 2);
+    for c in path.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    if contents_only {
+        out.push_str("/*");
+    }
+    Some(out)
 }
 
 /// A line or record that could not be read, kept for the warning.
@@ -291,5 +324,46 @@ garbage line\n";
             (b"/home/u/my file.txt".as_slice(), 2, 0o644)
         );
         assert_eq!(bad, vec![Unparsed("garbage line".into())]);
+    }
+
+    /// The pruned listing, run by the local GNU find on a real tree: an
+    /// excluded tree is not entered, a `contents_only` one keeps only its
+    /// directory, and a name with glob characters prunes only itself.
+    #[test]
+    fn excluded_trees_are_pruned_by_find_itself() {
+        let tmp = std::env::temp_dir().join(format!("hc-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        for d in ["keep/a", "big/deep", "mnt/inside", "star*/x", "starry/y"] {
+            std::fs::create_dir_all(tmp.join(d)).unwrap();
+        }
+        let root = tmp.to_str().unwrap();
+        let prune: Vec<String> = [("big", false), ("mnt", true), ("star*", false)]
+            .iter()
+            .map(|(p, c)| prune_pattern(&format!("{root}/{p}/"), *c).unwrap())
+            .collect();
+        let caps = Capabilities::for_test(crate::probe::inventory::TarFlavour::Gnu, &[]);
+        let cmd = command(&caps, &[root], &prune);
+        let out = std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&tmp).unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (files, bad) = parse_gnu(&out.stdout);
+        assert!(bad.is_empty(), "{bad:?}");
+        let mut names: Vec<String> = files
+            .iter()
+            .map(|f| String::from_utf8_lossy(&f.path[root.len()..]).into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["", "/keep", "/keep/a", "/mnt", "/starry", "/starry/y"]
+        );
+        assert_eq!(prune_pattern("/", false), None, "never the whole root");
     }
 }

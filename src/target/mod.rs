@@ -73,6 +73,13 @@ pub trait Target: Send + Sync {
     fn root(&self) -> &Path;
     /// Where the clone goes, for messages ("/vm/web01.qcow2", "root@vm:/dev/vda").
     fn describe(&self) -> String;
+    /// The zstd level of the stream to the agent: what the path between
+    /// this client and the agent is worth in CPU. An SSH link to a rescue
+    /// VM carries less at level 3; a pipe to a local agent is not worth
+    /// compressing, and a fast level leaves the CPU to the copy.
+    fn wire_level(&self) -> i32 {
+        3
+    }
     /// Start an agent writing under [`Target::root`]; with `sweep` it
     /// removes, at the end, temporary files an interrupted agent left.
     async fn agent(&self, sweep: bool) -> Result<AgentLink, CloneError>;

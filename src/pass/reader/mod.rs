@@ -14,6 +14,7 @@
 //! the agent before it closes the stream, so a big file cut off midway
 //! keeps the part that arrived (its `part` acks are booked).
 
+pub mod compression;
 mod tails;
 mod tar_batches;
 
@@ -78,13 +79,19 @@ pub fn for_work<'a>(
     send: &[&ListedFile],
     caps: &'a Capabilities,
     batching: Batching,
+    compression: Option<compression::SourceCompression>,
 ) -> Vec<Box<dyn SourceReader + 'a>> {
     let mut readers: Vec<Box<dyn SourceReader + 'a>> = Vec::new();
     if !append.is_empty() {
         readers.push(Box::new(tails::Tails { tails: append }));
     }
     if !send.is_empty() {
-        readers.push(Box::new(tar_batches::TarBatches::new(caps, send, batching)));
+        readers.push(Box::new(tar_batches::TarBatches::new(
+            caps,
+            send,
+            batching,
+            compression,
+        )));
     }
     readers
 }
@@ -181,7 +188,7 @@ mod tests {
             tar_version: Some("tar (GNU tar) 1.34"),
             ..Default::default()
         });
-        let readers = for_work(&work.append, &work.send, &caps, Batching::default());
+        let readers = for_work(&work.append, &work.send, &caps, Batching::default(), None);
         readers.iter().map(|r| r.describe()).collect()
     }
 

@@ -10,6 +10,7 @@
 use tokio::io::AsyncReadExt;
 use tokio_util::io::SyncIoBridge;
 
+use super::compression::SourceCompression;
 use super::{exec_fed, AgentWire, Fed, ReadStats, SentEntries, SourceReader};
 use crate::pass::tar_messages;
 use crate::probe::{Capabilities, TarFlavour};
@@ -23,13 +24,21 @@ use crate::target::CloneError;
 pub struct TarBatches<'a> {
     caps: &'a Capabilities,
     lists: Vec<Vec<u8>>,
+    /// What tar's output goes through on the source, if anything.
+    compression: Option<SourceCompression>,
 }
 
 impl<'a> TarBatches<'a> {
-    pub fn new(caps: &'a Capabilities, files: &[&ListedFile], batching: Batching) -> Self {
+    pub fn new(
+        caps: &'a Capabilities,
+        files: &[&ListedFile],
+        batching: Batching,
+        compression: Option<SourceCompression>,
+    ) -> Self {
         TarBatches {
             caps,
             lists: batches(files, batching),
+            compression,
         }
     }
 }
@@ -50,7 +59,8 @@ impl SourceReader for TarBatches<'_> {
         let mut read = ReadStats::default();
         // Each list goes to its tar run, and is freed with it.
         for list in std::mem::take(&mut self.lists) {
-            let (stats, stderr) = run_batch(session, self.caps, list, out, progress).await?;
+            let (stats, stderr) =
+                run_batch(session, self.caps, self.compression, list, out, progress).await?;
             read.add(ReadStats { stats, stderr });
         }
         Ok(read)
@@ -82,6 +92,40 @@ fn tar_command(caps: &Capabilities) -> String {
             cmd
         }
     }
+}
+
+/// The line the source's shell adds to tar's stderr with tar's exit status
+/// when tar's output goes through a compressor (the pipeline's status is
+/// the compressor's).
+const TAR_EXIT_MARK: &str = "hotclone: tar exit status ";
+
+/// [`tar_command`], its output through `compression` on the source.
+fn remote_command(caps: &Capabilities, compression: Option<SourceCompression>) -> String {
+    match compression {
+        None => tar_command(caps),
+        Some(c) => {
+            let tar = tar_command(caps).replacen("cd / && exec ", "", 1);
+            format!(
+                "cd / && {{ {tar}; echo \"{TAR_EXIT_MARK}$?\" >&2; }} | {}",
+                c.filter()
+            )
+        }
+    }
+}
+
+/// Tar's own exit status, taken out of its stderr where [`remote_command`]
+/// put it, and the stderr without that line. None when it is not there
+/// (the shell was killed before tar ended).
+fn split_tar_exit(stderr: &str) -> (Option<ExitStatus>, String) {
+    let mut status = None;
+    let mut rest = String::with_capacity(stderr.len());
+    for line in stderr.split_inclusive('\n') {
+        match line.trim_end().strip_prefix(TAR_EXIT_MARK) {
+            Some(code) => status = code.parse().ok().map(ExitStatus::Code),
+            None => rest.push_str(line),
+        }
+    }
+    (status, rest)
 }
 
 /// How files are grouped into remote tar runs. Each batch is one `tar`
@@ -141,6 +185,7 @@ fn batches(files: &[&ListedFile], limits: Batching) -> Vec<Vec<u8>> {
 async fn run_batch(
     session: &Session,
     caps: &Capabilities,
+    compression: Option<SourceCompression>,
     list: Vec<u8>,
     out: &mut AgentWire,
     progress: &mut dyn Progress,
@@ -149,7 +194,7 @@ async fn run_batch(
         mut remote,
         stdout: tar_out,
         feeder,
-    } = exec_fed(session, &tar_command(caps), list).await?;
+    } = exec_fed(session, &remote_command(caps, compression), list).await?;
     let mut tar_err = remote
         .take_stderr()
         .ok_or_else(|| CloneError::internal("tar stderr"))?;
@@ -160,11 +205,38 @@ async fn run_batch(
     });
     // The pump blocks; block_in_place keeps the other tasks running.
     let pumped = tokio::task::block_in_place(|| {
-        tar_to_wire::pump(SyncIoBridge::new(tar_out), out, progress)
+        let tar_out = SyncIoBridge::new(tar_out);
+        match compression {
+            None => tar_to_wire::pump(tar_out, out, progress),
+            Some(c) => match c.decoder(tar_out) {
+                Ok(tar_out) => tar_to_wire::pump(tar_out, out, progress),
+                Err(e) => Err(crate::stream::StreamError::Tar(e)),
+            },
+        }
     });
     let tar_stderr = stderr_task.await.unwrap_or_default();
     let fed = feeder.await;
-    let tar_status = remote.wait().await.map_err(CloneError::Ssh)?;
+    let mut tar_status = remote.wait().await.map_err(CloneError::Ssh)?;
+    let tar_stderr = match compression {
+        None => tar_stderr,
+        Some(c) => {
+            let (tar_exit, rest) = split_tar_exit(&tar_stderr);
+            match tar_exit {
+                Some(exit) if tar_status.success() => tar_status = exit,
+                _ => {
+                    return Err(CloneError::Remote {
+                        what: format!(
+                            "the source's `tar | {}` failed (the pipeline: {tar_status}; tar: {})",
+                            c.filter(),
+                            tar_exit.map_or("no exit status".into(), |e| e.to_string())
+                        ),
+                        stderr: rest,
+                    })
+                }
+            }
+            rest
+        }
+    };
     let stats = pumped.map_err(|e| CloneError::Stream {
         error: e,
         tar_stderr: tar_stderr.clone(),
@@ -224,5 +296,54 @@ mod tests {
             .map(|l| String::from_utf8_lossy(l).replace('\0', " "))
             .collect();
         assert_eq!(shown, vec!["a b ", "c ", "big ", "d "]);
+    }
+
+    /// A batch through `tar | gzip -1` and `tar | zstd`, run by the local
+    /// shell, GNU tar and compressors as a source's would: the decoder
+    /// gives back tar's stream (the files arrive whole), and tar's own
+    /// exit status comes out of its stderr, the marker line taken away.
+    #[test]
+    fn a_compressed_batch_keeps_its_files_and_tar_s_exit_status() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("hc-squeeze-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a"), vec![b'a'; 100_000]).unwrap();
+        std::fs::write(dir.join("b"), b"bee").unwrap();
+        let rel = dir.strip_prefix("/").unwrap().to_str().unwrap().to_string();
+        let list = format!("{rel}/a\0{rel}/b\0");
+        let caps = Capabilities::for_test(TarFlavour::Gnu, &["gzip", "zstd"]);
+        for c in [SourceCompression::Gzip, SourceCompression::Zstd] {
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", &remote_command(&caps, Some(c))])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(list.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{c:?}");
+            let mut wire = crate::stream::wire::WireWriter::new(Vec::new()).unwrap();
+            let stats = tar_to_wire::pump(
+                c.decoder(&out.stdout[..]).unwrap(),
+                &mut wire,
+                &mut crate::progress::Silent,
+            )
+            .unwrap();
+            assert_eq!((stats.files, stats.bytes), (2, 100_003), "{c:?}");
+            let (status, rest) = split_tar_exit(&String::from_utf8_lossy(&out.stderr));
+            assert_eq!(status, Some(ExitStatus::Code(0)), "{c:?}");
+            assert!(!rest.contains(TAR_EXIT_MARK), "{rest}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (status, rest) =
+            split_tar_exit("tar: x: file changed as we read it\nhotclone: tar exit status 1\n");
+        assert_eq!(status, Some(ExitStatus::Code(1)));
+        assert_eq!(rest, "tar: x: file changed as we read it\n");
     }
 }
