@@ -2,6 +2,7 @@
 //! suite (`suite`), the demo (`demo`), the rescue image (`rescue`), shell
 //! helpers (`sh`) and Debian package helpers (`apt`).
 pub mod apt;
+pub mod bench;
 pub mod demo;
 pub mod lab;
 pub mod rescue;

@@ -33,6 +33,10 @@ enum Cmd {
     Demo,
     /// Build the rescue image (cached by recipe) into <labdir>/rescue.
     RescueImage,
+    /// Benchmarks: hotclone against tar|ssh|tar, tar|zstd|ssh and rsync over
+    /// OpenSSH, measured in the same run on a bench source of its own.
+    /// Writes target/bench/results.{md,json} and a chart (results.svg).
+    Bench(xtask::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -57,6 +61,7 @@ fn main() -> Result<()> {
             cargo_args,
         } => suite::run(keep_lab, &cargo_args),
         Cmd::Demo => demo::run(),
+        Cmd::Bench(args) => xtask::bench::run(&args),
         Cmd::RescueImage => {
             apt::ensure_packages(&suite::packages())?;
             rescue::ensure(&lab::LabOptions::from_env()).map(|_| ())

@@ -352,7 +352,7 @@ fn start_source(
 /// disks hold them, and stay cached across labs only if they stay the
 /// same. A lab directory that has keys and a cache that has none: the
 /// lab's keys are kept. Returns both public keys.
-fn ensure_client_keys(dir: &Path, cache: &Path) -> Result<String> {
+pub(crate) fn ensure_client_keys(dir: &Path, cache: &Path) -> Result<String> {
     let kept = cache.join("client-keys");
     fs::create_dir_all(&kept).with_context(|| format!("creating {}", kept.display()))?;
     for (file, args) in [
@@ -568,7 +568,7 @@ fn down_locked(opts: &LabOptions) -> Result<()> {
 
 /// SIGTERM the process group of `pid` (we started it as a group leader),
 /// then SIGKILL after 3 s. Only if it is still our unshare process.
-fn stop_pid(pid: u32) -> Result<()> {
+pub(crate) fn stop_pid(pid: u32) -> Result<()> {
     if !source::pid_is_ours(pid) {
         return Ok(());
     }
@@ -589,7 +589,7 @@ fn stop_pid(pid: u32) -> Result<()> {
 }
 
 /// Detach any loop device still backed by `img`.
-fn detach_loops(img: &Path) -> Result<()> {
+pub(crate) fn detach_loops(img: &Path) -> Result<()> {
     if !img.exists() {
         return Ok(());
     }

@@ -172,6 +172,19 @@ pub const BUSYBOX: Recipe = Recipe {
     network: NetworkStack::Ifupdown,
 };
 
+/// The benchmark's source (`cargo xtask bench`): debian12 plus what the
+/// baselines run on the source (rsync, zstd). Not a lab source: built only
+/// when the bench runs.
+pub const BENCH: Recipe = Recipe {
+    name: "bench",
+    suite: Some("bookworm"),
+    hostname: "src-bench",
+    addr: "198.51.100.41/24",
+    extra: "rsync,zstd",
+    post: "",
+    network: NetworkStack::Ifupdown,
+};
+
 /// All recipes, in build order.
 pub const ALL: [&Recipe; 6] = [
     &DEBIAN12,

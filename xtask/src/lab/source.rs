@@ -279,6 +279,17 @@ impl SourceSpec {
             .arg(cached)
             .arg(disk)
             .run()?;
+        self.overlay(disk, stage, keys, host_keys)
+    }
+
+    /// Apply the per-lab overlay to `disk` itself (a disk this source owns).
+    pub fn overlay(
+        &self,
+        disk: &Path,
+        stage: &Path,
+        keys: &str,
+        host_keys: Option<&Path>,
+    ) -> Result<ImageFacts> {
         self.stage_overlay(stage, keys, host_keys)?;
         let out = sh::private_mounts(OVERLAY_SH, "overlay")
             .arg(disk)
