@@ -2150,3 +2150,23 @@ fn file_meta_sized(path: &[u8], size: usize) -> EntryMeta {
         ..file_meta(path, 0)
     }
 }
+
+/// A source file named like a temporary file (`.x.hotclone-tmp`) and the
+/// file `x`, whose temporary name that is, in one group commit: the
+/// rename of the first must not land on `x`'s temporary file (it would
+/// give `x` the other's content). Found in review of the group commit.
+#[test]
+fn regression_a_file_named_like_a_temporary_file_does_not_corrupt_its_neighbour() {
+    require_root();
+    let tmp = TempDir::new("temp-named");
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let (stats, acks) = run_stream(&root, AgentOptions::default(), |w| {
+        send_file(w, b"d/a", b"first");
+        send_file(w, b"d/.x.hotclone-tmp", b"named like a temporary file");
+        send_file(w, b"d/x", b"the real x");
+    });
+    assert_eq!(stats.bad, 0, "{acks:?}");
+    assert_eq!(fs::read(root.join("d/x")).unwrap(), b"the real x");
+    assert_eq!(fs::read(root.join("d/a")).unwrap(), b"first");
+}

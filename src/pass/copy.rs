@@ -262,7 +262,7 @@ pub async fn copy(
         dirty_paths.iter().map(Vec::as_slice).collect();
     let more: Vec<Vec<u8>> = dirty
         .into_iter()
-        .filter(|p| !booked_dirty.contains(p.as_slice()))
+        .filter(|p| !booked_dirty.contains(p.as_slice()) && !booked.refused.contains(p))
         .collect();
     dirty_paths.extend(more);
     for w in &warnings {
@@ -284,6 +284,9 @@ pub async fn copy(
 struct Booked {
     /// Records booked dirty.
     dirty: Vec<Vec<u8>>,
+    /// Files the agent refused (`bad`): tar's word that one changed marks
+    /// nothing, it has no record.
+    refused: std::collections::HashSet<Vec<u8>>,
     removed: u64,
     attrs: u64,
     recent: u64,
@@ -343,6 +346,7 @@ impl AckBook {
         use std::sync::mpsc::RecvTimeoutError;
         let mut booked = Booked {
             dirty: Vec::new(),
+            refused: std::collections::HashSet::new(),
             removed: 0,
             attrs: 0,
             recent: 0,
@@ -498,6 +502,7 @@ impl AckBook {
                 // removes it): the next pass sends the file whole.
                 let abs = absolute(&path);
                 self.parts.remove(&abs);
+                booked.refused.insert(abs.clone());
                 self.unparted.push(abs);
                 booked.warnings.push(FileWarning::Unreadable {
                     path: lossy_abs(&path),

@@ -30,7 +30,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::writer::{EntryError, FileSink, Writer};
+use super::writer::{is_temp_name, last_name, EntryError, FileSink, Writer};
 use crate::stream::wire::{
     Ack, AppendBase, EntryKind, EntryMeta, Frame, WireError, WireReader, RESUMABLE_MIN,
 };
@@ -137,7 +137,7 @@ impl<W: Write> AckOut<W> {
     /// The group commit of the small files waiting: those that could not
     /// be placed have their `ok` turned `bad`.
     fn commit(&mut self) {
-        for (path, e) in self.writer.commit() {
+        for (path, size, e) in self.writer.commit() {
             let acked = self
                 .pending
                 .iter_mut()
@@ -148,6 +148,7 @@ impl<W: Write> AckOut<W> {
                 *ack = Ack::Bad { path, reason: e.0 };
                 self.stats.entries -= 1;
                 self.stats.files -= 1;
+                self.stats.bytes -= size;
                 self.stats.bad += 1;
             }
         }
@@ -177,7 +178,12 @@ impl<W: Write> AckOut<W> {
         }
         self.since = None;
         self.urgent = false;
-        self.writer.sync_dirs().map_err(|e| AgentError::Sync(e.0))?;
+        if let Err(e) = self.writer.sync_dirs() {
+            // What waited for that fsync is not known to be durable: its
+            // acks are never written, and the next pass sends it again.
+            self.pending.clear();
+            return Err(AgentError::Sync(e.0));
+        }
         for ack in self.pending.drain(..) {
             writeln!(self.out, "{ack}").map_err(AgentError::Acks)?;
         }
@@ -347,14 +353,17 @@ impl State {
 /// Whether `frame` may depend on small files still waiting for their
 /// group commit: a hard link (to one), a removal or metadata change (of
 /// one, or of a directory holding one), an append, or an entry that
-/// replaces one or a directory holding one.
+/// replaces one or a directory holding one, or one named like a temporary
+/// file (it could be the temporary name of a file in the group).
 fn needs_placed_files(frame: &Frame, writer: &Writer) -> bool {
     if writer.uncommitted().0 == 0 {
         return false;
     }
     match frame {
         Frame::Entry(meta) => {
-            matches!(meta.kind, EntryKind::Hardlink { .. }) || writer.holds_uncommitted(&meta.path)
+            matches!(meta.kind, EntryKind::Hardlink { .. })
+                || writer.holds_uncommitted(&meta.path)
+                || is_temp_name(last_name(&meta.path))
         }
         Frame::Remove(_) | Frame::Attrs(_) | Frame::Append { .. } => true,
         _ => false,

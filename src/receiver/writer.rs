@@ -93,18 +93,49 @@ pub struct Writer {
     /// Their paths as sent, and every directory above them (as sent).
     unplaced_paths: HashSet<Vec<u8>>,
     unplaced_bytes: u64,
+    /// Whether small files are committed as a group: only where `syncfs`
+    /// reports write errors (Linux 5.8 and later); else each is fsynced.
+    group_commit: bool,
 }
 
 /// A small file finished under its temporary name, not yet in place.
 struct Unplaced {
     path: Vec<u8>,
+    size: u64,
     tmp: PathBuf,
     full: PathBuf,
     parent: PathBuf,
 }
 
-/// What [`Writer::commit`] could not place: the path as sent, and why.
-pub type Unplaceable = (Vec<u8>, EntryError);
+/// What [`Writer::commit`] could not place: the path as sent, its size,
+/// and why.
+pub type Unplaceable = (Vec<u8>, u64, EntryError);
+
+/// Whether this kernel's `syncfs` returns the write errors it met: since
+/// Linux 5.8 (before, it returned 0 whatever happened, and a group commit
+/// could not tell a failed write).
+fn syncfs_reports_errors() -> bool {
+    // SAFETY: uname fills the struct it is given.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return false;
+    }
+    // SAFETY: uname NUL-terminates release.
+    let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) };
+    kernel_at_least(&release.to_string_lossy(), (5, 8))
+}
+
+/// Whether a kernel release ("6.1.0-18-amd64", "2.6.32-754.el6") is at
+/// least `want`.
+fn kernel_at_least(release: &str, want: (u32, u32)) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= want,
+        _ => false,
+    }
+}
 
 impl Writer {
     pub fn new(root: &Path) -> io::Result<Writer> {
@@ -119,6 +150,7 @@ impl Writer {
             unplaced: Vec::new(),
             unplaced_paths: HashSet::new(),
             unplaced_bytes: 0,
+            group_commit: syncfs_reports_errors(),
         })
     }
 
@@ -152,7 +184,10 @@ impl Writer {
             for u in &group {
                 let _ = fs::remove_file(&u.tmp);
             }
-            return group.into_iter().map(|u| (u.path, e.clone())).collect();
+            return group
+                .into_iter()
+                .map(|u| (u.path, u.size, e.clone()))
+                .collect();
         }
         let mut failed = Vec::new();
         let mut placed = Vec::with_capacity(group.len());
@@ -165,14 +200,14 @@ impl Writer {
                 Ok(()) => placed.push(u),
                 Err(e) => {
                     let _ = fs::remove_file(&u.tmp);
-                    failed.push((u.path, e));
+                    failed.push((u.path, u.size, e));
                 }
             }
         }
         if let Err(e) = sync_filesystems(&placed) {
             // In place, but not known to be durable: not acknowledged, so
             // the next pass sends them again.
-            failed.extend(placed.into_iter().map(|u| (u.path, e.clone())));
+            failed.extend(placed.into_iter().map(|u| (u.path, u.size, e.clone())));
         }
         failed
     }
@@ -650,7 +685,7 @@ impl Writer {
         mut sink: FileSink,
         expected: &[u8; 32],
     ) -> Result<Vec<String>, EntryError> {
-        if sink.committed_in_a_group() {
+        if self.group_commit && sink.committed_in_a_group() {
             return match sink.finish_unsynced(expected) {
                 Ok(warnings) => {
                     sink.placed = true;
@@ -664,6 +699,7 @@ impl Writer {
                     self.unplaced_bytes += sink.meta.size;
                     self.unplaced.push(Unplaced {
                         path: sink.meta.path.clone(),
+                        size: sink.meta.size,
                         tmp: sink.tmp.clone(),
                         full: sink.full.clone(),
                         parent: sink.parent.clone(),
@@ -855,8 +891,9 @@ impl Writer {
         !self.dirty_dirs.is_empty()
     }
 
-    /// Sets directory mtimes, deepest first, then fsyncs them. Returns one
-    /// message per directory that could not be fixed.
+    /// Sets directory mtimes, deepest first, and marks them for the next
+    /// [`Writer::sync_dirs`]. Returns one message per directory that could
+    /// not be fixed.
     pub fn finish(&mut self) -> Vec<EntryError> {
         let mut errors = Vec::new();
         let mut times = std::mem::take(&mut self.dir_times);
@@ -871,11 +908,15 @@ impl Writer {
             }
             self.dirty_dirs.insert(dir.clone());
         }
-        if let Err(e) = self.sync_dirs() {
-            errors.push(e);
-        }
+        // Their fsync is the caller's next [`Writer::sync_dirs`], whose
+        // failure withholds the acks still waiting.
         errors
     }
+}
+
+/// The last component of a path as sent.
+pub fn last_name(path: &[u8]) -> &[u8] {
+    path.rsplit(|b| *b == b'/').next().unwrap_or(path)
 }
 
 /// Ends the plain temporary name `.<name>.hotclone-tmp`.
@@ -1294,9 +1335,14 @@ impl FileSink {
 
     /// A small file received whole: its durability and placing are
     /// [`Writer::commit`]'s, for the whole group. Big files (which report
-    /// `part`s and can be resumed) and appends are synced and placed alone.
+    /// `part`s and can be resumed), appends, and files whose own name is a
+    /// temporary name (another file's temporary name in the same group
+    /// could be it) are synced and placed alone.
     fn committed_in_a_group(&self) -> bool {
-        self.meta.size < RESUMABLE_MIN && self.whole.is_none() && !self.parted
+        self.meta.size < RESUMABLE_MIN
+            && self.whole.is_none()
+            && !self.parted
+            && !is_temp_name(last_name(&self.meta.path))
     }
 
     /// Checks the digest and applies the metadata, then fsyncs.
@@ -1447,5 +1493,15 @@ mod tests {
         assert!(err.0.contains("another filesystem is mounted"), "{err}");
         assert!(top.join("f").exists());
         fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn group_commits_need_a_kernel_whose_syncfs_reports_errors() {
+        assert!(kernel_at_least("6.1.0-18-amd64", (5, 8)));
+        assert!(kernel_at_least("5.8.0", (5, 8)));
+        assert!(!kernel_at_least("5.4.0-150-generic", (5, 8)));
+        assert!(!kernel_at_least("2.6.32-754.el6.x86_64", (5, 8)));
+        assert!(!kernel_at_least("", (5, 8)));
+        assert_eq!(last_name(b"a/b/.c.hotclone-tmp"), b".c.hotclone-tmp");
     }
 }

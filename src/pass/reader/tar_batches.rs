@@ -219,6 +219,9 @@ async fn run_batch(
     let mut tar_status = remote.wait().await.map_err(CloneError::Ssh)?;
     let tar_stderr = match compression {
         None => tar_stderr,
+        // A broken stream is the error to report (the compressor then
+        // dies of SIGPIPE, which says nothing).
+        Some(_) if pumped.is_err() => split_tar_exit(&tar_stderr).1,
         Some(c) => {
             let (tar_exit, rest) = split_tar_exit(&tar_stderr);
             match tar_exit {
