@@ -582,13 +582,25 @@ fn mkfs(fs: FsType, part: &Partition, device: &Path, uuid: &str) -> Result<(), I
     run(program, &refs, package).map(|_| ())
 }
 
-/// Mount `(mount point, device)` pairs under `root`, parents first.
+/// Mount `(mount point, device)` pairs under `root`, parents first, on a
+/// shared bind of `root` itself.
 fn mount_tree(
     targets: &[(&str, &Path)],
     root: &Path,
     options: &[&str],
     mounts: &mut Mounts,
 ) -> Result<(), ImageError> {
+    // The root becomes a shared bind of itself first. A process that
+    // `ip netns exec` (or any unshare) starts while the tree is mounted
+    // gets a copy of it, as a slave: under a private root, that copy
+    // outlived our unmount and kept the partition "in use" (e2fsck
+    // refused, a next run found it mounted elsewhere). Under a shared one,
+    // the unmount reaches the copies.
+    std::fs::create_dir_all(root)?;
+    let at = root.to_string_lossy();
+    run("mount", &["--bind", &at, &at], "mount")?;
+    mounts.points.push(root.to_path_buf());
+    run("mount", &["--make-shared", &at], "mount")?;
     let mut order = targets.to_vec();
     order.sort_by_key(|(m, _)| {
         m.trim_end_matches('/').matches('/').count() + usize::from(*m != "/")
