@@ -2170,3 +2170,23 @@ fn regression_a_file_named_like_a_temporary_file_does_not_corrupt_its_neighbour(
     assert_eq!(fs::read(root.join("d/x")).unwrap(), b"the real x");
     assert_eq!(fs::read(root.join("d/a")).unwrap(), b"first");
 }
+
+/// A removal dirties a directory that a later entry of the same batch
+/// takes away, its parent replaced by a file (`todir/inner/y` removed,
+/// then `todir` sent as a file): the fsync of the dirty directories must
+/// pass over it, not fail the whole pass with "Not a directory". Found by
+/// sync_lab once acks (and that fsync) waited for the input to pause.
+#[test]
+fn regression_a_dirty_directory_whose_parent_became_a_file_is_passed_over() {
+    require_root();
+    let tmp = TempDir::new("dirty-gone");
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("todir/inner")).unwrap();
+    fs::write(root.join("todir/inner/y"), b"y").unwrap();
+    let (stats, acks) = run_stream(&root, AgentOptions::default(), |w| {
+        w.remove(b"todir/inner/y").unwrap();
+        send_file(w, b"todir", b"now a file");
+    });
+    assert_eq!(stats.bad, 0, "{acks:?}");
+    assert_eq!(fs::read(root.join("todir")).unwrap(), b"now a file");
+}

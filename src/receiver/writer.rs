@@ -866,10 +866,13 @@ impl Writer {
             // Replaced by a later entry (a dir that became a file, a FIFO,
             // a symlink) or removed: nothing of it to sync here, the later
             // entry dirtied its own parent. Never open a FIFO or a device.
+            // Gone, or a parent of it replaced by a file since (the acks
+            // that waited for it go out later now, so a later entry in the
+            // same batch can do that): nothing of it to sync.
             match fs::symlink_metadata(&dir) {
                 Ok(m) if m.is_dir() || m.is_file() => {}
                 Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if gone(&e) => continue,
                 Err(e) => return Err(io_err("cannot look at", &dir, e)),
             }
             let f = match OpenOptions::new()
@@ -878,7 +881,7 @@ impl Writer {
                 .open(&dir)
             {
                 Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if gone(&e) => continue,
                 Err(e) => return Err(io_err("cannot open for fsync", &dir, e)),
             };
             f.sync_all().map_err(|e| io_err("cannot fsync", &dir, e))?;
@@ -1164,6 +1167,12 @@ fn read_prefix(
         at += n as u64;
     }
     Ok(hasher)
+}
+
+/// Whether an error says the path is not there: missing, or a parent of
+/// it is no directory (any more).
+fn gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
 /// `syncfs` on every filesystem `files` are on (once each, found by their
