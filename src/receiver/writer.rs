@@ -192,11 +192,7 @@ impl Writer {
         let mut failed = Vec::new();
         let mut placed = Vec::with_capacity(group.len());
         for u in group {
-            let moved = Self::clear_dir(&u.full).and_then(|()| {
-                fs::rename(&u.tmp, &u.full)
-                    .map_err(|e| io_err("cannot rename into place", &u.full, e))
-            });
-            match moved {
+            match Self::place(&u.tmp, &u.full) {
                 Ok(()) => placed.push(u),
                 Err(e) => {
                     let _ = fs::remove_file(&u.tmp);
@@ -212,13 +208,14 @@ impl Writer {
         failed
     }
 
-    /// An empty-or-not directory where a file goes is removed first (a
-    /// directory that became a file); anything else is replaced by rename.
-    fn clear_dir(full: &Path) -> Result<(), EntryError> {
-        match fs::symlink_metadata(full) {
-            Ok(m) if m.is_dir() => Self::clear(full),
-            _ => Ok(()),
+    /// Renames a finished file's temporary file to `full`. A directory
+    /// there (one that became a file) is removed first, with everything in
+    /// it; anything else is replaced by the rename.
+    fn place(tmp: &Path, full: &Path) -> Result<(), EntryError> {
+        if fs::symlink_metadata(full).is_ok_and(|m| m.is_dir()) {
+            Self::clear(full)?;
         }
+        fs::rename(tmp, full).map_err(|e| io_err("cannot rename into place", full, e))
     }
 
     /// Splits and checks a relative path; creates missing parents (0755,
@@ -715,17 +712,9 @@ impl Writer {
         let result = sink.finish(expected);
         match result {
             Ok(warnings) => {
-                if let Ok(m) = fs::symlink_metadata(&sink.full) {
-                    if m.is_dir() {
-                        if let Err(e) = Self::clear(&sink.full) {
-                            sink.discard();
-                            return Err(e);
-                        }
-                    }
-                }
-                if let Err(e) = fs::rename(&sink.tmp, &sink.full) {
+                if let Err(e) = Self::place(&sink.tmp, &sink.full) {
                     sink.discard();
-                    return Err(io_err("cannot rename into place", &sink.full, e));
+                    return Err(e);
                 }
                 sink.placed = true;
                 self.dirty_dirs.insert(sink.parent.clone());

@@ -223,6 +223,7 @@ impl Runner<'_> {
         }
         let events = String::from_utf8_lossy(&out.stdout);
         let hotclone = matches!(tool, Tool::Hotclone | Tool::HotcloneSync);
+        let phases = phases(&events);
         let m = Measurement {
             case: case.into(),
             link: self.link,
@@ -230,12 +231,12 @@ impl Runner<'_> {
             tool,
             seconds,
             link_bytes: self.env.source_tx_bytes()? - tx0,
-            copy_seconds: hotclone.then(|| copy_seconds(&events)).flatten(),
+            copy_seconds: hotclone.then(|| copy_seconds(&phases)).flatten(),
             client_peak_rss_kib: hotclone.then_some(client),
             agent_peak_rss_kib: (hotclone && agent > 0).then_some(agent),
             files: result_field(&events, "files"),
             bytes: result_field(&events, "bytes"),
-            phases: phases(&events),
+            phases,
         };
         eprintln!(
             "bench: {case:<10} {:<24} {:<8} {:>8.1} s  {:>7.1} MB on the link{}",
@@ -287,8 +288,7 @@ fn phases(events: &str) -> Vec<(String, f64)> {
 /// hotclone's copy phase, from its phases: "listing the source" to
 /// "converting" (a sync, which converts only when a boot file changed,
 /// has none: its whole run is what counts).
-fn copy_seconds(events: &str) -> Option<f64> {
-    let phases = phases(events);
+fn copy_seconds(phases: &[(String, f64)]) -> Option<f64> {
     let at = |name: &str| phases.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
     Some(at("converting")? - at("listing the source")?)
 }
@@ -392,7 +392,7 @@ mod tests {
 {"event":"file","bytes":10}
 {"event":"phase","name":"converting","at_seconds":11.0}
 {"files":3,"bytes":10,"seconds":20.0}"#;
-        assert_eq!(copy_seconds(events), Some(9.5));
+        assert_eq!(copy_seconds(&phases(events)), Some(9.5));
         assert_eq!(result_field(events, "files"), Some(3));
     }
 
