@@ -55,22 +55,32 @@ fn target_path(root: &Path, path: &[u8]) -> std::path::PathBuf {
     ))
 }
 
-/// Files of `records` that differ on the target after conversion: their
-/// new digest, or None where conversion removed them. Found by metadata
-/// (size, mtime), so it is cheap; run right after conversion.
-pub fn converted_files(root: &Path, records: &[FileRecord]) -> Vec<ConvertedFile> {
+/// Files of the journal at `journal` that differ on the target after
+/// conversion: their new digest, or None where conversion removed them.
+/// Found by metadata (size, mtime), so it is cheap; run right after
+/// conversion. The records are read one at a time, not loaded.
+pub fn converted_files(
+    root: &Path,
+    journal: &Path,
+) -> Result<Vec<ConvertedFile>, crate::journal::JournalError> {
     let mut out = Vec::new();
-    for r in records.iter().filter(|r| r.kind == "file") {
-        let path = target_path(root, &r.path);
-        match std::fs::symlink_metadata(&path) {
-            Err(_) => out.push((r.path.clone(), None)),
-            Ok(m) if m.mtime() != r.mtime || m.len() != r.size => {
-                out.push((r.path.clone(), hash_file(&path).ok()))
-            }
-            Ok(_) => {}
-        }
+    crate::journal::Journal::open(journal)?.each_file(|r| out.extend(converted_file(root, &r)))?;
+    Ok(out)
+}
+
+/// Whether conversion changed the file of record `r` ([`converted_files`]).
+fn converted_file(root: &Path, r: &FileRecord) -> Option<ConvertedFile> {
+    if r.kind != "file" {
+        return None;
     }
-    out
+    let path = target_path(root, &r.path);
+    match std::fs::symlink_metadata(&path) {
+        Err(_) => Some((r.path.clone(), None)),
+        Ok(m) if m.mtime() != r.mtime || m.len() != r.size => {
+            Some((r.path.clone(), hash_file(&path).ok()))
+        }
+        Ok(_) => None,
+    }
 }
 
 /// A regular file read with another size or mtime (`read`, from the tar
@@ -284,7 +294,10 @@ mod tests {
             filetime::FileTime::from_unix_time(1_700_000_000, 0),
         )
         .unwrap();
-        let converted = converted_files(&root, &[rec("/etc/bad", "file", Some(b"original"))]);
+        let converted: Vec<ConvertedFile> = [rec("/etc/bad", "file", Some(b"original"))]
+            .iter()
+            .filter_map(|r| converted_file(&root, r))
+            .collect();
         assert_eq!(
             converted,
             vec![(

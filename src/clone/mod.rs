@@ -110,7 +110,7 @@ pub async fn run(
     .await?;
 
     let converted = target
-        .convert(inv, plan, &journal.files()?, progress)
+        .convert(inv, plan, &migration.journal_path(), progress)
         .await?;
     journal.record_converted(&converted.files)?;
     journal.set_stage(Stage::Ready)?;

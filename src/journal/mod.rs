@@ -427,6 +427,14 @@ impl Journal {
     }
 
     pub fn files(&self) -> Result<Vec<FileRecord>, JournalError> {
+        let mut files = Vec::new();
+        self.each_file(|r| files.push(r))?;
+        Ok(files)
+    }
+
+    /// Hand every record, in path order, to `each`, one at a time: a
+    /// migration of a million files is never held whole (issue 16).
+    pub fn each_file(&self, mut each: impl FnMut(FileRecord)) -> Result<(), JournalError> {
         let mut stmt = self
             .conn
             .prepare("SELECT path, kind, size, mtime, mtime_nsec, ctime, inode, uid, gid, mode, digest, link_target, xattr_digest, dirty FROM files ORDER BY path")
@@ -452,8 +460,10 @@ impl Journal {
                 })
             })
             .map_err(self.err("listing files"))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(self.err("reading a file record"))
+        for row in rows {
+            each(row.map_err(self.err("reading a file record"))?);
+        }
+        Ok(())
     }
 
     /// The migration's stage; [`Stage::New`] before a clone recorded one.

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::io::BufRead;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::reader::{self, attrs_meta, relative, Counting, ReadStats, SentEntries};
@@ -66,6 +67,10 @@ pub struct Work<'a> {
     /// grew, and transfers an interruption cut off.
     pub append: Vec<Tail<'a>>,
     pub send: Vec<&'a ListedFile>,
+    /// The whole listing that `attrs`, `append` and `send` point into,
+    /// sorted by path: the journal thread looks acknowledged paths up in
+    /// it, shared rather than copied (a million entries are 150 MB).
+    pub listing: Arc<Vec<ListedFile>>,
 }
 
 /// What a metadata-only update keeps of the journal's record.
@@ -295,7 +300,11 @@ struct Booked {
 
 /// Turns acknowledgements into journal records and commits them.
 struct AckBook {
-    listed: HashMap<Vec<u8>, ListedFile>,
+    /// The pass's listing, sorted by path ([`Work::listing`]).
+    listing: Arc<Vec<ListedFile>>,
+    /// Per entry of `listing`: whether this pass sends or updates it. An
+    /// ack for any other path is not booked.
+    wanted: Vec<bool>,
     /// Metadata-only updates keep what the journal had of the content.
     kept: HashMap<Vec<u8>, Kept>,
     /// Content booked so far, per file, from where its sending started
@@ -314,15 +323,25 @@ struct AckBook {
 impl AckBook {
     fn new(work: &Work<'_>, sink: JournalSink, sent: SentEntries) -> Result<AckBook, CloneError> {
         let journal = Journal::open(&sink.path)?;
+        let mut wanted = vec![false; work.listing.len()];
+        for f in work
+            .send
+            .iter()
+            .copied()
+            .chain(work.attrs.iter().map(|(f, _)| *f))
+            .chain(work.append.iter().map(|g| g.file))
+        {
+            let i = index_of(&work.listing, &f.path).ok_or_else(|| {
+                CloneError::internal(&format!(
+                    "{} is sent but not in the pass's listing",
+                    String::from_utf8_lossy(&f.path)
+                ))
+            })?;
+            wanted[i] = true;
+        }
         Ok(AckBook {
-            listed: work
-                .send
-                .iter()
-                .copied()
-                .chain(work.attrs.iter().map(|(f, _)| *f))
-                .chain(work.append.iter().map(|g| g.file))
-                .map(|f| (f.path.clone(), f.clone()))
-                .collect(),
+            listing: work.listing.clone(),
+            wanted,
             counted_to: work
                 .append
                 .iter()
@@ -411,6 +430,12 @@ impl AckBook {
         }
     }
 
+    /// The listed entry of an acknowledged path, if this pass sent it.
+    fn listed(&self, abs: &[u8]) -> Option<(Arc<Vec<ListedFile>>, usize)> {
+        let i = index_of(&self.listing, abs)?;
+        self.wanted[i].then(|| (self.listing.clone(), i))
+    }
+
     /// Whether `listed`'s mtime lies in the listing's window
     /// ([`listed_in_racy_window`]).
     fn racy(&self, listed: &ListedFile) -> bool {
@@ -433,9 +458,10 @@ impl AckBook {
                     booked.removed += 1;
                     return 0;
                 }
-                let Some(listed) = self.listed.get(&abs) else {
+                let Some((listing, i)) = self.listed(&abs) else {
                     return 0;
                 };
+                let listed = &listing[i];
                 let sent = self.sent.lock().ok().and_then(|mut m| m.remove(&path));
                 self.parts.remove(&abs);
                 let (digest, content, xattr_digest, link_target) = match self.kept.get(&abs) {
@@ -516,9 +542,10 @@ impl AckBook {
                 digest,
             } => {
                 let abs = absolute(&path);
-                let Some(listed) = self.listed.get(&abs) else {
+                let Some((listing, i)) = self.listed(&abs) else {
                     return 0;
                 };
+                let listed = &listing[i];
                 // Only a copy of the file as listed is worth resuming: not
                 // one read while it changed, or listed in its last second.
                 let as_listed = self.sent.lock().ok().is_some_and(|m| {
@@ -550,6 +577,13 @@ impl AckBook {
             Ack::Done { .. } => 0,
         }
     }
+}
+
+/// Where `path` is in `listing` (sorted by path).
+fn index_of(listing: &[ListedFile], path: &[u8]) -> Option<usize> {
+    listing
+        .binary_search_by(|f| f.path.as_slice().cmp(path))
+        .ok()
 }
 
 fn absolute(rel: &[u8]) -> Vec<u8> {
@@ -610,8 +644,11 @@ mod tests {
         let path = dir.join("journal.sqlite");
         let _ = std::fs::remove_file(&path);
         let pass = Journal::open(&path).unwrap().begin_pass("sync").unwrap();
+        let mut listing: Vec<ListedFile> = files.iter().map(|f| (*f).clone()).collect();
+        listing.sort_by(|a, b| a.path.cmp(&b.path));
         let work = Work {
             send: files.to_vec(),
+            listing: Arc::new(listing),
             ..Default::default()
         };
         let sink = JournalSink {

@@ -98,7 +98,7 @@ impl<'a> Delta<'a> {
         self.send.is_empty() && self.attrs.is_empty() && self.remove.is_empty()
     }
 
-    pub fn send_files(&self) -> Vec<&ListedFile> {
+    pub fn send_files(&self) -> Vec<&'a ListedFile> {
         self.send.iter().map(|(f, _)| *f).collect()
     }
 }
@@ -138,7 +138,12 @@ enum Change {
     Attrs,
 }
 
-/// Compare `listing` (the source now) with `journal` (the target).
+/// Compare `listing` (the source now, each path once) with `journal`
+/// (the target).
+///
+/// What is chosen is kept per listing entry, by index, not in maps keyed
+/// by path: a first clone of a million entries chooses them all, and a map
+/// of a million paths costs 50 MB a copy (issue 16).
 pub fn compute<'a>(
     listing: &'a [ListedFile],
     journal: &[FileRecord],
@@ -148,8 +153,10 @@ pub fn compute<'a>(
         journal.iter().map(|r| (r.path.as_slice(), r)).collect();
     let converted: HashSet<&[u8]> = converted.iter().map(|(p, _)| p.as_slice()).collect();
     let mut delta = Delta::default();
-    let mut chosen: HashMap<&[u8], Reason> = HashMap::new();
-    for f in listing {
+    // Per entry: why its content is sent, and whether its metadata is.
+    let mut chosen: Vec<Option<Reason>> = vec![None; listing.len()];
+    let mut in_attrs = vec![false; listing.len()];
+    for (i, f) in listing.iter().enumerate() {
         let change = match held.get(f.path.as_slice()) {
             None => Some(Change::Send(Reason::New)),
             Some(r) => compare(f, r),
@@ -163,62 +170,73 @@ pub fn compute<'a>(
                 match change {
                     // The root always exists on the target: only its
                     // metadata is ever sent.
-                    Change::Send(_) if f.path == b"/" => delta.attrs.push(f),
-                    Change::Send(reason) => {
-                        chosen.insert(&f.path, reason);
+                    Change::Send(_) if f.path == b"/" => {
+                        delta.attrs.push(f);
+                        in_attrs[i] = true;
                     }
-                    Change::Attrs => delta.attrs.push(f),
+                    Change::Send(reason) => chosen[i] = Some(reason),
+                    Change::Attrs => {
+                        delta.attrs.push(f);
+                        in_attrs[i] = true;
+                    }
                 }
             }
         }
     }
 
     // Hardlink sets travel together: tar links names only within one run.
-    let mut sets: HashMap<(u64, u64), Vec<&ListedFile>> = HashMap::new();
-    for f in listing
-        .iter()
-        .filter(|f| f.kind == FileKind::File && f.nlink > 1)
-    {
-        sets.entry((f.dev, f.inode)).or_default().push(f);
+    let mut sets: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+    for (i, f) in listing.iter().enumerate() {
+        if f.kind == FileKind::File && f.nlink > 1 {
+            sets.entry((f.dev, f.inode)).or_default().push(i);
+        }
     }
     for set in sets.values() {
-        if set.iter().any(|f| chosen.contains_key(f.path.as_slice())) {
-            for f in set {
-                if !chosen.contains_key(f.path.as_slice()) {
-                    chosen.insert(&f.path, Reason::HardlinkSet);
+        if set.iter().any(|&i| chosen[i].is_some()) {
+            for &i in set {
+                if chosen[i].is_none() {
+                    chosen[i] = Some(Reason::HardlinkSet);
                     delta.unchanged = delta.unchanged.saturating_sub(1);
-                    delta.attrs.retain(|a| a.path != f.path);
+                    if in_attrs[i] {
+                        in_attrs[i] = false;
+                        let path = &listing[i].path;
+                        delta.attrs.retain(|a| a.path != *path);
+                    }
                 }
             }
         }
     }
-    let mut placed: HashSet<&[u8]> = HashSet::new();
-    for f in listing {
-        if placed.contains(f.path.as_slice()) {
+    let mut placed = vec![false; listing.len()];
+    for (i, f) in listing.iter().enumerate() {
+        if placed[i] || chosen[i].is_none() {
             continue;
         }
-        if !chosen.contains_key(f.path.as_slice()) {
-            continue;
-        }
-        let members: Vec<&ListedFile> = match sets.get(&(f.dev, f.inode)) {
+        let members: Vec<usize> = match sets.get(&(f.dev, f.inode)) {
             Some(set) if f.kind == FileKind::File && f.nlink > 1 => set.clone(),
-            _ => vec![f],
+            _ => vec![i],
         };
         // One content per set: the other names travel as links.
         delta.send_bytes += f.size;
         for m in members {
-            if placed.insert(&m.path) {
-                delta.send.push((m, chosen[m.path.as_slice()]));
+            if let (false, Some(reason)) = (placed[m], chosen[m]) {
+                placed[m] = true;
+                delta.send.push((&listing[m], reason));
             }
         }
     }
+    drop(placed);
 
-    let present: HashSet<&[u8]> = listing.iter().map(|f| f.path.as_slice()).collect();
-    let mut remove: Vec<Vec<u8>> = journal
-        .iter()
-        .filter(|r| !present.contains(r.path.as_slice()))
-        .map(|r| r.path.clone())
-        .collect();
+    let mut remove: Vec<Vec<u8>> = if journal.is_empty() {
+        Vec::new()
+    } else {
+        let mut present: Vec<&[u8]> = listing.iter().map(|f| f.path.as_slice()).collect();
+        present.sort_unstable();
+        journal
+            .iter()
+            .filter(|r| present.binary_search(&r.path.as_slice()).is_err())
+            .map(|r| r.path.clone())
+            .collect()
+    };
     remove.sort_unstable_by(|a, b| b.cmp(a));
     if remove
         .iter()
@@ -238,19 +256,16 @@ pub fn compute<'a>(
         .map(|(f, _)| parent(&f.path))
         .chain(delta.remove.iter().map(|p| parent(p)))
         .collect();
-    let chosen: HashSet<&[u8]> = delta
-        .send
-        .iter()
-        .map(|(f, _)| f.path.as_slice())
-        .chain(delta.attrs.iter().map(|f| f.path.as_slice()))
-        .collect();
     let mut touched: Vec<&'a ListedFile> = listing
         .iter()
-        .filter(|f| {
+        .enumerate()
+        .filter(|(i, f)| {
             f.kind == FileKind::Dir
                 && parents.contains(f.path.as_slice())
-                && !chosen.contains(f.path.as_slice())
+                && chosen[*i].is_none()
+                && !in_attrs[*i]
         })
+        .map(|(_, f)| f)
         .collect();
     delta.unchanged = delta.unchanged.saturating_sub(touched.len() as u64);
     delta.attrs.append(&mut touched);

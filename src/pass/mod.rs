@@ -70,8 +70,15 @@ pub async fn list_source(
         .filter_map(|e| listing::prune_pattern(&e.path, e.contents_only))
         .collect();
     let cmd = listing::command(&inv.capabilities, &roots, &prune);
-    let out = session.run(&cmd, b"").await.map_err(CloneError::Ssh)?;
-    let (mut files, unparsed) = listing::parse(&inv.capabilities, &out.stdout);
+    // Parsed as it arrives: the raw listing (about 100 bytes an entry) is
+    // never held whole beside the entries, so a million fit a small client
+    // (issue 16).
+    let mut parser = listing::Parser::new(&inv.capabilities);
+    let out = session
+        .run_streamed(&cmd, b"", &mut |chunk| parser.feed(chunk))
+        .await
+        .map_err(CloneError::Ssh)?;
+    let (mut files, unparsed) = parser.finish();
     if files.is_empty() {
         return Err(CloneError::Remote {
             what: format!(
@@ -87,9 +94,6 @@ pub async fn list_source(
             reason: "the listing line could not be read (a newline in the name?)".into(),
         });
     }
-    // The raw listing (about 100 bytes an entry) goes before the entries
-    // are sorted: a million entries must fit a small client (issue 16).
-    drop(out);
     files.retain(|f| {
         if excluded(&f.path, &plan.excludes) {
             return false;
@@ -216,7 +220,7 @@ pub async fn run(
     let started = Instant::now();
     progress.phase("listing the source");
     let listing_began = source_clock(session).await?;
-    let listing = list_source(session, inv, plan, progress).await?;
+    let listing = std::sync::Arc::new(list_source(session, inv, plan, progress).await?);
     let listing_ended = source_clock(session).await?;
     let mut journal = Journal::open(&migration.journal_path())?;
     let mut held = journal.files()?;
@@ -276,24 +280,25 @@ pub async fn run(
             (r.path.as_slice(), k)
         })
         .collect();
-    let send = delta.send_files();
+    // Only one list of a million entries is kept (issue 16): what is sent
+    // whole is filtered in place, and the delta's own list is freed.
+    let mut send = delta.send_files();
+    delta.send = Vec::new();
     // Transfers an interruption cut off resume from their partial copy;
     // files that only grew go as their tail; the rest whole, by tar.
     let partials = journal.partials()?;
     let (mut append, stale) = grown::resumable(&send, &partials);
     journal.forget_partials(&stale)?;
     let resumed = append.len() as u64;
-    let rest: Vec<&ListedFile> = {
-        let r: std::collections::HashSet<&[u8]> =
-            append.iter().map(|g| g.file.path.as_slice()).collect();
-        send.iter()
-            .copied()
-            .filter(|f| !r.contains(f.path.as_slice()))
-            .collect()
+    let from_offset = |append: &[grown::Tail<'_>]| -> std::collections::HashSet<Vec<u8>> {
+        append.iter().map(|g| g.file.path.clone()).collect()
     };
-    append.extend(grown_tails(session, inv, target, &rest, &held, progress).await?);
-    let from_offset: std::collections::HashSet<&[u8]> =
-        append.iter().map(|g| g.file.path.as_slice()).collect();
+    let resuming = from_offset(&append);
+    send.retain(|f| !resuming.contains(f.path.as_slice()));
+    append.extend(grown_tails(session, inv, target, &send, &held, progress).await?);
+    let tails = from_offset(&append);
+    send.retain(|f| !tails.contains(f.path.as_slice()));
+    send.shrink_to_fit();
     let work = Work {
         remove: &delta.remove,
         attrs: delta
@@ -301,21 +306,22 @@ pub async fn run(
             .iter()
             .map(|f| (*f, kept.get(f.path.as_slice()).cloned().unwrap_or_default()))
             .collect(),
-        send: send
+        send,
+        append,
+        listing: listing.clone(),
+    };
+    drop(kept);
+    drop(held);
+    // Recorded before anything is sent: see `Journal::mark_in_flight`.
+    journal.mark_in_flight(
+        pass,
+        &work
+            .send
             .iter()
             .copied()
-            .filter(|f| !from_offset.contains(f.path.as_slice()))
-            .collect(),
-        append,
-    };
-    // Recorded before anything is sent: see `Journal::mark_in_flight`.
-    let in_flight: Vec<&ListedFile> = work
-        .send
-        .iter()
-        .copied()
-        .chain(work.append.iter().map(|g| g.file))
-        .collect();
-    journal.mark_in_flight(pass, &in_flight)?;
+            .chain(work.append.iter().map(|g| g.file))
+            .collect::<Vec<_>>(),
+    )?;
     let sink = JournalSink {
         path: migration.journal_path(),
         pass,

@@ -713,6 +713,23 @@ impl Session {
 
     /// Run `command`, feed it `stdin` and EOF, and collect its output.
     pub async fn run(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {
+        let mut stdout = Vec::new();
+        let mut out = self
+            .run_streamed(command, stdin, &mut |chunk| stdout.extend_from_slice(chunk))
+            .await?;
+        out.stdout = stdout;
+        Ok(out)
+    }
+
+    /// Run `command` as [`Session::run`] does, but hand its stdout to
+    /// `sink` as it arrives instead of collecting it (the returned
+    /// `stdout` is empty): a large output is never held whole.
+    pub async fn run_streamed(
+        &self,
+        command: &str,
+        stdin: &[u8],
+        sink: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<Output, SshError> {
         let addr = self.info.addr();
         let mut child = self.exec(command).await?;
         let mut input = child.take_stdin();
@@ -728,11 +745,17 @@ impl Session {
             }
         };
         let readers = async {
-            let (mut o, mut e) = (Vec::new(), Vec::new());
+            let mut e = Vec::new();
             let ro = async {
-                match out.as_mut() {
-                    Some(r) => r.read_to_end(&mut o).await.map(drop),
-                    None => Ok(()),
+                let Some(r) = out.as_mut() else {
+                    return Ok(());
+                };
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    match r.read(&mut buf).await? {
+                        0 => return Ok(()),
+                        n => sink(&buf[..n]),
+                    }
                 }
             };
             let re = async {
@@ -742,7 +765,7 @@ impl Session {
                 }
             };
             let (a, b) = tokio::join!(ro, re);
-            a.and(b).map(|_| (o, e))
+            a.and(b).map(|_| e)
         };
         tokio::pin!(writer);
         tokio::pin!(readers);
@@ -753,14 +776,14 @@ impl Session {
                 r = &mut readers => break r,
             }
         };
-        let (stdout, stderr) = collected.map_err(|source| SshError::Io {
+        let stderr = collected.map_err(|source: std::io::Error| SshError::Io {
             addr: addr.clone(),
             source,
         })?;
         let status = child.wait().await?;
         Ok(Output {
             status,
-            stdout,
+            stdout: Vec::new(),
             stderr,
         })
     }

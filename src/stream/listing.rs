@@ -50,7 +50,7 @@ pub struct ListedFile {
     pub mtime_nsec: u32,
     pub ctime: i64,
     pub inode: u64,
-    pub nlink: u64,
+    pub nlink: u32,
     /// The filesystem's device number, to keep hardlink sets per filesystem.
     pub dev: u64,
 }
@@ -187,16 +187,21 @@ pub fn parse_gnu(output: &[u8]) -> (Vec<ListedFile>, Vec<Unparsed>) {
             bad.push(Unparsed(String::from_utf8_lossy(head).into_owned()));
             break;
         };
-        match parse_gnu_head(head, path) {
-            Some(f) => files.push(f),
-            None => bad.push(Unparsed(format!(
-                "{} {}",
-                String::from_utf8_lossy(head),
-                String::from_utf8_lossy(path)
-            ))),
-        }
+        gnu_record(head, path, &mut files, &mut bad);
     }
     (files, bad)
+}
+
+/// One `head NUL path` record: an entry, or an unparsed line.
+fn gnu_record(head: &[u8], path: &[u8], files: &mut Vec<ListedFile>, bad: &mut Vec<Unparsed>) {
+    match parse_gnu_head(head, path) {
+        Some(f) => files.push(f),
+        None => bad.push(Unparsed(format!(
+            "{} {}",
+            String::from_utf8_lossy(head),
+            String::from_utf8_lossy(path)
+        ))),
+    }
 }
 
 fn parse_gnu_head(head: &[u8], path: &[u8]) -> Option<ListedFile> {
@@ -270,11 +275,84 @@ fn parse_stat_line(line: &[u8]) -> Option<ListedFile> {
 
 /// Parse whichever format `command` asked for.
 pub fn parse(caps: &Capabilities, output: &[u8]) -> (Vec<ListedFile>, Vec<Unparsed>) {
-    if caps.find_printf {
-        parse_gnu(output)
-    } else {
-        parse_stat(output)
+    let mut parser = Parser::new(caps);
+    parser.feed(output);
+    parser.finish()
+}
+
+/// Parses a listing as it arrives, so the client never holds the raw
+/// output (about 100 bytes an entry: 100 MB for a million) beside the
+/// entries. Fed in chunks of any size, it gives what [`parse`] gives for
+/// the whole output.
+pub struct Parser {
+    gnu: bool,
+    /// The bytes after the last whole record.
+    pending: Vec<u8>,
+    files: Vec<ListedFile>,
+    bad: Vec<Unparsed>,
+}
+
+impl Parser {
+    pub fn new(caps: &Capabilities) -> Parser {
+        Parser {
+            gnu: caps.find_printf,
+            pending: Vec::new(),
+            files: Vec::new(),
+            bad: Vec::new(),
+        }
     }
+
+    /// Parse the whole records of `chunk` (with what the last chunk left).
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.pending.extend_from_slice(chunk);
+        let used = if self.gnu {
+            gnu_records(&self.pending, &mut self.files, &mut self.bad)
+        } else {
+            let whole = self
+                .pending
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            let (files, bad) = parse_stat(&self.pending[..whole]);
+            self.files.extend(files);
+            self.bad.extend(bad);
+            whole
+        };
+        self.pending.drain(..used);
+    }
+
+    /// The entries, and the records that could not be read (a record cut
+    /// off at the end among them).
+    pub fn finish(mut self) -> (Vec<ListedFile>, Vec<Unparsed>) {
+        let (files, bad) = if self.gnu {
+            parse_gnu(&self.pending)
+        } else {
+            parse_stat(&self.pending)
+        };
+        self.files.extend(files);
+        self.bad.extend(bad);
+        (self.files, self.bad)
+    }
+}
+
+/// The whole `head NUL path NUL` records at the start of `buf`, parsed as
+/// [`parse_gnu`] does; returns how many bytes they took.
+fn gnu_records(buf: &[u8], files: &mut Vec<ListedFile>, bad: &mut Vec<Unparsed>) -> usize {
+    let nul = |from: usize| buf[from..].iter().position(|b| *b == 0).map(|i| from + i);
+    let mut pos = 0;
+    while let Some(head_end) = nul(pos) {
+        if head_end == pos {
+            pos += 1;
+            continue;
+        }
+        let Some(path_end) = nul(head_end + 1) else {
+            break;
+        };
+        let (head, path) = (&buf[pos..head_end], &buf[head_end + 1..path_end]);
+        gnu_record(head, path, files, bad);
+        pos = path_end + 1;
+    }
+    pos
 }
 
 #[cfg(test)]
@@ -324,6 +402,52 @@ garbage line\n";
             (b"/home/u/my file.txt".as_slice(), 2, 0o644)
         );
         assert_eq!(bad, vec![Unparsed("garbage line".into())]);
+    }
+
+    /// A million entries are held for a whole pass (issue 16, P5: a
+    /// client under 256 MiB): each is 88 bytes beside its path.
+    #[test]
+    fn a_listed_entry_stays_small() {
+        assert_eq!(std::mem::size_of::<ListedFile>(), 88);
+    }
+
+    /// A listing fed in chunks of any size (a record split anywhere, a
+    /// record cut off at the end) parses as the whole output does: the
+    /// samples above, and the local GNU find's listing of /etc.
+    #[test]
+    fn a_listing_fed_in_chunks_parses_as_the_whole_output() {
+        let gnu = Capabilities::for_test(crate::probe::inventory::TarFlavour::Gnu, &[]);
+        let mut busybox = gnu.clone();
+        busybox.find_printf = false;
+        let cmd = command(&gnu, &["/etc"], &[]);
+        let etc = std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .output()
+            .unwrap()
+            .stdout;
+        assert!(etc.len() > 10_000, "find listed /etc: {} bytes", etc.len());
+        let samples: [(&Capabilities, &[u8]); 5] = [
+            (&gnu, b"d 755 0 0 4096 1700000000.5 1700000001.0 2 18 2049\0/\0\0f 644 0 0 1 1.0 1.0 3 1 9\0/a\nb\0bad\0/c\0"),
+            (&gnu, b"f 644 0 0 1 1.0 1.0 3 1 9\0/a\0f 644 0 0 1 1.0 1.0 4 1 9\0/cut"),
+            (&gnu, b"f 644 0 0 1 1.0 1.0 3 1 9\0/a\0f 644 0 0 1 1.0"),
+            (&busybox, b"41ed 0 0 1024 1 1 2 17 1795 /\ngarbage\n\n81a4 0 0 5 1 2 99 2 1795 /a b\n81a4 0 0 5 1 2 99 2 1795 /cut"),
+            (&gnu, &etc),
+        ];
+        for (caps, whole) in samples {
+            let expected = if caps.find_printf {
+                parse_gnu(whole)
+            } else {
+                parse_stat(whole)
+            };
+            assert!(!expected.0.is_empty());
+            for size in [1, 2, 3, 7, 64, 4096, whole.len()] {
+                let mut parser = Parser::new(caps);
+                for chunk in whole.chunks(size) {
+                    parser.feed(chunk);
+                }
+                assert_eq!(parser.finish(), expected, "chunks of {size}");
+            }
+        }
     }
 
     /// The pruned listing, run by the local GNU find on a real tree: an

@@ -94,7 +94,7 @@ pub async fn run(
         progress.phase("converting again (a boot-relevant file changed)");
         let mut journal = Journal::open(&migration.journal_path())?;
         let converted = target
-            .convert(inv, plan, &journal.files()?, progress)
+            .convert(inv, plan, &migration.journal_path(), progress)
             .await?;
         notes = converted.notes;
         journal.record_converted(&converted.files)?;

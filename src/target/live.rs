@@ -23,7 +23,6 @@ use tokio_util::io::SyncIoBridge;
 use super::device::DiskInfo;
 use super::remote::{Hello, ROOT, WORK_DIR};
 use super::{AgentLink, AgentProcess, Converted, StateFile, StateWriter, Target};
-use crate::journal::FileRecord;
 use crate::plan::{Plan, TargetSpec};
 use crate::probe::Inventory;
 use crate::progress::Progress;
@@ -626,7 +625,7 @@ impl Target for LiveTarget {
         &mut self,
         inv: &Inventory,
         _plan: &Plan,
-        _records: &[FileRecord],
+        _journal: &Path,
         progress: &mut dyn Progress,
     ) -> Result<Converted, CloneError> {
         let inventory =

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use super::image::{self, FsCheck, PreparedImage};
 use super::lock::{self, TargetLock};
 use super::{AgentLink, AgentProcess, Converted, StateFile, StateWriter, Target};
-use crate::journal::FileRecord;
 use crate::migration::Migration;
 use crate::plan::{ImageFormat, Plan, TargetSpec};
 use crate::probe::Inventory;
@@ -259,13 +258,13 @@ impl Target for LocalImage {
         &mut self,
         inv: &Inventory,
         plan: &Plan,
-        records: &[FileRecord],
+        journal: &Path,
         progress: &mut dyn Progress,
     ) -> Result<Converted, CloneError> {
         let notes = crate::target::conversion::convert_phase(inv, plan, &self.prepared, progress)?;
         Ok(Converted {
             notes,
-            files: crate::verify::converted_files(self.root(), records),
+            files: crate::verify::converted_files(self.root(), journal)?,
         })
     }
 

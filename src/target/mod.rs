@@ -25,7 +25,7 @@ pub mod remote;
 pub use error::CloneError;
 use std::path::{Path, PathBuf};
 
-use crate::journal::{ConvertedFile, FileRecord};
+use crate::journal::ConvertedFile;
 use crate::plan::Plan;
 use crate::probe::Inventory;
 use crate::progress::Progress;
@@ -90,13 +90,14 @@ pub trait Target: Send + Sync {
     /// host: `paths` are NUL-separated, relative to the root; the tool's
     /// output is returned (`sync --checksum`).
     async fn hash_files(&self, tool: &str, paths: &[u8]) -> Result<Vec<u8>, CloneError>;
-    /// Make the copy boot as a VM, with the guest's own tools; `records`
-    /// are the journal's, to find what conversion changed.
+    /// Make the copy boot as a VM, with the guest's own tools; the journal
+    /// at `journal` says what the copy holds, to find what conversion
+    /// changed.
     async fn convert(
         &mut self,
         inv: &Inventory,
         plan: &Plan,
-        records: &[FileRecord],
+        journal: &Path,
         progress: &mut dyn Progress,
     ) -> Result<Converted, CloneError>;
     /// The end of a clone: flush, unmount, check the filesystems and

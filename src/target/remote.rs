@@ -110,8 +110,7 @@ pub fn convert(
     let prepared = image::attach_device(plan, disk, root, FsCheck::after(&lock))?;
     let notes = crate::target::conversion::convert_phase(inv, plan, &prepared, progress)?;
     let journal = crate::migration::target_state(root).join("journal.sqlite");
-    let records = crate::journal::Journal::open(&journal)?.files()?;
-    let files = crate::verify::converted_files(root, &records);
+    let files = crate::verify::converted_files(root, &journal)?;
     prepared.leave_mounted();
     Ok(Converted { notes, files })
 }

@@ -76,7 +76,7 @@ impl ReadStats {
 /// whole files by tar. The one place a reader is chosen.
 pub fn for_work<'a>(
     append: &'a [Tail<'a>],
-    send: &[&ListedFile],
+    send: &'a [&'a ListedFile],
     caps: &'a Capabilities,
     batching: Batching,
     compression: Option<compression::SourceCompression>,

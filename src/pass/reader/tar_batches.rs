@@ -23,7 +23,10 @@ use crate::target::CloneError;
 /// The files a pass sends whole, as the batches of tar runs they go in.
 pub struct TarBatches<'a> {
     caps: &'a Capabilities,
-    lists: Vec<Vec<u8>>,
+    files: &'a [&'a ListedFile],
+    /// Each batch, as a range of `files`: its path list is written when
+    /// its run starts, not all up front (35 MB for a million entries).
+    batches: Vec<std::ops::Range<usize>>,
     /// What tar's output goes through on the source, if anything.
     compression: Option<SourceCompression>,
 }
@@ -31,13 +34,14 @@ pub struct TarBatches<'a> {
 impl<'a> TarBatches<'a> {
     pub fn new(
         caps: &'a Capabilities,
-        files: &[&ListedFile],
+        files: &'a [&'a ListedFile],
         batching: Batching,
         compression: Option<SourceCompression>,
     ) -> Self {
         TarBatches {
             caps,
-            lists: batches(files, batching),
+            files,
+            batches: batches(files, batching),
             compression,
         }
     }
@@ -46,7 +50,7 @@ impl<'a> TarBatches<'a> {
 #[async_trait::async_trait(?Send)]
 impl SourceReader for TarBatches<'_> {
     fn describe(&self) -> String {
-        format!("tar batches: {}", self.lists.len())
+        format!("tar batches: {}", self.batches.len())
     }
 
     async fn send(
@@ -57,8 +61,9 @@ impl SourceReader for TarBatches<'_> {
         progress: &mut dyn Progress,
     ) -> Result<ReadStats, CloneError> {
         let mut read = ReadStats::default();
-        // Each list goes to its tar run, and is freed with it.
-        for list in std::mem::take(&mut self.lists) {
+        // Each list is written for its tar run, and freed with it.
+        for batch in std::mem::take(&mut self.batches) {
+            let list = path_list(&self.files[batch]);
             let (stats, stderr) =
                 run_batch(session, self.caps, self.compression, list, out, progress).await?;
             read.add(ReadStats { stats, stderr });
@@ -145,17 +150,16 @@ impl Default for Batching {
     }
 }
 
-/// Split `files` into NUL-separated relative path lists, each within the
-/// batching limits (a single file larger than `max_bytes` is a batch alone).
-/// Names of one hardlinked inode, adjacent in `files`, are never split:
-/// tar links names only within one run.
-fn batches(files: &[&ListedFile], limits: Batching) -> Vec<Vec<u8>> {
+/// Split `files` into batches (ranges of it), each within the batching
+/// limits (a single file larger than `max_bytes` is a batch alone). Names
+/// of one hardlinked inode, adjacent in `files`, are never split: tar
+/// links names only within one run.
+fn batches(files: &[&ListedFile], limits: Batching) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
-    let (mut list, mut count, mut bytes) = (Vec::new(), 0usize, 0u64);
+    let (mut start, mut count, mut bytes) = (0usize, 0usize, 0u64);
     let mut prev = None;
-    for f in files.iter().copied() {
-        let rel = f.path.strip_prefix(b"/").unwrap_or(&f.path);
-        if rel.is_empty() {
+    for (i, f) in files.iter().copied().enumerate() {
+        if relative_path(f).is_empty() {
             continue;
         }
         let same_inode = prev.is_some_and(|p: &ListedFile| {
@@ -166,18 +170,35 @@ fn batches(files: &[&ListedFile], limits: Batching) -> Vec<Vec<u8>> {
             && !same_inode
             && (count >= limits.max_files || bytes + f.size > limits.max_bytes)
         {
-            out.push(std::mem::take(&mut list));
+            out.push(start..i);
             (count, bytes) = (0, 0);
         }
-        list.extend_from_slice(rel);
-        list.push(0);
+        if count == 0 {
+            start = i;
+        }
         count += 1;
         bytes += f.size;
     }
     if count > 0 {
-        out.push(list);
+        out.push(start..files.len());
     }
     out
+}
+
+/// The NUL-separated relative paths tar reads: the root is never listed.
+fn path_list(files: &[&ListedFile]) -> Vec<u8> {
+    let mut list = Vec::new();
+    for rel in files.iter().map(|f| relative_path(f)) {
+        if !rel.is_empty() {
+            list.extend_from_slice(rel);
+            list.push(0);
+        }
+    }
+    list
+}
+
+fn relative_path(f: &ListedFile) -> &[u8] {
+    f.path.strip_prefix(b"/").unwrap_or(&f.path)
 }
 
 /// One remote tar run: feed it `list`, pump its stream into `out`.
@@ -295,8 +316,8 @@ mod tests {
             },
         );
         let shown: Vec<String> = lists
-            .iter()
-            .map(|l| String::from_utf8_lossy(l).replace('\0', " "))
+            .into_iter()
+            .map(|b| String::from_utf8_lossy(&path_list(&refs[b])).replace('\0', " "))
             .collect();
         assert_eq!(shown, vec!["a b ", "c ", "big ", "d "]);
     }
