@@ -46,7 +46,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let stats = tokio::task::spawn_blocking(move || {
         let stdin = std::io::stdin().lock();
-        let stdout = std::io::stdout().lock();
+        let stdout = std::io::stdout();
         hotclone::receiver::agent::run_with(&root, options, stdin, stdout)
     })
     .await

@@ -3,13 +3,19 @@
 //!
 //! An `ok` means durable: the file was fsynced before its rename, and its
 //! directory is fsynced before the ack is written. Small files are made
-//! durable and placed as a group ([`Writer::commit`]: one `syncfs` before
-//! their renames, one after). Acks are batched: they go out (after the
-//! group commit and one fsync per changed directory) before the agent
-//! waits for more input (given the input's descriptor: when none arrived
-//! within [`INPUT_PAUSE`]), when [`COMMIT_FILES`] or [`COMMIT_BYTES`] are
-//! waiting or the oldest waited [`COMMIT_AGE`], before the next read after
-//! a big file's ack or `part` (as before group commits), and at the end.
+//! durable and placed as a group ([`Commit::run`]: one `syncfs` before
+//! their renames, one after; none of either for files new to the target,
+//! written in place). Acks are batched: they go out after the commit they
+//! wait for, which runs on a thread of its own while the next files are
+//! written (`committer`; one at a time, in order). What waits is handed
+//! to it before the agent waits for more input (given the input's
+//! descriptor: when none arrived within [`INPUT_PAUSE`]), when
+//! [`COMMIT_FILES`] or [`COMMIT_BYTES`] are waiting or the oldest waited
+//! [`COMMIT_AGE`] and the committer is free (a group waits for it only
+//! once it is twice [`COMMIT_BYTES`]), before the next read after a big
+//! file's ack or `part`, and at the end. On a failed commit the agent
+//! stops, and what waited for it is never acknowledged: the next pass
+//! sends it again.
 //!
 //! Delta passes also send `Remove` (acked `ok` once the path is gone, also
 //! when it already was) and `Attrs` (metadata of an existing entry; `bad`
@@ -24,13 +30,15 @@
 //! has ended.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
-use super::writer::{is_temp_name, last_name, EntryError, FileSink, Writer};
+use super::writer::{is_temp_name, last_name, Commit, EntryError, FileSink, Writer};
 use crate::stream::wire::{
     Ack, AppendBase, EntryKind, EntryMeta, Frame, WireError, WireReader, RESUMABLE_MIN,
 };
@@ -123,8 +131,70 @@ pub fn stop_when_orphaned() {
     });
 }
 
-struct AckOut<W: Write> {
-    out: W,
+/// What the committer thread is given: a commit, then the acks that
+/// waited for it.
+struct Job {
+    commit: Commit,
+    acks: Vec<Ack>,
+}
+
+/// What the committer reports for each job: the sizes of the files whose
+/// `ok` it turned `bad` (for the totals), and why it stopped, if it did.
+struct JobDone {
+    unplaced: Vec<u64>,
+    error: Option<AgentError>,
+}
+
+/// The committer thread: runs each job's commit, then writes its acks
+/// (those of files the commit could not place turned `bad`). After a
+/// failed commit or ack write it writes nothing more. Returns the ack
+/// output once the jobs end.
+fn committer<W: Write>(out: W, jobs: Receiver<Job>, done: Sender<JobDone>) -> W {
+    let mut out = io::BufWriter::with_capacity(64 << 10, out);
+    let mut stopped = false;
+    for Job { commit, mut acks } in jobs {
+        let mut unplaced = Vec::new();
+        let mut error = None;
+        if !stopped {
+            let (failed, dirs) = commit.run();
+            match dirs {
+                // What waited for it is not known to be durable: its acks
+                // are never written, and the next pass sends it again.
+                Err(e) => error = Some(AgentError::Sync(e.0)),
+                Ok(()) => {
+                    for (path, size, e) in failed {
+                        let acked = acks
+                            .iter_mut()
+                            .rev()
+                            .find(|a| matches!(a, Ack::Ok { path: p, .. } if *p == path));
+                        if let Some(ack) = acked {
+                            tracing::warn!("{e}");
+                            *ack = Ack::Bad { path, reason: e.0 };
+                            unplaced.push(size);
+                        }
+                    }
+                    error = write_acks(&mut out, &acks).err();
+                }
+            }
+            stopped = error.is_some();
+        }
+        if done.send(JobDone { unplaced, error }).is_err() {
+            break;
+        }
+    }
+    // Each job flushed its acks; after a failed write, what is left
+    // unwritten stays so.
+    out.into_parts().0
+}
+
+fn write_acks(out: &mut impl Write, acks: &[Ack]) -> Result<(), AgentError> {
+    for ack in acks {
+        writeln!(out, "{ack}").map_err(AgentError::Acks)?;
+    }
+    out.flush().map_err(AgentError::Acks)
+}
+
+struct AckOut {
     pending: Vec<Ack>,
     /// When the oldest of `pending` was pushed.
     since: Option<Instant>,
@@ -134,29 +204,14 @@ struct AckOut<W: Write> {
     urgent: bool,
     writer: Writer,
     stats: AgentStats,
+    /// To the committer thread; `None` once closed.
+    jobs: Option<Sender<Job>>,
+    done: Receiver<JobDone>,
+    /// The paths of the commit the committer is running, while it is.
+    running: Option<HashSet<Vec<u8>>>,
 }
 
-impl<W: Write> AckOut<W> {
-    /// The group commit of the small files waiting: those that could not
-    /// be placed have their `ok` turned `bad`.
-    fn commit(&mut self) {
-        for (path, size, e) in self.writer.commit() {
-            let acked = self
-                .pending
-                .iter_mut()
-                .rev()
-                .find(|a| matches!(a, Ack::Ok { path: p, .. } if *p == path));
-            if let Some(ack) = acked {
-                tracing::warn!("{e}");
-                *ack = Ack::Bad { path, reason: e.0 };
-                self.stats.entries -= 1;
-                self.stats.files -= 1;
-                self.stats.bytes -= size;
-                self.stats.bad += 1;
-            }
-        }
-    }
-
+impl AckOut {
     /// Whether acks are waiting to go out (or files or directories to be
     /// made durable first).
     fn waiting(&self) -> bool {
@@ -172,25 +227,83 @@ impl<W: Write> AckOut<W> {
             || self.since.is_some_and(|t| t.elapsed() >= COMMIT_AGE)
     }
 
-    /// Commit the small files, fsync changed directories, then write and
-    /// flush pending acks.
-    fn flush(&mut self) -> Result<(), AgentError> {
-        self.commit();
-        if self.pending.is_empty() && !self.writer.has_dirty_dirs() {
+    /// Whether what waits must go out even when that means waiting for the
+    /// commit running: a big file's ack, or a full group (one only due by
+    /// its age waits on while the commit before runs).
+    fn overdue(&self) -> bool {
+        let (files, bytes) = self.writer.uncommitted();
+        self.urgent || files >= COMMIT_FILES || bytes >= 2 * COMMIT_BYTES
+    }
+
+    /// Learns whether the running commit is done (waiting for it with
+    /// `wait`): its files that could not be placed leave the totals, and
+    /// its failure is this run's.
+    fn poll_done(&mut self, wait: bool) -> Result<(), AgentError> {
+        if self.running.is_none() {
+            return Ok(());
+        }
+        let done = if wait {
+            self.done.recv().map_err(|_| ())
+        } else {
+            match self.done.try_recv() {
+                Ok(d) => Ok(d),
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) => Err(()),
+            }
+        };
+        self.running = None;
+        let done = done.map_err(|()| AgentError::Sync("the commit thread stopped".into()))?;
+        for size in done.unplaced {
+            self.stats.entries -= 1;
+            self.stats.files -= 1;
+            self.stats.bytes -= size;
+            self.stats.bad += 1;
+        }
+        done.error.map_or(Ok(()), Err)
+    }
+
+    /// Hands what waits (the commit and the acks) to the committer, once
+    /// the commit it runs is done: with `wait`, waiting for that, else
+    /// leaving everything to wait (and grow) while it runs.
+    fn hand_off(&mut self, wait: bool) -> Result<(), AgentError> {
+        self.poll_done(false)?;
+        if self.running.is_some() {
+            if !wait {
+                return Ok(());
+            }
+            self.poll_done(true)?;
+        }
+        let mut commit = self.writer.take_commit();
+        if commit.is_empty() && self.pending.is_empty() {
             return Ok(());
         }
         self.since = None;
         self.urgent = false;
-        if let Err(e) = self.writer.sync_dirs() {
-            // What waited for that fsync is not known to be durable: its
-            // acks are never written, and the next pass sends it again.
-            self.pending.clear();
-            return Err(AgentError::Sync(e.0));
-        }
-        for ack in self.pending.drain(..) {
-            writeln!(self.out, "{ack}").map_err(AgentError::Acks)?;
-        }
-        self.out.flush().map_err(AgentError::Acks)
+        let paths = commit.take_paths();
+        let acks = std::mem::take(&mut self.pending);
+        let jobs = self.jobs.as_ref().expect("open until the end");
+        jobs.send(Job { commit, acks })
+            .map_err(|_| AgentError::Sync("the commit thread stopped".into()))?;
+        self.running = Some(paths);
+        Ok(())
+    }
+
+    /// Everything waiting made durable and acked, before this returns.
+    fn settle(&mut self) -> Result<(), AgentError> {
+        self.hand_off(true)?;
+        self.poll_done(true)
+    }
+
+    /// Whether `path` (as sent) is a small file waiting for its commit (or
+    /// in the commit running), or a directory above one.
+    fn holds_uncommitted(&self, path: &[u8]) -> bool {
+        self.writer.holds_uncommitted(path)
+            || self.running.as_ref().is_some_and(|r| r.contains(path))
+    }
+
+    /// Whether small files wait for their commit or are in the one running.
+    fn any_uncommitted(&self) -> bool {
+        self.writer.uncommitted().0 > 0 || self.running.is_some()
     }
 
     fn push(&mut self, ack: Ack) {
@@ -273,14 +386,15 @@ impl<W: Write> AckOut<W> {
     }
 }
 
-/// Flushes pending acks before every read from the input that could block
-/// (with the input's descriptor: when no input arrives within
-/// [`INPUT_PAUSE`]; without it, before every read), and whenever a commit
-/// is due.
-struct FlushBeforeRead<R, W: Write> {
+/// Hands pending acks (and the commit they wait for) to the committer
+/// before every read from the input that could block (with the input's
+/// descriptor: when no input arrives within [`INPUT_PAUSE`]; without it,
+/// before every read), and whenever a commit is due and the committer is
+/// free (or it is overdue).
+struct FlushBeforeRead<R> {
     input: R,
     input_fd: Option<RawFd>,
-    acks: Rc<RefCell<AckOut<W>>>,
+    acks: Rc<RefCell<AckOut>>,
     failed: Rc<RefCell<Option<AgentError>>>,
 }
 
@@ -297,25 +411,32 @@ fn input_within(fd: RawFd, wait: Duration) -> bool {
     n > 0
 }
 
-impl<R: Read, W: Write> FlushBeforeRead<R, W> {
-    fn flush_now(&self) -> bool {
-        let acks = self.acks.borrow();
+impl<R: Read> FlushBeforeRead<R> {
+    /// Before a read: hand off what waits when it should go (waiting for
+    /// the running commit when it must), else only learn whether the
+    /// running commit is done.
+    fn before_read(&self) -> Result<(), AgentError> {
+        let mut acks = self.acks.borrow_mut();
         if !acks.waiting() {
-            return false;
+            return acks.poll_done(false);
         }
-        match self.input_fd {
-            None => true,
-            Some(fd) => acks.due() || !input_within(fd, INPUT_PAUSE),
+        let Some(fd) = self.input_fd else {
+            return acks.hand_off(true);
+        };
+        if acks.due() {
+            let wait = acks.overdue();
+            acks.hand_off(wait)
+        } else if !input_within(fd, INPUT_PAUSE) {
+            acks.hand_off(true)
+        } else {
+            acks.poll_done(false)
         }
     }
 }
 
-impl<R: Read, W: Write> Read for FlushBeforeRead<R, W> {
+impl<R: Read> Read for FlushBeforeRead<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.flush_now() {
-            return self.input.read(buf);
-        }
-        if let Err(e) = self.acks.borrow_mut().flush() {
+        if let Err(e) = self.before_read() {
             let msg = e.to_string();
             *self.failed.borrow_mut() = Some(e);
             return Err(io::Error::other(msg));
@@ -358,14 +479,14 @@ impl State {
 /// one, or of a directory holding one), an append, or an entry that
 /// replaces one or a directory holding one, or one named like a temporary
 /// file (it could be the temporary name of a file in the group).
-fn needs_placed_files(frame: &Frame, writer: &Writer) -> bool {
-    if writer.uncommitted().0 == 0 {
+fn needs_placed_files(frame: &Frame, acks: &AckOut) -> bool {
+    if !acks.any_uncommitted() {
         return false;
     }
     match frame {
         Frame::Entry(meta) => {
             matches!(meta.kind, EntryKind::Hardlink { .. })
-                || writer.holds_uncommitted(&meta.path)
+                || acks.holds_uncommitted(&meta.path)
                 || is_temp_name(last_name(&meta.path))
         }
         Frame::Remove(_) | Frame::Attrs(_) | Frame::Append { .. } => true,
@@ -375,30 +496,71 @@ fn needs_placed_files(frame: &Frame, writer: &Writer) -> bool {
 
 /// Decodes the stream from `input`, writes under `root`, acks to `acks`,
 /// with the default [`AgentOptions`].
-pub fn run(root: &Path, input: impl Read, acks: impl Write) -> Result<AgentStats, AgentError> {
+pub fn run(
+    root: &Path,
+    input: impl Read,
+    acks: impl Write + Send,
+) -> Result<AgentStats, AgentError> {
     run_with(root, AgentOptions::default(), input, acks)
 }
 
-/// [`run`] with options.
+/// [`run`] with options. Commits (and the acks that wait for them) run
+/// on a thread of their own while the next entries are written.
 pub fn run_with(
     root: &Path,
     options: AgentOptions,
     input: impl Read,
-    acks: impl Write,
+    acks: impl Write + Send,
 ) -> Result<AgentStats, AgentError> {
     let writer = Writer::new(root).map_err(|source| AgentError::Root {
         root: root.display().to_string(),
         source,
     })?;
-    let stats = AgentStats::default();
-    let out = Rc::new(RefCell::new(AckOut {
-        out: acks,
-        pending: Vec::new(),
-        since: None,
-        urgent: false,
-        writer,
-        stats,
-    }));
+    let (jobs, jobs_rx) = mpsc::channel();
+    let (done_tx, done) = mpsc::channel();
+    std::thread::scope(|scope| {
+        let committing = scope.spawn(move || committer(acks, jobs_rx, done_tx));
+        let out = Rc::new(RefCell::new(AckOut {
+            pending: Vec::new(),
+            since: None,
+            urgent: false,
+            writer,
+            stats: AgentStats::default(),
+            jobs: Some(jobs),
+            done,
+            running: None,
+        }));
+        let result = receive(root, options, input, &out);
+        // The committer ends once its jobs do.
+        let stats = out.borrow().stats;
+        drop(out);
+        let acks = match committing.join() {
+            Ok(acks) => acks,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        result?;
+        let mut acks = acks;
+        writeln!(
+            acks,
+            "{}",
+            Ack::Done {
+                files: stats.files,
+                bytes: stats.bytes
+            }
+        )
+        .map_err(AgentError::Acks)?;
+        acks.flush().map_err(AgentError::Acks)?;
+        Ok(stats)
+    })
+}
+
+/// [`run_with`]'s work on this thread: reads the stream and writes it.
+fn receive(
+    root: &Path,
+    options: AgentOptions,
+    input: impl Read,
+    out: &Rc<RefCell<AckOut>>,
+) -> Result<(), AgentError> {
     let failed = Rc::new(RefCell::new(None));
     let wrapped = FlushBeforeRead {
         input,
@@ -415,8 +577,8 @@ pub fn run_with(
             let frame = reader.next_frame().map_err(fail)?;
             let Some(frame) = frame else { break };
             let mut o = out.borrow_mut();
-            if needs_placed_files(&frame, &o.writer) {
-                o.commit();
+            if needs_placed_files(&frame, &o) {
+                o.settle()?;
             }
             state = match (std::mem::replace(&mut state, State::Idle), frame) {
                 (State::Idle, Frame::Entry(meta)) if meta.kind == EntryKind::File => {
@@ -544,13 +706,13 @@ pub fn run_with(
         if let State::File { sink: Some(s), .. } = &mut state {
             s.keep_partial();
         }
-        let _ = out.borrow_mut().flush();
+        let _ = out.borrow_mut().settle();
         return Err(e);
     }
     let mut o = out.borrow_mut();
     // Before the sweep (which removes temporary names) and before the
     // directory times are set (renames change them).
-    o.commit();
+    o.settle()?;
     if options.sweep {
         // At the end, not the start: a partial copy left by an interrupted
         // pass may have been resumed by this stream. Before directory
@@ -577,17 +739,7 @@ pub fn run_with(
             reason: e.0,
         });
     }
-    o.flush()?;
-    let stats = o.stats;
-    writeln!(
-        o.out,
-        "{}",
-        Ack::Done {
-            files: stats.files,
-            bytes: stats.bytes
-        }
-    )
-    .map_err(AgentError::Acks)?;
-    o.out.flush().map_err(AgentError::Acks)?;
-    Ok(stats)
+    o.settle()?;
+    o.jobs = None;
+    Ok(())
 }

@@ -15,13 +15,20 @@
 //! leaves that file, which [`Writer::sweep_temp_files`] removes.
 //!
 //! Small files (under [`RESUMABLE_MIN`], received whole) are committed as
-//! a group ([`Writer::commit`]): written and closed under their temporary
-//! names, then one `syncfs` per filesystem makes them durable, then they
-//! are renamed into place, then one more `syncfs` makes the renames
-//! durable. A file's name never points at data that is not on the disk,
-//! and its ack is written only after the commit. One fsync per file cost
+//! a group ([`Commit::run`]): written and closed, then one `syncfs` per
+//! filesystem makes them durable, then those written under temporary
+//! names are renamed into place, and one more `syncfs` makes the renames
+//! durable. Where nothing is at a small file's path yet (all of a first
+//! clone), it is written in place, not under a temporary name: an old
+//! file's name never points at data that is not on the disk, a new file
+//! that is not acked is sent again (whole, then under a temporary name),
+//! and every ack is written only after the commit. One fsync per file cost
 //! about a millisecond on the lab's disks, most of a clone of many small
 //! files (issue 16).
+//!
+//! With group commits, the directories and metadata changed since the last
+//! commit are made durable by the same `syncfs` (one per filesystem, not
+//! one fsync per directory, each of which waited for a journal commit).
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::{CString, OsStr, OsString};
@@ -83,12 +90,12 @@ pub struct Sweep {
 pub struct Writer {
     root: PathBuf,
     /// Directories whose entries changed, and regular files whose metadata
-    /// changed ([`Writer::attrs`]): fsynced by [`Writer::sync_dirs`].
+    /// changed ([`Writer::attrs`]): made durable by the next commit.
     dirty_dirs: BTreeSet<PathBuf>,
     /// Directory mtimes, set last (writing children changes them).
     dir_times: Vec<(usize, PathBuf, FileTime)>,
-    /// Small files written and closed under their temporary names, waiting
-    /// for [`Writer::commit`].
+    /// Small files written and closed (in place, or under their temporary
+    /// names), waiting for the next commit ([`Writer::take_commit`]).
     unplaced: Vec<Unplaced>,
     /// Their paths as sent, and every directory above them (as sent).
     unplaced_paths: HashSet<Vec<u8>>,
@@ -107,9 +114,119 @@ struct Unplaced {
     parent: PathBuf,
 }
 
-/// What [`Writer::commit`] could not place: the path as sent, its size,
+/// What [`Commit::run`] could not place: the path as sent, its size,
 /// and why.
 pub type Unplaceable = (Vec<u8>, u64, EntryError);
+
+/// A commit taken from the [`Writer`] ([`Writer::take_commit`]).
+pub struct Commit {
+    group: Vec<Unplaced>,
+    /// The group's paths as sent, and every directory above them.
+    paths: HashSet<Vec<u8>>,
+    dirs: BTreeSet<PathBuf>,
+    group_commit: bool,
+}
+
+impl Commit {
+    /// The paths it holds, taken out (to be kept while it runs
+    /// elsewhere): its small files as sent, and every directory above
+    /// them. Nothing may touch them until it has run.
+    pub fn take_paths(&mut self) -> HashSet<Vec<u8>> {
+        std::mem::take(&mut self.paths)
+    }
+
+    /// Whether there is anything to make durable.
+    pub fn is_empty(&self) -> bool {
+        self.group.is_empty() && self.dirs.is_empty()
+    }
+
+    /// Makes it durable. The group: `syncfs` on each filesystem its files
+    /// and the changed directories are on (their data and metadata
+    /// durable), those written under temporary names renamed into place,
+    /// and `syncfs` again for the renames. Without group commits (an old
+    /// kernel), each changed directory is fsynced instead.
+    ///
+    /// Returns the files that are not durably in place, and why (those
+    /// that could not be renamed; all of them when the first `syncfs`
+    /// failed, as a failed fsync fails its file: their files are removed),
+    /// and whether the directories are durable: when not, nothing that
+    /// waited for this commit may be acknowledged.
+    pub fn run(self) -> (Vec<Unplaceable>, Result<(), EntryError>) {
+        let Commit {
+            group,
+            dirs,
+            group_commit,
+            ..
+        } = self;
+        if !group_commit {
+            debug_assert!(
+                group.is_empty(),
+                "files are grouped only with group commits"
+            );
+            return (Vec::new(), fsync_each(&dirs));
+        }
+        if let Err(e) = sync_filesystems(group.iter().map(|u| u.parent.as_path()), &dirs) {
+            for u in &group {
+                let _ = fs::remove_file(&u.tmp);
+            }
+            let failed = group
+                .into_iter()
+                .map(|u| (u.path, u.size, e.clone()))
+                .collect();
+            return (failed, Err(e));
+        }
+        let mut failed = Vec::new();
+        let mut renamed = Vec::new();
+        for u in group {
+            if u.tmp == u.full {
+                continue; // written in place: durable there now
+            }
+            match Writer::place(&u.tmp, &u.full) {
+                Ok(()) => renamed.push(u),
+                Err(e) => {
+                    let _ = fs::remove_file(&u.tmp);
+                    failed.push((u.path, u.size, e));
+                }
+            }
+        }
+        let parents = renamed.iter().map(|u| u.parent.as_path());
+        if let Err(e) = sync_filesystems(parents, &BTreeSet::new()) {
+            // In place, but not known to be durable: not acknowledged, so
+            // the next pass sends them again.
+            failed.extend(renamed.into_iter().map(|u| (u.path, u.size, e.clone())));
+        }
+        (failed, Ok(()))
+    }
+}
+
+/// fsyncs every directory (and regular file) in `dirs` that is still one.
+fn fsync_each(dirs: &BTreeSet<PathBuf>) -> Result<(), EntryError> {
+    for dir in dirs {
+        // Replaced by a later entry (a dir that became a file, a FIFO,
+        // a symlink) or removed: nothing of it to sync here, the later
+        // entry dirtied its own parent. Never open a FIFO or a device.
+        // Gone, or a parent of it replaced by a file since (the acks
+        // that waited for it go out later now, so a later entry in the
+        // same batch can do that): nothing of it to sync.
+        match fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() || m.is_file() => {}
+            Ok(_) => continue,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(io_err("cannot look at", dir, e)),
+        }
+        let f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(dir)
+        {
+            Ok(f) => f,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(io_err("cannot open for fsync", dir, e)),
+        };
+        f.sync_all().map_err(|e| io_err("cannot fsync", dir, e))?;
+    }
+    Ok(())
+}
 
 /// Whether this kernel's `syncfs` returns the write errors it met: since
 /// Linux 5.8 (before, it returned 0 whatever happened, and a group commit
@@ -154,7 +271,7 @@ impl Writer {
         })
     }
 
-    /// Small files finished since the last [`Writer::commit`], and their
+    /// Small files finished since the last [`Writer::take_commit`], and their
     /// bytes.
     pub fn uncommitted(&self) -> (usize, u64) {
         (self.unplaced.len(), self.unplaced_bytes)
@@ -166,52 +283,26 @@ impl Writer {
         self.unplaced_paths.contains(path)
     }
 
-    /// The group commit of the small files finished since the last one:
-    /// `syncfs` on each filesystem they are on (their data and metadata
-    /// durable under the temporary names), each renamed into place, and
-    /// `syncfs` again (the renames durable). Returns the files that are not
-    /// durably in place, and why: all of them when a `syncfs` failed (as a
-    /// failed fsync fails its file), and those that could not be renamed.
-    /// A file that is not in place has its temporary file removed.
-    pub fn commit(&mut self) -> Vec<Unplaceable> {
-        if self.unplaced.is_empty() {
-            return Vec::new();
-        }
-        let group = std::mem::take(&mut self.unplaced);
-        self.unplaced_paths.clear();
+    /// What waits to be made durable, taken out to be run by
+    /// [`Commit::run`] (on another thread, while the next files are
+    /// written): the small files finished since the last commit, and the
+    /// directories (and files whose metadata changed) changed since.
+    /// Until it has run, nothing may touch the paths it holds
+    /// ([`Commit::take_paths`]).
+    pub fn take_commit(&mut self) -> Commit {
         self.unplaced_bytes = 0;
-        if let Err(e) = sync_filesystems(&group) {
-            for u in &group {
-                let _ = fs::remove_file(&u.tmp);
-            }
-            return group
-                .into_iter()
-                .map(|u| (u.path, u.size, e.clone()))
-                .collect();
+        Commit {
+            group: std::mem::take(&mut self.unplaced),
+            paths: std::mem::take(&mut self.unplaced_paths),
+            dirs: std::mem::take(&mut self.dirty_dirs),
+            group_commit: self.group_commit,
         }
-        let mut failed = Vec::new();
-        let mut placed = Vec::with_capacity(group.len());
-        for u in group {
-            match Self::place(&u.tmp, &u.full) {
-                Ok(()) => placed.push(u),
-                Err(e) => {
-                    let _ = fs::remove_file(&u.tmp);
-                    failed.push((u.path, u.size, e));
-                }
-            }
-        }
-        if let Err(e) = sync_filesystems(&placed) {
-            // In place, but not known to be durable: not acknowledged, so
-            // the next pass sends them again.
-            failed.extend(placed.into_iter().map(|u| (u.path, u.size, e.clone())));
-        }
-        failed
     }
 
     /// Renames a finished file's temporary file to `full`. A directory
     /// there (one that became a file) is removed first, with everything in
     /// it; anything else is replaced by the rename.
-    fn place(tmp: &Path, full: &Path) -> Result<(), EntryError> {
+    pub(crate) fn place(tmp: &Path, full: &Path) -> Result<(), EntryError> {
         if fs::symlink_metadata(full).is_ok_and(|m| m.is_dir()) {
             Self::clear(full)?;
         }
@@ -557,12 +648,35 @@ impl Writer {
         sweep
     }
 
-    /// Starts a regular file: a temp file beside the target.
+    /// Starts a regular file: written in place when it will be committed
+    /// in a group and nothing is at its path yet, else a temp file beside
+    /// the target.
     pub fn begin_file(&mut self, meta: &EntryMeta) -> Result<FileSink, EntryError> {
         let r = self.resolve(&meta.path)?;
         if r.name.is_empty() {
             return Err(EntryError("the root itself cannot be a file".into()));
         }
+        if self.group_commit && in_a_group(meta.size, &meta.path) {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&r.full)
+            {
+                Ok(file) => {
+                    let full = r.full.clone();
+                    return Ok(FileSink::new(file, full, r, meta));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("cannot create", &r.full, e)),
+            }
+        }
+        self.begin_temp(r, meta)
+    }
+
+    /// Starts a regular file under a temp name beside the target.
+    fn begin_temp(&mut self, r: Resolved, meta: &EntryMeta) -> Result<FileSink, EntryError> {
         let tmp = r.parent.join(temp_name(r.name.as_bytes()));
         let _ = fs::remove_file(&tmp);
         let file = OpenOptions::new()
@@ -599,7 +713,11 @@ impl Writer {
         prefix: &[u8; 32],
         exact: bool,
     ) -> Result<FileSink, EntryError> {
-        let mut sink = self.begin_file(meta)?;
+        let r = self.resolve(&meta.path)?;
+        if r.name.is_empty() {
+            return Err(EntryError("the root itself cannot be a file".into()));
+        }
+        let mut sink = self.begin_temp(r, meta)?;
         let old = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
@@ -712,6 +830,7 @@ impl Writer {
         let result = sink.finish(expected);
         match result {
             Ok(warnings) => {
+                debug_assert!(sink.tmp != sink.full, "only group commits write in place");
                 if let Err(e) = Self::place(&sink.tmp, &sink.full) {
                     sink.discard();
                     return Err(e);
@@ -848,43 +967,13 @@ impl Writer {
         Ok(warnings)
     }
 
-    /// fsyncs every directory whose entries changed (and every regular file
-    /// whose metadata changed) since the last call.
-    pub fn sync_dirs(&mut self) -> Result<(), EntryError> {
-        for dir in std::mem::take(&mut self.dirty_dirs) {
-            // Replaced by a later entry (a dir that became a file, a FIFO,
-            // a symlink) or removed: nothing of it to sync here, the later
-            // entry dirtied its own parent. Never open a FIFO or a device.
-            // Gone, or a parent of it replaced by a file since (the acks
-            // that waited for it go out later now, so a later entry in the
-            // same batch can do that): nothing of it to sync.
-            match fs::symlink_metadata(&dir) {
-                Ok(m) if m.is_dir() || m.is_file() => {}
-                Ok(_) => continue,
-                Err(e) if gone(&e) => continue,
-                Err(e) => return Err(io_err("cannot look at", &dir, e)),
-            }
-            let f = match OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&dir)
-            {
-                Ok(f) => f,
-                Err(e) if gone(&e) => continue,
-                Err(e) => return Err(io_err("cannot open for fsync", &dir, e)),
-            };
-            f.sync_all().map_err(|e| io_err("cannot fsync", &dir, e))?;
-        }
-        Ok(())
-    }
-
     /// Whether any directory waits for its fsync.
     pub fn has_dirty_dirs(&self) -> bool {
         !self.dirty_dirs.is_empty()
     }
 
     /// Sets directory mtimes, deepest first, and marks them for the next
-    /// [`Writer::sync_dirs`]. Returns one message per directory that could
+    /// [`Writer::take_commit`]. Returns one message per directory that could
     /// not be fixed.
     pub fn finish(&mut self) -> Vec<EntryError> {
         let mut errors = Vec::new();
@@ -900,8 +989,8 @@ impl Writer {
             }
             self.dirty_dirs.insert(dir.clone());
         }
-        // Their fsync is the caller's next [`Writer::sync_dirs`], whose
-        // failure withholds the acks still waiting.
+        // Their fsync is the caller's next commit, whose failure withholds
+        // the acks still waiting.
         errors
     }
 }
@@ -1164,30 +1253,52 @@ fn gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
-/// `syncfs` on every filesystem `files` are on (once each, found by their
-/// parent directories).
-fn sync_filesystems(files: &[Unplaced]) -> Result<(), EntryError> {
+/// `syncfs` on every filesystem that `parents` (directories that must be
+/// there) and `dirty` (directories or regular files, skipped when gone or
+/// of another kind by now, as in [`fsync_each`]) are on, once each.
+fn sync_filesystems<'a>(
+    parents: impl Iterator<Item = &'a Path>,
+    dirty: &BTreeSet<PathBuf>,
+) -> Result<(), EntryError> {
     let mut done = HashSet::new();
-    for u in files {
-        let m = fs::metadata(&u.parent).map_err(|e| io_err("cannot look at", &u.parent, e))?;
-        if !done.insert(m.dev()) {
-            continue;
+    let mut sync = |path: &Path, dev: u64| -> Result<(), EntryError> {
+        if !done.insert(dev) {
+            return Ok(());
         }
-        let dir = OpenOptions::new()
+        let f = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(&u.parent)
-            .map_err(|e| io_err("cannot open for syncfs", &u.parent, e))?;
-        // SAFETY: syncfs takes an open descriptor, which `dir` holds.
-        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| io_err("cannot open for syncfs", path, e))?;
+        // SAFETY: syncfs takes an open descriptor, which `f` holds.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
             return Err(io_err(
                 "cannot syncfs the filesystem of",
-                &u.parent,
+                path,
                 io::Error::last_os_error(),
             ));
         }
+        Ok(())
+    };
+    for parent in parents {
+        let m = fs::metadata(parent).map_err(|e| io_err("cannot look at", parent, e))?;
+        sync(parent, m.dev())?;
+    }
+    for path in dirty {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() || m.is_file() => sync(path, m.dev())?,
+            Ok(_) => {}
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(io_err("cannot look at", path, e)),
+        }
     }
     Ok(())
+}
+
+/// Whether a file of `size` named `path` is committed in a group when it
+/// arrives whole (see [`FileSink::committed_in_a_group`]).
+fn in_a_group(size: u64, path: &[u8]) -> bool {
+    size < RESUMABLE_MIN && !is_temp_name(last_name(path))
 }
 
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
@@ -1332,15 +1443,12 @@ impl FileSink {
     }
 
     /// A small file received whole: its durability and placing are
-    /// [`Writer::commit`]'s, for the whole group. Big files (which report
+    /// [`Commit::run`]'s, for the whole group. Big files (which report
     /// `part`s and can be resumed), appends, and files whose own name is a
     /// temporary name (another file's temporary name in the same group
     /// could be it) are synced and placed alone.
     fn committed_in_a_group(&self) -> bool {
-        self.meta.size < RESUMABLE_MIN
-            && self.whole.is_none()
-            && !self.parted
-            && !is_temp_name(last_name(&self.meta.path))
+        in_a_group(self.meta.size, &self.meta.path) && self.whole.is_none() && !self.parted
     }
 
     /// Checks the digest and applies the metadata, then fsyncs.
@@ -1501,5 +1609,64 @@ mod tests {
         assert!(!kernel_at_least("2.6.32-754.el6.x86_64", (5, 8)));
         assert!(!kernel_at_least("", (5, 8)));
         assert_eq!(last_name(b"a/b/.c.hotclone-tmp"), b".c.hotclone-tmp");
+    }
+
+    fn small_file(path: &[u8], content: &[u8]) -> EntryMeta {
+        EntryMeta {
+            path: path.to_vec(),
+            kind: EntryKind::File,
+            mode: 0o640,
+            uid: 0,
+            gid: 0,
+            mtime: 1_000_000,
+            mtime_nsec: 0,
+            size: content.len() as u64,
+            xattrs: vec![],
+        }
+    }
+
+    /// Issue 16: with group commits, a small file new to the target is
+    /// written at its own name (no temporary name, no rename); one that
+    /// replaces an old file goes through a temporary name, and the old
+    /// content stays at the name until the commit has made the new one
+    /// durable. Nothing is acknowledged before [`Commit::run`] either way.
+    #[test]
+    fn a_new_small_file_is_written_in_place_and_an_old_one_replaced_only_by_the_commit() {
+        let root = std::env::temp_dir().join(format!("hotclone-writer-ip-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::write(root.join("d/old"), b"old content").unwrap();
+        let mut w = Writer::new(&root).unwrap();
+        w.group_commit = true;
+        let write = |w: &mut Writer, path: &[u8], content: &[u8]| {
+            let meta = small_file(path, content);
+            let mut sink = w.begin_file(&meta).unwrap();
+            sink.data(content).unwrap();
+            let digest = *blake3::hash(content).as_bytes();
+            w.finish_file(sink, &digest).unwrap();
+        };
+        write(&mut w, b"d/new", b"brand new");
+        write(&mut w, b"d/old", b"replaced");
+        assert_eq!(fs::read(root.join("d/new")).unwrap(), b"brand new");
+        assert!(!root.join("d/.new.hotclone-tmp").exists());
+        assert_eq!(fs::read(root.join("d/old")).unwrap(), b"old content");
+        assert_eq!(
+            fs::read(root.join("d/.old.hotclone-tmp")).unwrap(),
+            b"replaced"
+        );
+        assert_eq!(w.uncommitted().0, 2);
+        let mut commit = w.take_commit();
+        let held = commit.take_paths();
+        assert!(held.contains(&b"d/new"[..]) && held.contains(&b"d"[..]));
+        let (failed, dirs) = commit.run();
+        assert!(failed.is_empty(), "{failed:?}");
+        dirs.unwrap();
+        assert_eq!(fs::read(root.join("d/old")).unwrap(), b"replaced");
+        assert!(!root.join("d/.old.hotclone-tmp").exists());
+        let m = fs::metadata(root.join("d/new")).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o640);
+        assert_eq!(m.mtime(), 1_000_000);
+        assert_eq!(w.uncommitted(), (0, 0));
+        fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -976,6 +976,27 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// The local image target's level (`LocalImage::wire_level`), zstd's
+    /// --fast=1000, is one zstd accepts and the agent reads back.
+    #[test]
+    fn a_stream_at_the_fastest_level_round_trips() {
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let file = meta(b"f", EntryKind::File, content.len() as u64);
+        let mut w = WireWriter::with_level(Vec::new(), -1000).unwrap();
+        w.file(&file, &mut content.as_slice()).unwrap();
+        let stream = w.finish().unwrap();
+        let data: Vec<u8> = frames(&stream)
+            .unwrap()
+            .into_iter()
+            .filter_map(|f| match f {
+                Frame::Data(d) => Some(d),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(data, content);
+    }
+
     #[test]
     fn an_appended_tail_round_trips_with_its_offset_and_prefix_digest() {
         let log = meta(b"var/log/app.log", EntryKind::File, 100);

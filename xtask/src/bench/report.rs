@@ -180,7 +180,7 @@ pub fn markdown(ms: &[Measurement], goals: &[Goal], header: &str) -> String {
             cell(&g.detail)
         );
     }
-    s += "\n## Measurements\n\nEach run starts with the page cache dropped, into a fresh ext4 (hotclone: a fresh image it partitions and formats itself). hotclone's *copy* is its copy phase (listing to converting); *total* includes preparing the disk and converting the copy so it boots.\n\n| case | link | tool | total s | copy s | MB sent by the source | files | client MiB | agent MiB |\n|---|---|---|---|---|---|---|---|---|\n";
+    s += "\n## Measurements\n\nEach run starts with the page cache dropped, into a fresh ext4 (hotclone: a fresh image it partitions and formats itself), and ends when its copy is durable (the baselines with `sync -f` of their target; hotclone acks only what a `syncfs` made durable). hotclone's *copy* is its copy phase (listing to converting); *total* includes preparing the disk and converting the copy so it boots.\n\n| case | link | tool | total s | copy s | MB sent by the source | files | client MiB | agent MiB |\n|---|---|---|---|---|---|---|---|---|\n";
     for m in ms {
         let _ = writeln!(
             s,
