@@ -2190,3 +2190,48 @@ fn regression_a_dirty_directory_whose_parent_became_a_file_is_passed_over() {
     assert_eq!(stats.bad, 0, "{acks:?}");
     assert_eq!(fs::read(root.join("todir")).unwrap(), b"now a file");
 }
+
+/// Regression (issue 16, found in review): a file below a small file that
+/// still waited for its commit, where that file replaces a directory, was
+/// written in place into the directory the commit then removed, and acked
+/// `ok` though it was gone. It now waits for that commit, and fails (its
+/// parent is a file by then).
+#[test]
+fn a_file_below_a_file_waiting_for_its_commit_is_not_acked_once_its_directory_went() {
+    require_root();
+    let tmp = TempDir::new("below-waiting");
+    fs::create_dir_all(tmp.path().join("a/f")).unwrap();
+    fs::write(tmp.path().join("a/f/old"), b"old").unwrap();
+    let file = |path: &[u8], content: &[u8]| {
+        vec![
+            Frame::Entry(file_meta(path, content.len() as u64)),
+            Frame::Data(content.to_vec()),
+            Frame::FileEnd {
+                blake3: *blake3::hash(content).as_bytes(),
+            },
+        ]
+    };
+    let mut frames = file(b"a/f", b"a file now");
+    frames.extend(file(b"a/f/g", b"below it"));
+    frames.extend(file(b"a/h", b"beside it"));
+    frames.push(Frame::Done {
+        files: 3,
+        bytes: 27,
+    });
+    let mut out = Vec::new();
+    let _ = agent::run(tmp.path(), raw_stream(&frames).as_slice(), &mut out);
+    let acks = acks(&out);
+    assert_eq!(fs::read(tmp.path().join("a/f")).unwrap(), b"a file now");
+    assert_eq!(fs::read(tmp.path().join("a/h")).unwrap(), b"beside it");
+    let ok = |p: &[u8]| {
+        acks.iter()
+            .any(|a| matches!(a, Ack::Ok { path, .. } if path == p))
+    };
+    assert!(ok(b"a/f") && ok(b"a/h"), "{acks:?}");
+    assert!(!ok(b"a/f/g"), "a/f/g acked though a/f is a file: {acks:?}");
+    assert!(
+        acks.iter()
+            .any(|a| matches!(a, Ack::Bad { path, .. } if path == b"a/f/g")),
+        "{acks:?}"
+    );
+}

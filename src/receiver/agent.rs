@@ -30,7 +30,6 @@
 //! has ended.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
 use std::path::Path;
@@ -38,7 +37,7 @@ use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
-use super::writer::{is_temp_name, last_name, Commit, EntryError, FileSink, Writer};
+use super::writer::{is_temp_name, last_name, Commit, EntryError, FileSink, Held, Writer};
 use crate::stream::wire::{
     Ack, AppendBase, EntryKind, EntryMeta, Frame, WireError, WireReader, RESUMABLE_MIN,
 };
@@ -208,7 +207,7 @@ struct AckOut {
     jobs: Option<Sender<Job>>,
     done: Receiver<JobDone>,
     /// The paths of the commit the committer is running, while it is.
-    running: Option<HashSet<Vec<u8>>>,
+    running: Option<Held>,
 }
 
 impl AckOut {
@@ -298,10 +297,15 @@ impl AckOut {
     /// in the commit running), or a directory above one.
     fn holds_uncommitted(&self, path: &[u8]) -> bool {
         self.writer.holds_uncommitted(path)
-            || self.running.as_ref().is_some_and(|r| r.contains(path))
+            || self.running.as_ref().is_some_and(|r| r.touches(path))
     }
 
-    /// Whether small files wait for their commit or are in the one running.
+    /// Whether the committer runs a commit (as far as this thread knows).
+    fn committing(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Whether small files wait for their commit, or a commit runs.
     fn any_uncommitted(&self) -> bool {
         self.writer.uncommitted().0 > 0 || self.running.is_some()
     }
@@ -417,19 +421,21 @@ impl<R: Read> FlushBeforeRead<R> {
     /// running commit is done.
     fn before_read(&self) -> Result<(), AgentError> {
         let mut acks = self.acks.borrow_mut();
+        acks.poll_done(false)?;
         if !acks.waiting() {
-            return acks.poll_done(false);
+            return Ok(());
         }
         let Some(fd) = self.input_fd else {
             return acks.hand_off(true);
         };
-        if acks.due() {
-            let wait = acks.overdue();
-            acks.hand_off(wait)
-        } else if !input_within(fd, INPUT_PAUSE) {
+        // A group that is due goes when the committer is free or it is
+        // overdue; else it waits on while input comes, but never past a
+        // pause in the input.
+        let goes = acks.due() && (!acks.committing() || acks.overdue());
+        if goes || !input_within(fd, INPUT_PAUSE) {
             acks.hand_off(true)
         } else {
-            acks.poll_done(false)
+            Ok(())
         }
     }
 }

@@ -30,13 +30,14 @@
 //! commit are made durable by the same `syncfs` (one per filesystem, not
 //! one fsync per directory, each of which waited for a journal commit).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use filetime::FileTime;
 
@@ -98,8 +99,12 @@ pub struct Writer {
     /// names), waiting for the next commit ([`Writer::take_commit`]).
     unplaced: Vec<Unplaced>,
     /// Their paths as sent, and every directory above them (as sent).
-    unplaced_paths: HashSet<Vec<u8>>,
+    unplaced_paths: Held,
     unplaced_bytes: u64,
+    /// One open directory on each filesystem written to, by device: what
+    /// a commit's `syncfs` runs on (opened here, where nothing changes the
+    /// tree meanwhile, not by the thread the commit runs on).
+    filesystems: HashMap<u64, Arc<File>>,
     /// Whether small files are committed as a group: only where `syncfs`
     /// reports write errors (Linux 5.8 and later); else each is fsynced.
     group_commit: bool,
@@ -118,26 +123,72 @@ struct Unplaced {
 /// and why.
 pub type Unplaceable = (Vec<u8>, u64, EntryError);
 
+/// Paths as sent that a commit holds: nothing may touch them until it
+/// has run.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// The small files waiting.
+    files: HashSet<Vec<u8>>,
+    /// Every directory above one.
+    dirs: HashSet<Vec<u8>>,
+}
+
+impl Held {
+    fn insert_file(&mut self, path: &[u8]) {
+        for (i, b) in path.iter().enumerate() {
+            if *b == b'/' {
+                self.dirs.insert(path[..i].to_vec());
+            }
+        }
+        self.files.insert(path.to_vec());
+    }
+
+    /// Whether `path` is held, a directory above a held file, or below a
+    /// held file (whose placing may replace a directory there, and all
+    /// that was written into it).
+    pub fn touches(&self, path: &[u8]) -> bool {
+        if self.files.is_empty() {
+            return false;
+        }
+        self.files.contains(path)
+            || self.dirs.contains(path)
+            || path
+                .iter()
+                .enumerate()
+                .any(|(i, b)| *b == b'/' && self.files.contains(&path[..i]))
+    }
+}
+
+/// What a commit makes durable once its files are written: the
+/// filesystems to `syncfs` (group commits), or each changed directory to
+/// fsync; or why they could not be opened.
+enum SyncTargets {
+    Filesystems(Vec<Arc<File>>),
+    Each(Vec<(PathBuf, File)>),
+}
+
 /// A commit taken from the [`Writer`] ([`Writer::take_commit`]).
 pub struct Commit {
     group: Vec<Unplaced>,
-    /// The group's paths as sent, and every directory above them.
-    paths: HashSet<Vec<u8>>,
-    dirs: BTreeSet<PathBuf>,
-    group_commit: bool,
+    paths: Held,
+    targets: Result<SyncTargets, EntryError>,
 }
 
 impl Commit {
     /// The paths it holds, taken out (to be kept while it runs
-    /// elsewhere): its small files as sent, and every directory above
-    /// them. Nothing may touch them until it has run.
-    pub fn take_paths(&mut self) -> HashSet<Vec<u8>> {
+    /// elsewhere). Nothing may touch them until it has run.
+    pub fn take_paths(&mut self) -> Held {
         std::mem::take(&mut self.paths)
     }
 
     /// Whether there is anything to make durable.
     pub fn is_empty(&self) -> bool {
-        self.group.is_empty() && self.dirs.is_empty()
+        self.group.is_empty()
+            && match &self.targets {
+                Ok(SyncTargets::Filesystems(f)) => f.is_empty(),
+                Ok(SyncTargets::Each(d)) => d.is_empty(),
+                Err(_) => false,
+            }
     }
 
     /// Makes it durable. The group: `syncfs` on each filesystem its files
@@ -152,28 +203,20 @@ impl Commit {
     /// and whether the directories are durable: when not, nothing that
     /// waited for this commit may be acknowledged.
     pub fn run(self) -> (Vec<Unplaceable>, Result<(), EntryError>) {
-        let Commit {
-            group,
-            dirs,
-            group_commit,
-            ..
-        } = self;
-        if !group_commit {
-            debug_assert!(
-                group.is_empty(),
-                "files are grouped only with group commits"
-            );
-            return (Vec::new(), fsync_each(&dirs));
-        }
-        if let Err(e) = sync_filesystems(group.iter().map(|u| u.parent.as_path()), &dirs) {
-            for u in &group {
-                let _ = fs::remove_file(&u.tmp);
+        let Commit { group, targets, .. } = self;
+        let filesystems = match targets {
+            Ok(SyncTargets::Each(dirs)) => {
+                debug_assert!(
+                    group.is_empty(),
+                    "files are grouped only with group commits"
+                );
+                return (Vec::new(), fsync_each(dirs));
             }
-            let failed = group
-                .into_iter()
-                .map(|u| (u.path, u.size, e.clone()))
-                .collect();
-            return (failed, Err(e));
+            Ok(SyncTargets::Filesystems(f)) => f,
+            Err(e) => return (fail_all(group, &e), Err(e)),
+        };
+        if let Err(e) = syncfs_all(&filesystems) {
+            return (fail_all(group, &e), Err(e));
         }
         let mut failed = Vec::new();
         let mut renamed = Vec::new();
@@ -189,18 +232,46 @@ impl Commit {
                 }
             }
         }
-        let parents = renamed.iter().map(|u| u.parent.as_path());
-        if let Err(e) = sync_filesystems(parents, &BTreeSet::new()) {
-            // In place, but not known to be durable: not acknowledged, so
-            // the next pass sends them again.
-            failed.extend(renamed.into_iter().map(|u| (u.path, u.size, e.clone())));
+        if !renamed.is_empty() {
+            if let Err(e) = syncfs_all(&filesystems) {
+                // In place, but not known to be durable: not acknowledged,
+                // so the next pass sends them again.
+                failed.extend(renamed.into_iter().map(|u| (u.path, u.size, e.clone())));
+            }
         }
         (failed, Ok(()))
     }
 }
 
-/// fsyncs every directory (and regular file) in `dirs` that is still one.
-fn fsync_each(dirs: &BTreeSet<PathBuf>) -> Result<(), EntryError> {
+/// Every file of `group` failed with `e`, its file removed.
+fn fail_all(group: Vec<Unplaced>, e: &EntryError) -> Vec<Unplaceable> {
+    for u in &group {
+        let _ = fs::remove_file(&u.tmp);
+    }
+    group
+        .into_iter()
+        .map(|u| (u.path, u.size, e.clone()))
+        .collect()
+}
+
+/// `syncfs` on each filesystem, through an open directory on it.
+fn syncfs_all(filesystems: &[Arc<File>]) -> Result<(), EntryError> {
+    for f in filesystems {
+        // SAFETY: syncfs takes an open descriptor, which `f` holds.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&**f)) } != 0 {
+            return Err(EntryError(format!(
+                "cannot syncfs the target filesystem: {}",
+                io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Opens every directory (and regular file) in `dirs` that is still one,
+/// for [`fsync_each`].
+fn open_each(dirs: &BTreeSet<PathBuf>) -> Result<Vec<(PathBuf, File)>, EntryError> {
+    let mut open = Vec::new();
     for dir in dirs {
         // Replaced by a later entry (a dir that became a file, a FIFO,
         // a symlink) or removed: nothing of it to sync here, the later
@@ -214,16 +285,23 @@ fn fsync_each(dirs: &BTreeSet<PathBuf>) -> Result<(), EntryError> {
             Err(e) if gone(&e) => continue,
             Err(e) => return Err(io_err("cannot look at", dir, e)),
         }
-        let f = match OpenOptions::new()
+        match OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(dir)
         {
-            Ok(f) => f,
+            Ok(f) => open.push((dir.clone(), f)),
             Err(e) if gone(&e) => continue,
             Err(e) => return Err(io_err("cannot open for fsync", dir, e)),
-        };
-        f.sync_all().map_err(|e| io_err("cannot fsync", dir, e))?;
+        }
+    }
+    Ok(open)
+}
+
+/// fsyncs what [`open_each`] opened.
+fn fsync_each(dirs: Vec<(PathBuf, File)>) -> Result<(), EntryError> {
+    for (dir, f) in dirs {
+        f.sync_all().map_err(|e| io_err("cannot fsync", &dir, e))?;
     }
     Ok(())
 }
@@ -265,7 +343,8 @@ impl Writer {
             dirty_dirs: BTreeSet::new(),
             dir_times: Vec::new(),
             unplaced: Vec::new(),
-            unplaced_paths: HashSet::new(),
+            unplaced_paths: Held::default(),
+            filesystems: HashMap::new(),
             unplaced_bytes: 0,
             group_commit: syncfs_reports_errors(),
         })
@@ -280,7 +359,7 @@ impl Writer {
     /// Whether `path` (as sent) is a small file waiting for its commit, or
     /// a directory above one.
     pub fn holds_uncommitted(&self, path: &[u8]) -> bool {
-        self.unplaced_paths.contains(path)
+        self.unplaced_paths.touches(path)
     }
 
     /// What waits to be made durable, taken out to be run by
@@ -289,14 +368,75 @@ impl Writer {
     /// directories (and files whose metadata changed) changed since.
     /// Until it has run, nothing may touch the paths it holds
     /// ([`Commit::take_paths`]).
+    ///
+    /// What the commit syncs is opened here: a directory on each
+    /// filesystem involved (for `syncfs`), or without group commits each
+    /// changed directory (for its fsync). A failure to open one fails the
+    /// commit (when it runs) as a failed sync would.
     pub fn take_commit(&mut self) -> Commit {
         self.unplaced_bytes = 0;
+        let group = std::mem::take(&mut self.unplaced);
+        let dirs = std::mem::take(&mut self.dirty_dirs);
+        let targets = if self.group_commit {
+            let parents = group.iter().map(|u| u.parent.as_path());
+            self.filesystems_of(parents, &dirs)
+                .map(SyncTargets::Filesystems)
+        } else {
+            open_each(&dirs).map(SyncTargets::Each)
+        };
         Commit {
-            group: std::mem::take(&mut self.unplaced),
+            group,
             paths: std::mem::take(&mut self.unplaced_paths),
-            dirs: std::mem::take(&mut self.dirty_dirs),
-            group_commit: self.group_commit,
+            targets,
         }
+    }
+
+    /// An open directory on each filesystem that `parents` (directories
+    /// that must be there) and `dirty` (directories or regular files,
+    /// skipped when gone or of another kind by now) are on, once each.
+    fn filesystems_of<'a>(
+        &mut self,
+        parents: impl Iterator<Item = &'a Path>,
+        dirty: &BTreeSet<PathBuf>,
+    ) -> Result<Vec<Arc<File>>, EntryError> {
+        let mut devs = Vec::new();
+        let mut add = |dev: u64, dir: &Path, devs: &mut Vec<u64>| -> Result<(), EntryError> {
+            if let std::collections::hash_map::Entry::Vacant(v) = self.filesystems.entry(dev) {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                    .open(dir)
+                    .map_err(|e| io_err("cannot open for syncfs", dir, e))?;
+                v.insert(Arc::new(f));
+            }
+            if !devs.contains(&dev) {
+                devs.push(dev);
+            }
+            Ok(())
+        };
+        let mut last: Option<&Path> = None;
+        for parent in parents {
+            // Files come sorted: most share the parent before theirs.
+            if last == Some(parent) {
+                continue;
+            }
+            last = Some(parent);
+            let m = fs::metadata(parent).map_err(|e| io_err("cannot look at", parent, e))?;
+            add(m.dev(), parent, &mut devs)?;
+        }
+        for path in dirty {
+            match fs::symlink_metadata(path) {
+                Ok(m) if m.is_dir() => add(m.dev(), path, &mut devs)?,
+                Ok(m) if m.is_file() => {
+                    let parent = path.parent().unwrap_or(path);
+                    add(m.dev(), parent, &mut devs)?
+                }
+                Ok(_) => {}
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(io_err("cannot look at", path, e)),
+            }
+        }
+        Ok(devs.iter().map(|d| self.filesystems[d].clone()).collect())
     }
 
     /// Renames a finished file's temporary file to `full`. A directory
@@ -804,13 +944,7 @@ impl Writer {
             return match sink.finish_unsynced(expected) {
                 Ok(warnings) => {
                     sink.placed = true;
-                    let path = &sink.meta.path;
-                    for (i, b) in path.iter().enumerate() {
-                        if *b == b'/' {
-                            self.unplaced_paths.insert(path[..i].to_vec());
-                        }
-                    }
-                    self.unplaced_paths.insert(path.clone());
+                    self.unplaced_paths.insert_file(&sink.meta.path);
                     self.unplaced_bytes += sink.meta.size;
                     self.unplaced.push(Unplaced {
                         path: sink.meta.path.clone(),
@@ -1253,48 +1387,6 @@ fn gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
-/// `syncfs` on every filesystem that `parents` (directories that must be
-/// there) and `dirty` (directories or regular files, skipped when gone or
-/// of another kind by now, as in [`fsync_each`]) are on, once each.
-fn sync_filesystems<'a>(
-    parents: impl Iterator<Item = &'a Path>,
-    dirty: &BTreeSet<PathBuf>,
-) -> Result<(), EntryError> {
-    let mut done = HashSet::new();
-    let mut sync = |path: &Path, dev: u64| -> Result<(), EntryError> {
-        if !done.insert(dev) {
-            return Ok(());
-        }
-        let f = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| io_err("cannot open for syncfs", path, e))?;
-        // SAFETY: syncfs takes an open descriptor, which `f` holds.
-        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
-            return Err(io_err(
-                "cannot syncfs the filesystem of",
-                path,
-                io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
-    };
-    for parent in parents {
-        let m = fs::metadata(parent).map_err(|e| io_err("cannot look at", parent, e))?;
-        sync(parent, m.dev())?;
-    }
-    for path in dirty {
-        match fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() || m.is_file() => sync(path, m.dev())?,
-            Ok(_) => {}
-            Err(e) if gone(&e) => {}
-            Err(e) => return Err(io_err("cannot look at", path, e)),
-        }
-    }
-    Ok(())
-}
-
 /// Whether a file of `size` named `path` is committed in a group when it
 /// arrives whole (see [`FileSink::committed_in_a_group`]).
 fn in_a_group(size: u64, path: &[u8]) -> bool {
@@ -1611,6 +1703,21 @@ mod tests {
         assert_eq!(last_name(b"a/b/.c.hotclone-tmp"), b".c.hotclone-tmp");
     }
 
+    /// A path below a held file is held (placing that file may replace a
+    /// directory there); a sibling of a held file is not.
+    #[test]
+    fn below_a_held_file_is_held_and_beside_it_is_not() {
+        let mut held = Held::default();
+        assert!(!held.touches(b"a"));
+        held.insert_file(b"a/f");
+        for yes in [&b"a/f"[..], b"a", b"a/f/g", b"a/f/g/h"] {
+            assert!(held.touches(yes), "{}", show(yes));
+        }
+        for no in [&b"a/g"[..], b"a/ff", b"a/f.x", b"b", b"af"] {
+            assert!(!held.touches(no), "{}", show(no));
+        }
+    }
+
     fn small_file(path: &[u8], content: &[u8]) -> EntryMeta {
         EntryMeta {
             path: path.to_vec(),
@@ -1657,7 +1764,8 @@ mod tests {
         assert_eq!(w.uncommitted().0, 2);
         let mut commit = w.take_commit();
         let held = commit.take_paths();
-        assert!(held.contains(&b"d/new"[..]) && held.contains(&b"d"[..]));
+        assert!(held.touches(b"d/new") && held.touches(b"d") && held.touches(b"d/old"));
+        assert!(!held.touches(b"d/other") && !held.touches(b"e"));
         let (failed, dirs) = commit.run();
         assert!(failed.is_empty(), "{failed:?}");
         dirs.unwrap();
