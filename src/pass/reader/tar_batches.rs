@@ -63,7 +63,7 @@ impl SourceReader for TarBatches<'_> {
         let mut read = ReadStats::default();
         // Each list is written for its tar run, and freed with it.
         for batch in std::mem::take(&mut self.batches) {
-            let list = path_list(&self.files[batch]);
+            let list = path_list(&in_read_order(&self.files[batch]));
             let (stats, stderr) =
                 run_batch(session, self.caps, self.compression, list, out, progress).await?;
             read.add(ReadStats { stats, stderr });
@@ -183,6 +183,23 @@ fn batches(files: &[&ListedFile], limits: Batching) -> Vec<std::ops::Range<usize
         out.push(start..files.len());
     }
     out
+}
+
+/// One batch in the order its tar reads it: its directories first, in
+/// listing order (a parent before what it holds), then everything else by
+/// filesystem and inode number. On ext4 (and ext3, XFS) inode numbers
+/// follow where the data lies, so a cold read seeks less: W2's 200,000
+/// files read cold in 20.7 s in directory order and in 12.3 s in inode
+/// order (issue 16). A sort is stable, so the names of one hardlinked
+/// inode stay together in listing order, and a listing without inode
+/// numbers (all 0) keeps its order.
+fn in_read_order<'a>(batch: &[&'a ListedFile]) -> Vec<&'a ListedFile> {
+    let mut ordered = batch.to_vec();
+    ordered.sort_by_key(|f| match f.kind {
+        FileKind::Dir => (false, 0, 0),
+        _ => (true, f.dev, f.inode),
+    });
+    ordered
 }
 
 /// The NUL-separated relative paths tar reads: the root is never listed.
@@ -320,6 +337,40 @@ mod tests {
             .map(|b| String::from_utf8_lossy(&path_list(&refs[b])).replace('\0', " "))
             .collect();
         assert_eq!(shown, vec!["a b ", "c ", "big ", "d "]);
+    }
+
+    #[test]
+    fn a_batch_is_read_directories_first_then_by_inode_with_hard_links_together() {
+        let mut files = Vec::new();
+        for (path, kind, inode) in [
+            ("/a", FileKind::Dir, 50),
+            ("/a/x", FileKind::File, 40),
+            ("/a/y", FileKind::File, 7),
+            ("/a/z", FileKind::File, 40),
+            ("/b", FileKind::Dir, 3),
+            ("/b/l", FileKind::Symlink, 12),
+            ("/b/w", FileKind::File, 9),
+        ] {
+            let mut f = f(path, 1);
+            (f.kind, f.inode, f.nlink) = (kind, inode, 1 + u32::from(inode == 40));
+            files.push(f);
+        }
+        let refs: Vec<&ListedFile> = files.iter().collect();
+        let read = path_list(&in_read_order(&refs));
+        assert_eq!(
+            String::from_utf8_lossy(&read).replace('\0', " "),
+            "a b a/y b/w b/l a/x a/z "
+        );
+        // Without inode numbers (a listing that has none), listing order.
+        for f in &mut files {
+            f.inode = 0;
+        }
+        let refs: Vec<&ListedFile> = files.iter().collect();
+        let read = path_list(&in_read_order(&refs));
+        assert_eq!(
+            String::from_utf8_lossy(&read).replace('\0', " "),
+            "a b a/x a/y a/z b/l b/w "
+        );
     }
 
     /// A batch through `tar | gzip -1` and `tar | zstd`, run by the local
