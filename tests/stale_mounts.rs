@@ -192,6 +192,12 @@ fn regression_a_partition_left_on_a_loop_device_does_not_fail_its_next_attach() 
             let part = disk.partition(n).unwrap();
             assert!(part.exists(), "{} is missing", part.display());
         }
+        // Issue 16: a writable image is written around the page cache.
+        assert!(
+            disk.direct_io(),
+            "{dev} does buffered I/O to {}, not direct I/O",
+            raw.display()
+        );
         drop(disk);
         assert!(
             !Path::new(&format!("{dev}p1")).exists() && !Path::new(&format!("{dev}p2")).exists(),

@@ -145,6 +145,9 @@ impl LoopDisk {
         let disk = LoopDisk {
             device: PathBuf::from(dev.trim()),
         };
+        if !read_only {
+            disk.write_around_the_page_cache();
+        }
         // -u, not -a: it also corrects partitions an earlier user of this
         // loop device left behind (its `partx -d` failed on a busy
         // partition, and `losetup -d` keeps them), where -a failed with
@@ -155,6 +158,32 @@ impl LoopDisk {
             "util-linux",
         )?;
         Ok(disk)
+    }
+
+    /// Direct I/O from the loop device to the image file, where the
+    /// kernel and util-linux (2.30 and later) allow it: each write is then
+    /// copied once, not into the page cache of the filesystem in the image
+    /// and again into that of the image file, which each flush (every
+    /// `syncfs` of the agent's group commits) had to write back. W2 (200,000 small files) cloned into an image:
+    /// copy phase 50.6 s buffered, 39.8 s and 44.4 s with direct I/O
+    /// (issue 16). Where it is refused the loop stays buffered, which is
+    /// only slower.
+    fn write_around_the_page_cache(&self) {
+        let dev = self.device.to_string_lossy();
+        if let Err(e) = run("losetup", &["--direct-io=on", &dev], "mount") {
+            tracing::debug!("{dev} stays buffered: {e}");
+        }
+    }
+
+    /// Whether the kernel does direct I/O for this loop device.
+    pub fn direct_io(&self) -> bool {
+        let name = self
+            .device
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        std::fs::read_to_string(format!("/sys/block/{name}/loop/dio"))
+            .is_ok_and(|v| v.trim() == "1")
     }
 
     pub fn partition(&self, number: u32) -> Result<PathBuf, ImageError> {
