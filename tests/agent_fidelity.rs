@@ -2066,9 +2066,10 @@ fn a_resume_whose_partial_copy_was_finished_meanwhile_uses_the_finished_file() {
     assert_eq!(fs::read(tmp.path().join("big")).unwrap(), content);
 }
 
-/// Small files are committed as a group (issue 16): through the real
-/// agent binary, whose input is a pipe it polls, every `ok` read from it
-/// names a file that is already in place with its content, and the acks
+/// Files are committed as a group (issue 16), small ones and, one in
+/// fifty, big ones with a `part`: through the real agent binary, whose
+/// input is a pipe it polls, every `ok` read from it names a file that is
+/// already in place with its content, and the acks
 /// of a first batch arrive while the input stays open (the agent does not
 /// wait for more input, or for the group to fill, before it answers).
 #[test]
@@ -2086,7 +2087,12 @@ fn small_files_are_acked_only_once_in_place_and_while_the_input_pauses() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let content = |i: usize| random_bytes(1000 + i * 37, i as u64);
+    // Every 50th file is big (it reports a `part`, and waits for the
+    // group's commit under its temporary name).
+    let content = |i: usize| match i % 50 {
+        7 => random_bytes(300_000 + i, i as u64),
+        _ => random_bytes(1000 + i * 37, i as u64),
+    };
     let name = |i: usize| format!("d{}/f{i:04}", i / 100).into_bytes();
     let mut w = WireWriter::new(child.stdin.take().unwrap()).unwrap();
     let mut acked = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -2107,6 +2113,13 @@ fn small_files_are_acked_only_once_in_place_and_while_the_input_pauses() {
                         "acked before it was in place"
                     );
                     seen += 1;
+                }
+                Ack::Part { path, offset, .. } => {
+                    let i: usize = std::str::from_utf8(&path).unwrap()[4..].parse().unwrap();
+                    assert!(
+                        i % 50 == 7 && offset == 256 << 10,
+                        "part {offset} of file {i}"
+                    );
                 }
                 other => panic!("unexpected ack {other:?}"),
             }

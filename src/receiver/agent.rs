@@ -2,18 +2,19 @@
 //! root through [`Writer`], and answers with one [`Ack`] line per entry.
 //!
 //! An `ok` means durable: the file was fsynced before its rename, and its
-//! directory is fsynced before the ack is written. Small files are made
-//! durable and placed as a group ([`Commit::run`]: one `syncfs` before
-//! their renames, one after; none of either for files new to the target,
-//! written in place). Acks are batched: they go out after the commit they
+//! directory is fsynced before the ack is written. Files received whole
+//! are made durable and placed as a group ([`Commit::run`]: one `syncfs`
+//! before their renames, one after; none of either for small files new
+//! to the target, written in place), and so are big files' `part`s. Acks are batched: they go out after the commit they
 //! wait for, which runs on a thread of its own while the next files are
 //! written (`committer`; one at a time, in order). What waits is handed
 //! to it before the agent waits for more input (given the input's
 //! descriptor: when none arrived within [`INPUT_PAUSE`]), when
 //! [`COMMIT_FILES`] or [`COMMIT_BYTES`] are waiting or the oldest waited
 //! [`COMMIT_AGE`] and the committer is free (a group waits for it only
-//! once it is twice [`COMMIT_BYTES`]), before the next read after a big
-//! file's ack or `part`, and at the end. On a failed commit the agent
+//! once it is twice [`COMMIT_BYTES`]), as soon as the committer is free
+//! after a `part`, before the next read after the ack of a file synced
+//! alone, and at the end. On a failed commit the agent
 //! stops, and what waited for it is never acknowledged: the next pass
 //! sends it again.
 //!
@@ -197,10 +198,14 @@ struct AckOut {
     pending: Vec<Ack>,
     /// When the oldest of `pending` was pushed.
     since: Option<Instant>,
-    /// A big file's ack or `part` waits: it goes out before the next read,
-    /// as every ack did before group commits (a client killed meanwhile
-    /// would send the file again, from its last part).
+    /// A `part`, or the ack of a big file synced alone, waits: it goes out
+    /// before the next read, as every ack did before group commits (a
+    /// client killed meanwhile would send the file again, from its last
+    /// part).
     urgent: bool,
+    /// A `part` whose partial copy the next commit syncs waits: it is due
+    /// (the committer takes it once free), not overdue.
+    prompt: bool,
     writer: Writer,
     stats: AgentStats,
     /// To the committer thread; `None` once closed.
@@ -221,6 +226,7 @@ impl AckOut {
     fn due(&self) -> bool {
         let (files, bytes) = self.writer.uncommitted();
         self.urgent
+            || self.prompt
             || files >= COMMIT_FILES
             || bytes >= COMMIT_BYTES
             || self.since.is_some_and(|t| t.elapsed() >= COMMIT_AGE)
@@ -278,6 +284,7 @@ impl AckOut {
         }
         self.since = None;
         self.urgent = false;
+        self.prompt = false;
         let paths = commit.take_paths();
         let acks = std::mem::take(&mut self.pending);
         let jobs = self.jobs.as_ref().expect("open until the end");
@@ -318,20 +325,25 @@ impl AckOut {
             Ack::Done { .. } | Ack::Part { .. } => {}
         }
         self.since.get_or_insert_with(Instant::now);
-        if matches!(ack, Ack::Part { .. }) {
-            self.urgent = true;
-        }
         self.pending.push(ack);
     }
 
-    /// Reports a big file's progress, when a `part` is due.
-    fn part(&mut self, meta: &EntryMeta, part: Option<(u64, [u8; 32])>) {
+    /// Reports a big file's progress, when a `part` is due. Its ack goes
+    /// out at once, or with group commits as soon as the committer is
+    /// free: after a commit that synced the partial copy.
+    fn part(&mut self, sink: &FileSink, meta: &EntryMeta, part: Option<(u64, [u8; 32])>) {
         if let Some((offset, digest)) = part {
+            let by_commit = self.writer.part_reported(sink);
             self.push(Ack::Part {
                 path: meta.path.clone(),
                 offset,
                 digest,
             });
+            if by_commit {
+                self.prompt = true;
+            } else {
+                self.urgent = true;
+            }
         }
     }
 
@@ -343,7 +355,11 @@ impl AckOut {
         digest: Option<[u8; 32]>,
     ) {
         let content = (meta.kind == EntryKind::File).then_some(meta.size);
-        if content.is_some_and(|size| size >= RESUMABLE_MIN) {
+        // A big file that waits for its group's commit goes out with it,
+        // due by its bytes; one synced alone is acked at once.
+        if content.is_some_and(|size| size >= RESUMABLE_MIN)
+            && !self.writer.holds_uncommitted(&meta.path)
+        {
             self.urgent = true;
         }
         self.ack(&meta.path, r, content, digest);
@@ -530,6 +546,7 @@ pub fn run_with(
             pending: Vec::new(),
             since: None,
             urgent: false,
+            prompt: false,
             writer,
             stats: AgentStats::default(),
             jobs: Some(jobs),
@@ -637,7 +654,7 @@ fn receive(
                 ) => {
                     if let Some(s) = sink.as_mut() {
                         match s.data(&bytes) {
-                            Ok(part) => o.part(&meta, part),
+                            Ok(part) => o.part(s, &meta, part),
                             Err(e) => {
                                 sink = None;
                                 error = Some(e);
@@ -656,7 +673,7 @@ fn receive(
                 ) => {
                     if let Some(s) = sink.as_mut() {
                         match s.hole(len) {
-                            Ok(part) => o.part(&meta, part),
+                            Ok(part) => o.part(s, &meta, part),
                             Err(e) => {
                                 sink = None;
                                 error = Some(e);
