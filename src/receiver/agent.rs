@@ -1,11 +1,14 @@
 //! `hotclone agent`: reads the wire stream, writes every entry under the
 //! root through [`Writer`], and answers with one [`Ack`] line per entry.
 //!
-//! An `ok` means durable: the file was fsynced before its rename, and its
-//! directory is fsynced before the ack is written. Files received whole
-//! are made durable and placed as a group ([`Commit::run`]: one `syncfs`
-//! before their renames, one after; none of either for small files new
-//! to the target, written in place), and so are big files' `part`s. Acks are batched: they go out after the commit they
+//! An `ok` means durable: the file's data and its name are on the disk
+//! before the ack is written, and so is a `part`'s partial copy. Files
+//! received whole are made durable and placed as a group
+//! ([`Commit::run`]: one `syncfs` before their renames, one after; none
+//! of either for small files new to the target, written in place), and
+//! so are big files' `part`s; a file appended to or resumed is fsynced
+//! before its rename, and its directory synced before its ack. Acks are
+//! batched: they go out after the commit they
 //! wait for, which runs on a thread of its own while the next files are
 //! written (`committer`; one at a time, in order). What waits is handed
 //! to it before the agent waits for more input (given the input's
@@ -81,7 +84,7 @@ pub struct AgentOptions {
 
 /// Acks wait at most this long for input that is on its way.
 pub const INPUT_PAUSE: Duration = Duration::from_millis(10);
-/// A group commit is due with this many small files waiting...
+/// A group commit is due with this many files waiting...
 pub const COMMIT_FILES: usize = 2048;
 /// ...or this many of their bytes: what a client killed meanwhile sends
 /// again stays about what the client's own journal commit leaves in
@@ -233,7 +236,7 @@ impl AckOut {
     }
 
     /// Whether what waits must go out even when that means waiting for the
-    /// commit running: a big file's ack, or a full group (one only due by
+    /// commit running: the ack of a file synced alone, or a full group (one only due by
     /// its age waits on while the commit before runs).
     fn overdue(&self) -> bool {
         let (files, bytes) = self.writer.uncommitted();
@@ -300,7 +303,7 @@ impl AckOut {
         self.poll_done(true)
     }
 
-    /// Whether `path` (as sent) is a small file waiting for its commit (or
+    /// Whether `path` (as sent) is a file waiting for its commit (or
     /// in the commit running), or a directory above one.
     fn holds_uncommitted(&self, path: &[u8]) -> bool {
         self.writer.holds_uncommitted(path)
@@ -312,7 +315,7 @@ impl AckOut {
         self.running.is_some()
     }
 
-    /// Whether small files wait for their commit, or a commit runs.
+    /// Whether files wait for their commit, or a commit runs.
     fn any_uncommitted(&self) -> bool {
         self.writer.uncommitted().0 > 0 || self.running.is_some()
     }
@@ -496,7 +499,7 @@ impl State {
     }
 }
 
-/// Whether `frame` may depend on small files still waiting for their
+/// Whether `frame` may depend on files still waiting for their
 /// group commit: a hard link (to one), a removal or metadata change (of
 /// one, or of a directory holding one), an append, or an entry that
 /// replaces one or a directory holding one, or one named like a temporary

@@ -99,7 +99,7 @@ pub struct Writer {
     dirty_dirs: BTreeSet<PathBuf>,
     /// Directory mtimes, set last (writing children changes them).
     dir_times: Vec<(usize, PathBuf, FileTime)>,
-    /// Small files written and closed (in place, or under their temporary
+    /// Files written and closed (in place, or under their temporary
     /// names), waiting for the next commit ([`Writer::take_commit`]).
     unplaced: Vec<Unplaced>,
     /// Their paths as sent, and every directory above them (as sent).
@@ -109,12 +109,13 @@ pub struct Writer {
     /// a commit's `syncfs` runs on (opened here, where nothing changes the
     /// tree meanwhile, not by the thread the commit runs on).
     filesystems: HashMap<u64, Arc<File>>,
-    /// Whether small files are committed as a group: only where `syncfs`
+    /// Whether files are committed as a group: only where `syncfs`
     /// reports write errors (Linux 5.8 and later); else each is fsynced.
     group_commit: bool,
 }
 
-/// A small file finished under its temporary name, not yet in place.
+/// A file finished (in place, or under its temporary name), not yet
+/// committed.
 struct Unplaced {
     path: Vec<u8>,
     size: u64,
@@ -131,7 +132,7 @@ pub type Unplaceable = (Vec<u8>, u64, EntryError);
 /// has run.
 #[derive(Debug, Default)]
 pub struct Held {
-    /// The small files waiting.
+    /// The files waiting.
     files: HashSet<Vec<u8>>,
     /// Every directory above one.
     dirs: HashSet<Vec<u8>>,
@@ -204,8 +205,9 @@ impl Commit {
     /// Returns the files that are not durably in place, and why (those
     /// that could not be renamed; all of them when the first `syncfs`
     /// failed, as a failed fsync fails its file: their files are removed),
-    /// and whether the directories are durable: when not, nothing that
-    /// waited for this commit may be acknowledged.
+    /// and whether everything else is durable: when a `syncfs` failed, it
+    /// is not, and nothing that waited for this commit (or waits for a
+    /// later one) may be acknowledged.
     pub fn run(self) -> (Vec<Unplaceable>, Result<(), EntryError>) {
         let Commit { group, targets, .. } = self;
         let filesystems = match targets {
@@ -239,8 +241,13 @@ impl Commit {
         if !renamed.is_empty() {
             if let Err(e) = syncfs_all(&filesystems) {
                 // In place, but not known to be durable: not acknowledged,
-                // so the next pass sends them again.
+                // so the next pass sends them again. The error fails the
+                // commit too: it may belong to what was written meanwhile
+                // (a partial copy whose `part` waits for the next commit),
+                // and `syncfs` reports an error once, so the next commit's
+                // would not see it.
                 failed.extend(renamed.into_iter().map(|u| (u.path, u.size, e.clone())));
+                return (failed, Err(e));
             }
         }
         (failed, Ok(()))
@@ -380,7 +387,7 @@ impl Writer {
 
     /// What waits to be made durable, taken out to be run by
     /// [`Commit::run`] (on another thread, while the next files are
-    /// written): the small files finished since the last commit, and the
+    /// written): the files finished since the last commit, and the
     /// directories (and files whose metadata changed) changed since.
     /// Until it has run, nothing may touch the paths it holds
     /// ([`Commit::take_paths`]).
@@ -822,7 +829,7 @@ impl Writer {
             {
                 Ok(file) => {
                     let full = r.full.clone();
-                    return Ok(FileSink::new(file, full, r, meta, true));
+                    return Ok(FileSink::new(file, full, r, meta, self.group_commit));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io_err("cannot create", &r.full, e)),

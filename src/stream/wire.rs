@@ -66,9 +66,10 @@ pub const HOLE_BLOCK: usize = 4096;
 /// Files at least this big report `part` progress while they arrive.
 pub const RESUMABLE_MIN: u64 = 256 << 10;
 /// How often (content bytes) a `part` line is sent at most: every MiB of a
-/// big file. Each follows an fdatasync of the partial copy, so what a
-/// `part` books survives a crash of the target host too; the interval
-/// keeps those syncs cheap. Smaller files get one every quarter of their
+/// big file. Each is acked only once the partial copy is durable (by an
+/// fdatasync, or the agent's group commit), so what a `part` books
+/// survives a crash of the target host too; the interval keeps those
+/// syncs cheap. Smaller files get one every quarter of their
 /// size, at least [`RESUMABLE_MIN`] apart ([`checkpoint_every`]).
 pub const CHECKPOINT_EVERY: u64 = 1 << 20;
 
