@@ -236,8 +236,8 @@ impl AckOut {
     }
 
     /// Whether what waits must go out even when that means waiting for the
-    /// commit running: the ack of a file synced alone, or a full group (one only due by
-    /// its age waits on while the commit before runs).
+    /// commit running: the ack of a file synced alone, or a full group
+    /// (one only due by its age waits on while the commit before runs).
     fn overdue(&self) -> bool {
         let (files, bytes) = self.writer.uncommitted();
         self.urgent || files >= COMMIT_FILES || bytes >= 2 * COMMIT_BYTES
