@@ -7,19 +7,22 @@
 //! ([`Commit::run`]: one `syncfs` before their renames, one after; none
 //! of either for small files new to the target, written in place), and
 //! so are big files' `part`s; a file appended to or resumed is fsynced
-//! before its rename, and its directory synced before its ack. Acks are
-//! batched: they go out after the commit they
-//! wait for, which runs on a thread of its own while the next files are
-//! written (`committer`; one at a time, in order). What waits is handed
-//! to it before the agent waits for more input (given the input's
-//! descriptor: when none arrived within [`INPUT_PAUSE`]), when
-//! [`COMMIT_FILES`] or [`COMMIT_BYTES`] are waiting or the oldest waited
-//! [`COMMIT_AGE`] and the committer is free (a group waits for it only
-//! once it is twice [`COMMIT_BYTES`]), as soon as the committer is free
-//! after a `part`, before the next read after the ack of a file synced
-//! alone, and at the end. On a failed commit the agent
-//! stops, and what waited for it is never acknowledged: the next pass
-//! sends it again.
+//! before its rename, and its directory synced before its ack.
+//!
+//! Acks are batched: they go out after the commit they wait for, which
+//! runs on a thread of its own while the next files are written
+//! (`committer`; one at a time, in order). What waits is handed to it:
+//! - before the agent waits for more input (given the input's descriptor:
+//!   when none arrived within [`INPUT_PAUSE`]);
+//! - when [`COMMIT_FILES`] or [`COMMIT_BYTES`] are waiting or the oldest
+//!   waited [`COMMIT_AGE`], and the committer is free (a group waits for
+//!   it only once it is twice [`COMMIT_BYTES`]);
+//! - as soon as the committer is free after a `part`;
+//! - before the next read after the ack of a file synced alone;
+//! - at the end.
+//!
+//! On a failed commit the agent stops, and what waited for it is never
+//! acknowledged: the next pass sends it again.
 //!
 //! Delta passes also send `Remove` (acked `ok` once the path is gone, also
 //! when it already was) and `Attrs` (metadata of an existing entry; `bad`
