@@ -639,6 +639,98 @@ fn sync_resumes_after_twenty_random_interruptions_under_churn() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `clone --copy-only` copies every file and stops before converting: the
+/// disk stays as its partial raw file, detached, and the migration is
+/// still copying (so `sync` refuses it). The same clone run again without
+/// the option sends only what changed meanwhile and finishes the disk.
+#[test]
+fn a_clone_that_only_copies_is_finished_by_running_it_again() {
+    let _one = common::one_at_a_time();
+    let lab = lab();
+    let dir = common::workdir("copy-only");
+    let home = dir.join("home");
+    let image = dir.join("bb.img");
+    let partial = image.with_extension("raw.partial");
+    on_source(
+        &lab,
+        "rm -rf /srv/seed && mkdir -p /srv/seed && echo first > /srv/seed/a",
+    );
+    let target = format!("image:{},format=raw", image.display());
+    let seeded = run(&mut hotclone(
+        &lab,
+        &home,
+        &[
+            "clone",
+            "busybox",
+            "--name",
+            "bb",
+            "--copy-only",
+            "--json",
+            "--target",
+            &target,
+        ],
+    ));
+    assert!(
+        matches!(seeded.status.code(), Some(0) | Some(3)),
+        "the copy-only clone failed"
+    );
+    let done = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "done")
+            .expect("a done event")
+    };
+    let first = done(&seeded);
+    assert_eq!(first["converted"], false, "{first}");
+    assert!(first["files"].as_u64().unwrap() > 100, "{first}");
+    assert!(!image.exists(), "a copy-only clone made the finished image");
+    assert!(partial.exists(), "the copied disk was not kept");
+    let attached = run_ok(Command::new("losetup").arg("-j").arg(&partial));
+    assert_eq!(attached.trim(), "", "the copied disk is still attached");
+    assert_eq!(status_json(&lab, &home)["stage"], "copying");
+    let refused = run(&mut hotclone(&lab, &home, &["sync", "bb"]));
+    assert!(!refused.status.success(), "sync took an unfinished clone");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("did not finish"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // Older than the listing's one-second granularity.
+    on_source(&lab, "echo second > /srv/seed/b");
+    std::thread::sleep(Duration::from_millis(1100));
+    let finished = run(&mut hotclone(
+        &lab,
+        &home,
+        &["clone", "busybox", "--name", "bb", "--json"],
+    ));
+    assert!(
+        matches!(finished.status.code(), Some(0) | Some(3)),
+        "finishing the clone failed"
+    );
+    assert_eq!(done(&finished)["converted"], true);
+    assert!(image.exists() && !partial.exists());
+    let status = status_json(&lab, &home);
+    assert_eq!(status["stage"], "ready", "{status}");
+    let passes = status["passes"].as_array().unwrap();
+    assert_eq!(passes.len(), 2, "{status}");
+    // The second pass sent what changed, not the copy again.
+    let bytes = |p: &serde_json::Value| p["bytes"].as_u64().unwrap();
+    assert!(bytes(&passes[1]) * 100 < bytes(&passes[0]), "{status}");
+    {
+        let mounted = MountedImage::mount(&image, 2, &dir.join("mnt"));
+        let dirs = "bin sbin usr etc root srv";
+        common::assert_same_entries(
+            &source_tree(&lab, dirs),
+            &target_tree(&mounted.mount_point, dirs),
+            "the clone finished after a copy-only run",
+        );
+    }
+    on_source(&lab, "rm -rf /srv/seed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A client machine that lost the state (a new HOTCLONE_HOME) takes the
 /// migration over from the journal copy on the target and continues.
 #[test]

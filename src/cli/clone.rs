@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use hotclone::clone::{self, Batching};
+use hotclone::clone::{self, Batching, CloneOptions};
 use hotclone::journal::Journal;
 use hotclone::launch::{VmFiles, VmState};
 use hotclone::migration::{self, Migration, Stage};
@@ -32,7 +32,9 @@ hotclone clone root@web01 --target image:/var/lib/vm/web01.qcow2\n  \
 hotclone launch web01 --disk /var/lib/vm/web01.qcow2,size=40G --net bridge:br0 --ip 192.0.2.50/24\n  \
 hotclone clone root@web01 --name web01                # into the launched VM\n  \
 hotclone plan root@web01 --target image:web01.img -o web01.toml   # review, edit\n  \
-hotclone clone root@web01 --plan web01.toml --name web01")]
+hotclone clone root@web01 --plan web01.toml --name web01\n  \
+hotclone clone root@web01 --target image:web01.img --copy-only   # copy now...\n  \
+hotclone clone root@web01 --name web01                # ...convert later")]
 pub struct CloneArgs {
     /// The source: [user@]host[:port] or an ssh_config Host alias.
     #[arg(value_name = "SOURCE")]
@@ -55,6 +57,12 @@ pub struct CloneArgs {
     /// Files per tar run on the source; each run is one batch.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub tar_batch_files: usize,
+    /// Copy every file, then stop before converting: the disk is closed
+    /// but not bootable yet (an image stays as its .raw.partial file).
+    /// Run the same command again without it to finish: it sends what
+    /// changed meanwhile, then converts. Seeds a big copy ahead of time.
+    #[arg(long)]
+    pub copy_only: bool,
     /// (ignored with --plan, which holds these choices already)
     #[command(flatten)]
     pub planning: PlanFlags,
@@ -319,9 +327,12 @@ async fn finish(
         &plan,
         &migration,
         opener,
-        Batching {
-            max_files: args.tar_batch_files.max(1),
-            ..Batching::default()
+        CloneOptions {
+            batching: Batching {
+                max_files: args.tar_batch_files.max(1),
+                ..Batching::default()
+            },
+            copy_only: args.copy_only,
         },
         progress,
     )
@@ -363,15 +374,22 @@ async fn finish(
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"event": "done", "migration": name, "image": report.image, "files": report.files,
+            serde_json::json!({"event": "done", "migration": name, "image": report.image, "converted": report.converted, "files": report.files,
                 "bytes": report.bytes, "wire_bytes": report.wire_bytes, "seconds": secs, "dirty": report.dirty,
                 "warnings": report.warnings.len()})
         );
     } else {
-        println!(
-            "Cloned {} into {} (migration {name})",
-            args.source, report.image
-        );
+        if report.converted {
+            println!(
+                "Cloned {} into {} (migration {name})",
+                args.source, report.image
+            );
+        } else {
+            println!(
+                "Copied {} (migration {name}); not converted, the disk does not boot yet. Run `hotclone clone {} --name {name}` to finish it",
+                args.source, args.source
+            );
+        }
         println!("  files      {}", report.files);
         println!(
             "  data       {} (on the wire {}, ratio {:.2})",

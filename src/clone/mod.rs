@@ -8,6 +8,11 @@
 //! 4. convert the copy so it boots as a VM, [`crate::convert`]
 //! 5. finish the disk (sync, unmount, fsck; detach and qcow2 for images)
 //!
+//! With [`CloneOptions::copy_only`] it stops after step 3: the disk is
+//! closed (unmounted and detached, an image kept as its partial raw file)
+//! with the migration still "copying", and running the clone again
+//! without it continues: a delta pass, then steps 4 and 5.
+//!
 //! The target is an image on this machine or the disk of a rescue VM over
 //! SSH ([`crate::target::Opener`]); the phases are the same.
 //!
@@ -29,11 +34,23 @@ use crate::target::{CloneStart, Opener};
 pub use crate::pass::copy::Batching;
 pub use crate::target::CloneError;
 
+/// How [`run`] clones beyond the source and the target.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CloneOptions {
+    pub batching: Batching,
+    /// Stop once the files are copied: no conversion, the disk not
+    /// finished (not bootable yet). The same clone run again finishes it.
+    pub copy_only: bool,
+}
+
 /// What a clone did, for the summary.
 #[derive(Debug)]
 pub struct CloneReport {
-    /// The clone: an image file, or the rescue VM's disk.
+    /// The clone: an image file, or the rescue VM's disk. Empty when only
+    /// copied ([`CloneOptions::copy_only`]).
     pub image: String,
+    /// Whether the copy was converted and the disk finished.
+    pub converted: bool,
     pub files: u64,
     pub bytes: u64,
     pub wire_bytes: u64,
@@ -56,7 +73,7 @@ pub async fn run(
     plan: &Plan,
     migration: &Migration,
     opener: Opener,
-    batching: Batching,
+    options: CloneOptions,
     progress: &mut dyn Progress,
 ) -> Result<CloneReport, CloneError> {
     let started = Instant::now();
@@ -101,45 +118,50 @@ pub async fn run(
         &ends,
         "clone",
         &crate::pass::PassOptions {
-            batching,
+            batching: options.batching,
             sweep: false,
             checksum: false,
         },
         progress,
     )
     .await?;
+    let (image, notes) = if options.copy_only {
+        tokio::task::block_in_place(|| {
+            crate::pass::write_target_state(target.as_ref(), migration, &journal)
+        })?;
+        target.close(progress).await?;
+        (String::new(), Vec::new())
+    } else {
+        let converted = target
+            .convert(inv, plan, &migration.journal_path(), progress)
+            .await?;
+        journal.record_converted(&converted.files)?;
+        journal.set_stage(Stage::Ready)?;
+        tokio::task::block_in_place(|| {
+            crate::pass::write_target_state(target.as_ref(), migration, &journal)
+        })?;
 
-    let converted = target
-        .convert(inv, plan, &migration.journal_path(), progress)
-        .await?;
-    journal.record_converted(&converted.files)?;
-    journal.set_stage(Stage::Ready)?;
-    tokio::task::block_in_place(|| {
-        crate::pass::write_target_state(target.as_ref(), migration, &journal)
-    })?;
-
-    progress.phase("finishing the disk");
-    let image = match target.finish(plan, progress).await {
-        Ok(image) => image,
-        Err(e) => {
-            let _ = journal.set_stage(Stage::Copying);
-            return Err(e);
-        }
+        progress.phase("finishing the disk");
+        let image = match target.finish(plan, progress).await {
+            Ok(image) => image,
+            Err(e) => {
+                let _ = journal.set_stage(Stage::Copying);
+                return Err(e);
+            }
+        };
+        journal.set_meta(FINISHED, "yes")?;
+        (image, converted.notes)
     };
-    journal.set_meta(FINISHED, "yes")?;
     let (files, _) = journal.counts()?;
     Ok(CloneReport {
         image,
+        converted: !options.copy_only,
         files,
         bytes: pass.sent_bytes,
         wire_bytes: pass.wire_bytes,
         duration: started.elapsed(),
         dirty: pass.dirty,
         warnings: pass.warnings,
-        notes: converted
-            .notes
-            .into_iter()
-            .chain(pass.tar_messages)
-            .collect(),
+        notes: notes.into_iter().chain(pass.tar_messages).collect(),
     })
 }

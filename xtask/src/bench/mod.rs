@@ -111,7 +111,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if wanted("W4") {
         for (case, w) in &W4 {
-            ms.push(r.clone(case, w, &case.to_lowercase())?);
+            ms.push(r.clone_with(case, w, &case.to_lowercase(), &["--copy-only"])?);
         }
     }
     if wanted("W1+W3") {
