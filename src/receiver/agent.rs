@@ -100,8 +100,8 @@ pub const COMMIT_AGE: Duration = Duration::from_millis(100);
 /// is read until it is done: of a run of big files, one waits for its
 /// commit while the next arrives, not several (what a client or agent
 /// killed meanwhile sends again; sync_lab's 24 interruptions re-sent 8.6 %
-/// of their data on average over five runs without this bound, 7.5 % over
-/// four with it).
+/// of their data on average over five runs without this bound, 7.6 % over
+/// five with it).
 pub const READ_AHEAD_BYTES: u64 = 512 << 10;
 
 #[derive(Debug, thiserror::Error)]
