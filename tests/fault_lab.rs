@@ -32,7 +32,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::image::MountedImage;
 use common::{hotclone_in, lab, run, run_ok, Lab, Lcg, Namespaces};
 
 fn on_source(lab: &Lab, command: &str) -> String {
@@ -153,42 +152,6 @@ fn killed_twice_then_completed(
     hits
 }
 
-/// The target's root filesystem (partition 2 of the busybox plan),
-/// checked by e2fsck read-only, and its tree under `dirs`.
-fn check_image(image: &Path, work: &Path, dirs: &str) -> Vec<String> {
-    let dev = run_ok(
-        Command::new("losetup")
-            .args(["-f", "--show", "-r"])
-            .arg(image),
-    )
-    .trim()
-    .to_string();
-    run_ok(Command::new("partx").args(["-a", &dev]));
-    let part = format!("{dev}p2");
-    for _ in 0..50 {
-        if Path::new(&part).exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let fsck = run(Command::new("e2fsck").args(["-f", "-n", &part]));
-    let _ = run(Command::new("partx").args(["-d", &dev]));
-    let _ = run(Command::new("losetup").args(["-d", &dev]));
-    assert!(
-        fsck.status.success(),
-        "e2fsck -fn found the target damaged: {}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
-    let mounted = MountedImage::mount(image, 2, &work.join("mnt"));
-    let tree = common::host_tree(&mounted.mount_point, dirs);
-    let strays = run_ok(Command::new("sh").arg("-c").arg(format!(
-        "find {} -name '*hotclone-tmp*'",
-        mounted.mount_point.display()
-    )));
-    assert_eq!(strays.trim(), "", "temporary files left on the target");
-    tree
-}
-
 fn source_tree(lab: &Lab, dirs: &str) -> Vec<String> {
     common::source_tree(lab, "busybox", dirs)
 }
@@ -281,7 +244,7 @@ fn rounds_killed_twice(ns: Namespaces) {
         let source = source_tree(&lab, dirs);
         common::assert_same_entries(
             &source,
-            &check_image(&image, &dir, dirs),
+            &common::image::check_image(&image, &dir, dirs),
             &format!("round {round}: the clone killed twice"),
         );
 
@@ -296,7 +259,7 @@ fn rounds_killed_twice(ns: Namespaces) {
         );
         common::assert_same_entries(
             &source_tree(&lab, dirs),
-            &check_image(&image, &dir, dirs),
+            &common::image::check_image(&image, &dir, dirs),
             &format!("round {round}: the sync killed twice"),
         );
         // The future-dated file went once and stays clean: a quiet pass
@@ -429,7 +392,7 @@ fn a_second_sync_while_the_first_ones_agent_still_runs_is_refused() {
     );
     common::assert_same_entries(
         &source_tree(&lab, "srv"),
-        &check_image(&image, &dir, "srv"),
+        &common::image::check_image(&image, &dir, "srv"),
         "the target after the second writer was refused",
     );
     assert_eq!(

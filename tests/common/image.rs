@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::run_ok;
+use super::{run, run_ok};
 
 pub struct MountedImage {
     loop_dev: String,
@@ -108,4 +108,40 @@ impl Drop for MountedImage {
             .args(["-d", &self.loop_dev])
             .output();
     }
+}
+
+/// The target's root filesystem (partition 2 of the busybox plan),
+/// checked by e2fsck read-only, and its tree under `dirs`.
+pub fn check_image(image: &Path, work: &Path, dirs: &str) -> Vec<String> {
+    let dev = run_ok(
+        Command::new("losetup")
+            .args(["-f", "--show", "-r"])
+            .arg(image),
+    )
+    .trim()
+    .to_string();
+    run_ok(Command::new("partx").args(["-a", &dev]));
+    let part = format!("{dev}p2");
+    for _ in 0..50 {
+        if Path::new(&part).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let fsck = run(Command::new("e2fsck").args(["-f", "-n", &part]));
+    let _ = run(Command::new("partx").args(["-d", &dev]));
+    let _ = run(Command::new("losetup").args(["-d", &dev]));
+    assert!(
+        fsck.status.success(),
+        "e2fsck -fn found the target damaged: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let mounted = MountedImage::mount(image, 2, &work.join("mnt"));
+    let tree = super::host_tree(&mounted.mount_point, dirs);
+    let strays = run_ok(Command::new("sh").arg("-c").arg(format!(
+        "find {} -name '*hotclone-tmp*'",
+        mounted.mount_point.display()
+    )));
+    assert_eq!(strays.trim(), "", "temporary files left on the target");
+    tree
 }
