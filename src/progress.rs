@@ -40,6 +40,9 @@ impl FileWarning {
 pub trait Progress: Send {
     /// A new phase starts ("listing", "copying", "converting"...).
     fn phase(&mut self, _name: &str) {}
+    /// Entries the source's listing has returned so far: on a big server
+    /// with a cold cache it takes minutes.
+    fn listed(&mut self, _entries: u64) {}
     /// What the current phase will handle in all, when known.
     fn totals(&mut self, _files: u64, _bytes: u64) {}
     /// One file's content starts going to the target (its durable write is

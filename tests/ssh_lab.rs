@@ -613,3 +613,83 @@ fn silent_and_non_ssh_servers_fail_with_the_phase() {
     eprintln!("{msg}");
     assert!(matches!(err, SshError::Handshake { .. }), "{msg}");
 }
+
+/// What a listing reported as it went.
+#[derive(Default)]
+struct Listed(Vec<u64>);
+
+impl hotclone::progress::Progress for Listed {
+    fn listed(&mut self, entries: u64) {
+        self.0.push(entries);
+    }
+}
+
+/// issue 16: the source's listing walks with several finds at once over
+/// one connection. It lists what one `find -xdev` lists, on a modern
+/// OpenSSH and on the legacy one, whose `MaxSessions 2` (as hardened
+/// servers set it) refuses the walk's third channel: the walk goes on
+/// with fewer.
+#[test]
+fn the_listing_walk_equals_one_find_even_where_sshd_allows_two_sessions() {
+    let lab = common::lab();
+    let all = hotclone::pass::FINDS;
+    for (source, finds) in [("debian12", all..all + 1), ("legacy-ssh", 1..all)] {
+        let d = dest(&lab, source);
+        let opts = key_opts(&lab);
+        let (walked, one) = in_ns(&lab.client_ns, move || async move {
+            let s = connect(&d, &opts).await;
+            let roots = ["/usr", "/etc"];
+            let mut progress = Listed::default();
+            let started = Instant::now();
+            let walked = hotclone::pass::walk(&s, &roots, &[], &mut progress)
+                .await
+                .expect("walk");
+            assert_eq!(progress.0.last(), Some(&(walked.files.len() as u64)));
+            assert_eq!(progress.0.len(), walked.batches, "one report a find");
+            eprintln!("{source}: the walk took {:?}", started.elapsed());
+            let started = Instant::now();
+            let one = s
+                .run(
+                    r"LC_ALL=C find /usr /etc -xdev -printf '%y %m %U %G %s %T@ %C@ %i %n %D\0%p\0'",
+                    b"",
+                )
+                .await
+                .expect("find");
+            eprintln!("{source}: one find took {:?}", started.elapsed());
+            (walked, one)
+        });
+        let (one, bad) = hotclone::stream::listing::parse_gnu(&one.stdout);
+        assert!(bad.is_empty() && walked.unparsed.is_empty(), "{bad:?}");
+        let paths = |files: &[hotclone::stream::listing::ListedFile]| {
+            let mut p: Vec<Vec<u8>> = files.iter().map(|f| f.path.clone()).collect();
+            p.sort();
+            p
+        };
+        eprintln!(
+            "{source}: {} entries, {} finds, {} at once",
+            one.len(),
+            walked.batches,
+            walked.finds
+        );
+        assert!(one.len() > 5000, "{source}: {} entries", one.len());
+        assert_eq!(paths(&walked.files), paths(&one), "{source}");
+        // Two at most ran on the legacy server, and the walk went on with
+        // fewer than it asked for. (It may settle on one: a channel that
+        // just closed still counts on the server for a moment, and a
+        // refusal then looks like the limit.)
+        assert!(
+            finds.contains(&walked.finds),
+            "{source}: {} at once",
+            walked.finds
+        );
+        assert!(walked.batches > 8, "{source}: {} finds", walked.batches);
+        // Root by root: all of /usr, then all of /etc.
+        let first_etc = walked
+            .files
+            .iter()
+            .position(|f| f.path.starts_with(b"/etc"));
+        assert!(walked.files[first_etc.unwrap()..]
+            .iter()
+            .all(|f| f.path.starts_with(b"/etc")));
+    }
+}

@@ -82,6 +82,25 @@ impl Progress for CliProgress {
         }
     }
 
+    fn listed(&mut self, entries: u64) {
+        match &mut self.display {
+            Display::Json => Self::json(serde_json::json!({"event": "listed", "entries": entries})),
+            Display::Bar { bar } => {
+                let b = bar.get_or_insert_with(|| {
+                    let b = ProgressBar::new_spinner();
+                    b.enable_steady_tick(Duration::from_millis(250));
+                    b
+                });
+                b.set_message(format!("{entries} entries listed"));
+            }
+            Display::Lines { last } if last.elapsed() > Duration::from_secs(10) => {
+                *last = Instant::now();
+                eprintln!("    {entries} entries listed");
+            }
+            Display::Lines { .. } => {}
+        }
+    }
+
     fn totals(&mut self, files: u64, bytes: u64) {
         self.totals = (files, bytes);
         match &mut self.display {

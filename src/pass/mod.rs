@@ -24,9 +24,9 @@ pub mod copy;
 pub mod delta;
 pub mod grown;
 mod reader;
+mod source_listing;
 pub mod tar_messages;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::journal::{FileRecord, Journal, PassStats};
@@ -35,9 +35,10 @@ use crate::plan::{Exclude, Plan};
 use crate::probe::Inventory;
 use crate::progress::{FileWarning, Progress};
 use crate::ssh::Session;
-use crate::stream::listing::{self, FileKind, ListedFile};
+use crate::stream::listing::ListedFile;
 use crate::target::{CloneError, StateFile, Target};
 use copy::{Batching, JournalSink, Kept, Work};
+pub use source_listing::{list_source, walk, Walked, FINDS};
 
 /// True when `path` (absolute, raw) is left out by the plan.
 pub fn excluded(path: &[u8], excludes: &[Exclude]) -> bool {
@@ -47,78 +48,6 @@ pub fn excluded(path: &[u8], excludes: &[Exclude]) -> bool {
             path.len() > p.len() && path.starts_with(p) && (p.is_empty() || path[p.len()] == b'/');
         inside || (!e.contents_only && path == p)
     })
-}
-
-/// Phase 2: list every filesystem the plan copies; keep what is not
-/// excluded, and each mount point once (as the root of its own filesystem).
-pub async fn list_source(
-    session: &Session,
-    inv: &Inventory,
-    plan: &Plan,
-    progress: &mut dyn Progress,
-) -> Result<Vec<ListedFile>, CloneError> {
-    let roots: Vec<&str> = plan
-        .disk
-        .partitions
-        .iter()
-        .filter_map(|p| p.mount_point.as_deref())
-        .chain(plan.merged_into_root.iter().map(String::as_str))
-        .collect();
-    let prune: Vec<String> = plan
-        .excludes
-        .iter()
-        .filter_map(|e| listing::prune_pattern(&e.path, e.contents_only))
-        .collect();
-    let cmd = listing::command(&inv.capabilities, &roots, &prune);
-    // Parsed as it arrives: the raw listing (about 100 bytes an entry) is
-    // never held whole beside the entries, so a million fit a small client
-    // (issue 16).
-    let mut parser = listing::Parser::new(&inv.capabilities);
-    let out = session
-        .run_streamed(&cmd, b"", &mut |chunk| parser.feed(chunk))
-        .await
-        .map_err(CloneError::Ssh)?;
-    let (mut files, unparsed) = parser.finish();
-    if files.is_empty() {
-        return Err(CloneError::Remote {
-            what: format!(
-                "listing the files with `{cmd}` produced nothing ({})",
-                out.status
-            ),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    for u in unparsed {
-        progress.warning(&FileWarning::Skipped {
-            path: PathBuf::from(u.0),
-            reason: "the listing line could not be read (a newline in the name?)".into(),
-        });
-    }
-    files.retain(|f| {
-        if excluded(&f.path, &plan.excludes) {
-            return false;
-        }
-        if f.kind == FileKind::Socket {
-            progress.warning(&FileWarning::Skipped {
-                path: PathBuf::from(String::from_utf8_lossy(&f.path).into_owned()),
-                reason: "sockets are recreated by their daemons".into(),
-            });
-            return false;
-        }
-        true
-    });
-    // By path; a path listed twice (a mount point, in its parent's
-    // listing and as the root of its own) keeps its last listing.
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    files.dedup_by(|later, kept| {
-        let same = later.path == kept.path;
-        if same {
-            std::mem::swap(later, kept);
-        }
-        same
-    });
-    files.shrink_to_fit();
-    Ok(files)
 }
 
 /// How many of the files a pass leaves dirty or recent its report names.
@@ -220,10 +149,20 @@ pub async fn run(
     let started = Instant::now();
     progress.phase("listing the source");
     let listing_began = source_clock(session).await?;
+    // The journal's record is read while the source is listed (the
+    // listing waits on the source's disk; this on the client's CPU).
+    let journal_path = migration.journal_path();
+    let loading = tokio::task::spawn_blocking(move || {
+        let journal = Journal::open(&journal_path)?;
+        let held = journal.files()?;
+        Ok::<_, CloneError>((journal, held))
+    });
     let listing = std::sync::Arc::new(list_source(session, inv, plan, progress).await?);
     let listing_ended = source_clock(session).await?;
-    let mut journal = Journal::open(&migration.journal_path())?;
-    let mut held = journal.files()?;
+    progress.phase("comparing with the journal");
+    let (mut journal, mut held) = loading
+        .await
+        .map_err(|e| CloneError::Stage(format!("reading the journal: {e}")))??;
     let mut checksum_differ = 0;
     if options.checksum {
         let tool = checksum::tool(&inv.capabilities.hashers).ok_or_else(|| {

@@ -696,6 +696,16 @@ impl Session {
         Ok(RemoteChild::spawn(addr, read, write))
     }
 
+    /// One round trip to the server (a keepalive request, and its
+    /// answer): everything sent before, a channel's close among them, has
+    /// been read by then.
+    pub async fn ping(&self) -> Result<(), SshError> {
+        self.handle
+            .send_ping()
+            .await
+            .map_err(|e| self.channel_error(e))
+    }
+
     fn channel_error(&self, e: russh::Error) -> SshError {
         let addr = self.info.addr();
         if self.handle.is_closed() {

@@ -89,18 +89,10 @@ const STAT_FORMAT: &str = "%f %u %g %s %Y %Z %i %h %d %n";
 pub fn command(caps: &Capabilities, roots: &[&str], prune: &[String]) -> String {
     let roots: Vec<String> = roots.iter().map(|r| crate::shell::quote(r)).collect();
     if caps.find_printf {
-        let pruned = if prune.is_empty() {
-            String::new()
-        } else {
-            let paths: Vec<String> = prune
-                .iter()
-                .map(|p| format!("-path {}", crate::shell::quote(p)))
-                .collect();
-            format!(" \\( {} \\) -prune -o", paths.join(" -o "))
-        };
         format!(
-            "LC_ALL=C find {} -xdev{pruned} -printf '{GNU_FORMAT}'",
-            roots.join(" ")
+            "LC_ALL=C find {} -xdev{} -printf '{GNU_FORMAT}'",
+            roots.join(" "),
+            pruned(prune)
         )
     } else {
         format!(
@@ -108,6 +100,33 @@ pub fn command(caps: &Capabilities, roots: &[&str], prune: &[String]) -> String 
             roots.join(" ")
         )
     }
+}
+
+/// The remote command of one find of a [`super::walk`]: GNU find over the
+/// starts NUL-separated on its stdin (any byte in a name survives), from
+/// `min_depth` to `max_depth` levels below them, each on its start's
+/// filesystem, printing what [`command`] prints.
+pub fn walk_command(min_depth: usize, max_depth: usize, prune: &[String]) -> String {
+    let find = format!(
+        "exec find \"$@\" -xdev -mindepth {min_depth} -maxdepth {max_depth}{} -printf '{GNU_FORMAT}'",
+        pruned(prune)
+    );
+    format!(
+        "LC_ALL=C xargs -0 -r sh -c {} sh",
+        crate::shell::quote(&find)
+    )
+}
+
+/// find's prune clause (" \( -path P -o ... \) -prune -o"), or nothing.
+fn pruned(prune: &[String]) -> String {
+    if prune.is_empty() {
+        return String::new();
+    }
+    let paths: Vec<String> = prune
+        .iter()
+        .map(|p| format!("-path {}", crate::shell::quote(p)))
+        .collect();
+    format!(" \\( {} \\) -prune -o", paths.join(" -o "))
 }
 
 /// find's `-path` pattern for an excluded absolute path: the path itself,
@@ -296,6 +315,16 @@ impl Parser {
     pub fn new(caps: &Capabilities) -> Parser {
         Parser {
             gnu: caps.find_printf,
+            pending: Vec::new(),
+            files: Vec::new(),
+            bad: Vec::new(),
+        }
+    }
+
+    /// A parser of GNU find's records (a [`super::walk`]'s finds).
+    pub fn gnu() -> Parser {
+        Parser {
+            gnu: true,
             pending: Vec::new(),
             files: Vec::new(),
             bad: Vec::new(),

@@ -1,6 +1,7 @@
 //! The data path between the source and the target.
 //!
 //! - [`listing`]: the source's file list, taken first (totals, change detection).
+//! - [`walk`]: that list taken by several finds at once.
 //! - [`wire`]: the versioned, framed, zstd-compressed format the client
 //!   sends to `hotclone agent`, with a BLAKE3 digest per file, and the
 //!   agent's acknowledgements.
@@ -9,6 +10,7 @@
 pub mod hashing;
 pub mod listing;
 pub mod tar_to_wire;
+pub mod walk;
 pub mod wire;
 
 use std::io;

@@ -13,10 +13,10 @@ use anyhow::{bail, Context, Result};
 use crate::{apt, lab};
 
 /// Debian packages the suite needs beyond the lab's own
-/// ([`lab::HOST_PACKAGES`]): QEMU for the boot tests of cloned disks (TCG)
-/// and qemu-img for qcow2 images; zstd, which the rehearsal test repacks a
-/// clone's initrd with.
-pub const BOOT_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-utils", "zstd"];
+/// ([`lab::HOST_PACKAGES`], QEMU among them, which also boots the cloned
+/// disks and makes qcow2 images): zstd, which the rehearsal test repacks
+/// a clone's initrd with.
+pub const BOOT_PACKAGES: &[&str] = &["zstd"];
 
 /// What building the rescue image and its ISO takes on the host; GNU
 /// cpio, which a test unpacks hotclone's archives with; and grub-install

@@ -85,7 +85,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let wanted = |case: &str| args.only.is_empty() || args.only.iter().any(|c| c == case);
     let started = Instant::now();
     let opts = crate::lab::LabOptions::from_env();
-    crate::apt::ensure_packages(&["rsync", "zstd", "openssh-client", "e2fsprogs", "iproute2"])?;
+    // debootstrap builds the bench disk's root (on a fresh machine it was
+    // missing: "debootstrap: not found").
+    crate::apt::ensure_packages(&[
+        "debootstrap",
+        "rsync",
+        "zstd",
+        "openssh-client",
+        "e2fsprogs",
+        "iproute2",
+    ])?;
     let disk = image::ensure(&opts.cache_dir)?;
     if args.image_only {
         println!("{}", disk.display());

@@ -28,6 +28,11 @@ pub const HOST_PACKAGES: &[&str] = &[
     "util-linux",
     "tcpdump",
     "arping",
+    // QEMU (TCG) for the sources that run as VMs (md-lvm's disks are
+    // built in one): `lab up` on a fresh machine failed with "starting
+    // qemu-system-x86_64: No such file or directory" without them.
+    "qemu-system-x86",
+    "qemu-utils",
     // The lab's libvirtd (libvirtd.rs), without libvirt-daemon-system,
     // which would pull in systemd.
     "libvirt-daemon",

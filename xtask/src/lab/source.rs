@@ -164,6 +164,9 @@ Ciphers aes128-ctr,aes128-cbc,3des-cbc
 MACs hmac-sha1,hmac-md5
 PubkeyAcceptedAlgorithms ssh-rsa
 PermitRootLogin yes
+# Hardened servers limit the sessions of one connection; the listing
+# walk (issue 16) runs several finds at once and must live with two.
+MaxSessions 2
 PasswordAuthentication yes
 KbdInteractiveAuthentication no
 UsePAM yes
