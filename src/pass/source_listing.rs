@@ -203,7 +203,14 @@ pub async fn walk(
             Err(e) => return Err(CloneError::Ssh(e)),
         }
     }
-    let files: Vec<ListedFile> = by_root.into_iter().flatten().collect();
+    // Into the first root's list: a second list of a million entries
+    // beside it would cost the client 100 MB (W4's peak RSS went from 190
+    // to 239 MiB with `flatten().collect()`).
+    let mut roots_lists = by_root.into_iter();
+    let mut files = roots_lists.next().unwrap_or_default();
+    for more in roots_lists {
+        files.extend(more);
+    }
     if files.is_empty() {
         return Err(match first_root {
             Some((cmd, out)) => nothing_listed(&cmd, &out),
