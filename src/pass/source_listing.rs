@@ -7,8 +7,8 @@
 //! On failure: a find the source refuses a channel for (sshd's
 //! `MaxSessions`) while others run gives its share back, and, refused
 //! again after a round trip, the walk goes on with fewer; any other SSH
-//! error ends the pass. A listing with
-//! no entries at all is an error that shows find's own words.
+//! error ends the pass. A listing with no entries at all is an error that
+//! shows find's own words.
 
 use crate::plan::Plan;
 use crate::probe::{Capabilities, Inventory};
@@ -194,7 +194,10 @@ pub async fn walk(
             Err(SshError::Channel { .. }) if !running.is_empty() => {
                 walk.retry(batch);
                 if refused {
-                    finds = running.len().max(open.peak.load(Ordering::Relaxed));
+                    // Fewer than before, each time: refusals cannot go
+                    // on while the same number is asked for.
+                    let seen = running.len().max(open.peak.load(Ordering::Relaxed));
+                    finds = seen.min(finds - 1).max(1);
                 } else {
                     refused = true;
                     let _ = session.ping().await;
