@@ -648,13 +648,8 @@ fn the_listing_walk_equals_one_find_even_where_sshd_allows_two_sessions() {
             assert_eq!(progress.0.len(), walked.batches, "one report a find");
             eprintln!("{source}: the walk took {:?}", started.elapsed());
             let started = Instant::now();
-            let one = s
-                .run(
-                    r"LC_ALL=C find /usr /etc -xdev -printf '%y %m %U %G %s %T@ %C@ %i %n %D\0%p\0'",
-                    b"",
-                )
-                .await
-                .expect("find");
+            let one = hotclone::stream::listing::gnu_command(&roots, &[]);
+            let one = s.run(&one, b"").await.expect("find");
             eprintln!("{source}: one find took {:?}", started.elapsed());
             (walked, one)
         });

@@ -87,19 +87,24 @@ const STAT_FORMAT: &str = "%f %u %g %s %Y %Z %i %h %d %n";
 /// matches: a big excluded tree costs nothing to list. The caller still
 /// filters the listing by its excludes (busybox's find is not given them).
 pub fn command(caps: &Capabilities, roots: &[&str], prune: &[String]) -> String {
-    let roots: Vec<String> = roots.iter().map(|r| crate::shell::quote(r)).collect();
     if caps.find_printf {
-        format!(
-            "LC_ALL=C find {} -xdev{} -printf '{GNU_FORMAT}'",
-            roots.join(" "),
-            pruned(prune)
-        )
-    } else {
-        format!(
-            "LC_ALL=C find {} -xdev -exec stat -c '{STAT_FORMAT}' {{}} +",
-            roots.join(" ")
-        )
+        return gnu_command(roots, prune);
     }
+    let roots: Vec<String> = roots.iter().map(|r| crate::shell::quote(r)).collect();
+    format!(
+        "LC_ALL=C find {} -xdev -exec stat -c '{STAT_FORMAT}' {{}} +",
+        roots.join(" ")
+    )
+}
+
+/// [`command`] for a source with GNU find: one find over `roots`.
+pub fn gnu_command(roots: &[&str], prune: &[String]) -> String {
+    let roots: Vec<String> = roots.iter().map(|r| crate::shell::quote(r)).collect();
+    format!(
+        "LC_ALL=C find {} -xdev{} -printf '{GNU_FORMAT}'",
+        roots.join(" "),
+        pruned(prune)
+    )
 }
 
 /// The remote command of one find of a [`super::walk`]: GNU find over the
@@ -313,11 +318,13 @@ pub struct Parser {
 
 impl Parser {
     pub fn new(caps: &Capabilities) -> Parser {
-        Parser {
-            gnu: caps.find_printf,
-            pending: Vec::new(),
-            files: Vec::new(),
-            bad: Vec::new(),
+        if caps.find_printf {
+            Parser::gnu()
+        } else {
+            Parser {
+                gnu: false,
+                ..Parser::gnu()
+            }
         }
     }
 

@@ -81,7 +81,7 @@ impl Batch {
 
 /// Where the walk stands: the roots not yet listed, and the starts no
 /// find has taken yet.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Walk {
     roots: Vec<Vec<u8>>,
     /// Roots whose own batch has not run (or failed), by index.
